@@ -1,0 +1,157 @@
+//! The tasks behind one worker: the *driver* owns the child process (waits for
+//! it, signals it), the *reader* dispatches the frames it sends, and two
+//! forwarders copy its piped output line by line. They report to the
+//! supervisor through [`Notice`]s, the one place where events are ordered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::net::unix::OwnedReadHalf;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::Payload;
+use crate::error::Error;
+use crate::event::{Exit, Message, SlotId, WorkerId};
+use crate::primary::handle::{KillRequest, WorkerHandle};
+use crate::wire::{Control, FrameReader, Incoming};
+
+/// What the per-worker tasks (and the fork path) tell the supervisor.
+pub(crate) enum Notice<M> {
+    Forked(WorkerHandle<M>),
+    Online(WorkerId),
+    Listening(WorkerId, std::net::SocketAddr),
+    Heartbeat(WorkerId),
+    /// The worker itself asked to disconnect.
+    WorkerDisconnect(WorkerId),
+    Message(Message<M>),
+    ChannelError(WorkerId, Error),
+    ChannelClosed(WorkerId),
+    Exited(WorkerId, Exit),
+    RestartDue(SlotId),
+}
+
+/// How long the driver waits, after the process ended, for the reader to
+/// deliver what the worker sent before dying.
+const DRAIN: Duration = Duration::from_millis(250);
+
+/// Own the child until it is reaped; then report its exit.
+pub(crate) async fn drive<M: Payload>(
+    mut child: tokio::process::Child,
+    id: WorkerId,
+    pid: u32,
+    reader: tokio::task::JoinHandle<()>,
+    mut kill_rx: mpsc::UnboundedReceiver<KillRequest>,
+    notices: mpsc::UnboundedSender<Notice<M>>,
+) {
+    let exit = loop {
+        tokio::select! {
+            status = child.wait() => {
+                break match status {
+                    Ok(status) => Exit::from_status(status),
+                    // waitpid cannot fail for our own unreaped child; if it
+                    // does, the child is unobservable: report an abnormal end.
+                    Err(_) => Exit::Code(-1),
+                };
+            }
+            Some(req) = kill_rx.recv() => signal(pid, req),
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN, reader).await;
+    let _ = notices.send(Notice::Exited(id, exit));
+}
+
+/// Signal the unreaped child (the driver has not polled `wait` concurrently,
+/// so the pid is still ours).
+fn signal(pid: u32, req: KillRequest) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    let pid = nix::unistd::Pid::from_raw(pid);
+    let _ = if req.group {
+        nix::sys::signal::killpg(pid, req.signal)
+    } else {
+        nix::sys::signal::kill(pid, req.signal)
+    };
+}
+
+/// Dispatch every frame the worker sends, in one place: control messages
+/// (online, listening, heartbeat, disconnect; connection hand-off plugs in
+/// here) and user messages, each of which takes one credit so that a primary
+/// that does not consume events makes the worker wait.
+pub(crate) async fn read_loop<M: Payload>(
+    mut reader: FrameReader<OwnedReadHalf>,
+    id: WorkerId,
+    credits: Arc<Semaphore>,
+    notices: mpsc::UnboundedSender<Notice<M>>,
+) {
+    loop {
+        let notice = match reader.recv().await {
+            Ok(Some(Incoming::Control(c))) => match c {
+                Control::Online => Notice::Online(id),
+                Control::Listening { addr } => Notice::Listening(id, addr),
+                Control::Heartbeat { .. } => Notice::Heartbeat(id),
+                Control::Disconnect => Notice::WorkerDisconnect(id),
+            },
+            Ok(Some(Incoming::User(bytes))) => {
+                let Ok(credit) = Arc::clone(&credits).acquire_owned().await else {
+                    break;
+                };
+                match Incoming::decode_user::<M>(&bytes) {
+                    Ok(value) => Notice::Message(Message::new(id, value, credit)),
+                    Err(e) => {
+                        let _ = notices.send(Notice::ChannelError(id, e));
+                        break;
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = notices.send(Notice::ChannelError(id, e));
+                break;
+            }
+        };
+        if notices.send(notice).is_err() {
+            return;
+        }
+    }
+    let _ = notices.send(Notice::ChannelClosed(id));
+}
+
+/// The longest piece of output forwarded as one line.
+const MAX_LINE: u64 = 64 * 1024;
+
+/// Which of the worker's streams a forwarder copies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Copy a worker's output line by line, each line prefixed with its id and
+/// written with one `write_all` under the stream's lock, so lines of
+/// different workers never interleave mid-line.
+pub(crate) async fn forward_lines<R: AsyncRead + Unpin>(io: R, id: WorkerId, stream: Stream) {
+    use std::io::Write;
+    let mut reader = BufReader::new(io);
+    let mut line = Vec::with_capacity(256);
+    let prefix = format!("[worker {id}] ");
+    loop {
+        line.clear();
+        line.extend_from_slice(prefix.as_bytes());
+        // A line longer than the cap is forwarded in pieces.
+        match (&mut reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if line.last() != Some(&b'\n') {
+            line.push(b'\n');
+        }
+        let _ = match stream {
+            Stream::Stdout => std::io::stdout().lock().write_all(&line),
+            Stream::Stderr => std::io::stderr().lock().write_all(&line),
+        };
+    }
+}
