@@ -10,7 +10,8 @@
 //!
 //! The primary prints `fork <id> <pid>`, `online <id>` and `exit <id> <exit>`
 //! lines, handles SIGTERM/SIGINT with a 1 s deadline, and prints `done` when
-//! every worker has exited.
+//! every worker has exited. `cluster-helper raw` writes one byte to stdout
+//! and exits (the bench's bare-process baseline).
 
 use std::time::Duration;
 
@@ -34,6 +35,12 @@ fn main() -> BoxResult {
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        // The bench's raw baseline: the bare process start of this binary.
+        Some("raw") => {
+            use std::io::Write;
+            std::io::stdout().write_all(b"!")?;
+            Ok(())
+        }
         Some("primary") => {
             let n: usize = args.get(1).map_or(Ok(2), |s| s.parse())?;
             tokio::runtime::Runtime::new()?.block_on(primary(n))

@@ -77,13 +77,17 @@ fn policy_never_and_clean_exit_under_on_failure_stop() {
     g.started(now);
     assert_eq!(
         g.exited(now, Exit::Signal(9), false),
-        Decision::Restart { delay: Duration::ZERO }
+        Decision::Restart {
+            delay: Duration::ZERO
+        }
     );
     let mut g = guard(RestartPolicy::Always);
     g.started(now);
     assert_eq!(
         g.exited(now, Exit::Code(0), false),
-        Decision::Restart { delay: Duration::ZERO }
+        Decision::Restart {
+            delay: Duration::ZERO
+        }
     );
 }
 
@@ -116,7 +120,12 @@ fn consecutive_crashes_back_off_and_long_uptime_resets() {
     assert_eq!(delays, [Duration::ZERO, 100 * MS, 200 * MS]);
     // A healthy run (>= min_uptime) resets the sequence.
     let (d, _) = crash(&mut g, t, 600 * MS);
-    assert_eq!(d, Decision::Restart { delay: Duration::ZERO });
+    assert_eq!(
+        d,
+        Decision::Restart {
+            delay: Duration::ZERO
+        }
+    );
 }
 
 #[test]
