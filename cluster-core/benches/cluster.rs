@@ -11,8 +11,9 @@
 //!
 //! Each repetition takes the median of its samples; the reported figure is the
 //! median of the repetitions and the spread is (max - min) / 2 of them.
-//! `--quick` runs a tiny workload (seconds, even in a debug build); other
-//! arguments (cargo passes `--bench`) are ignored.
+//! `--quick` runs a tiny workload (seconds, even in a debug build), as does a
+//! debug build run without `--bench` (`cargo test --all-targets`); `--list`
+//! (cargo-nextest asking for tests) lists none; other arguments are ignored.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -29,7 +30,15 @@ enum Msg {
 }
 
 fn main() -> anyhow::Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    // `--list` is how cargo-nextest asks a binary for its tests: none here.
+    if args.iter().any(|a| a == "--list") {
+        return Ok(());
+    }
+    // Under `cargo test --all-targets` (a debug build without `--bench`), a
+    // quick smoke run.
+    let under_cargo_test = cfg!(debug_assertions) && !args.iter().any(|a| a == "--bench");
+    let quick = under_cargo_test || args.iter().any(|a| a == "--quick");
     let (reps, samples) = if quick { (3, 3) } else { (9, 15) };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
