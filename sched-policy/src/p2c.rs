@@ -1,0 +1,70 @@
+//! Power of two choices: two random eligible workers, the less loaded wins.
+
+use crate::{Connection, Eligible, Policy, Slot, WorkerInfo};
+
+/// Samples two distinct eligible workers at random and picks the one with
+/// fewer open connections (then fewer handed so far; then the first sampled).
+///
+/// Nearly as even as [`LeastConnections`](crate::LeastConnections) under load
+/// while avoiding its herd behaviour when counters lag (several primaries, or
+/// counters updated late). The randomness comes from a small PRNG
+/// (SplitMix64) seeded by the caller, so a run is reproducible: the crate
+/// reads no clock and no entropy source. Give each primary its own seed if
+/// you want them to differ.
+#[derive(Debug, Clone)]
+pub struct PowerOfTwoChoices {
+    rng: SplitMix64,
+}
+
+impl PowerOfTwoChoices {
+    /// A policy whose random choices are drawn from `seed`.
+    pub fn with_seed(seed: u64) -> Self {
+        Self {
+            rng: SplitMix64(seed),
+        }
+    }
+}
+
+impl Policy for PowerOfTwoChoices {
+    fn name(&self) -> &'static str {
+        "p2c"
+    }
+
+    fn pick(&mut self, workers: Eligible<'_>, _conn: &Connection) -> Option<Slot> {
+        let n = workers.count();
+        if n <= 1 {
+            return workers.iter().next().map(WorkerInfo::slot);
+        }
+        let a = self.rng.below(n);
+        let mut b = self.rng.below(n - 1);
+        if b >= a {
+            b += 1;
+        }
+        let wa = workers.iter().nth(a)?;
+        let wb = workers.iter().nth(b)?;
+        let load = |w: &WorkerInfo| (w.open(), w.handed());
+        Some(if load(wb) < load(wa) { wb } else { wa }.slot())
+    }
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): one add and a finaliser per draw,
+/// passes BigCrush, any seed is fine.
+#[derive(Debug, Clone)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A draw in `0..n` (Lemire's multiply-shift; the bias is below 2^-50
+    /// for any realistic worker count).
+    fn below(&mut self, n: usize) -> usize {
+        let wide = u128::from(self.next_u64()) * n as u128;
+        (wide >> 64) as usize
+    }
+}
