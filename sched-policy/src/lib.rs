@@ -62,3 +62,13 @@ pub use round_robin::RoundRobin;
 pub use scheduler::Scheduler;
 pub use sticky::{Sticky, rendezvous_score};
 pub use table::{Eligible, Slot, WorkerInfo, WorkerState, WorkerTable};
+
+// The Rust snippets of the README and of docs/scheduling.md are compiled and
+// run as doc tests, so the documentation cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/scheduling.md")]
+struct SchedulingDocDoctests;

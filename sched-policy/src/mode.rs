@@ -18,6 +18,7 @@ pub const DEFAULT_SEED: u64 = 0x5EED_5C4E_D001_0001;
 
 /// The built-in choices, by name: what `CLUSTER_SCHED_POLICY` may say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum PolicyKind {
     /// `rr`: [`RoundRobin`], the default (Node's `SCHED_RR`).
     #[default]

@@ -31,19 +31,61 @@ impl Policy for PowerOfTwoChoices {
     }
 
     fn pick(&mut self, workers: Eligible<'_>, _conn: &Connection) -> Option<Slot> {
+        let (wa, wb) = match self.sample_fast(workers) {
+            Some(pair) => pair,
+            None => self.sample_counting(workers)?,
+        };
+        let load = |w: &WorkerInfo| (w.open(), w.handed());
+        Some(if load(wb) < load(wa) { wb } else { wa }.slot())
+    }
+}
+
+impl PowerOfTwoChoices {
+    /// Rejection sampling over the whole table: draw rows until two
+    /// distinct eligible ones come up. Exactly uniform over the eligible
+    /// pairs, and O(1) when most workers are eligible (the usual case);
+    /// gives up after a few draws, leaving it to `sample_counting`.
+    fn sample_fast<'a>(
+        &mut self,
+        workers: Eligible<'a>,
+    ) -> Option<(&'a WorkerInfo, &'a WorkerInfo)> {
+        const DRAWS: usize = 8;
+        let rows = workers.all();
+        if rows.len() < 2 {
+            return None;
+        }
+        let mut first: Option<&WorkerInfo> = None;
+        for _ in 0..DRAWS {
+            let w = &rows[self.rng.below(rows.len())];
+            if !workers.admits(w) {
+                continue;
+            }
+            match first {
+                None => first = Some(w),
+                Some(a) if a.slot() != w.slot() => return Some((a, w)),
+                Some(_) => {}
+            }
+        }
+        None
+    }
+
+    /// Counts the eligible workers and draws two distinct ranks among them;
+    /// one worker alone is paired with itself.
+    fn sample_counting<'a>(
+        &mut self,
+        workers: Eligible<'a>,
+    ) -> Option<(&'a WorkerInfo, &'a WorkerInfo)> {
         let n = workers.count();
         if n <= 1 {
-            return workers.iter().next().map(WorkerInfo::slot);
+            let only = workers.iter().next()?;
+            return Some((only, only));
         }
         let a = self.rng.below(n);
         let mut b = self.rng.below(n - 1);
         if b >= a {
             b += 1;
         }
-        let wa = workers.iter().nth(a)?;
-        let wb = workers.iter().nth(b)?;
-        let load = |w: &WorkerInfo| (w.open(), w.handed());
-        Some(if load(wb) < load(wa) { wb } else { wa }.slot())
+        Some((workers.iter().nth(a)?, workers.iter().nth(b)?))
     }
 }
 

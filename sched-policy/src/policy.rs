@@ -19,7 +19,11 @@ impl fmt::Display for ListenerId {
 }
 
 /// What a policy knows about a new connection.
+///
+/// Non-exhaustive so that more may be told later (the local address, say):
+/// build it with [`Connection::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Connection {
     /// The client's address, as `accept` returned it.
     pub peer: SocketAddr,

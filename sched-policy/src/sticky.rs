@@ -38,12 +38,16 @@ impl Policy for Sticky {
 
     fn pick(&mut self, workers: Eligible<'_>, conn: &Connection) -> Option<Slot> {
         let key = client_key(conn.peer.ip());
-        // Highest score; on an (improbable) tie, the lower slot.
-        workers
-            .iter()
-            .map(|w| (mix(key ^ slot_salt(w.slot())), std::cmp::Reverse(w.slot())))
-            .max()
-            .map(|(_, std::cmp::Reverse(slot))| slot)
+        // Highest score; on an (improbable) tie, the lower slot: the scan is
+        // in slot order and only a strictly higher score replaces the best.
+        let mut best: Option<(u64, Slot)> = None;
+        for w in workers.iter() {
+            let score = mix(key ^ slot_salt(w.slot()));
+            if best.is_none_or(|(top, _)| score > top) {
+                best = Some((score, w.slot()));
+            }
+        }
+        best.map(|(_, slot)| slot)
     }
 }
 
@@ -58,7 +62,8 @@ impl Policy for Sticky {
 /// 1. the client key: FNV-1a (64-bit) over a family tag and the address
 ///    octets (`4, a, b, c, d` for IPv4 and for IPv4-mapped IPv6, `6` and the
 ///    16 octets otherwise), then the MurmurHash3 `fmix64` finaliser;
-/// 2. the slot salt: `fmix64(slot + 0x9E3779B97F4A7C15)`;
+/// 2. the slot salt: `(slot + 1) * 0x9E3779B97F4A7C15` (wrapping; the
+///    golden-ratio constant spreads consecutive slots over all 64 bits);
 /// 3. the score: `fmix64(key XOR salt)`.
 ///
 /// It is not a keyed hash: a client that can choose its address can choose
@@ -80,7 +85,9 @@ fn client_key(ip: IpAddr) -> u64 {
 }
 
 fn slot_salt(slot: Slot) -> u64 {
-    mix(u64::from(slot.get()).wrapping_add(0x9E37_79B9_7F4A_7C15))
+    u64::from(slot.get())
+        .wrapping_add(1)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;

@@ -52,6 +52,7 @@ impl From<u32> for Slot {
 
 /// Whether a worker may be handed new connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum WorkerState {
     /// Started but not yet listening (or not yet acknowledged as online);
     /// never picked. A worker enters the table in this state.
@@ -272,7 +273,9 @@ pub struct Eligible<'a> {
 }
 
 impl<'a> Eligible<'a> {
-    fn admits(&self, w: &WorkerInfo) -> bool {
+    /// Whether the row `w` (one of [`all`](Eligible::all)) may be picked:
+    /// eligible and not excluded.
+    pub fn admits(&self, w: &WorkerInfo) -> bool {
         w.is_eligible() && !self.exclude.contains(&w.slot)
     }
 

@@ -3,4 +3,5 @@
 
 mod alloc;
 mod props;
+mod scheduler;
 mod snapshots;

@@ -223,3 +223,20 @@ fn least_connections_spreads_long_lived_connections() {
     // The quiet worker takes almost everything; the busy ones hold one each.
     assert_eq!(handed, [397, 1, 1, 1]);
 }
+
+#[test]
+fn p2c_keeps_long_lived_loads_close() {
+    for seed in 0..20 {
+        let mut table = WorkerTable::with_ready(8);
+        let mut p2c = PowerOfTwoChoices::with_seed(seed);
+        for i in 0..800u16 {
+            let slot = p2c.pick(table.eligible(), &conn(1, i)).unwrap();
+            table.connection_handed(slot).unwrap();
+        }
+        let opens: Vec<u32> = table.workers().iter().map(|w| w.open()).collect();
+        let (min, max) = (opens.iter().min().unwrap(), opens.iter().max().unwrap());
+        // Two choices keep the gap within a few connections (one random
+        // choice leaves it around 25 here).
+        assert!(max - min <= 6, "seed {seed}: {opens:?}");
+    }
+}

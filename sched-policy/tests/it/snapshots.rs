@@ -126,4 +126,16 @@ fn power_of_two_choices_is_reproducible() {
 #[test]
 fn sticky_keeps_clients_across_churn() {
     check("sticky_churn", "sticky", CHURN);
+    check(
+        "sticky_cap",
+        "sticky",
+        "
+        ready 0 1 2 3
+        pick 12
+        cap 3 4
+        pick 6
+        close 3
+        pick 6
+        ",
+    );
 }
