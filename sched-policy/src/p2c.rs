@@ -41,32 +41,31 @@ impl Policy for PowerOfTwoChoices {
 }
 
 impl PowerOfTwoChoices {
-    /// Rejection sampling over the whole table: draw rows until two
-    /// distinct eligible ones come up. Exactly uniform over the eligible
-    /// pairs, and O(1) when most workers are eligible (the usual case);
-    /// gives up after a few draws, leaving it to `sample_counting`.
+    /// Rejection sampling over the whole table: draw a row until an
+    /// eligible one comes up, then draw among the *other* rows until a second
+    /// eligible one does. Exactly uniform over the eligible pairs, and O(1)
+    /// when most workers are eligible (the usual case); gives up after a few
+    /// draws, leaving it to `sample_counting`.
     fn sample_fast<'a>(
         &mut self,
         workers: Eligible<'a>,
     ) -> Option<(&'a WorkerInfo, &'a WorkerInfo)> {
-        const DRAWS: usize = 8;
+        const DRAWS: usize = 4;
         let rows = workers.all();
-        if rows.len() < 2 {
+        let n = rows.len();
+        if n < 2 {
             return None;
         }
-        let mut first: Option<&WorkerInfo> = None;
-        for _ in 0..DRAWS {
-            let w = &rows[self.rng.below(rows.len())];
-            if !workers.admits(w) {
-                continue;
-            }
-            match first {
-                None => first = Some(w),
-                Some(a) if a.slot() != w.slot() => return Some((a, w)),
-                Some(_) => {}
-            }
-        }
-        None
+        let a = (0..DRAWS)
+            .map(|_| self.rng.below(n))
+            .find(|&i| workers.admits(&rows[i]))?;
+        let b = (0..DRAWS)
+            .map(|_| {
+                let j = self.rng.below(n - 1);
+                if j >= a { j + 1 } else { j }
+            })
+            .find(|&j| workers.admits(&rows[j]))?;
+        Some((&rows[a], &rows[b]))
     }
 
     /// Counts the eligible workers and draws two distinct ranks among them;
