@@ -252,7 +252,7 @@ impl WorkerTable {
     }
 
     fn position(&self, slot: Slot) -> Result<usize, usize> {
-        self.rows.binary_search_by_key(&slot, |w| w.slot)
+        find(&self.rows, slot)
     }
 
     fn row_mut(&mut self, slot: Slot) -> Result<&mut WorkerInfo, Error> {
@@ -261,6 +261,17 @@ impl WorkerTable {
             Err(_) => Err(Error::UnknownSlot { slot }),
         }
     }
+}
+
+/// Where `slot` is (`Ok`) or would be inserted (`Err`) in `rows`, sorted by
+/// slot. Slots are usually dense (`0..n`), so row `slot` is tried first: one
+/// look instead of a binary search on the per-connection path.
+fn find(rows: &[WorkerInfo], slot: Slot) -> Result<usize, usize> {
+    let guess = slot.get() as usize;
+    if rows.get(guess).is_some_and(|w| w.slot == slot) {
+        return Ok(guess);
+    }
+    rows.binary_search_by_key(&slot, |w| w.slot)
 }
 
 /// The workers a policy may pick from: a borrowed, allocation-free view of a
@@ -289,7 +300,7 @@ impl<'a> Eligible<'a> {
     /// `cursor`, then, wrapping around, those before it.
     pub fn rotation_from(&self, cursor: Slot) -> impl Iterator<Item = &'a WorkerInfo> + 'a {
         let this = *self;
-        let at = self.rows.partition_point(|w| w.slot < cursor);
+        let at = find(self.rows, cursor).unwrap_or_else(|at| at);
         let (before, after) = self.rows.split_at(at);
         after.iter().chain(before).filter(move |w| this.admits(w))
     }
@@ -306,9 +317,7 @@ impl<'a> Eligible<'a> {
 
     /// Whether the worker in `slot` is eligible.
     pub fn contains(&self, slot: Slot) -> bool {
-        self.rows
-            .binary_search_by_key(&slot, |w| w.slot)
-            .is_ok_and(|at| self.admits(&self.rows[at]))
+        find(self.rows, slot).is_ok_and(|at| self.admits(&self.rows[at]))
     }
 
     /// Every worker of the table, eligible or not (to let a policy see
