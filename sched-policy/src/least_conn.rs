@@ -6,7 +6,7 @@ use crate::{Connection, Eligible, Policy, Slot, WorkerInfo};
 /// the next one in rotation order, so that ties are shared fairly (with
 /// short-lived connections it behaves like [`RoundRobin`](crate::RoundRobin)).
 ///
-/// One pass over the workers per pick.
+/// At most one pass over the workers per pick, stopping early at an idle one.
 #[derive(Debug, Clone, Default)]
 pub struct LeastConnections {
     next: Slot,
@@ -25,17 +25,20 @@ impl Policy for LeastConnections {
     }
 
     fn pick(&mut self, workers: Eligible<'_>, _conn: &Connection) -> Option<Slot> {
-        let next = self.next;
-        // Fewest open first; among equals, slots at or after the cursor
-        // before the wrapped-around ones, then by slot. Packed into one u64
-        // (open: 31 bits kept, wrapped: 1 bit, slot: 32 bits) so the scan is
-        // one compare per worker.
-        let key = |w: &WorkerInfo| {
-            let open = u64::from(w.open().min(u32::MAX >> 1));
-            let wrapped = u64::from(w.slot() < next);
-            (open << 33) | (wrapped << 32) | u64::from(w.slot().get())
-        };
-        let slot = workers.iter().min_by_key(|w| key(w))?.slot();
+        // Walk in rotation order from the cursor and keep the first worker
+        // with the fewest open connections: among equals, the next in
+        // rotation wins. Nobody beats zero, so stop there (the usual case
+        // under light load).
+        let mut best: Option<&WorkerInfo> = None;
+        for w in workers.rotation_from(self.next) {
+            if best.is_none_or(|b| w.open() < b.open()) {
+                best = Some(w);
+                if w.open() == 0 {
+                    break;
+                }
+            }
+        }
+        let slot = best?.slot();
         self.next = slot.next();
         Some(slot)
     }

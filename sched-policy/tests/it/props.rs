@@ -180,6 +180,24 @@ proptest! {
     }
 
     #[test]
+    fn least_connections_with_equal_loads_is_round_robin(
+        ready in prop::collection::vec(any::<bool>(), 1..16),
+        picks in 0usize..100,
+    ) {
+        let mut table = WorkerTable::with_ready(ready.len() as u32);
+        for (i, &r) in ready.iter().enumerate() {
+            if !r {
+                table.set_state(Slot::new(i as u32), WorkerState::Draining).unwrap();
+            }
+        }
+        let (mut lc, mut rr) = (LeastConnections::new(), RoundRobin::new());
+        for i in 0..picks {
+            let c = conn(1, i as u16);
+            prop_assert_eq!(lc.pick(table.eligible(), &c), rr.pick(table.eligible(), &c));
+        }
+    }
+
+    #[test]
     fn p2c_with_two_workers_always_picks_the_quieter(a in 0u32..5, b in 0u32..5, seed in any::<u64>()) {
         prop_assume!(a != b);
         let mut table = WorkerTable::with_ready(2);
