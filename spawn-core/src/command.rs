@@ -5,7 +5,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process;
@@ -350,6 +350,7 @@ impl Command {
                 .map(|signal| (signal as libc::c_int, std::process::id() as libc::pid_t)),
             ..Hook::default()
         };
+        let mut reserved = Vec::new();
         for (i, (target, fd)) in self.fds.iter().enumerate() {
             let repeated = self.fds[..i].iter().any(|(t, _)| t == target);
             if *target < 3 || repeated {
@@ -368,6 +369,16 @@ impl Command {
                 });
             }
             hook.fds.push(FdMove::new(fd.as_raw_fd(), *target));
+            // Hold the target number in the parent during the spawn if it is
+            // free, so that std's own exec-error pipe cannot be allocated
+            // there and then be overwritten by the hook's dup2 in the child.
+            if let Ok(placeholder) = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(*target)) {
+                // SAFETY: F_DUPFD_CLOEXEC returned a fresh descriptor we own.
+                let placeholder = unsafe { OwnedFd::from_raw_fd(placeholder) };
+                if placeholder.as_raw_fd() == *target {
+                    reserved.push(placeholder);
+                }
+            }
         }
         if hook.is_needed() {
             // SAFETY: the closure only calls `Hook::run_in_child`, which is
@@ -382,18 +393,19 @@ impl Command {
             std: self.std,
             program: self.program,
             cwd: self.cwd,
-            fds: self.fds,
+            fds: (self.fds, reserved),
         })
     }
 }
 
 /// A std command ready to spawn, and the descriptors that must stay open
-/// until it has.
+/// until it has: the ones handed over, and placeholders holding their
+/// target numbers.
 struct Prepared {
     std: process::Command,
     program: OsString,
     cwd: Option<PathBuf>,
-    fds: Vec<(RawFd, OwnedFd)>,
+    fds: (Vec<(RawFd, OwnedFd)>, Vec<OwnedFd>),
 }
 
 /// The captured output of a child that closed.

@@ -113,3 +113,22 @@ fn descriptors_not_handed_over_do_not_leak_into_the_child() {
         );
     });
 }
+
+#[test]
+fn exec_failure_is_reported_when_a_target_is_where_std_reports_errors() {
+    run(async {
+        // std reports a failed exec through a pipe made just before the
+        // fork, at the two lowest free numbers: find them, and hand a
+        // descriptor at the number its write end will get. The hook's dup2
+        // there must not hide the failed exec.
+        let (_handed_read, handed) = pipe().expect("pipe");
+        let (probe_read, probe_write) = pipe().expect("probe");
+        let target = probe_write.as_raw_fd();
+        drop((probe_read, probe_write));
+        let err = Command::new("no-such-program-spawn-core")
+            .inherit_fd(target, handed)
+            .spawn()
+            .expect_err("the program does not exist");
+        assert!(matches!(err, spawn_core::Error::NotFound { .. }), "{err:?}");
+    });
+}
