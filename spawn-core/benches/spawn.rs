@@ -12,6 +12,8 @@
 //! Figures are medians of the repetitions; spread is (max - min) / 2.
 //!
 //! `--quick` runs a tiny workload (a few seconds even in a debug build);
+//! A debug build run without `--bench` (that is `cargo test --all-targets`)
+//! also runs the quick workload, as a smoke test.
 //! `--list` (how cargo-nextest asks a binary for its tests) lists none and
 //! exits, so `nextest run --all-targets` does not run the bench; other
 //! arguments (cargo passes `--bench`) are ignored.
@@ -30,7 +32,9 @@ fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
     }
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let under_cargo_test = cfg!(debug_assertions) && !args.iter().any(|a| a == "--bench");
+    let quick = under_cargo_test || args.iter().any(|a| a == "--quick");
     let (reps, n) = if quick { (3, 30) } else { (7, 1500) };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
