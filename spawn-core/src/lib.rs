@@ -53,6 +53,11 @@
 //!   "the parent process died", whichever thread called `spawn`. The race
 //!   where the parent dies before the child's `prctl` is closed by comparing
 //!   `getppid()` with the parent's pid read before the fork.
+//! - [`Command::inherit_fd`] targets are placed by `dup2` in the child; any
+//!   mapping works (sources and targets may overlap). While the spawn runs,
+//!   target numbers free in the parent are held by close-on-exec
+//!   placeholders, so std's exec-error pipe never lands on one (which would
+//!   hide a failed exec). The parent's copies are closed after the spawn.
 //! - [`Child::kill`] does nothing once the child was reaped, so it never
 //!   signals a process that reused the pid; [`Child::pid`] may be stale then.
 //! - [`Child::kill_group`] signals the group the child leads, even after the
