@@ -31,9 +31,9 @@ pub enum Error {
         worker: WorkerId,
         /// The program.
         program: PathBuf,
-        /// The OS error.
+        /// What spawn-core reported (it names the OS error).
         #[source]
-        source: io::Error,
+        source: spawn_core::Error,
     },
     /// The worker is dead or its channel is closed.
     #[error("worker {worker} is gone")]

@@ -62,14 +62,11 @@ impl Exit {
         }
     }
 
-    /// From the OS's wait status.
-    pub fn from_status(status: std::process::ExitStatus) -> Exit {
-        use std::os::unix::process::ExitStatusExt;
-        match (status.code(), status.signal()) {
+    /// From spawn-core's close.
+    pub fn from_close(close: spawn_core::Close) -> Exit {
+        match (close.code(), close.signo()) {
             (Some(code), _) => Exit::Code(code),
             (None, Some(sig)) => Exit::Signal(sig),
-            // Stopped/continued statuses are never returned by wait for an
-            // exited child; treat anything else as an abnormal end.
             (None, None) => Exit::Code(-1),
         }
     }

@@ -30,7 +30,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use crate::Payload;
 use crate::error::{Error, Result};
 use crate::event::{Event, SlotId, WorkerId};
-use crate::launch::{CHANNEL_FD, launch};
+use crate::launch::{CHANNEL_FD, LaunchError, launch};
 use crate::restart::RestartGuard;
 use crate::role::WorkerEnv;
 use crate::settings::{Settings, WorkerStdio};
@@ -148,11 +148,15 @@ impl<M: Payload> Shared<M> {
             .map(|s| s.extra_env.clone())
             .unwrap_or_default();
         let mut launched =
-            launch(&st.settings, &program, env, &extra_env).map_err(|source| Error::Spawn {
-                worker: id,
-                program: program.clone(),
-                source,
+            launch(&st.settings, &program, env, &extra_env).map_err(|e| match e {
+                LaunchError::Channel(source) => Error::Channel { worker: id, source },
+                LaunchError::Spawn(source) => Error::Spawn {
+                    worker: id,
+                    program: program.clone(),
+                    source,
+                },
             })?;
+        let pid = launched.child.pid();
         st.next_id += 1;
 
         let (read_half, write_half) = launched.channel.into_split();
@@ -161,7 +165,7 @@ impl<M: Payload> Shared<M> {
         let handle = WorkerHandle::new(Arc::new(HandleInner {
             id,
             slot,
-            pid: launched.pid,
+            pid,
             writer: tokio::sync::Mutex::new(FrameWriter::new(write_half)),
             state: state_tx,
             after_disconnect: false.into(),
@@ -179,10 +183,10 @@ impl<M: Payload> Shared<M> {
         let _ = self.notices.send(Notice::Forked(handle.clone()));
 
         if st.settings.stdio == WorkerStdio::Piped {
-            if let Some(out) = launched.child.stdout.take() {
+            if let Some(out) = launched.child.take_stdout() {
                 tokio::spawn(driver::forward_lines(out, id, driver::Stream::Stdout));
             }
-            if let Some(err) = launched.child.stderr.take() {
+            if let Some(err) = launched.child.take_stderr() {
                 tokio::spawn(driver::forward_lines(err, id, driver::Stream::Stderr));
             }
         }
@@ -196,7 +200,6 @@ impl<M: Payload> Shared<M> {
         tokio::spawn(driver::drive(
             launched.child,
             id,
-            launched.pid,
             reader,
             kill_rx,
             self.notices.clone(),

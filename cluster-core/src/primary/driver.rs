@@ -35,42 +35,37 @@ pub(crate) enum Notice<M> {
 /// deliver what the worker sent before dying.
 const DRAIN: Duration = Duration::from_millis(250);
 
-/// Own the child until it is reaped; then report its exit.
+/// Own the child until it is reaped; then report its exit. Only the driver
+/// signals the child, and spawn-core's `Child::kill` does nothing once it was
+/// reaped, so a reused pid is never signalled.
 pub(crate) async fn drive<M: Payload>(
-    mut child: tokio::process::Child,
+    mut child: spawn_core::Child,
     id: WorkerId,
-    pid: u32,
     reader: tokio::task::JoinHandle<()>,
     mut kill_rx: mpsc::UnboundedReceiver<KillRequest>,
     notices: mpsc::UnboundedSender<Notice<M>>,
 ) {
     let exit = loop {
         tokio::select! {
-            status = child.wait() => {
-                break match status {
-                    Ok(status) => Exit::from_status(status),
+            close = child.wait() => {
+                break match close {
+                    Ok(close) => Exit::from_close(close),
                     // waitpid cannot fail for our own unreaped child; if it
                     // does, the child is unobservable: report an abnormal end.
                     Err(_) => Exit::Code(-1),
                 };
             }
-            Some(req) = kill_rx.recv() => signal(pid, req),
+            Some(req) = kill_rx.recv() => {
+                let _ = if req.group {
+                    child.kill_group(req.signal)
+                } else {
+                    child.kill(req.signal)
+                };
+            }
         }
     };
     let _ = tokio::time::timeout(DRAIN, reader).await;
     let _ = notices.send(Notice::Exited(id, exit));
-}
-
-/// Signal the unreaped child (the driver has not polled `wait` concurrently,
-/// so the pid is still ours).
-fn signal(pid: u32, req: KillRequest) {
-    let Ok(pid) = i32::try_from(pid) else { return };
-    let pid = nix::unistd::Pid::from_raw(pid);
-    let _ = if req.group {
-        nix::sys::signal::killpg(pid, req.signal)
-    } else {
-        nix::sys::signal::kill(pid, req.signal)
-    };
 }
 
 /// Dispatch every frame the worker sends, in one place: control messages
