@@ -91,6 +91,13 @@ impl<M: Payload> Worker<M> {
         self.writer.lock().await.send_user(msg).await.map_err(gone)
     }
 
+    /// Wait until everything sent so far is written to the channel (sends
+    /// are written before they return; kept for symmetry with queued
+    /// transports).
+    pub async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The next message from the primary; `None` once the primary asked this
     /// worker to disconnect: finish the work in flight, then return from
     /// `main` (exit 0).

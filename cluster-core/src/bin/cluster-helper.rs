@@ -6,7 +6,9 @@
 //! `exit:<code>` (exit with the code once online), `hang` (block the runtime
 //! once online), `stubborn` (ignore SIGTERM and disconnection),
 //! `fail-if:<path>` (exit 3 before connecting when the file exists, else
-//! `echo`), `print` (print a line, then `echo`).
+//! `echo`), `print` (print a line, then `echo`), `leave` (disconnect by
+//! itself, exit 0), `garbage` (send a message the primary cannot decode, then
+//! wait), `listen` (listen on 127.0.0.1:0, report it, then `echo`).
 //!
 //! The primary prints `fork <id> <pid>`, `online <id>` and `exit <id> <exit>`
 //! lines, handles SIGTERM/SIGINT with a 1 s deadline, and prints `done` when
@@ -24,6 +26,19 @@ enum Msg {
     Text(String),
     Ping(u64),
     Pong { worker: u64, n: u64 },
+}
+
+/// Not `Msg`: its last variant has no counterpart there.
+#[derive(Debug, Serialize, Deserialize)]
+enum Garbage {
+    A,
+    B,
+    C,
+    D,
+    E,
+    F,
+    G,
+    H,
 }
 
 type BoxResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
@@ -63,14 +78,32 @@ fn worker(mode: &str) -> BoxResult {
         .enable_all()
         .build()?;
     rt.block_on(async {
+        if mode == "garbage" {
+            // A type the primary cannot decode as `Msg` (variant 7).
+            let w = Worker::<Garbage>::connect().await?;
+            w.send(&Garbage::H).await?;
+            w.flush().await?;
+            std::future::pending::<()>().await;
+        }
         let mut w = Worker::<Msg>::connect().await?;
         if let Some(code) = mode.strip_prefix("exit:") {
             std::process::exit(code.parse()?);
         }
+        // Kept open while the worker runs.
+        let mut _listener = None;
         match mode {
             // Block the runtime: the heartbeat task starves.
             "hang" => std::thread::sleep(Duration::from_secs(600)),
             "print" => println!("hello from worker {}", w.id()),
+            "leave" => {
+                w.disconnect().await?;
+                return Ok(());
+            }
+            "listen" => {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                w.listening(l.local_addr()?).await?;
+                _listener = Some(l);
+            }
             _ => {}
         }
         while let Some(msg) = w.recv().await {

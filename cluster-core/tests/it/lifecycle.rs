@@ -169,3 +169,56 @@ async fn settings_merge_until_the_first_fork_then_freeze() {
     ));
     support::shutdown(cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_disconnects_itself_is_not_restarted() {
+    let mut s = settings("leave", 1);
+    s.restart(RestartPolicy::Always);
+    let mut cluster = cluster_core::Cluster::<Msg>::new(s).unwrap();
+    let w = cluster.fork().unwrap();
+    let events = until(&mut cluster, |ev| matches!(ev, Event::Exit { .. })).await;
+    let briefs: Vec<_> = events.iter().map(brief).collect();
+    assert_eq!(
+        briefs,
+        [
+            "fork 1",
+            "online 1",
+            "disconnect 1",
+            "exit 1 exit code 0 after_disconnect=true"
+        ]
+    );
+    assert!(w.exited_after_disconnect());
+    let rest = support::shutdown(cluster).await;
+    assert!(
+        rest.is_empty(),
+        "{:?}",
+        rest.iter().map(brief).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_message_is_a_typed_error_and_ends_the_worker() {
+    let mut s = settings("garbage", 1);
+    s.restart(RestartPolicy::Never);
+    let mut cluster = cluster_core::Cluster::<Msg>::new(s).unwrap();
+    cluster.fork().unwrap();
+    let events = until(&mut cluster, |ev| matches!(ev, Event::Exit { .. })).await;
+    let error = events.iter().find_map(|ev| match ev {
+        Event::ChannelError { worker, error } => Some((*worker, error)),
+        _ => None,
+    });
+    let (worker, error) = error.expect("no channel error event");
+    assert_eq!(worker, WorkerId(1));
+    assert!(matches!(error, Error::Decode { .. }), "{error:?}");
+    // Killed, or gone by itself when its channel closed first: either way
+    // the worker ended.
+    assert!(matches!(
+        events.last(),
+        Some(Event::Exit {
+            worker: WorkerId(1),
+            exit: Exit::Signal(libc::SIGKILL) | Exit::Code(0),
+            ..
+        })
+    ));
+    support::shutdown(cluster).await;
+}

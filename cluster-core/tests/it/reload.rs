@@ -123,3 +123,51 @@ async fn reload_keeps_the_old_workers_when_a_replacement_cannot_start() {
     .await;
     support::shutdown(cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_of_listening_workers_waits_for_the_replacement_to_listen() {
+    let mut cluster = cluster_core::Cluster::<Msg>::new(settings("listen", 1)).unwrap();
+    cluster.start().unwrap();
+    let events = until(&mut cluster, |ev| matches!(ev, Event::Listening { .. })).await;
+    let Some(Event::Listening {
+        worker: WorkerId(1),
+        addr,
+    }) = events.last()
+    else {
+        panic!("{:?}", events.iter().map(brief).collect::<Vec<_>>())
+    };
+    assert!(addr.ip().is_loopback());
+    assert_eq!(
+        cluster.worker(WorkerId(1)).unwrap().state(),
+        WorkerState::Listening
+    );
+    tokio::time::timeout(BOUND, cluster.reload())
+        .await
+        .unwrap()
+        .unwrap();
+    // By the time reload returns, the replacement listens.
+    assert_eq!(
+        cluster.worker(WorkerId(2)).unwrap().state(),
+        WorkerState::Listening
+    );
+    let events = until(&mut cluster, |ev| {
+        matches!(
+            ev,
+            Event::Exit {
+                worker: WorkerId(1),
+                ..
+            }
+        )
+    })
+    .await;
+    let briefs: Vec<_> = events.iter().map(brief).collect();
+    let pos = |want: &str| {
+        briefs
+            .iter()
+            .position(|b| b == want)
+            .unwrap_or_else(|| panic!("{want:?} in {briefs:?}"))
+    };
+    assert!(pos("fork 2") < pos("listening 2"));
+    assert!(pos("listening 2") < pos("exit 1 exit code 0 after_disconnect=true"));
+    support::shutdown(cluster).await;
+}
