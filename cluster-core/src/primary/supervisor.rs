@@ -17,6 +17,13 @@ use crate::primary::{Command, Placement, Shared};
 use crate::restart::Decision;
 use crate::state::WorkerState;
 
+/// How a worker that could not be started counts for its slot's guard (the
+/// shell's "command not found").
+const SPAWN_FAILED: Exit = Exit::Code(127);
+
+/// The least delay before retrying a slot whose worker could not be started.
+const SPAWN_RETRY_FLOOR: Duration = Duration::from_millis(100);
+
 /// SIGTERM and SIGINT, when the user asked the primary to handle them.
 pub(crate) struct Signals {
     term: tokio::signal::unix::Signal,
@@ -212,6 +219,13 @@ impl<M: Payload> Supervisor<M> {
     fn apply(&mut self, slot: SlotId, decision: Decision, exit: Exit) {
         match decision {
             Decision::Restart { delay } => {
+                // A program that cannot even be started is retried after a
+                // floor delay, never in a tight loop, whatever the backoff.
+                let delay = if exit == SPAWN_FAILED {
+                    delay.max(SPAWN_RETRY_FLOOR)
+                } else {
+                    delay
+                };
                 self.emit(Event::RestartScheduled { slot, delay });
                 if delay.is_zero() {
                     self.restart(slot);
@@ -243,7 +257,7 @@ impl<M: Payload> Supervisor<M> {
             // The program could not even be started: count it as a failed
             // run of the slot, so the backoff and the crash-loop limit apply.
             let now = Instant::now();
-            let exit = Exit::Code(127);
+            let exit = SPAWN_FAILED;
             let decision = {
                 let mut st = self.shared.lock();
                 st.slots.get_mut(&slot).map(|s| {

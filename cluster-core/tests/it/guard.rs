@@ -130,3 +130,64 @@ async fn shutdown_kills_a_worker_that_ignores_it_at_the_deadline() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_program_is_a_typed_error_naming_it() {
+    let mut s = settings("echo", 1);
+    s.program("/nonexistent/cluster-worker");
+    let cluster = cluster_core::Cluster::<Msg>::new(s).unwrap();
+    let err = cluster.fork().unwrap_err();
+    let cluster_core::Error::Spawn {
+        worker, program, ..
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*worker, WorkerId(1));
+    assert_eq!(program, std::path::Path::new("/nonexistent/cluster-worker"));
+    assert!(cluster.workers().is_empty());
+    support::shutdown(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_vanished_is_retried_with_a_floor_then_given_up() {
+    // A private copy of the helper, deleted once the first worker runs.
+    let dir = std::env::temp_dir().join(format!("cluster-core-vanish-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let program = dir.join("worker");
+    std::fs::copy(support::HELPER, &program).unwrap();
+    let mut s = settings("exit:1", 1);
+    s.program(&program).crash_loop_limit(CrashLoopLimit {
+        max_restarts: 2,
+        window: Duration::from_secs(60),
+    });
+    let mut cluster = cluster_core::Cluster::<Msg>::new(s).unwrap();
+    cluster.fork().unwrap();
+    until(&mut cluster, |ev| matches!(ev, Event::Fork { .. })).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    let events = until(&mut cluster, |ev| matches!(ev, Event::GaveUp { .. })).await;
+    let delays: Vec<_> = events
+        .iter()
+        .filter_map(|ev| match ev {
+            Event::RestartScheduled { delay, .. } => Some(*delay),
+            _ => None,
+        })
+        .collect();
+    // The worker's own crash restarts at once; the failed spawn waits.
+    assert_eq!(
+        delays.len(),
+        2,
+        "{:?}",
+        events.iter().map(brief).collect::<Vec<_>>()
+    );
+    assert_eq!(delays[0], Duration::ZERO);
+    assert!(delays[1] >= Duration::from_millis(100));
+    assert!(matches!(
+        events.last(),
+        Some(Event::GaveUp {
+            last_exit: Exit::Code(127),
+            ..
+        })
+    ));
+    support::shutdown(cluster).await;
+}
