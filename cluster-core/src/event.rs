@@ -175,6 +175,14 @@ pub enum Event<M> {
         /// What went wrong.
         error: Error,
     },
+    /// A replacement for the slot could not be started; it counts as a failed
+    /// run (exit code 127) for the slot's backoff and crash-loop limit.
+    ForkError {
+        /// The slot.
+        slot: SlotId,
+        /// Why.
+        error: Error,
+    },
     /// A replacement for the slot starts after `delay`.
     RestartScheduled {
         /// The slot.

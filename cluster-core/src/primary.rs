@@ -334,11 +334,11 @@ impl<M: Payload> Cluster<M> {
     /// [deadline](Settings::shutdown_deadline). Returns when all have exited.
     pub async fn shutdown(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Shutdown(tx))
-            .map_err(|_| Error::Stopped)?;
-        // A dropped reply means the supervisor already finished: done too.
-        let _ = rx.await;
+        // A closed channel or a dropped reply means the supervisor already
+        // finished, after an earlier shutdown: done too.
+        if self.commands.send(Command::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
         Ok(())
     }
 

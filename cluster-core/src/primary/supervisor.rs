@@ -253,7 +253,8 @@ impl<M: Payload> Supervisor<M> {
                 return;
             }
         }
-        if self.shared.start_worker(slot, Placement::Current).is_err() {
+        if let Err(error) = self.shared.start_worker(slot, Placement::Current) {
+            self.emit(Event::ForkError { slot, error });
             // The program could not even be started: count it as a failed
             // run of the slot, so the backoff and the crash-loop limit apply.
             let now = Instant::now();

@@ -173,6 +173,13 @@ async fn a_program_that_vanished_is_retried_with_a_floor_then_given_up() {
             _ => None,
         })
         .collect();
+    assert!(events.iter().any(|ev| matches!(
+        ev,
+        Event::ForkError {
+            error: cluster_core::Error::Spawn { .. },
+            ..
+        }
+    )));
     // The worker's own crash restarts at once; the failed spawn waits.
     assert_eq!(
         delays.len(),

@@ -86,6 +86,7 @@ pub(crate) fn brief(ev: &Event<Msg>) -> String {
         } => format!("exit {worker} {exit} after_disconnect={exited_after_disconnect}"),
         Event::Unresponsive { worker } => format!("unresponsive {worker}"),
         Event::ChannelError { worker, .. } => format!("channel error {worker}"),
+        Event::ForkError { slot, .. } => format!("fork error {slot}"),
         Event::RestartScheduled { slot, delay } => {
             format!("restart {slot} in {}ms", delay.as_millis())
         }
