@@ -1,0 +1,70 @@
+//! Unit tests of the worker table and its eligible view.
+
+use crate::{Error, Slot, WorkerState, WorkerTable};
+
+fn s(n: u32) -> Slot {
+    Slot::new(n)
+}
+
+fn slots<'a>(it: impl Iterator<Item = &'a crate::WorkerInfo>) -> Vec<u32> {
+    it.map(|w| w.slot().get()).collect()
+}
+
+#[test]
+fn rows_stay_sorted_and_duplicates_are_refused() {
+    let mut t = WorkerTable::new();
+    for n in [3, 0, 2] {
+        t.add(s(n)).unwrap();
+    }
+    assert_eq!(t.add(s(2)), Err(Error::SlotTaken { slot: s(2) }));
+    assert_eq!(slots(t.workers().iter()), [0, 2, 3]);
+}
+
+#[test]
+fn unknown_slots_are_errors_not_panics() {
+    let mut t = WorkerTable::with_ready(2);
+    let unknown = Err(Error::UnknownSlot { slot: s(7) });
+    assert_eq!(t.set_state(s(7), WorkerState::Ready), unknown);
+    assert_eq!(t.connection_handed(s(7)), unknown);
+    assert_eq!(t.connection_closed(s(7)), unknown);
+    assert_eq!(t.set_cap(s(7), Some(1)), unknown);
+    assert_eq!(t.remove(s(7)).map(|_| ()), unknown);
+    assert_eq!(
+        t.connection_closed(s(1)),
+        Err(Error::NoOpenConnection { slot: s(1) })
+    );
+}
+
+#[test]
+fn a_new_worker_is_not_ready_until_told() {
+    let mut t = WorkerTable::new();
+    t.add(s(0)).unwrap();
+    assert!(t.eligible().is_empty());
+    t.set_state(s(0), WorkerState::Ready).unwrap();
+    assert_eq!(slots(t.eligible().iter()), [0]);
+}
+
+#[test]
+fn eligible_leaves_out_draining_capped_and_excluded() {
+    let mut t = WorkerTable::with_ready(5);
+    t.set_state(s(1), WorkerState::Draining).unwrap();
+    t.set_state(s(2), WorkerState::NotReady).unwrap();
+    t.set_cap(s(3), Some(1)).unwrap();
+    t.connection_handed(s(3)).unwrap();
+    assert_eq!(slots(t.eligible().iter()), [0, 4]);
+    assert_eq!(slots(t.eligible_except(&[s(4)]).iter()), [0]);
+    assert!(!t.eligible().contains(s(3)));
+    t.connection_closed(s(3)).unwrap();
+    assert!(t.eligible().contains(s(3)));
+    let w = t.get(s(3)).unwrap();
+    assert_eq!((w.open(), w.handed()), (0, 1));
+}
+
+#[test]
+fn rotation_wraps_around_the_cursor() {
+    let mut t = WorkerTable::with_ready(4);
+    t.remove(s(2)).unwrap();
+    assert_eq!(slots(t.eligible().rotation_from(s(2))), [3, 0, 1]);
+    assert_eq!(slots(t.eligible().rotation_from(s(9))), [0, 1, 3]);
+    assert_eq!(slots(t.eligible().rotation_from(s(0))), [0, 1, 3]);
+}
