@@ -7,7 +7,9 @@
 //!    (and `--quick`), bounded in time. Repetitions and the A B A B
 //!    interleaving of ours against the raw OS baseline happen inside each
 //!    bench; here, rounds of "every bench, then every Node script" alternate
-//!    (two rounds in a full run) and the rounds' medians are combined.
+//!    (two rounds in a full run) and the rounds' medians are combined. Each
+//!    run has its own time limit, and all runs together a budget (100 s with
+//!    `--quick`, 13 minutes otherwise): what would overrun it is skipped.
 //! 3. Runs `bench/node/*.js` with `node` when it is on the PATH.
 //! 4. Prints the table and writes `benchmarks.md` and `benchmarks.svg` into
 //!    the output folder (`docs/` unless `--out DIR`).
@@ -104,6 +106,21 @@ impl Options {
     fn node_timeout(&self) -> Duration {
         Duration::from_secs(if self.quick { 60 } else { 180 })
     }
+
+    /// The budget of all the runs together (the build comes before it).
+    fn run_budget(&self) -> Duration {
+        Duration::from_secs(if self.quick { 100 } else { 13 * 60 })
+    }
+}
+
+/// What is left of the runs' budget, or why the next run is skipped.
+fn time_left(deadline: Instant, own: Duration) -> Result<Duration, String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left < Duration::from_secs(1) {
+        Err("skipped: the run's time budget was spent".to_owned())
+    } else {
+        Ok(left.min(own))
+    }
 }
 
 /// A bench target of a workspace member.
@@ -152,6 +169,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         Vec::new()
     };
 
+    let deadline = Instant::now() + options.run_budget();
     let mut ours_rounds: Vec<Vec<Figure>> = Vec::new();
     let mut node_rounds: Vec<Vec<Figure>> = Vec::new();
     for round in 0..options.rounds {
@@ -166,7 +184,13 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             if let Some(dir) = target.manifest_path.parent() {
                 command.current_dir(dir);
             }
-            let outcome = runner::run(command, options.bench_timeout());
+            let outcome = match time_left(deadline, options.bench_timeout()) {
+                Ok(timeout) => runner::run(command, timeout),
+                Err(reason) => runner::Outcome {
+                    stdout: String::new(),
+                    failure: Some(reason),
+                },
+            };
             let figures = parse_output(&outcome.stdout);
             if let Some(reason) = outcome.failure {
                 push_failure(&mut failures, target.label(), reason, None);
@@ -191,7 +215,13 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
                 if options.quick {
                     command.arg("--quick");
                 }
-                let outcome = runner::run(command, options.node_timeout());
+                let outcome = match time_left(deadline, options.node_timeout()) {
+                    Ok(timeout) => runner::run(command, timeout),
+                    Err(reason) => runner::Outcome {
+                        stdout: String::new(),
+                        failure: Some(reason),
+                    },
+                };
                 if let Some(reason) = outcome.failure {
                     let prefix = node_prefix(script);
                     push_failure(&mut failures, name, reason, Some(prefix));

@@ -64,6 +64,7 @@ pub(crate) fn write_svg(path: &Path, bars: &[Bar], title: &str) -> anyhow::Resul
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(12)
+        .margin_right(40)
         .x_label_area_size(44)
         .y_label_area_size(230)
         // A discrete range holds both ends: `0..n - 1` is n segments.

@@ -419,3 +419,13 @@ fn real_quick_run_writes_a_table_and_a_chart() {
     assert!(svg.contains("</svg>"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn runs_past_the_budget_are_skipped() {
+    let now = std::time::Instant::now();
+    assert!(super::time_left(now, Duration::from_secs(5)).is_err());
+    let left = super::time_left(now + Duration::from_secs(60), Duration::from_secs(5));
+    assert_eq!(left, Ok(Duration::from_secs(5)));
+    let left = super::time_left(now + Duration::from_secs(3), Duration::from_secs(5)).unwrap();
+    assert!(left <= Duration::from_secs(3));
+}
