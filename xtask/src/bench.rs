@@ -169,68 +169,13 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         Vec::new()
     };
 
-    let deadline = Instant::now() + options.run_budget();
-    let mut ours_rounds: Vec<Vec<Figure>> = Vec::new();
-    let mut node_rounds: Vec<Vec<Figure>> = Vec::new();
-    for round in 0..options.rounds {
-        let mut ours = Vec::new();
-        for (target, exe) in &executables {
-            eprintln!("xtask bench: round {}: {}", round + 1, target.label());
-            let mut command = Command::new(exe);
-            command.arg("--bench");
-            if options.quick {
-                command.arg("--quick");
-            }
-            if let Some(dir) = target.manifest_path.parent() {
-                command.current_dir(dir);
-            }
-            let outcome = match time_left(deadline, options.bench_timeout()) {
-                Ok(timeout) => runner::run(command, timeout),
-                Err(reason) => runner::Outcome {
-                    stdout: String::new(),
-                    failure: Some(reason),
-                },
-            };
-            let figures = parse_output(&outcome.stdout);
-            if let Some(reason) = outcome.failure {
-                push_failure(&mut failures, target.label(), reason, None);
-            } else if figures.is_empty() {
-                push_failure(
-                    &mut failures,
-                    target.label(),
-                    "printed no figure".into(),
-                    None,
-                );
-            }
-            ours.extend(figures);
-        }
-        ours_rounds.push(ours);
-        let mut nodes = Vec::new();
-        if let Some(node) = &node {
-            for script in &scripts {
-                let name = format!("bench/node/{}", file_name(script));
-                eprintln!("xtask bench: round {}: {name}", round + 1);
-                let mut command = Command::new(node);
-                command.arg(script).current_dir(root);
-                if options.quick {
-                    command.arg("--quick");
-                }
-                let outcome = match time_left(deadline, options.node_timeout()) {
-                    Ok(timeout) => runner::run(command, timeout),
-                    Err(reason) => runner::Outcome {
-                        stdout: String::new(),
-                        failure: Some(reason),
-                    },
-                };
-                if let Some(reason) = outcome.failure {
-                    let prefix = node_prefix(script);
-                    push_failure(&mut failures, name, reason, Some(prefix));
-                }
-                nodes.extend(parse_output(&outcome.stdout));
-            }
-        }
-        node_rounds.push(nodes);
-    }
+    let (ours_rounds, node_rounds) = run_rounds(
+        root,
+        &options,
+        &executables,
+        node.as_deref().map(|n| (n, scripts.as_slice())),
+        &mut failures,
+    );
 
     let rows = build_rows(
         &ours_rounds,
@@ -264,6 +209,67 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         report.failures.len()
     );
     Ok(())
+}
+
+/// The rounds: every bench, then every Node script, `options.rounds` times.
+/// Returns the figures of our benches and Node's, one list per round.
+fn run_rounds(
+    root: &Path,
+    options: &Options,
+    executables: &[(BenchTarget, PathBuf)],
+    node: Option<(&str, &[PathBuf])>,
+    failures: &mut Vec<Failure>,
+) -> (Vec<Vec<Figure>>, Vec<Vec<Figure>>) {
+    let deadline = Instant::now() + options.run_budget();
+    let quick = options.quick.then_some("--quick");
+    let mut ours_rounds = Vec::new();
+    let mut node_rounds = Vec::new();
+    for round in 1..=options.rounds {
+        let mut ours = Vec::new();
+        for (target, exe) in executables {
+            eprintln!("xtask bench: round {round}: {}", target.label());
+            let mut command = Command::new(exe);
+            command.arg("--bench").args(quick);
+            if let Some(dir) = target.manifest_path.parent() {
+                command.current_dir(dir);
+            }
+            let outcome = run_bounded(command, deadline, options.bench_timeout());
+            let figures = parse_output(&outcome.stdout);
+            if let Some(reason) = outcome.failure {
+                push_failure(failures, target.label(), reason, None);
+            } else if figures.is_empty() {
+                push_failure(failures, target.label(), "printed no figure".into(), None);
+            }
+            ours.extend(figures);
+        }
+        ours_rounds.push(ours);
+
+        let mut nodes = Vec::new();
+        for script in node.map_or(&[][..], |(_, scripts)| scripts) {
+            let name = format!("bench/node/{}", file_name(script));
+            eprintln!("xtask bench: round {round}: {name}");
+            let mut command = Command::new(node.map_or("node", |(program, _)| program));
+            command.arg(script).args(quick).current_dir(root);
+            let outcome = run_bounded(command, deadline, options.node_timeout());
+            if let Some(reason) = outcome.failure {
+                push_failure(failures, name, reason, Some(node_prefix(script)));
+            }
+            nodes.extend(parse_output(&outcome.stdout));
+        }
+        node_rounds.push(nodes);
+    }
+    (ours_rounds, node_rounds)
+}
+
+/// Runs `command` for at most its own limit and what is left of the budget.
+fn run_bounded(command: Command, deadline: Instant, own: Duration) -> runner::Outcome {
+    match time_left(deadline, own) {
+        Ok(timeout) => runner::run(command, timeout),
+        Err(reason) => runner::Outcome {
+            stdout: String::new(),
+            failure: Some(reason),
+        },
+    }
 }
 
 fn push_failure(

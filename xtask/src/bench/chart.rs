@@ -16,6 +16,13 @@ use super::report::{Baseline, NodeCell, Row};
 const OURS_COLOR: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 const NODE_COLOR: RGBColor = RGBColor(0xe3, 0x7b, 0x1c);
 
+/// Which half of a row's band a bar takes.
+#[derive(Clone, Copy)]
+enum Half {
+    Upper,
+    Lower,
+}
+
 /// One chart row: its label and the costs of ours and Node's figures.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Bar {
@@ -92,27 +99,25 @@ pub(crate) fn write_svg(path: &Path, bars: &[Bar], title: &str) -> anyhow::Resul
 
     // Bars grow from 1 (the raw limit) towards their cost, both ways; ours
     // above Node's within a row's segment.
-    let bar = |i: usize, cost: f64, above: bool, color: RGBColor| {
+    let bar = |i: usize, cost: f64, half: Half, color: RGBColor| {
         let s = segment(i);
-        let (from, to) = if above {
-            (SegmentValue::CenterOf(s), SegmentValue::Exact(s + 1))
-        } else {
-            (SegmentValue::Exact(s), SegmentValue::CenterOf(s))
+        let (from, to) = match half {
+            Half::Upper => (SegmentValue::CenterOf(s), SegmentValue::Exact(s + 1)),
+            Half::Lower => (SegmentValue::Exact(s), SegmentValue::CenterOf(s)),
         };
         let mut rect = Rectangle::new([(1.0, from), (cost, to)], color.filled());
         // Margins in pixels: top, bottom, left, right (y grows upwards here).
         let (outer, inner) = (7, 1);
-        if above {
-            rect.set_margin(outer, inner, 0, 0);
-        } else {
-            rect.set_margin(inner, outer, 0, 0);
-        }
+        match half {
+            Half::Upper => rect.set_margin(outer, inner, 0, 0),
+            Half::Lower => rect.set_margin(inner, outer, 0, 0),
+        };
         rect
     };
     let ours = bars
         .iter()
         .enumerate()
-        .filter_map(|(i, b)| Some(bar(i, b.ours?, true, OURS_COLOR)));
+        .filter_map(|(i, b)| Some(bar(i, b.ours?, Half::Upper, OURS_COLOR)));
     chart
         .draw_series(ours)
         .map_err(plot_err)?
@@ -121,7 +126,7 @@ pub(crate) fn write_svg(path: &Path, bars: &[Bar], title: &str) -> anyhow::Resul
     let node = bars
         .iter()
         .enumerate()
-        .filter_map(|(i, b)| Some(bar(i, b.node?, false, NODE_COLOR)));
+        .filter_map(|(i, b)| Some(bar(i, b.node?, Half::Lower, NODE_COLOR)));
     chart
         .draw_series(node)
         .map_err(plot_err)?
