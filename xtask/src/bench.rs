@@ -331,7 +331,9 @@ fn build(
     if targets.is_empty() {
         return Vec::new();
     }
-    if let Ok(built) = build_some(root, targets, release) {
+    if let Ok(mut built) = build_some(root, targets, release) {
+        // In the order of `targets`, not of cargo's messages.
+        built.sort_by_key(|(t, _)| targets.iter().position(|x| x == t));
         return built;
     }
     let mut built = Vec::new();

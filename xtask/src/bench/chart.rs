@@ -11,7 +11,7 @@ use anyhow::anyhow;
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 
-use super::report::{Baseline, NodeCell, Row};
+use super::report::{Baseline, NodeCell, Row, format_number};
 
 const OURS_COLOR: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 const NODE_COLOR: RGBColor = RGBColor(0xe3, 0x7b, 0x1c);
@@ -132,6 +132,28 @@ pub(crate) fn write_svg(path: &Path, bars: &[Bar], title: &str) -> anyhow::Resul
         .map_err(plot_err)?
         .label("Node.js 20")
         .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], NODE_COLOR.filled()));
+    // Each bar's figure beside it, so that a bar at 1 is seen, not missed.
+    let value_label = |i: usize, cost: f64, half: Half| {
+        let dy = match half {
+            Half::Upper => -15,
+            Half::Lower => 2,
+        };
+        EmptyElement::at((cost.max(1.0), SegmentValue::CenterOf(segment(i))))
+            + Text::new(
+                format!("{}×", format_number(cost)),
+                (5, dy),
+                ("sans-serif", 11).into_font(),
+            )
+    };
+    let labels = bars.iter().enumerate().flat_map(|(i, b)| {
+        [
+            b.ours.map(|c| value_label(i, c, Half::Upper)),
+            b.node.map(|c| value_label(i, c, Half::Lower)),
+        ]
+        .into_iter()
+        .flatten()
+    });
+    chart.draw_series(labels).map_err(plot_err)?;
     chart
         .draw_series(std::iter::once(PathElement::new(
             vec![(1.0, SegmentValue::Exact(0)), (1.0, SegmentValue::Last)],

@@ -283,6 +283,20 @@ fn fixture_report_has_a_table_and_a_chart_whose_numbers_parse() {
             "ours",
         ],
     );
+    // Each bar's figure is written beside it, and parses.
+    let values: Vec<f64> = text
+        .split('>')
+        .filter_map(|piece| piece.split('<').next()?.trim().strip_suffix('×'))
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    assert!(
+        values.contains(&1.16),
+        "ours/raw of the pinned round trip: {values:?}"
+    );
+    assert!(
+        values.contains(&6.0),
+        "Node's 1 MiB round trip against its 1 ms target"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
