@@ -39,12 +39,15 @@ pub(crate) fn run(mut command: Command, timeout: Duration) -> Outcome {
     if let Some(stdout) = child.stdout.take() {
         let collected = Arc::clone(&collected);
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
+            // Bytes, not `lines()`: a non-UTF-8 line must not stop the
+            // draining (the program would block on a full pipe).
+            let mut reader = BufReader::new(stdout);
+            let mut line = Vec::new();
+            while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
                 if let Ok(mut text) = collected.lock() {
-                    text.push_str(&line);
-                    text.push('\n');
+                    text.push_str(&String::from_utf8_lossy(&line));
                 }
+                line.clear();
             }
             let _ = done_tx.send(());
         });

@@ -367,6 +367,19 @@ fn runner_collects_stdout_and_reports_failures_and_timeouts() {
     );
     assert_eq!(parse_output(&outcome.stdout).len(), 1);
 
+    let binary = script(
+        &dir,
+        "binary.sh",
+        "printf 'caf\\377\\n'\necho '{\"id\":\"a.d\",\"ours\":2}'",
+    );
+    let outcome = runner::run(binary, Duration::from_secs(30));
+    assert_eq!(outcome.failure, None);
+    assert_eq!(
+        parse_output(&outcome.stdout).len(),
+        1,
+        "read past a non-UTF-8 line"
+    );
+
     let missing = runner::run(Command::new(dir.join("nope")), Duration::from_secs(5));
     assert!(
         missing
