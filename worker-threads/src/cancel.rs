@@ -72,7 +72,6 @@ impl CancelToken {
     }
 
     /// Whether [`cancel`](Self::cancel) was called (a passed deadline aside).
-    #[allow(dead_code, reason = "used by the pool, which lands next")]
     pub(crate) fn was_cancelled(&self) -> bool {
         self.inner.cancelled.load(Ordering::Acquire)
     }
@@ -86,7 +85,6 @@ impl CancelToken {
     }
 
     /// Sets the deadline once; later calls are ignored.
-    #[allow(dead_code, reason = "used by the pool, which lands next")]
     pub(crate) fn set_deadline(&self, deadline: Instant) {
         let _ = self.inner.deadline.set(deadline);
     }

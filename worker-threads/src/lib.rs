@@ -34,9 +34,12 @@
 //!   [`ParentPort`] are what the entry function is given.
 //! - [`MessageChannel`] and [`MessagePort`]: typed pairs of ports; messages
 //!   move by ownership.
+//! - [`Pool`], [`PoolBuilder`], [`TaskHandle`], [`PoolStats`]: a task pool on
+//!   a dedicated rayon thread pool; handles are joined or awaited.
 //! - [`CancelToken`]: the cooperative stop signal of workers and tasks.
 //!
-//! Stopping a thread is cooperative in Rust; see [`worker`]'s caveats.
+//! Stopping a thread is cooperative in Rust; see [`worker`]'s and [`pool`]'s
+//! caveats.
 
 #![deny(missing_docs)]
 
@@ -45,6 +48,7 @@ mod channel;
 mod error;
 mod identity;
 mod panic_message;
+pub mod pool;
 pub mod worker;
 
 pub use crossbeam_channel::SendError;
@@ -53,6 +57,7 @@ pub use crate::cancel::CancelToken;
 pub use crate::channel::{MessageChannel, MessagePort};
 pub use crate::error::{Error, RecvError, TaskError, TryRunError};
 pub use crate::identity::{WorkerId, is_main_thread};
+pub use crate::pool::{Pool, PoolBuilder, PoolStats, TaskHandle};
 pub use crate::worker::{
     Event, IntoExitCode, ParentPort, Worker, WorkerContext, WorkerFailure, WorkerOptions,
 };

@@ -1,6 +1,7 @@
 //! Integration tests of worker-threads: one binary, one module per part.
 
 mod channel;
+mod pool;
 mod worker;
 
 use std::time::Duration;
