@@ -16,7 +16,7 @@
 //!   count through a bare crossbeam unbounded channel between two threads.
 //!   Good: ≥ 20M/s (Node.js: 1M/s).
 //! - `threads.start_to_first_msg`: `Worker::spawn` to the first message event
-//!   in the parent; the mean of 100 [10] starts. Raw: `std::thread::spawn`
+//!   in the parent; the median of 100 [10] starts. Raw: `std::thread::spawn`
 //!   and a bare crossbeam channel. Good: ≤ 200 µs (Node.js: 14.6 ms).
 //! - `threads.pool_speedup_fib30`: 64 × fib(30) [fib(20)] on `Pool` with 1
 //!   thread, over the same on 2 threads. Raw: 2.0, the ideal. Good: ≥ 1.9
@@ -28,7 +28,7 @@
 //! One JSON line per figure on stdout; human-readable text on stderr.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use worker_threads::{Event, Pool, Worker};
 
@@ -293,9 +293,9 @@ fn throughput_raw(n: u64) -> f64 {
     per_s
 }
 
-/// Mean µs from `Worker::spawn` to the first message event, over `n` workers.
+/// Median µs from `Worker::spawn` to the first message event, over `n` workers.
 fn start_ours(n: u32) -> f64 {
-    let mut total = Duration::ZERO;
+    let mut each = Vec::new();
     for _ in 0..n {
         let started = Instant::now();
         let worker = Worker::<(), u8>::spawn((), |ctx| {
@@ -309,14 +309,14 @@ fn start_ours(n: u32) -> f64 {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        total += started.elapsed();
+        each.push(started.elapsed().as_secs_f64() * 1e6);
         assert_eq!(worker.join(), 0);
     }
-    total.as_secs_f64() * 1e6 / f64::from(n)
+    median(&each)
 }
 
 fn start_raw(n: u32) -> f64 {
-    let mut total = Duration::ZERO;
+    let mut each = Vec::new();
     for _ in 0..n {
         let started = Instant::now();
         let (tx, rx) = crossbeam_channel::unbounded::<u8>();
@@ -324,10 +324,10 @@ fn start_raw(n: u32) -> f64 {
             let _ = tx.send(1);
         });
         assert_eq!(rx.recv(), Ok(1));
-        total += started.elapsed();
+        each.push(started.elapsed().as_secs_f64() * 1e6);
         thread.join().expect("thread");
     }
-    total.as_secs_f64() * 1e6 / f64::from(n)
+    median(&each)
 }
 
 fn fib(n: u32) -> u64 {

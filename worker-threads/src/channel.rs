@@ -76,7 +76,7 @@ impl<S, R> MessagePort<S, R> {
     /// Waits for the next message. Fails with [`RecvError::Disconnected`] once
     /// the peer is closed and the queue is drained.
     pub fn recv(&self) -> Result<R, RecvError> {
-        self.rx.recv().map_err(|_| RecvError::Disconnected)
+        crate::wait::recv(&self.rx).map_err(|_| RecvError::Disconnected)
     }
 
     /// Waits for the next message, or until `token` is cancelled
@@ -85,6 +85,9 @@ impl<S, R> MessagePort<S, R> {
     pub fn recv_or_cancel(&self, token: &CancelToken) -> Result<R, RecvError> {
         if token.is_cancelled() {
             return Err(RecvError::Terminated);
+        }
+        if let Some(got) = crate::wait::try_yielding(&self.rx) {
+            return got.map_err(|_| RecvError::Disconnected);
         }
         crossbeam_channel::select! {
             recv(self.rx) -> msg => msg.map_err(|_| RecvError::Disconnected),

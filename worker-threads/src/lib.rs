@@ -49,6 +49,7 @@ mod error;
 mod identity;
 mod panic_message;
 pub mod pool;
+mod wait;
 pub mod worker;
 
 pub use crossbeam_channel::SendError;

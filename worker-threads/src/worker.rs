@@ -218,7 +218,7 @@ impl<In, Out> Worker<In, Out> {
     /// Waits for the worker's next event. Fails with
     /// [`RecvError::Disconnected`] after the `Exit` event was received.
     pub fn recv_event(&self) -> Result<Event<Out>, RecvError> {
-        self.events.recv().map_err(|_| RecvError::Disconnected)
+        crate::wait::recv(&self.events).map_err(|_| RecvError::Disconnected)
     }
 
     /// Waits at most `timeout` for the worker's next event.
@@ -244,7 +244,7 @@ impl<In, Out> Worker<In, Out> {
             if exited {
                 return None;
             }
-            let event = self.events.recv().ok()?;
+            let event = crate::wait::recv(&self.events).ok()?;
             exited = matches!(event, Event::Exit(_));
             Some(event)
         })

@@ -43,7 +43,7 @@ impl<In, Out> ParentPort<In, Out> {
         }
         // `terminate` cancels the token, then drops the parent's sender, so a
         // blocked receive wakes as disconnected and reads the token.
-        self.rx.recv().map_err(|_| self.closed_reason())
+        crate::wait::recv(&self.rx).map_err(|_| self.closed_reason())
     }
 
     /// Waits at most `timeout` for the parent's next message.
