@@ -7,6 +7,14 @@
 //! task and runs it. So a queued task can be removed (cancelled, or its handle
 //! dropped) before it runs, and the queue length is exact.
 //!
+//! A task moves to another thread, so what it captures must be `Send`:
+//!
+//! ```compile_fail
+//! let pool = worker_threads::Pool::new(1).expect("pool");
+//! let shared = std::rc::Rc::new(1);
+//! let _ = pool.run(move |_| *shared + 1); // Rc is not Send
+//! ```
+//!
 //! # Caveats
 //! - Cancelling a running task, and its timeout, are cooperative: the task
 //!   sees its [`CancelToken`] and should return; its result is then

@@ -38,3 +38,6 @@ pub(crate) fn try_yielding<T>(rx: &Receiver<T>) -> Option<Result<T, RecvError>> 
         Err(TryRecvError::Empty) => None,
     }
 }
+
+#[cfg(test)]
+mod tests;

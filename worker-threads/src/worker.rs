@@ -2,6 +2,15 @@
 //! stream of [`Event`]s (Node's `new Worker(...)` and its `online`, `message`,
 //! `error` and `exit` events).
 //!
+//! The worker data and the entry function move to the new thread, so they
+//! must be `Send`:
+//!
+//! ```compile_fail
+//! use worker_threads::Worker;
+//! let data = std::rc::Rc::new(1);
+//! let _ = Worker::<(), ()>::spawn(data, |_| ()); // Rc is not Send
+//! ```
+//!
 //! # Caveats
 //! - Terminating is cooperative: Rust cannot kill a thread. `terminate` cancels
 //!   the worker's [`CancelToken`] and closes its port, so a worker blocked in
