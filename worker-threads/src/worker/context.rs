@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, SendError, Sender};
 
-use super::Event;
+use super::Wire;
 use crate::{CancelToken, MessagePort, RecvError, WorkerId};
 
 /// The worker's side of its link with the parent: Node's `parentPort`.
@@ -15,19 +15,19 @@ use crate::{CancelToken, MessagePort, RecvError, WorkerId};
 /// seen by the parent before the worker's `Exit` event.
 #[derive(Debug)]
 pub struct ParentPort<In, Out> {
-    pub(super) tx: Sender<Event<Out>>,
+    pub(super) tx: Sender<Wire<Out>>,
     pub(super) rx: Receiver<In>,
     pub(super) cancel: CancelToken,
 }
 
 impl<In, Out> ParentPort<In, Out> {
-    /// Sends a message to the parent, which sees it as [`Event::Message`].
+    /// Sends a message to the parent, which sees it as [`Event::Message`](crate::Event::Message).
     /// Fails, handing the message back, once the parent dropped its handle.
     pub fn post_message(&self, msg: Out) -> Result<(), SendError<Out>> {
         self.tx
-            .send(Event::Message(msg))
-            .map_err(|SendError(event)| match event {
-                Event::Message(msg) => SendError(msg),
+            .send(Wire::Message(msg))
+            .map_err(|SendError(wire)| match wire {
+                Wire::Message(msg) => SendError(msg),
                 // Only a message was sent.
                 _ => unreachable!("post_message sends only messages"),
             })
@@ -139,7 +139,7 @@ impl<D, In, Out> WorkerContext<D, In, Out> {
 /// What a worker's entry function may return, and the exit code it stands for.
 ///
 /// `()` is 0; an `i32` is itself; `Ok(x)` is `x`'s code; `Err(e)` becomes an
-/// [`Event::Error`] with `e`'s message, then exit code 1.
+/// [`Event::Error`](crate::Event::Error) with `e`'s message, then exit code 1.
 pub trait IntoExitCode {
     /// The exit code, or the message of the error the worker ended with.
     fn into_exit_code(self) -> Result<i32, String>;
