@@ -25,6 +25,7 @@
 //!   waiting.
 
 mod context;
+mod events;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::thread::JoinHandle;
@@ -34,6 +35,7 @@ use crossbeam_channel::{Receiver, SendError, Sender};
 
 use self::context::ExitRequest;
 pub use self::context::{IntoExitCode, ParentPort, WorkerContext};
+use self::events::{Control, EventStream, Wait};
 use crate::panic_message::panic_message;
 use crate::{CancelToken, Error, RecvError, WorkerId, identity};
 
@@ -50,29 +52,6 @@ pub enum Event<Out> {
     /// The worker's thread is done: 0 after a normal return, 1 after a panic,
     /// an error or a terminate, or the code the worker chose.
     Exit(i32),
-}
-
-/// What travels on the events channel: an [`Event`] with the rare, large
-/// failure boxed, so that a message costs `max(size_of::<Out>(), 8)` plus a
-/// tag (an unboxed `Event<u64>` is 32 bytes; this is 16, worth ~15% of
-/// one-way throughput).
-#[derive(Debug)]
-enum Wire<Out> {
-    Online,
-    Message(Out),
-    Error(Box<WorkerFailure>),
-    Exit(i32),
-}
-
-impl<Out> From<Wire<Out>> for Event<Out> {
-    fn from(wire: Wire<Out>) -> Self {
-        match wire {
-            Wire::Online => Self::Online,
-            Wire::Message(msg) => Self::Message(msg),
-            Wire::Error(failure) => Self::Error(*failure),
-            Wire::Exit(code) => Self::Exit(code),
-        }
-    }
 }
 
 /// How a worker failed.
@@ -135,7 +114,7 @@ impl WorkerOptions {
 pub struct Worker<In, Out> {
     id: WorkerId,
     to_worker: Option<Sender<In>>,
-    events: Receiver<Wire<Out>>,
+    events: EventStream<Out>,
     done: Receiver<i32>,
     exit_code: Option<i32>,
     cancel: CancelToken,
@@ -166,13 +145,14 @@ where
     {
         let id = WorkerId::next();
         let (to_worker, from_parent) = crossbeam_channel::unbounded();
-        let (event_tx, events) = crossbeam_channel::unbounded();
+        let (control_tx, control) = crossbeam_channel::unbounded();
+        let (message_tx, messages) = crossbeam_channel::unbounded();
         let (done_tx, done) = crossbeam_channel::bounded(1);
         let cancel = CancelToken::new();
         let ctx = WorkerContext {
             data,
             port: ParentPort {
-                tx: event_tx,
+                tx: message_tx,
                 rx: from_parent,
                 cancel: cancel.clone(),
             },
@@ -186,7 +166,7 @@ where
             builder = builder.stack_size(bytes);
         }
         let thread = builder
-            .spawn(move || run_worker(ctx, entry, &done_tx))
+            .spawn(move || run_worker(ctx, entry, &control_tx, &done_tx))
             .map_err(|source| Error::Spawn {
                 name: options.name,
                 source,
@@ -194,7 +174,7 @@ where
         Ok(Self {
             id,
             to_worker: Some(to_worker),
-            events,
+            events: EventStream::new(control, messages),
             done,
             exit_code: None,
             cancel,
@@ -203,13 +183,17 @@ where
     }
 }
 
-fn run_worker<D, In, Out, F, R>(mut ctx: WorkerContext<D, In, Out>, entry: F, done: &Sender<i32>)
-where
+fn run_worker<D, In, Out, F, R>(
+    mut ctx: WorkerContext<D, In, Out>,
+    entry: F,
+    control: &Sender<Control>,
+    done: &Sender<i32>,
+) where
     F: FnOnce(&mut WorkerContext<D, In, Out>) -> R,
     R: IntoExitCode,
 {
     identity::mark_worker_thread();
-    let _ = ctx.port.tx.send(Wire::Online);
+    let _ = control.send(Control::Online);
     let outcome = catch_unwind(AssertUnwindSafe(|| entry(&mut ctx).into_exit_code()));
     let (failure, code) = match outcome {
         Ok(Ok(code)) => (None, code),
@@ -224,9 +208,11 @@ where
     };
     let code = if ctx.is_terminated() { 1 } else { code };
     if let Some(failure) = failure {
-        let _ = ctx.port.tx.send(Wire::Error(Box::new(failure)));
+        let _ = control.send(Control::Error(failure));
     }
-    let _ = ctx.port.tx.send(Wire::Exit(code));
+    let _ = control.send(Control::Exit(code));
+    // Dropping the context drops the message sender: only now does the
+    // parent's message channel disconnect, after the control events above.
     drop(ctx);
     let _ = done.send(code);
 }
@@ -250,31 +236,17 @@ impl<In, Out> Worker<In, Out> {
     /// Waits for the worker's next event. Fails with
     /// [`RecvError::Disconnected`] after the `Exit` event was received.
     pub fn recv_event(&self) -> Result<Event<Out>, RecvError> {
-        crate::wait::recv(&self.events)
-            .map(Event::from)
-            .map_err(|_| RecvError::Disconnected)
+        self.events.next(Wait::Block)
     }
 
     /// Waits at most `timeout` for the worker's next event.
     pub fn recv_event_timeout(&self, timeout: Duration) -> Result<Event<Out>, RecvError> {
-        self.events
-            .recv_timeout(timeout)
-            .map(Event::from)
-            .map_err(|e| match e {
-                crossbeam_channel::RecvTimeoutError::Timeout => RecvError::Timeout,
-                crossbeam_channel::RecvTimeoutError::Disconnected => RecvError::Disconnected,
-            })
+        self.events.next(Wait::Until(Instant::now() + timeout))
     }
 
     /// Takes the worker's next event if one is ready.
     pub fn try_recv_event(&self) -> Result<Event<Out>, RecvError> {
-        self.events
-            .try_recv()
-            .map(Event::from)
-            .map_err(|e| match e {
-                crossbeam_channel::TryRecvError::Empty => RecvError::Empty,
-                crossbeam_channel::TryRecvError::Disconnected => RecvError::Disconnected,
-            })
+        self.events.next(Wait::Try)
     }
 
     /// The worker's events, blocking for each, up to and including `Exit`.
@@ -284,7 +256,7 @@ impl<In, Out> Worker<In, Out> {
             if exited {
                 return None;
             }
-            let event = Event::from(crate::wait::recv(&self.events).ok()?);
+            let event = self.events.next(Wait::Block).ok()?;
             exited = matches!(event, Event::Exit(_));
             Some(event)
         })

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, SendError, Sender};
 
-use super::Wire;
 use crate::{CancelToken, MessagePort, RecvError, WorkerId};
 
 /// The worker's side of its link with the parent: Node's `parentPort`.
@@ -15,7 +14,7 @@ use crate::{CancelToken, MessagePort, RecvError, WorkerId};
 /// seen by the parent before the worker's `Exit` event.
 #[derive(Debug)]
 pub struct ParentPort<In, Out> {
-    pub(super) tx: Sender<Wire<Out>>,
+    pub(super) tx: Sender<Out>,
     pub(super) rx: Receiver<In>,
     pub(super) cancel: CancelToken,
 }
@@ -24,13 +23,7 @@ impl<In, Out> ParentPort<In, Out> {
     /// Sends a message to the parent, which sees it as [`Event::Message`](crate::Event::Message).
     /// Fails, handing the message back, once the parent dropped its handle.
     pub fn post_message(&self, msg: Out) -> Result<(), SendError<Out>> {
-        self.tx
-            .send(Wire::Message(msg))
-            .map_err(|SendError(wire)| match wire {
-                Wire::Message(msg) => SendError(msg),
-                // Only a message was sent.
-                _ => unreachable!("post_message sends only messages"),
-            })
+        self.tx.send(msg)
     }
 
     /// Waits for the parent's next message. Fails with

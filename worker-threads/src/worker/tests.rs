@@ -1,23 +1,35 @@
-//! Unit tests of the worker's wire type.
+//! Unit tests of the worker's event protocol.
 
-use super::{Event, Wire, WorkerFailure};
+use crossbeam_channel::unbounded;
 
-#[test]
-fn a_small_message_travels_in_sixteen_bytes() {
-    assert_eq!(std::mem::size_of::<Wire<u64>>(), 16);
-    assert!(std::mem::size_of::<Event<u64>>() > 16);
-}
+use super::events::{Control, EventStream, Wait};
+use super::{Event, WorkerFailure};
+use crate::RecvError;
 
 #[test]
-fn the_wire_converts_to_the_same_event() {
+fn online_comes_first_messages_next_and_control_events_last() {
+    let (control_tx, control) = unbounded();
+    let (message_tx, messages) = unbounded();
+    let stream = EventStream::new(control, messages);
+    // Messages already queued still wait for Online.
+    message_tx.send(1_u8).expect("stream alive");
+    assert_eq!(stream.next(Wait::Try), Err(RecvError::Empty));
+    control_tx.send(Control::Online).expect("stream alive");
+    message_tx.send(2).expect("stream alive");
     let failure = WorkerFailure::Panicked {
         message: "boom".to_owned(),
     };
-    assert_eq!(Event::from(Wire::<u8>::Online), Event::Online);
-    assert_eq!(Event::from(Wire::Message(3_u8)), Event::Message(3));
-    assert_eq!(
-        Event::from(Wire::<u8>::Error(Box::new(failure.clone()))),
-        Event::Error(failure)
-    );
-    assert_eq!(Event::from(Wire::<u8>::Exit(4)), Event::Exit(4));
+    control_tx
+        .send(Control::Error(failure.clone()))
+        .expect("stream alive");
+    control_tx.send(Control::Exit(1)).expect("stream alive");
+    // The end is known only once the message sender is gone.
+    assert_eq!(stream.next(Wait::Try), Ok(Event::Online));
+    assert_eq!(stream.next(Wait::Try), Ok(Event::Message(1)));
+    assert_eq!(stream.next(Wait::Try), Ok(Event::Message(2)));
+    assert_eq!(stream.next(Wait::Try), Err(RecvError::Empty));
+    drop(message_tx);
+    assert_eq!(stream.next(Wait::Block), Ok(Event::Error(failure)));
+    assert_eq!(stream.next(Wait::Block), Ok(Event::Exit(1)));
+    assert_eq!(stream.next(Wait::Block), Err(RecvError::Disconnected));
 }
