@@ -1,0 +1,134 @@
+//! Extra descriptors handed to the child at chosen numbers.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use spawn_core::{Close, Command};
+
+use crate::run;
+
+/// A pipe whose ends are close-on-exec, as every descriptor should be.
+fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+}
+
+/// Descriptors of this process that any child inherits (not close-on-exec),
+/// such as those the test harness was started with.
+fn inheritable_fds() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&fd| {
+            // SAFETY: F_GETFD only reads the flags of a descriptor number.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            flags != -1 && flags & libc::FD_CLOEXEC == 0
+        })
+        .collect()
+}
+
+fn read_all(fd: OwnedFd) -> String {
+    let mut text = String::new();
+    std::fs::File::from(fd)
+        .read_to_string(&mut text)
+        .expect("read");
+    text
+}
+
+#[test]
+fn a_descriptor_arrives_at_its_number() {
+    run(async {
+        let (read, write) = pipe().expect("pipe");
+        let close = Command::shell("echo hello >&7")
+            .inherit_fd(7, write)
+            .spawn()
+            .expect("spawn")
+            .wait()
+            .await
+            .expect("wait");
+        assert_eq!(close, Close::Exited(0));
+        // The parent's write end was closed by the spawn: reading ends.
+        assert_eq!(read_all(read), "hello\n");
+    });
+}
+
+#[test]
+fn swapped_numbers_are_placed_correctly() {
+    run(async {
+        let (read_a, write_a) = pipe().expect("pipe a");
+        let (read_b, write_b) = pipe().expect("pipe b");
+        let (num_a, num_b) = (write_a.as_raw_fd(), write_b.as_raw_fd());
+        // a goes to b's number and b to a's: a naive dup2 would clobber one.
+        let close = Command::shell("echo a > /proc/self/fd/$1; echo b > /proc/self/fd/$2")
+            .args([num_b.to_string(), num_a.to_string()])
+            .inherit_fd(num_b, write_a)
+            .inherit_fd(num_a, write_b)
+            .spawn()
+            .expect("spawn")
+            .wait()
+            .await
+            .expect("wait");
+        assert_eq!(close, Close::Exited(0));
+        assert_eq!(
+            (read_all(read_a), read_all(read_b)),
+            ("a\n".into(), "b\n".into())
+        );
+    });
+}
+
+#[test]
+fn descriptors_not_handed_over_do_not_leak_into_the_child() {
+    run(async {
+        let (read, write) = pipe().expect("pipe");
+        // Move the unshared end high, where the child's own descriptors
+        // (ls's directory handle) cannot fall by coincidence.
+        let read =
+            nix::fcntl::fcntl(&read, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100)).expect("dup");
+        // SAFETY: F_DUPFD_CLOEXEC returned a fresh descriptor that we own.
+        let read = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(read) };
+        let already_inheritable = inheritable_fds();
+        let out = Command::shell("ls /proc/self/fd")
+            .inherit_fd(9, write)
+            .output(1 << 20)
+            .await
+            .expect("ls");
+        let fds: Vec<i32> = String::from_utf8(out.stdout)
+            .expect("utf8")
+            .lines()
+            .map(|l| l.parse().expect("fd number"))
+            .collect();
+        assert!(fds.contains(&9), "{fds:?}");
+        assert!(
+            !fds.contains(&read.as_raw_fd()),
+            "the unshared end leaked: {fds:?}"
+        );
+        let unexpected: Vec<i32> = fds
+            .into_iter()
+            .filter(|fd| ![0, 1, 2, 9].contains(fd) && !already_inheritable.contains(fd))
+            .collect();
+        // At most the descriptor ls opened to read the directory.
+        assert!(
+            unexpected.len() <= 1,
+            "unexpected descriptors in the child: {unexpected:?}"
+        );
+    });
+}
+
+#[test]
+fn exec_failure_is_reported_when_a_target_is_where_std_reports_errors() {
+    run(async {
+        // std reports a failed exec through a pipe made just before the
+        // fork, at the two lowest free numbers: find them, and hand a
+        // descriptor at the number its write end will get. The hook's dup2
+        // there must not hide the failed exec.
+        let (_handed_read, handed) = pipe().expect("pipe");
+        let (probe_read, probe_write) = pipe().expect("probe");
+        let target = probe_write.as_raw_fd();
+        drop((probe_read, probe_write));
+        let err = Command::new("no-such-program-spawn-core")
+            .inherit_fd(target, handed)
+            .spawn()
+            .expect_err("the program does not exist");
+        assert!(matches!(err, spawn_core::Error::NotFound { .. }), "{err:?}");
+    });
+}

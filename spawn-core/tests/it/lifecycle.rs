@@ -1,0 +1,223 @@
+//! Lifecycle: graceful stop, timeout, group kill, kill on drop.
+
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::Signal;
+use spawn_core::{Close, Command, Error, Stdio};
+use tokio::io::BufReader;
+
+use crate::{read_line, run};
+
+/// A child that says "ready" once its trap is installed, then loops.
+fn trapping(trap: &str) -> Command {
+    Command::shell(format!("{trap}; echo ready; while :; do sleep 0.05; done")).stdout(Stdio::Piped)
+}
+
+async fn spawn_ready(command: Command) -> spawn_core::Child {
+    let mut child = command.spawn().expect("spawn");
+    let mut stdout = BufReader::new(child.take_stdout().expect("stdout"));
+    assert_eq!(read_line(&mut stdout).await, "ready");
+    child
+}
+
+#[test]
+fn graceful_stop_of_a_child_that_traps_sigterm() {
+    run(async {
+        let mut child = spawn_ready(trapping("trap 'exit 7' TERM")).await;
+        let close = child
+            .stop(Signal::SIGTERM, Duration::from_secs(20))
+            .await
+            .expect("stop");
+        assert_eq!(close, Close::Exited(7));
+    });
+}
+
+#[test]
+fn graceful_stop_escalates_to_sigkill_when_sigterm_is_ignored() {
+    run(async {
+        let mut child = spawn_ready(trapping("trap '' TERM")).await;
+        let close = child
+            .stop(Signal::SIGTERM, Duration::from_millis(200))
+            .await
+            .expect("stop");
+        assert_eq!(close.signal(), Some(Signal::SIGKILL));
+    });
+}
+
+#[test]
+fn a_timeout_stops_the_child_with_the_chosen_signal() {
+    run(async {
+        let mut child = Command::new("sleep").arg("100").spawn().expect("sleep");
+        let err = child
+            .wait_timeout(Duration::from_millis(50), Signal::SIGINT)
+            .await
+            .expect_err("sleep outlives 50 ms");
+        match err {
+            Error::TimedOut {
+                signal,
+                close,
+                timeout,
+                ..
+            } => {
+                assert_eq!(signal, Signal::SIGINT);
+                assert_eq!(timeout, Duration::from_millis(50));
+                assert_eq!(close.signal(), Some(Signal::SIGINT));
+            }
+            other => panic!("expected TimedOut, got {other:?}"),
+        }
+        // A child that ends in time is not disturbed.
+        let mut quick = Command::new("/bin/true").spawn().expect("true");
+        let close = quick
+            .wait_timeout(Duration::from_secs(20), Signal::SIGKILL)
+            .await
+            .expect("in time");
+        assert_eq!(close, Close::Exited(0));
+    });
+}
+
+/// A pidfd for `pid`: it becomes readable when the process terminates.
+fn pidfd(pid: i32) -> OwnedFd {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is a fresh descriptor that we own.
+    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+}
+
+fn terminates_within(fd: &OwnedFd, ms: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_millis(ms.into());
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let left = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        // SIGCHLD (tokio's reaper) interrupts poll: go on until the deadline.
+        match poll(&mut fds, PollTimeout::from(left)) {
+            Ok(n) => return n == 1,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => panic!("poll: {e}"),
+        }
+    }
+}
+
+#[test]
+fn group_kill_leaves_no_grandchild_alive() {
+    run(async {
+        for leader in ["process_group", "new_session"] {
+            let command = Command::shell("sleep 1000 & echo $!; wait").stdout(Stdio::Piped);
+            let command = if leader == "process_group" {
+                command.process_group()
+            } else {
+                command.new_session()
+            };
+            let mut child = command.spawn().expect("spawn");
+            let mut stdout = BufReader::new(child.take_stdout().expect("stdout"));
+            let grandchild: i32 = read_line(&mut stdout).await.parse().expect("a pid");
+            let grandchild = pidfd(grandchild);
+            assert!(
+                !terminates_within(&grandchild, 0),
+                "grandchild alive before the kill"
+            );
+            child.kill_group(Signal::SIGKILL).expect("kill_group");
+            assert_eq!(
+                child.wait().await.expect("wait").signal(),
+                Some(Signal::SIGKILL)
+            );
+            assert!(
+                terminates_within(&grandchild, 10_000),
+                "{leader}: grandchild survived"
+            );
+        }
+    });
+}
+
+#[test]
+fn kill_group_needs_a_group_leader() {
+    run(async {
+        let mut child = Command::new("sleep")
+            .arg("100")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn");
+        let err = child.kill_group(Signal::SIGKILL).expect_err("not a leader");
+        assert!(matches!(err, Error::NotGroupLeader { .. }), "{err:?}");
+    });
+}
+
+#[test]
+fn kill_on_drop_kills_the_child() {
+    run(async {
+        let child = Command::new("sleep")
+            .arg("100")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn");
+        let fd = pidfd(child.pid() as i32);
+        drop(child);
+        assert!(
+            terminates_within(&fd, 10_000),
+            "the dropped child still runs"
+        );
+    });
+}
+
+#[test]
+fn parent_death_signal_spawns_and_keeps_the_child_alive_while_we_live() {
+    run(async {
+        // Spawned from a thread that then exits: the child must survive,
+        // because the fork happened on the long-lived spawner thread.
+        let child = std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
+            let _entered = runtime.enter();
+            Command::new("sleep")
+                .arg("100")
+                .parent_death_signal(Signal::SIGKILL)
+                .spawn()
+                .map(|c| c.pid())
+        })
+        .join()
+        .expect("spawning thread")
+        .expect("spawn");
+        let fd = pidfd(child as i32);
+        assert!(
+            !terminates_within(&fd, 300),
+            "the child died with the spawning thread"
+        );
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child as i32), Signal::SIGKILL)
+            .expect("kill");
+        assert!(terminates_within(&fd, 10_000));
+    });
+}
+
+#[test]
+fn parent_death_signal_kills_the_child_when_the_parent_dies() {
+    run(async {
+        // The helper spawns `sleep` from a thread that exits at once, then
+        // lives on until killed.
+        let mut helper = Command::new(env!("CARGO_BIN_EXE_spawn-core-pdeathsig-helper"))
+            .stdin(Stdio::Piped)
+            .stdout(Stdio::Piped)
+            .spawn()
+            .expect("helper");
+        let mut stdout = BufReader::new(helper.take_stdout().expect("stdout"));
+        let grandchild: i32 = read_line(&mut stdout).await.parse().expect("a pid");
+        let grandchild = pidfd(grandchild);
+        assert!(
+            !terminates_within(&grandchild, 300),
+            "the child died with the spawning thread, not the process"
+        );
+        helper.kill(Signal::SIGKILL).expect("kill the helper");
+        assert_eq!(
+            helper.wait().await.expect("wait").signal(),
+            Some(Signal::SIGKILL)
+        );
+        assert!(
+            terminates_within(&grandchild, 10_000),
+            "the child outlived its parent"
+        );
+    });
+}
