@@ -364,6 +364,43 @@ pub(crate) fn table(rows: &[Row], failures: &[Failure]) -> String {
     out
 }
 
+/// One paragraph: targets met, and how ours compares with Node.js.
+pub(crate) fn summary(rows: &[Row]) -> String {
+    let judged: Vec<bool> = rows.iter().filter_map(Row::met).collect();
+    let met = judged.iter().filter(|m| **m).count();
+    let mut out = format!(
+        "Targets met: {met} of {} judged ({} row(s) without a target that can be judged).",
+        judged.len(),
+        rows.len() - judged.len()
+    );
+    // Node's figure over ours, oriented so that more than 1 means ours is better.
+    let factors: Vec<f64> = rows
+        .iter()
+        .filter_map(|row| {
+            let (NodeCell::Measured(node), Some(ours)) = (row.node, row.ours) else {
+                return None;
+            };
+            let factor = match row.better {
+                Better::Lower => node.median / nonzero(ours.median)?,
+                Better::Higher => ours.median / nonzero(node.median)?,
+            };
+            factor.is_finite().then_some(factor)
+        })
+        .collect();
+    if let Some(mid) = median(&factors) {
+        let better = factors.iter().filter(|f| **f > 1.0).count();
+        let _ = write!(
+            out,
+            " Against Node.js: ours is better on {better} of {} rows measured by both; \
+             the median row is {}× in our favour.",
+            factors.len(),
+            format_number(mid)
+        );
+    }
+    out.push('\n');
+    out
+}
+
 /// The whole Markdown page; `chart_file` is the SVG's name beside it.
 pub(crate) fn markdown(report: &Report, chart_file: &str) -> String {
     let m = &report.machine;
@@ -411,6 +448,8 @@ pub(crate) fn markdown(report: &Report, chart_file: &str) -> String {
          for `us` and `ms` rows lower is better.\n\n",
     );
     out.push_str(&table(&report.rows, &report.failures));
+    out.push('\n');
+    out.push_str(&summary(&report.rows));
     let node_failures: Vec<&Failure> = report
         .failures
         .iter()

@@ -248,6 +248,11 @@ fn fixture_report_has_a_table_and_a_chart_whose_numbers_parse() {
     let md = markdown(&report, "benchmarks.svg");
     assert_eq!(check_table(&md), 6, "five figures and one failed bench");
     assert!(md.contains("| `cluster-core/restart` | failed: exited with"));
+    assert!(md.contains("Targets met: 4 of 5 judged (0 row(s)"), "{md}");
+    assert!(
+        md.contains("ours is better on 3 of 3 rows measured by both"),
+        "{md}"
+    );
     assert!(md.contains("Test CPU, 2 cores"));
     assert!(md.contains("`cargo xtask bench --quick`"));
     assert!(md.contains("![") && md.contains("(benchmarks.svg)"));
@@ -440,7 +445,20 @@ fn real_quick_run_writes_a_table_and_a_chart() {
         .collect();
     super::run(root, &args).expect("the report runs");
     let md = std::fs::read_to_string(dir.join("benchmarks.md")).expect("table written");
-    check_table(&md);
+    let rows = check_table(&md);
+    let metadata = super::cargo_output(root, &["metadata", "--format-version", "1", "--no-deps"])
+        .expect("cargo metadata");
+    let spawn_benches = discover(&metadata)
+        .expect("metadata parsed")
+        .into_iter()
+        .filter(|t| t.package.contains("spawn") || t.name.contains("spawn"))
+        .count();
+    if spawn_benches > 0 {
+        assert!(
+            rows >= 1,
+            "the spawn bench's figures are in the table:\n{md}"
+        );
+    }
     assert!(md.contains("- Machine: "));
     let svg = std::fs::read_to_string(dir.join("benchmarks.svg")).expect("chart written");
     assert!(svg.contains("</svg>"));
