@@ -22,6 +22,7 @@ mod figures;
 mod machine;
 mod report;
 mod runner;
+mod target;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

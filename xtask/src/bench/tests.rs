@@ -9,9 +9,8 @@ use std::time::Duration;
 use super::chart::{bars, write_svg};
 use super::figures::{Better, Measured, parse_line, parse_output};
 use super::machine::{Machine, format_utc};
-use super::report::{
-    Failure, NodeCell, Report, build_rows, format_number, markdown, parse_target, table,
-};
+use super::report::{Failure, NodeCell, Report, build_rows, format_number, markdown, table};
+use super::target::parse_target;
 use super::{Options, discover, runner};
 
 const BENCH_STDOUT: &str = r#"warming up
