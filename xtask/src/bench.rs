@@ -12,7 +12,8 @@
 //!    `--quick`, 13 minutes otherwise): what would overrun it is skipped.
 //! 3. Runs `bench/node/*.js` with `node` when it is on the PATH.
 //! 4. Prints the table and writes `benchmarks.md` and `benchmarks.svg` into
-//!    the output folder (`docs/` unless `--out DIR`).
+//!    the output folder: `--out DIR`, else `docs/` (`target/benchmarks/`
+//!    with `--quick`, so that a quick run never overwrites the report).
 //!
 //! A bench that fails to build or run is a "failed" row, not the end of the
 //! report; a crate without a bench simply has no row.
@@ -39,7 +40,9 @@ pub(crate) const USAGE: &str = "\
 usage: cargo xtask bench [--quick] [--out DIR] [options]
 
   --quick       tiny workloads, one round, dev profile (under 2 minutes)
-  --out DIR     where benchmarks.md and benchmarks.svg go (default: docs/)
+  --out DIR     where benchmarks.md and benchmarks.svg go (default: docs/,
+                and target/benchmarks/ with --quick, so that a quick run
+                never overwrites the committed report)
   --debug       build in the dev profile even in a full run
   --release     build in release even with --quick
   --rounds N    rounds of benches then Node scripts (default: 2, quick: 1)
@@ -142,7 +145,13 @@ impl BenchTarget {
 pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let options = Options::parse(args)?;
     let started = Instant::now();
-    let out_dir = options.out.clone().unwrap_or_else(|| root.join("docs"));
+    let out_dir = options.out.clone().unwrap_or_else(|| {
+        if options.quick {
+            root.join("target/benchmarks")
+        } else {
+            root.join("docs")
+        }
+    });
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
 
     let metadata = cargo_output(root, &["metadata", "--format-version", "1", "--no-deps"])?;
