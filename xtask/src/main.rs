@@ -5,11 +5,16 @@
 //!   every doc test, and the `tidy` check of the codebase itself. It stops at
 //!   the first failing step and names it.
 //! - `cargo xtask tidy`: only the tidy check.
+//! - `cargo xtask bench [--quick] [--out DIR]`: every bench of the workspace
+//!   and its Node.js counterpart in one Markdown table and one SVG chart
+//!   (see `bench.rs`).
 //!
-//! Like rust-analyzer's xtask, this crate depends on `anyhow` and nothing else,
-//! and calls cargo through `$CARGO` so that it uses the same toolchain that
-//! started it.
+//! Like rust-analyzer's xtask, this crate stays light: `anyhow`, plus
+//! `serde_json` (cargo metadata and the benches' JSON lines) and `plotters`
+//! with only its SVG backend (the bench chart). It calls cargo through
+//! `$CARGO` so that it uses the same toolchain that started it.
 
+mod bench;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +28,8 @@ usage: cargo xtask <task>
 tasks:
   test    the one gate: fmt, clippy, tests, doc tests, tidy
   tidy    check the codebase's own conventions
+  bench   every bench and its Node.js counterpart: table and chart
+          (`cargo xtask bench --help` for options)
 ";
 
 fn main() -> anyhow::Result<()> {
@@ -31,6 +38,11 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(&root),
         Some("tidy") => run_tidy(&root),
+        Some("bench") if args.iter().any(|a| a == "--help" || a == "-h") => {
+            print!("{}", bench::USAGE);
+            Ok(())
+        }
+        Some("bench") => bench::run(&root, &args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             Ok(())
