@@ -126,7 +126,9 @@ impl Receiver {
                 Err(e) => return Err(self.fail(e)),
             }
             match self.read().await {
-                Ok(0) => {
+                // The end of the stream, or ECONNRESET (the peer closed with
+                // our bytes unread): either way it is gone.
+                Ok(0) | Err(Error::PeerClosed { .. }) => {
                     let partial_frame_bytes = self.decoder.buffered();
                     return Err(self.fail(Error::PeerClosed {
                         partial_frame_bytes,
@@ -163,10 +165,12 @@ impl Receiver {
             };
             match result {
                 Ok(n) => {
-                    if n > 0 && n < want {
-                        // A short read drained the socket: skip the
-                        // read that would only say EAGAIN (as tokio's
-                        // TcpStream does).
+                    if n > 0 && n < want && self.arrived.is_empty() {
+                        // A short read drained the socket: skip the read
+                        // that would only say EAGAIN (as tokio's TcpStream
+                        // does). Not after descriptors arrived: the kernel
+                        // ends a read after a descriptor-carrying message
+                        // even when more bytes wait.
                         guard.clear_ready();
                     }
                     self.decoder.commit(n);

@@ -171,3 +171,29 @@ async fn opening_outside_a_runtime_is_an_error() {
         "{result:?}"
     );
 }
+
+#[tokio::test]
+async fn a_burst_of_descriptor_frames_arrives_without_later_traffic() {
+    // The kernel ends a read after each descriptor-carrying message; the
+    // receiver must read on without waiting for new bytes to wake it.
+    let (a, b) = channel_pair().unwrap();
+    let other = tokio::spawn(handshake(b, Handshake::new(1, 2), Config::default()));
+    let (tx, _rx, _) = bounded(handshake(a, Handshake::new(1, 1), Config::default()))
+        .await
+        .unwrap();
+    let (_tx_b, mut rx_b, _) = bounded(other).await.unwrap().unwrap();
+    for i in 0u32..600 {
+        let fd = std::fs::File::open("/dev/null").unwrap().into();
+        tx.try_send_with_fds(i, vec![fd]).unwrap();
+    }
+    bounded(tx.flush()).await.unwrap();
+    for i in 0u32..600 {
+        match bounded(rx_b.recv::<u32>()).await.unwrap() {
+            Incoming::User(got, fds) => {
+                assert_eq!(got, i);
+                assert_eq!(fds.len(), 1);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
