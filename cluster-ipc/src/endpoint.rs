@@ -131,7 +131,10 @@ fn open(fd: OwnedFd, config: Config) -> Result<(Sender, Receiver), Error> {
         op: "fcntl(O_NONBLOCK)",
         source,
     })?;
-    let fd = sys::register(fd).map_err(|source| Error::Io {
+    // Readable interest only: the writer registers its own descriptor for
+    // writability while (and only while) the socket is full, so the peer's
+    // reads do not wake this process with EPOLLOUT edges it does not need.
+    let fd = sys::register(fd, tokio::io::Interest::READABLE).map_err(|(_, source)| Error::Io {
         op: "epoll registration",
         source,
     })?;
@@ -139,7 +142,12 @@ fn open(fd: OwnedFd, config: Config) -> Result<(Sender, Receiver), Error> {
         fd,
         cap: config.max_frame_len,
     });
-    let tx = Sender::start(Arc::clone(&shared), config.send_queue_bytes);
+    let write_fd = shared
+        .fd
+        .get_ref()
+        .try_clone()
+        .map_err(|source| Error::Io { op: "dup", source })?;
+    let tx = Sender::start(Arc::clone(&shared), write_fd, config.send_queue_bytes);
     let rx = Receiver::new(shared);
     Ok((tx, rx))
 }

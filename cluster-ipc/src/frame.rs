@@ -163,7 +163,7 @@ pub fn encode_frame<T: Serialize + ?Sized>(
     }
     let start = buf.len();
     buf.extend_from_slice(&[0; HEADER_LEN]);
-    if let Err(source) = postcard::to_io(msg, &mut *buf) {
+    if let Err(source) = postcard::serialize_with_flavor(msg, AppendFlavor(buf)) {
         buf.truncate(start);
         return Err(Error::Encode { kind, source });
     }
@@ -183,6 +183,30 @@ pub fn encode_frame<T: Serialize + ?Sized>(
     };
     buf[start..start + HEADER_LEN].copy_from_slice(&header.to_bytes());
     Ok(())
+}
+
+/// A postcard output that appends to a borrowed `Vec` (so a failed encode
+/// can be truncated away without losing the frames queued before it).
+struct AppendFlavor<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendFlavor<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// One complete frame taken off the decoder: its header, where its payload

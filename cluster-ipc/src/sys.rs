@@ -53,10 +53,14 @@ pub(crate) fn socketpair() -> Result<(OwnedFd, OwnedFd), Error> {
 /// Registers a channel end with the current tokio reactor.
 ///
 /// Panics (inside tokio) when the runtime was built without I/O.
-pub(crate) fn register(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+pub(crate) fn register(
+    fd: OwnedFd,
+    interest: tokio::io::Interest,
+) -> Result<tokio::io::unix::AsyncFd<OwnedFd>, (OwnedFd, io::Error)> {
     // SAFETY: an `OwnedFd` is open, owned by the AsyncFd from here on, and its
     // `as_raw_fd` always returns the same number until it is dropped.
-    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+        .map_err(|e| e.into_parts())
 }
 
 /// Shuts down the write side of a socket (the peer reads end of stream).

@@ -14,6 +14,8 @@ use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
 use super::Shared;
@@ -58,6 +60,10 @@ struct Queue {
     limit: usize,
     cap: u32,
 }
+
+/// Descriptors the queue holds at most (beyond one frame's worth into an
+/// empty queue): each is an open descriptor of this process until sent.
+const MAX_QUEUED_SEND_FDS: usize = 256;
 
 #[derive(Default)]
 struct QueueState {
@@ -104,7 +110,7 @@ enum Push {
 }
 
 impl Sender {
-    pub(super) fn start(shared: Arc<Shared>, limit: usize) -> Sender {
+    pub(super) fn start(shared: Arc<Shared>, write_fd: OwnedFd, limit: usize) -> Sender {
         let queue = Arc::new(Queue {
             state: Mutex::new(QueueState::default()),
             data_ready: Notify::new(),
@@ -112,7 +118,7 @@ impl Sender {
             limit,
             cap: shared.cap,
         });
-        tokio::spawn(writer(shared, Arc::clone(&queue)));
+        tokio::spawn(writer(shared, write_fd, Arc::clone(&queue)));
         Sender {
             inner: Arc::new(SendInner { queue }),
         }
@@ -134,7 +140,9 @@ impl Sender {
         if let Some(reason) = st.closed {
             return Err(reason.to_error());
         }
-        if !st.bytes.is_empty() && st.bytes.len() >= queue.limit {
+        if !st.bytes.is_empty()
+            && (st.bytes.len() >= queue.limit || st.fds.len() + fds.len() > MAX_QUEUED_SEND_FDS)
+        {
             return Ok(Push::Full);
         }
         let was_empty = st.bytes.is_empty();
@@ -159,6 +167,10 @@ impl Sender {
                 count: fds.len(),
                 limit: MAX_FDS_PER_FRAME,
             });
+        }
+        // Fast path: no waiter registration while there is room.
+        if let Push::Queued = self.push(kind, msg, &mut fds)? {
+            return Ok(());
         }
         loop {
             let mut space = pin!(self.queue().space_ready.notified());
@@ -260,7 +272,8 @@ impl Sender {
 }
 
 /// The writer task: takes the whole queue at once and writes it.
-async fn writer(shared: Arc<Shared>, queue: Arc<Queue>) {
+async fn writer(shared: Arc<Shared>, write_fd: OwnedFd, queue: Arc<Queue>) {
+    let mut write_fd = Some(write_fd);
     let mut batch: Vec<u8> = Vec::new();
     let mut batch_fds: Vec<(usize, OwnedFd)> = Vec::new();
     loop {
@@ -291,7 +304,7 @@ async fn writer(shared: Arc<Shared>, queue: Arc<Queue>) {
             wake.await;
             continue;
         }
-        let result = write_batch(&shared, &batch, &batch_fds).await;
+        let result = write_batch(&mut write_fd, &batch, &batch_fds).await;
         batch.clear();
         batch_fds.clear();
         if batch.capacity() > 4 * queue.limit {
@@ -318,7 +331,29 @@ async fn writer(shared: Arc<Shared>, queue: Arc<Queue>) {
 
 /// Writes one batch, attaching each descriptor to a `sendmsg` that starts
 /// at or before its frame.
-async fn write_batch(shared: &Shared, bytes: &[u8], fds: &[(usize, OwnedFd)]) -> io::Result<()> {
+///
+/// The socket is written without a reactor registration; only when it is
+/// full does the descriptor get registered for writability, and it is
+/// deregistered again once the batch is out.
+async fn write_batch(
+    slot: &mut Option<OwnedFd>,
+    bytes: &[u8],
+    fds: &[(usize, OwnedFd)],
+) -> io::Result<()> {
+    let mut registered: Option<AsyncFd<OwnedFd>> = None;
+    let result = write_batch_inner(slot, &mut registered, bytes, fds).await;
+    if let Some(async_fd) = registered {
+        *slot = Some(async_fd.into_inner());
+    }
+    result
+}
+
+async fn write_batch_inner(
+    slot: &mut Option<OwnedFd>,
+    registered: &mut Option<AsyncFd<OwnedFd>>,
+    bytes: &[u8],
+    fds: &[(usize, OwnedFd)],
+) -> io::Result<()> {
     let mut pos = 0;
     let mut next_fd = 0;
     let mut raw: Vec<RawFd> = Vec::new();
@@ -335,17 +370,41 @@ async fn write_batch(shared: &Shared, bytes: &[u8], fds: &[(usize, OwnedFd)]) ->
                 .iter()
                 .map(|(_, fd)| fd.as_raw_fd()),
         );
-        let mut guard = shared.fd.writable().await?;
-        match guard
-            .try_io(|fd| sys::send_with_fds(fd.get_ref().as_fd(), &bytes[pos..end], &raw, true))
-        {
-            Ok(Ok(n)) => {
+        let chunk = &bytes[pos..end];
+        let sent = match registered {
+            None => {
+                let fd = slot.as_ref().ok_or(io::ErrorKind::NotConnected)?;
+                match sys::send_with_fds(fd.as_fd(), chunk, &raw, true) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        let fd = slot.take().ok_or(io::ErrorKind::NotConnected)?;
+                        match sys::register(fd, Interest::WRITABLE) {
+                            Ok(async_fd) => *registered = Some(async_fd),
+                            Err((fd, e)) => {
+                                *slot = Some(fd);
+                                return Err(e);
+                            }
+                        }
+                        continue;
+                    }
+                    other => other,
+                }
+            }
+            Some(async_fd) => {
+                let mut guard = async_fd.writable().await?;
+                match guard.try_io(|fd| sys::send_with_fds(fd.get_ref().as_fd(), chunk, &raw, true))
+                {
+                    Ok(result) => result,
+                    Err(_would_block) => continue,
+                }
+            }
+        };
+        match sent {
+            Ok(n) => {
                 pos += n;
                 next_fd = attach_end;
             }
-            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_would_block) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())

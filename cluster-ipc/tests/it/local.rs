@@ -184,7 +184,7 @@ async fn a_burst_of_descriptor_frames_arrives_without_later_traffic() {
     let (_tx_b, mut rx_b, _) = bounded(other).await.unwrap().unwrap();
     for i in 0u32..600 {
         let fd = std::fs::File::open("/dev/null").unwrap().into();
-        tx.try_send_with_fds(i, vec![fd]).unwrap();
+        bounded(tx.send_with_fds(i, vec![fd])).await.unwrap();
     }
     bounded(tx.flush()).await.unwrap();
     for i in 0u32..600 {
