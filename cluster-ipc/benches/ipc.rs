@@ -105,84 +105,106 @@ fn main() -> anyhow::Result<()> {
             fds: 100_000,
         }
     };
+    // `--only <word>` runs the rows whose id contains it (for profiling).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let run = |id: &str| only.as_deref().is_none_or(|w| id.contains(w));
     let all_cpus = affinity()?;
 
-    pin_to_cpu0()?;
-    let (ours, raw) = interleave(
-        sizes.reps,
-        || rtt_small_ours(sizes.rtt),
-        || rtt_raw(sizes.rtt, small_frame_len()),
-    )?;
-    set_affinity(&all_cpus)?;
-    report(
-        "ipc.rtt_small_pinned",
-        "IPC round trip, small message, one CPU",
-        "us",
-        "lower",
-        scale(&ours, 1e6),
-        Some(scale(&raw, 1e6)),
-        "<= 1.3x raw",
-    );
-
-    let (ours, raw) = interleave(
-        sizes.reps,
-        || rtt_small_ours(sizes.rtt),
-        || rtt_raw(sizes.rtt, small_frame_len()),
-    )?;
-    report(
-        "ipc.rtt_small",
-        "IPC round trip, small message, unpinned",
-        "us",
-        "lower",
-        scale(&ours, 1e6),
-        Some(scale(&raw, 1e6)),
-        "<= 1.3x raw",
-    );
-
-    let (ours, raw) = interleave(
-        sizes.reps,
-        || throughput_ours(sizes.throughput),
-        || throughput_raw(sizes.throughput),
-    )?;
-    report(
-        "ipc.throughput_small",
-        "IPC one-way throughput, small messages",
-        "per_s",
-        "higher",
-        ours,
-        Some(raw),
-        ">= 15000000",
-    );
-
-    let (ours, raw) = interleave(
-        sizes.reps,
-        || rtt_big_ours(sizes.big),
-        || rtt_raw(sizes.big, 1 << 20),
-    )?;
-    report(
-        "ipc.rtt_1mib",
-        "IPC round trip, 1 MiB message",
-        "ms",
-        "lower",
-        scale(&ours, 1e3),
-        Some(scale(&raw, 1e3)),
-        "<= 1 ms",
-    );
-
-    let (ours, raw) = interleave(
-        sizes.reps,
-        || fd_pass_ours(sizes.fds),
-        || fd_pass_raw(sizes.fds),
-    )?;
-    report(
-        "ipc.fd_pass",
-        "descriptor passes per second (SCM_RIGHTS)",
-        "per_s",
-        "higher",
-        ours,
-        Some(raw),
-        ">= 0.8x raw",
-    );
+    if run("ipc.rtt_small_pinned") {
+        pin_to_cpu0()?;
+        let rows = interleave(
+            sizes.reps,
+            || rtt_small_ours(sizes.rtt),
+            || rtt_raw(sizes.rtt, small_frame_len()),
+        );
+        set_affinity(&all_cpus)?;
+        let (ours, raw) = rows?;
+        let what = "IPC round trip, small message, one CPU";
+        let (ours, raw) = (scale(&ours, 1e6), scale(&raw, 1e6));
+        report(
+            "ipc.rtt_small_pinned",
+            what,
+            "us",
+            "lower",
+            &ours,
+            Some(&raw),
+            "<= 1.3x raw",
+        );
+    }
+    if run("ipc.rtt_small") {
+        let (ours, raw) = interleave(
+            sizes.reps,
+            || rtt_small_ours(sizes.rtt),
+            || rtt_raw(sizes.rtt, small_frame_len()),
+        )?;
+        let what = "IPC round trip, small message, unpinned";
+        let (ours, raw) = (scale(&ours, 1e6), scale(&raw, 1e6));
+        report(
+            "ipc.rtt_small",
+            what,
+            "us",
+            "lower",
+            &ours,
+            Some(&raw),
+            "<= 1.3x raw",
+        );
+    }
+    if run("ipc.throughput_small") {
+        let (ours, raw) = interleave(
+            sizes.reps,
+            || throughput_ours(sizes.throughput),
+            || throughput_raw(sizes.throughput),
+        )?;
+        let what = "IPC one-way throughput, small messages";
+        report(
+            "ipc.throughput_small",
+            what,
+            "per_s",
+            "higher",
+            &ours,
+            Some(&raw),
+            ">= 15000000",
+        );
+    }
+    if run("ipc.rtt_1mib") {
+        let (ours, raw) = interleave(
+            sizes.reps,
+            || rtt_big_ours(sizes.big),
+            || rtt_raw(sizes.big, 1 << 20),
+        )?;
+        let what = "IPC round trip, 1 MiB message";
+        let (ours, raw) = (scale(&ours, 1e3), scale(&raw, 1e3));
+        report(
+            "ipc.rtt_1mib",
+            what,
+            "ms",
+            "lower",
+            &ours,
+            Some(&raw),
+            "<= 1 ms",
+        );
+    }
+    if run("ipc.fd_pass") {
+        let (ours, raw) = interleave(
+            sizes.reps,
+            || fd_pass_ours(sizes.fds),
+            || fd_pass_raw(sizes.fds),
+        )?;
+        let what = "descriptor passes per second (SCM_RIGHTS)";
+        report(
+            "ipc.fd_pass",
+            what,
+            "per_s",
+            "higher",
+            &ours,
+            Some(&raw),
+            ">= 0.8x raw",
+        );
+    }
     Ok(())
 }
 
@@ -220,12 +242,12 @@ fn report(
     what: &str,
     unit: &str,
     better: &str,
-    ours: Vec<f64>,
-    raw: Option<Vec<f64>>,
+    ours: &[f64],
+    raw: Option<&[f64]>,
     target: &str,
 ) {
-    let (o, os) = median_spread(&ours);
-    let (raw_s, raw_spread) = match &raw {
+    let (o, os) = median_spread(ours);
+    let (raw_s, raw_spread) = match raw {
         Some(r) => {
             let (m, s) = median_spread(r);
             (format!("{m:.3}"), format!("{s:.3}"))

@@ -115,10 +115,20 @@ impl Receiver {
         e
     }
 
+    /// The next frame: straight from the buffer when one is complete there
+    /// (no await, a small future), else through the reading path.
     async fn next_frame(&mut self) -> Result<DecodedFrame, Error> {
         if self.closed {
             return Err(Error::Closed);
         }
+        match self.decoder.next_frame() {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) => Box::pin(self.read_frame()).await,
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    async fn read_frame(&mut self) -> Result<DecodedFrame, Error> {
         loop {
             match self.decoder.next_frame() {
                 Ok(Some(frame)) => return Ok(frame),

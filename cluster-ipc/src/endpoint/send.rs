@@ -97,6 +97,7 @@ impl CloseReason {
 }
 
 impl Queue {
+    #[inline]
     fn lock(&self) -> MutexGuard<'_, QueueState> {
         // A panicking `Serialize` impl cannot leave the queue inconsistent:
         // `encode_frame` truncates what it wrote before returning.
@@ -129,6 +130,7 @@ impl Sender {
     }
 
     /// Encodes and queues one frame, unless the queue is full.
+    #[inline]
     fn push<T: Serialize + ?Sized>(
         &self,
         kind: FrameKind,
@@ -148,7 +150,9 @@ impl Sender {
         let was_empty = st.bytes.is_empty();
         let offset = st.bytes.len();
         encode_frame(&mut st.bytes, kind, msg, fds.len(), queue.cap)?;
-        st.fds.extend(fds.drain(..).map(|fd| (offset, fd)));
+        if !fds.is_empty() {
+            st.fds.extend(fds.drain(..).map(|fd| (offset, fd)));
+        }
         drop(st);
         if was_empty {
             queue.data_ready.notify_one();
@@ -172,6 +176,17 @@ impl Sender {
         if let Push::Queued = self.push(kind, msg, &mut fds)? {
             return Ok(());
         }
+        // The waiting path is rare; boxing it keeps this future small, so
+        // the fast path moves and initialises little.
+        Box::pin(self.wait_and_push(kind, msg, fds)).await
+    }
+
+    async fn wait_and_push<T: Serialize + ?Sized>(
+        &self,
+        kind: FrameKind,
+        msg: &T,
+        mut fds: Vec<OwnedFd>,
+    ) -> Result<(), Error> {
         loop {
             let mut space = pin!(self.queue().space_ready.notified());
             space.as_mut().enable();
