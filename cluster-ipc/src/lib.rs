@@ -105,10 +105,24 @@
 //! Descriptors are owned from the moment they arrive: a frame dropped unread
 //! closes them.
 //!
+//! The property tests in `src/frame/tests.rs` feed arbitrary byte sequences,
+//! in arbitrary read sizes, to the [`frame::Decoder`] and check that each
+//! gives frames or an error within the memory bound.
+//!
 //! The wire format (header table, control variants, versioning rules) is in
-//! `docs/ipc.md` at the workspace root. The decoder can be fuzzed with
-//! `cargo +nightly fuzz run decode` from `cluster-ipc/fuzz/` (cargo-fuzz, not
-//! part of the gate).
+//! `docs/ipc.md` at the workspace root.
+//!
+//! # Caveats
+//!
+//! - [`from_env`] is `unsafe`: it removes an environment variable (call it
+//!   first thing in `main`, before threads exist) and takes ownership of a
+//!   descriptor named by a number.
+//! - A sent descriptor is closed on the sending side once it is on the
+//!   socket; if the peer dies before reading it, it is gone. To re-route a
+//!   connection whose hand-off may fail, send a `try_clone()` and keep the
+//!   original until the peer acknowledges it.
+//! - Dropping every [`Sender`] clone flushes the queue and shuts down the
+//!   write side; the peer's [`Receiver`] then reports [`Error::PeerClosed`].
 //!
 //! [postcard]: https://docs.rs/postcard
 //! [`OwnedFd`]: std::os::fd::OwnedFd
