@@ -21,8 +21,10 @@
 //! Each figure is measured `REPS` times, ours and raw interleaved (A B A B);
 //! the line reports the medians, and as spread half the range
 //! ((max − min) / 2) of the repetitions. `--quick` runs a tiny workload (a
-//! few seconds even in a debug build). Unknown arguments (cargo's `--bench`)
-//! are ignored. One JSON line per figure on stdout; human text on stderr.
+//! few seconds even in a debug build), and so does a run without cargo's
+//! `--bench` (as `cargo test --all-targets` runs it); `--list` lists no tests
+//! (for nextest); `--only <word>` runs the rows whose id contains the word.
+//! Other arguments are ignored. One JSON line per figure on stdout; human text on stderr.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -87,7 +89,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(i) = args.iter().position(|a| a == "--peer") {
         return peer(&args[i + 1..]);
     }
-    let quick = args.iter().any(|a| a == "--quick");
+    // Test runners list a harness-less bench's tests with `--list`: it has none.
+    if args.iter().any(|a| a == "--list") {
+        return Ok(());
+    }
+    // `cargo bench` passes `--bench`; without it (`cargo test --all-targets`)
+    // run the tiny workload, as a smoke test.
+    let quick = args.iter().any(|a| a == "--quick") || !args.iter().any(|a| a == "--bench");
     let sizes = if quick {
         Sizes {
             reps: 2,
