@@ -129,8 +129,15 @@ fn main() -> anyhow::Result<()> {
             || rtt_small_ours(sizes.rtt),
             || rtt_raw(sizes.rtt, small_frame_len()),
         );
+        // For reference: the floor of any tokio-reactor design, a bare
+        // tokio UnixStream ping-pong between two current-thread runtimes.
+        let floor = (0..sizes.reps)
+            .map(|_| rtt_tokio_floor(sizes.rtt, small_frame_len()))
+            .collect::<anyhow::Result<Vec<f64>>>();
         set_affinity(&all_cpus)?;
         let (ours, raw) = rows?;
+        let (floor, floor_spread) = median_spread(&scale(&floor?, 1e6));
+        eprintln!("ipc.rtt_small_pinned: tokio UnixStream floor {floor:.3} ±{floor_spread:.3} us");
         let what = "IPC round trip, small message, one CPU";
         let (ours, raw) = (scale(&ours, 1e6), scale(&raw, 1e6));
         report(
@@ -453,6 +460,30 @@ fn rtt_raw(n: u64, size: usize) -> anyhow::Result<f64> {
     Ok(total.as_secs_f64() / n as f64)
 }
 
+fn rtt_tokio_floor(n: u64, size: usize) -> anyhow::Result<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (child, fd) = spawn_peer(&["tokio-echo", &size.to_string()])?;
+    let secs = runtime()?.block_on(async {
+        let std_stream = UnixStream::from(fd);
+        std_stream.set_nonblocking(true)?;
+        let mut stream = tokio::net::UnixStream::from_std(std_stream)?;
+        let mut buf = vec![7u8; size];
+        let warm = n / 10 + 10;
+        let mut total = Duration::ZERO;
+        for i in 0..n + warm {
+            let t = Instant::now();
+            stream.write_all(&buf).await?;
+            stream.read_exact(&mut buf).await?;
+            if i >= warm {
+                total += t.elapsed();
+            }
+        }
+        anyhow::Ok(total.as_secs_f64() / n as f64)
+    })?;
+    reap(child)?;
+    Ok(secs)
+}
+
 fn throughput_raw(n: u64) -> anyhow::Result<f64> {
     let (child, fd) = spawn_peer(&["raw-sink-small", &n.to_string()])?;
     let mut stream = UnixStream::from(fd);
@@ -621,6 +652,23 @@ fn peer(args: &[String]) -> anyhow::Result<()> {
                     Err(e) => return Err(e.into()),
                 }
             }
+        }
+        "tokio-echo" => {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let size: usize = count()? as usize;
+            runtime()?.block_on(async {
+                let std_stream = UnixStream::from(fd);
+                std_stream.set_nonblocking(true)?;
+                let mut stream = tokio::net::UnixStream::from_std(std_stream)?;
+                let mut buf = vec![0; size];
+                loop {
+                    match stream.read_exact(&mut buf).await {
+                        Ok(_) => stream.write_all(&buf).await?,
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            })
         }
         "raw-sink-small" => {
             let n = count()?;
