@@ -84,6 +84,10 @@ pub struct UserFrame {
 }
 
 impl UserFrame {
+    pub(crate) fn from_payload(payload: Vec<u8>) -> Self {
+        UserFrame { payload }
+    }
+
     /// Decodes the payload as `T`. Trailing bytes are an error.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
         decode_payload(FrameKind::User, &self.payload)
@@ -153,7 +157,7 @@ fn open(fd: OwnedFd, config: Config) -> Result<(Sender, Receiver), Error> {
 }
 
 /// Checks the peer's handshake payload: the version first, then the rest.
-fn parse_handshake(payload: &[u8]) -> Result<Handshake, Error> {
+pub(crate) fn parse_handshake(payload: &[u8]) -> Result<Handshake, Error> {
     let malformed = |source| Error::MalformedPayload {
         kind: FrameKind::Handshake,
         expected: "Handshake",

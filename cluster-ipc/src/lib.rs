@@ -17,6 +17,8 @@
 //! - [`Sender::send`] / [`Sender::try_send`] (backpressure: a bounded queue;
 //!   `try_send` hands the message back in [`TrySendError::Full`]), and
 //!   [`Receiver::recv`] / [`Receiver::recv_raw`], which yield [`Incoming`].
+//! - [`BlockingChannel`]: the same wire without a runtime (buffered sends,
+//!   blocking receives), for simple workers and tools.
 //! - [`frame`]: the header, the encoder and the I/O-free [`frame::Decoder`].
 //! - [`Error`]: every way a channel fails.
 //!
@@ -128,6 +130,7 @@
 //! [`OwnedFd`]: std::os::fd::OwnedFd
 #![deny(missing_docs)]
 
+mod blocking;
 mod channel;
 mod control;
 mod endpoint;
@@ -135,6 +138,7 @@ mod error;
 pub mod frame;
 mod sys;
 
+pub use blocking::BlockingChannel;
 pub use channel::{CHANNEL_FD_ENV, DEFAULT_CHILD_FD, channel_pair, from_env, pass_to_child};
 pub use control::{
     ControlMsg, Handshake, ListenErrorKind, ListenFailure, ListenMode, ListenOk, ListenReply,
