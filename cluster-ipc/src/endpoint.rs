@@ -46,7 +46,9 @@ impl Config {
     /// The send queue's bound in encoded bytes. Default: 1 MiB. Once this many
     /// bytes wait, `send().await` waits and `try_send` hands the message back.
     /// One frame is always accepted into an empty queue, so a queue holds at
-    /// most this bound plus one frame (plus the batch being written).
+    /// most this bound plus one frame (plus the batch being written). The
+    /// queue also holds at most 256 descriptors (each is an open descriptor
+    /// of this process until it is on the socket).
     pub fn send_queue_bytes(mut self, bytes: usize) -> Self {
         self.send_queue_bytes = bytes.max(1);
         self
