@@ -29,7 +29,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
-            send_queue_bytes: 1024 * 1024,
+            send_queue_bytes: 256 * 1024,
         }
     }
 }
@@ -43,7 +43,8 @@ impl Config {
         self
     }
 
-    /// The send queue's bound in encoded bytes. Default: 1 MiB. Once this many
+    /// The send queue's bound in encoded bytes. Default: 256 KiB (about a
+    /// socket buffer: larger batches wait longer for the peer to drain them). Once this many
     /// bytes wait, `send().await` waits and `try_send` hands the message back.
     /// One frame is always accepted into an empty queue, so a queue holds at
     /// most this bound plus one frame (plus the batch being written). The

@@ -109,6 +109,7 @@ impl Header {
     }
 
     /// Parses and validates a header against the cap. Never allocates.
+    #[inline]
     pub fn parse(bytes: &[u8; HEADER_LEN], cap: u32) -> Result<Header, Error> {
         let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
         let kind = FrameKind::from_byte(bytes[4]).ok_or(Error::MalformedHeader {
@@ -322,13 +323,26 @@ impl Decoder {
         debug_assert!(self.end <= self.buf.len());
     }
 
+    #[inline]
     fn peek_header(&self) -> Result<Header, Error> {
         let mut bytes = [0; HEADER_LEN];
         bytes.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
         Header::parse(&bytes, self.cap)
     }
 
+    /// True when a complete, valid-headed frame is buffered (and its
+    /// descriptors have arrived or its header says none).
+    #[inline]
+    pub(crate) fn frame_ready(&mut self) -> Result<bool, Error> {
+        if self.buffered() < HEADER_LEN {
+            return Ok(false);
+        }
+        let header = self.peek_header()?;
+        Ok(self.buffered() >= HEADER_LEN + header.len as usize)
+    }
+
     /// Takes the next complete frame, if one has arrived.
+    #[inline]
     pub(crate) fn next_frame(&mut self) -> Result<Option<DecodedFrame>, Error> {
         if self.buffered() < HEADER_LEN {
             return Ok(None);
@@ -345,7 +359,11 @@ impl Decoder {
                 queued: self.fds.len(),
             });
         }
-        let fds = self.fds.drain(..n_fds).collect();
+        let fds = if n_fds == 0 {
+            Vec::new()
+        } else {
+            self.fds.drain(..n_fds).collect()
+        };
         let payload = self.start + HEADER_LEN..self.start + total;
         self.start += total;
         Ok(Some(DecodedFrame {
@@ -356,6 +374,7 @@ impl Decoder {
     }
 
     /// The bytes of a payload range returned by `next_frame`.
+    #[inline]
     pub(crate) fn bytes(&self, range: std::ops::Range<usize>) -> &[u8] {
         &self.buf[range]
     }
@@ -373,6 +392,7 @@ impl Decoder {
 }
 
 /// Decodes a whole payload as `T`, rejecting trailing bytes.
+#[inline]
 pub(crate) fn decode_payload<'de, T: serde::Deserialize<'de>>(
     kind: FrameKind,
     bytes: &'de [u8],

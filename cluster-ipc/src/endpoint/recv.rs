@@ -52,7 +52,8 @@ impl Receiver {
     /// Waits for the next frame, whatever its kind. A user payload stays
     /// encoded ([`UserFrame::decode`] it once its type is known).
     pub async fn recv_raw(&mut self) -> Result<Incoming<UserFrame>, Error> {
-        let frame = self.next_frame().await?;
+        self.wait_for_frame().await?;
+        let frame = self.take_frame()?;
         match frame.header.kind {
             FrameKind::User => {
                 let payload = self.decoder.bytes(frame.payload).to_vec();
@@ -68,7 +69,13 @@ impl Receiver {
     /// from the read buffer. Control frames come through as
     /// [`Incoming::Control`].
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Incoming<T>, Error> {
-        let frame = self.next_frame().await?;
+        self.wait_for_frame().await?;
+        self.take_decoded()
+    }
+
+    /// Takes the complete frame at the front of the buffer and decodes it.
+    fn take_decoded<T: DeserializeOwned>(&mut self) -> Result<Incoming<T>, Error> {
+        let frame = self.take_frame()?;
         match frame.header.kind {
             FrameKind::User => {
                 let msg = decode_payload(FrameKind::User, self.decoder.bytes(frame.payload))?;
@@ -99,7 +106,8 @@ impl Receiver {
     }
 
     pub(super) async fn recv_handshake(&mut self) -> Result<Handshake, Error> {
-        let frame = self.next_frame().await?;
+        self.wait_for_frame().await?;
+        let frame = self.take_frame()?;
         if frame.header.kind != FrameKind::Handshake {
             return Err(self.fail(Error::UnexpectedFrame {
                 expected: "a handshake",
@@ -115,24 +123,33 @@ impl Receiver {
         e
     }
 
-    /// The next frame: straight from the buffer when one is complete there
-    /// (no await, a small future), else through the reading path.
-    async fn next_frame(&mut self) -> Result<DecodedFrame, Error> {
+    /// Returns once a complete frame is buffered: at once when one is (a
+    /// small future, no await), else through the boxed reading path.
+    async fn wait_for_frame(&mut self) -> Result<(), Error> {
         if self.closed {
             return Err(Error::Closed);
         }
-        match self.decoder.next_frame() {
-            Ok(Some(frame)) => Ok(frame),
-            Ok(None) => Box::pin(self.read_frame()).await,
+        match self.decoder.frame_ready() {
+            Ok(true) => Ok(()),
+            Ok(false) => Box::pin(self.read_until_frame()).await,
             Err(e) => Err(self.fail(e)),
         }
     }
 
-    async fn read_frame(&mut self) -> Result<DecodedFrame, Error> {
+    /// Takes the frame `wait_for_frame` found.
+    fn take_frame(&mut self) -> Result<DecodedFrame, Error> {
+        match self.decoder.next_frame() {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) => Err(Error::Closed),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    async fn read_until_frame(&mut self) -> Result<(), Error> {
         loop {
-            match self.decoder.next_frame() {
-                Ok(Some(frame)) => return Ok(frame),
-                Ok(None) => {}
+            match self.decoder.frame_ready() {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
                 Err(e) => return Err(self.fail(e)),
             }
             match self.read().await {
