@@ -74,6 +74,7 @@ impl Receiver {
     }
 
     /// Takes the complete frame at the front of the buffer and decodes it.
+    #[inline(always)]
     fn take_decoded<T: DeserializeOwned>(&mut self) -> Result<Incoming<T>, Error> {
         let frame = self.take_frame()?;
         match frame.header.kind {
@@ -92,6 +93,8 @@ impl Receiver {
         self.decoder.buffered()
     }
 
+    #[cold]
+    #[inline(never)]
     fn control(&mut self, frame: DecodedFrame) -> Result<(ControlMsg, Vec<OwnedFd>), Error> {
         if frame.header.kind != FrameKind::Control {
             return Err(self.fail(Error::UnexpectedFrame {
@@ -137,6 +140,7 @@ impl Receiver {
     }
 
     /// Takes the frame `wait_for_frame` found.
+    #[inline(always)]
     fn take_frame(&mut self) -> Result<DecodedFrame, Error> {
         match self.decoder.next_frame() {
             Ok(Some(frame)) => Ok(frame),
