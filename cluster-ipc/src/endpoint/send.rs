@@ -11,6 +11,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
@@ -57,6 +58,9 @@ struct Queue {
     data_ready: Notify,
     /// Wakes waiting senders: the queue drained, or the channel closed.
     space_ready: Notify,
+    /// Tasks waiting on `space_ready`; the writer skips the notification
+    /// (a lock inside `Notify`) when there are none.
+    waiters: AtomicUsize,
     limit: usize,
     cap: u32,
 }
@@ -97,11 +101,37 @@ impl CloseReason {
 }
 
 impl Queue {
+    /// Wakes the tasks waiting for room or for a flush, if any.
+    fn wake_waiters(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.space_ready.notify_waiters();
+        }
+    }
+
     #[inline]
     fn lock(&self) -> MutexGuard<'_, QueueState> {
         // A panicking `Serialize` impl cannot leave the queue inconsistent:
         // `encode_frame` truncates what it wrote before returning.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Counts a task as waiting on `space_ready` for as long as it lives.
+///
+/// Registered before the waiter re-checks the queue: a writer that frees
+/// room after that check sees the count and notifies.
+struct Waiting<'a>(&'a Queue);
+
+impl<'a> Waiting<'a> {
+    fn register(queue: &'a Queue) -> Self {
+        queue.waiters.fetch_add(1, Ordering::SeqCst);
+        Waiting(queue)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -116,6 +146,7 @@ impl Sender {
             state: Mutex::new(QueueState::default()),
             data_ready: Notify::new(),
             space_ready: Notify::new(),
+            waiters: AtomicUsize::new(0),
             limit,
             cap: shared.cap,
         });
@@ -187,6 +218,7 @@ impl Sender {
         msg: &T,
         mut fds: Vec<OwnedFd>,
     ) -> Result<(), Error> {
+        let _waiting = Waiting::register(self.queue());
         loop {
             let mut space = pin!(self.queue().space_ready.notified());
             space.as_mut().enable();
@@ -264,6 +296,7 @@ impl Sender {
 
     /// Waits until everything queued so far has been written to the socket.
     pub async fn flush(&self) -> Result<(), Error> {
+        let _waiting = Waiting::register(self.queue());
         loop {
             let mut space = pin!(self.queue().space_ready.notified());
             space.as_mut().enable();
@@ -314,7 +347,7 @@ async fn writer(shared: Arc<Shared>, write_fd: OwnedFd, queue: Arc<Queue>) {
                 st.writing = true;
             }
         }
-        queue.space_ready.notify_waiters();
+        queue.wake_waiters();
         if batch.is_empty() {
             wake.await;
             continue;
