@@ -38,6 +38,9 @@ pub(crate) const MAX_QUEUED_FDS: usize = 4 * MAX_FDS_PER_FRAME;
 /// Size of the read buffer when no large frame is being received.
 pub(crate) const READ_BUF_LEN: usize = 256 * 1024;
 
+/// A read buffer grown for a large frame is kept up to this size.
+pub(crate) const RETAINED_BUF_LEN: usize = 4 * 1024 * 1024;
+
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -300,8 +303,10 @@ impl Decoder {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            if self.buf.len() > READ_BUF_LEN && need == READ_BUF_LEN {
-                // A large frame is gone: give its memory back.
+            if self.buf.len() > RETAINED_BUF_LEN && need == READ_BUF_LEN {
+                // A very large frame is gone: give its memory back. Smaller
+                // large buffers are kept, so a stream of 1 MiB messages
+                // does not allocate, zero and fault in 1 MiB per message.
                 self.buf = Vec::new();
             }
         }

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::mem;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::error::Error;
 use crate::frame::MAX_FDS_PER_FRAME;
@@ -47,7 +47,12 @@ pub(crate) fn socketpair() -> Result<(OwnedFd, OwnedFd), Error> {
         source,
     })?;
     // SAFETY: the kernel just returned these two descriptors, owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let pair = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    for fd in [&pair.0, &pair.1] {
+        // Best effort: the kernel caps it at net.core.wmem_max.
+        let _ = set_send_buffer(fd.as_fd(), SEND_BUFFER_BYTES);
+    }
+    Ok(pair)
 }
 
 /// Registers a channel end with the current tokio reactor.
@@ -67,6 +72,25 @@ pub(crate) fn register(
 pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: shutdown takes no pointers.
     cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) }).map(drop)
+}
+
+/// The send buffer asked for on each end of a new pair. On a Unix stream
+/// socket the sender's buffer bounds the bytes in flight; a larger one means
+/// fewer wake-ups per large message.
+const SEND_BUFFER_BYTES: libc::c_int = 1024 * 1024;
+
+fn set_send_buffer(fd: BorrowedFd<'_>, bytes: libc::c_int) -> io::Result<()> {
+    // SAFETY: `bytes` is a valid int option value of the given size.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&raw const bytes).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    cvt(ret).map(drop)
 }
 
 /// Sets or clears `O_NONBLOCK`.

@@ -69,6 +69,9 @@ struct Queue {
 /// empty queue): each is an open descriptor of this process until sent.
 const MAX_QUEUED_SEND_FDS: usize = 256;
 
+/// A batch buffer up to this size is reused for the next batch.
+const RETAINED_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
 #[derive(Default)]
 struct QueueState {
     bytes: Vec<u8>,
@@ -355,7 +358,9 @@ async fn writer(shared: Arc<Shared>, write_fd: OwnedFd, queue: Arc<Queue>) {
         let result = write_batch(&mut write_fd, &batch, &batch_fds).await;
         batch.clear();
         batch_fds.clear();
-        if batch.capacity() > 4 * queue.limit {
+        if batch.capacity() > (4 * queue.limit).max(RETAINED_BATCH_BYTES) {
+            // Keep the memory of ordinary batches (and of messages up to a
+            // few MiB); give back what one huge message grew.
             batch = Vec::new();
         }
         if let Err(e) = result {
