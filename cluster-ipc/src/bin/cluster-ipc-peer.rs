@@ -128,9 +128,24 @@ fn die_mid_frame(fd: OwnedFd) -> Result<(), BoxError> {
 fn over_cap(fd: OwnedFd, cap: u32) -> Result<(), BoxError> {
     let mut stream = raw_handshake(fd)?;
     let len = (cap + 1).to_le_bytes();
-    stream.write_all(&[len[0], len[1], len[2], len[3], 2, 0, 0, 0])?;
-    stream.write_all(&[0; 64])?;
-    // Whatever the primary sent (its handshake), then the end of the stream.
-    stream.read_to_end(&mut Vec::new())?;
-    Ok(())
+    let result = (|| {
+        stream.write_all(&[len[0], len[1], len[2], len[3], 2, 0, 0, 0])?;
+        stream.write_all(&[0; 64])?;
+        // Whatever the primary sent (its handshake), then the end of the stream.
+        stream.read_to_end(&mut Vec::new()).map(drop)
+    })();
+    match result {
+        Ok(()) => Ok(()),
+        // The primary may close as soon as it has read the header: our later
+        // writes then fail (EPIPE), or our read sees the reset (ECONNRESET).
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
