@@ -3,7 +3,8 @@
 //! same run.
 //!
 //! Workloads (the small message is `Small { seq: u64, text: String }` with a
-//! 32-byte string; 8 + 42 bytes on the wire):
+//! 32-byte string; about 44 bytes on the wire: the 8-byte header and a
+//! ~36-byte postcard payload):
 //!
 //! | id | ours | raw baseline | good is |
 //! |---|---|---|---|
@@ -15,8 +16,11 @@
 //!
 //! Both ends are separate **processes**: the bench re-executes itself with
 //! `--peer <mode>` and hands the peer its channel end through
-//! `CLUSTER_IPC_FD`, as a cluster does. The primary side runs on a
-//! current-thread tokio runtime.
+//! `CLUSTER_IPC_FD`, as a cluster does. Ours and the raw baselines use the
+//! same socketpair from `channel_pair()` (1 MiB send buffers). Each side of
+//! ours runs on a current-thread tokio runtime. Beside the pinned round trip,
+//! stderr also shows a bare tokio `UnixStream` ping-pong: the floor of any
+//! design on the tokio reactor.
 //!
 //! Each figure is measured `REPS` times, ours and raw interleaved (A B A B);
 //! the line reports the medians, and as spread half the range
