@@ -197,3 +197,13 @@ async fn a_burst_of_descriptor_frames_arrives_without_later_traffic() {
         }
     }
 }
+
+#[test]
+fn the_halves_can_move_between_tasks_and_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<cluster_ipc::Sender>();
+    send_sync::<cluster_ipc::Receiver>();
+    send::<cluster_ipc::BlockingChannel>();
+    send::<Incoming<cluster_ipc::UserFrame>>();
+}
