@@ -1,0 +1,100 @@
+//! The blocking endpoint against the async one, across two threads.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use super::*;
+use crate::{channel_pair, handshake};
+
+#[test]
+fn a_blocking_worker_talks_to_an_async_primary() {
+    let (primary_end, worker_end) = channel_pair().unwrap();
+    let worker = std::thread::spawn(move || {
+        let (mut ch, peer) =
+            BlockingChannel::handshake(worker_end, Handshake::new(4, 40), Config::default())
+                .unwrap();
+        assert_eq!(peer.worker_id, 4);
+        ch.send_control(&ControlMsg::Online, Vec::new()).unwrap();
+        loop {
+            match ch.recv::<String>().unwrap() {
+                Incoming::User(text, fds) => {
+                    let [fd] = <[OwnedFd; 1]>::try_from(fds).unwrap();
+                    UnixStream::from(fd).write_all(text.as_bytes()).unwrap();
+                    for i in 0..100u32 {
+                        ch.feed(i, Vec::new()).unwrap();
+                    }
+                    ch.flush().unwrap();
+                }
+                Incoming::Control(ControlMsg::Disconnect, _) => return,
+                Incoming::Control(other, _) => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let bounded = |f| tokio::time::timeout(Duration::from_secs(20), f);
+        let (tx, mut rx, peer) = bounded(handshake(
+            primary_end,
+            Handshake::new(4, 1),
+            Config::default(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(peer.pid, 40);
+        assert!(matches!(
+            rx.recv_raw().await.unwrap(),
+            Incoming::Control(ControlMsg::Online, _)
+        ));
+        let (mut mine, theirs) = UnixStream::pair().unwrap();
+        tx.send_with_fds("hello", vec![theirs.into()])
+            .await
+            .unwrap();
+        for i in 0..100u32 {
+            match tokio::time::timeout(Duration::from_secs(20), rx.recv::<u32>())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                Incoming::User(got, _) => assert_eq!(got, i),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let mut text = String::new();
+        mine.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "hello");
+        tx.send_control(&ControlMsg::Disconnect, Vec::new())
+            .await
+            .unwrap();
+        tx.flush().await.unwrap();
+    });
+    worker.join().unwrap();
+}
+
+#[test]
+fn a_blocking_end_sees_the_peer_close() {
+    let (a, b) = channel_pair().unwrap();
+    let peer = std::thread::spawn(move || {
+        let (ch, _) =
+            BlockingChannel::handshake(b, Handshake::new(1, 2), Config::default()).unwrap();
+        drop(ch);
+    });
+    let (mut ch, _) =
+        BlockingChannel::handshake(a, Handshake::new(1, 1), Config::default()).unwrap();
+    peer.join().unwrap();
+    let err = ch.recv_raw().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::PeerClosed {
+                partial_frame_bytes: 0
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(matches!(ch.recv_raw().unwrap_err(), Error::Closed));
+}

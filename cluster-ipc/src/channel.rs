@@ -1,0 +1,99 @@
+//! Creating the socketpair, handing one end to a child process, and adopting
+//! the inherited end in the worker.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::Error;
+use crate::sys;
+
+/// The environment variable that names the worker's channel descriptor
+/// (Node.js: `NODE_CHANNEL_FD`).
+pub const CHANNEL_FD_ENV: &str = "CLUSTER_IPC_FD";
+
+/// The descriptor number [`pass_to_child`] uses unless told otherwise.
+pub const DEFAULT_CHILD_FD: RawFd = 3;
+
+/// Creates a connected pair of channel ends: `(primary end, child end)`.
+///
+/// Both are `AF_UNIX`/`SOCK_STREAM` sockets with close-on-exec set, so
+/// neither leaks into an unrelated child; [`pass_to_child`] makes the child
+/// end visible to one chosen child.
+pub fn channel_pair() -> Result<(OwnedFd, OwnedFd), Error> {
+    sys::socketpair()
+}
+
+/// Arranges for `child_end` to appear in the child spawned by `cmd` as
+/// descriptor `target` (>= 3), and sets [`CHANNEL_FD_ENV`] to `target`.
+///
+/// The descriptor stays close-on-exec in this process; in the forked child,
+/// just before `exec`, it is `dup2`ed onto `target`, which clears
+/// close-on-exec there only. `cmd` owns `child_end` afterwards (drop the
+/// command after spawning to close the primary's copy). Works with
+/// `tokio::process::Command` through `as_std_mut()`.
+///
+/// `target` must not be a descriptor the child needs for anything else.
+pub fn pass_to_child(
+    cmd: &mut std::process::Command,
+    child_end: OwnedFd,
+    target: RawFd,
+) -> Result<(), Error> {
+    if target < 3 {
+        return Err(Error::InvalidInheritedChannel {
+            var: CHANNEL_FD_ENV,
+            reason: "target descriptor must be 3 or above (0-2 are stdio)",
+            source: None,
+        });
+    }
+    cmd.env(CHANNEL_FD_ENV, target.to_string());
+    // SAFETY: the hook runs in the forked child before exec and calls only
+    // dup2/fcntl, which are async-signal-safe; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || sys::dup_onto_in_child(child_end.as_raw_fd(), target));
+    }
+    Ok(())
+}
+
+static ADOPTED: AtomicBool = AtomicBool::new(false);
+
+/// In a worker: adopts the channel end named by [`CHANNEL_FD_ENV`].
+///
+/// Returns `Ok(None)` when the variable is absent (this process is not a
+/// worker). Otherwise checks that the descriptor is an open `AF_UNIX` stream
+/// socket, sets close-on-exec on it (so the worker's own children do not
+/// inherit it), removes the variable from the environment, and returns it
+/// owned. A second call returns `Ok(None)`.
+///
+/// # Safety
+///
+/// It removes an environment variable: no other thread may read or write
+/// the environment at the same time (call it at the start of `main`, before
+/// starting a runtime or threads). The descriptor it names must not be
+/// owned by anything else in the process.
+pub unsafe fn from_env() -> Result<Option<OwnedFd>, Error> {
+    let Some(value) = std::env::var_os(CHANNEL_FD_ENV) else {
+        return Ok(None);
+    };
+    if ADOPTED.swap(true, Ordering::SeqCst) {
+        return Ok(None);
+    }
+    // SAFETY: the caller guarantees no concurrent environment access.
+    unsafe { std::env::remove_var(CHANNEL_FD_ENV) };
+    let invalid = |reason, source| Error::InvalidInheritedChannel {
+        var: CHANNEL_FD_ENV,
+        reason,
+        source,
+    };
+    let fd: RawFd = value
+        .to_str()
+        .and_then(|s| s.parse().ok())
+        .filter(|fd| *fd >= 0)
+        .ok_or_else(|| invalid("not a descriptor number", None))?;
+    sys::check_unix_stream(fd).map_err(|(reason, source)| invalid(reason, source))?;
+    sys::set_cloexec_raw(fd, true).map_err(|e| invalid("cannot set close-on-exec", Some(e)))?;
+    // SAFETY: the descriptor is open (checked above), was handed to this
+    // process for the channel, and the caller guarantees nothing else owns
+    // it; ADOPTED makes sure we wrap it only once.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+}

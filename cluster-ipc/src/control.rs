@@ -1,0 +1,177 @@
+//! The control grammar: everything the cluster itself says on a channel.
+//!
+//! These types are the wire. Their postcard encoding is pinned byte for byte
+//! by the snapshot tests in `src/control/tests.rs`; the rules for changing
+//! them are in `docs/ipc.md` (append variants at the end, never reorder,
+//! never change a variant's fields without bumping [`PROTOCOL_VERSION`]).
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version announced in the handshake. Bumped on any change
+/// that an older peer would misread.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The first frame each way: who is talking and which protocol it speaks.
+///
+/// `version` is the first field on the wire, so any future handshake still
+/// starts with it and a mismatch is detected before anything else is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handshake {
+    /// The sender's [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The worker this channel belongs to (the same number from both ends).
+    pub worker_id: u64,
+    /// The sender's process id.
+    pub pid: u32,
+}
+
+impl Handshake {
+    /// A handshake at this build's protocol version.
+    pub fn new(worker_id: u64, pid: u32) -> Self {
+        Handshake {
+            version: PROTOCOL_VERSION,
+            worker_id,
+            pid,
+        }
+    }
+
+    /// A handshake for this process (`std::process::id()`).
+    pub fn for_this_process(worker_id: u64) -> Self {
+        Handshake::new(worker_id, std::process::id())
+    }
+}
+
+/// What the cluster machinery says, as opposed to user messages.
+///
+/// Descriptors travel beside the frame: [`ControlMsg::NewConnection`] carries
+/// the accepted socket, and a [`ControlMsg::ListenReply`] whose
+/// [`ListenOk::fd_attached`] is true carries the listening socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ControlMsg {
+    /// Worker → primary: the worker is up and its receive loop runs.
+    Online,
+    /// Worker → primary: please listen on an address for me.
+    Listen(ListenRequest),
+    /// Primary → worker: the answer to a [`ControlMsg::Listen`].
+    ListenReply(ListenReply),
+    /// Worker → primary: the worker now serves connections for this address.
+    Listening {
+        /// The address, with any port 0 resolved.
+        addr: SocketAddr,
+    },
+    /// Primary → worker: an accepted connection; its socket is attached.
+    NewConnection {
+        /// Primary-assigned id of the connection.
+        conn_id: u64,
+        /// The `request_id` of the listen request it was accepted for.
+        listener_id: u64,
+        /// The client's address.
+        peer: SocketAddr,
+    },
+    /// Worker → primary: the worker took (or refused) a connection.
+    ConnectionAck {
+        /// The connection.
+        conn_id: u64,
+        /// False when the worker refused it (the primary may re-route it).
+        accepted: bool,
+    },
+    /// Worker → primary: a handed-over connection was closed.
+    ConnectionClosed {
+        /// The connection.
+        conn_id: u64,
+    },
+    /// Either way: no new work; finish what is in flight, then close.
+    Disconnect,
+    /// Either way: liveness, echoed back with the same sequence number.
+    Heartbeat {
+        /// Sequence number.
+        seq: u64,
+    },
+    /// Primary → worker: exit, within this many milliseconds.
+    Shutdown {
+        /// Time the worker has before it is killed, in milliseconds.
+        deadline_ms: u64,
+    },
+}
+
+/// A worker's request that the primary listen on its behalf.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenRequest {
+    /// Worker-chosen id, echoed in the reply.
+    pub request_id: u64,
+    /// The address to listen on (port 0: any free port).
+    pub addr: SocketAddr,
+    /// The kind of socket.
+    pub kind: SocketKind,
+    /// How connections reach the worker.
+    pub mode: ListenMode,
+}
+
+/// The kind of a listening socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum SocketKind {
+    /// A TCP stream listener.
+    Tcp,
+}
+
+/// How connections reach a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ListenMode {
+    /// The primary sends the listening socket itself; the worker accepts (Node's `SCHED_NONE`).
+    SharedListener,
+    /// The primary accepts and hands each connection over (Node's `SCHED_RR`).
+    RoundRobin,
+}
+
+/// The primary's answer to a [`ListenRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenReply {
+    /// The request answered.
+    pub request_id: u64,
+    /// What happened.
+    pub result: Result<ListenOk, ListenFailure>,
+}
+
+/// A listen that worked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenOk {
+    /// The bound address (a requested port 0 resolved to the real port).
+    pub addr: SocketAddr,
+    /// True when the listening socket is attached to this frame
+    /// ([`ListenMode::SharedListener`]).
+    pub fd_attached: bool,
+}
+
+/// A listen that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenFailure {
+    /// The class of failure.
+    pub kind: ListenErrorKind,
+    /// The OS error number, when the OS reported one.
+    pub errno: Option<i32>,
+    /// A human-readable description.
+    pub message: String,
+}
+
+/// The class of a failed listen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ListenErrorKind {
+    /// The address is taken (`EADDRINUSE`).
+    AddrInUse,
+    /// The address is not local (`EADDRNOTAVAIL`).
+    AddrNotAvailable,
+    /// Not allowed (`EACCES`, a privileged port).
+    PermissionDenied,
+    /// The socket kind or mode is not supported by this primary.
+    Unsupported,
+    /// Anything else; see `errno` and `message`.
+    Other,
+}
+
+#[cfg(test)]
+mod tests;

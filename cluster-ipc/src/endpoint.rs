@@ -1,0 +1,177 @@
+//! The async endpoint: a [`Sender`] and a [`Receiver`] over one channel end,
+//! opened by [`handshake`].
+
+mod recv;
+mod send;
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use tokio::io::unix::AsyncFd;
+
+pub use recv::Receiver;
+pub use send::Sender;
+
+use crate::control::{ControlMsg, Handshake, PROTOCOL_VERSION};
+use crate::error::Error;
+use crate::frame::{DEFAULT_MAX_FRAME_LEN, FrameKind, decode_payload};
+use crate::sys;
+
+/// Settings of an endpoint. Both ends should use the same frame cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    max_frame_len: u32,
+    send_queue_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            send_queue_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// The largest payload accepted or sent, in bytes. Default: 64 MiB
+    /// ([`DEFAULT_MAX_FRAME_LEN`]). A longer announced length is rejected
+    /// from the header, before anything is allocated for it.
+    pub fn max_frame_len(mut self, bytes: u32) -> Self {
+        self.max_frame_len = bytes;
+        self
+    }
+
+    /// The send queue's bound in encoded bytes. Default: 256 KiB (about a
+    /// socket buffer: larger batches wait longer for the peer to drain them). Once this many
+    /// bytes wait, `send().await` waits and `try_send` hands the message back.
+    /// One frame is always accepted into an empty queue, so a queue holds at
+    /// most this bound plus one frame (plus the batch being written). The
+    /// queue also holds at most 256 descriptors (each is an open descriptor
+    /// of this process until it is on the socket).
+    pub fn send_queue_bytes(mut self, bytes: usize) -> Self {
+        self.send_queue_bytes = bytes.max(1);
+        self
+    }
+
+    /// The configured frame cap.
+    pub fn frame_cap(&self) -> u32 {
+        self.max_frame_len
+    }
+}
+
+/// State shared by the halves of one endpoint and its writer task.
+struct Shared {
+    fd: AsyncFd<OwnedFd>,
+    cap: u32,
+}
+
+/// A frame that arrived: a control message or a user message, each with the
+/// descriptors attached to it (closed when dropped unclaimed).
+///
+/// `U` is [`UserFrame`] (the payload still encoded, for a loop that
+/// dispatches without knowing the user type) or the user type itself.
+#[derive(Debug)]
+pub enum Incoming<U = UserFrame> {
+    /// A message of the cluster machinery.
+    Control(ControlMsg, Vec<OwnedFd>),
+    /// A user message.
+    User(U, Vec<OwnedFd>),
+}
+
+/// A user message whose payload has not been decoded yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserFrame {
+    payload: Vec<u8>,
+}
+
+impl UserFrame {
+    pub(crate) fn from_payload(payload: Vec<u8>) -> Self {
+        UserFrame { payload }
+    }
+
+    /// Decodes the payload as `T`. Trailing bytes are an error.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        decode_payload(FrameKind::User, &self.payload)
+    }
+
+    /// The encoded (postcard) payload.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+/// Opens an endpoint on a channel end and exchanges handshakes.
+///
+/// Sends `ours` (its `version` should be [`PROTOCOL_VERSION`]; see
+/// [`Handshake::new`]), then waits for the peer's. Returns the two halves and
+/// the peer's handshake. A peer at another version gives
+/// [`Error::VersionMismatch`]; any other first frame gives
+/// [`Error::UnexpectedFrame`].
+///
+/// Must run inside a tokio runtime: the sender's writer is a task spawned on
+/// it. Outside any runtime it returns [`Error::NoRuntime`].
+///
+/// # Panics
+///
+/// Inside tokio, when the runtime was built without I/O (`enable_io`).
+pub async fn handshake(
+    fd: OwnedFd,
+    ours: Handshake,
+    config: Config,
+) -> Result<(Sender, Receiver, Handshake), Error> {
+    let (tx, mut rx) = open(fd, config)?;
+    tx.send_frame(FrameKind::Handshake, &ours, Vec::new())
+        .await?;
+    let theirs = rx.recv_handshake().await?;
+    Ok((tx, rx, theirs))
+}
+
+fn open(fd: OwnedFd, config: Config) -> Result<(Sender, Receiver), Error> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(Error::NoRuntime {
+            reason: "not called from a runtime context",
+        });
+    }
+    sys::set_nonblocking(std::os::fd::AsFd::as_fd(&fd), true).map_err(|source| Error::Io {
+        op: "fcntl(O_NONBLOCK)",
+        source,
+    })?;
+    // Readable interest only: the writer registers its own descriptor for
+    // writability while (and only while) the socket is full, so the peer's
+    // reads do not wake this process with EPOLLOUT edges it does not need.
+    let fd = sys::register(fd, tokio::io::Interest::READABLE).map_err(|(_, source)| Error::Io {
+        op: "epoll registration",
+        source,
+    })?;
+    let shared = Arc::new(Shared {
+        fd,
+        cap: config.max_frame_len,
+    });
+    let write_fd = shared
+        .fd
+        .get_ref()
+        .try_clone()
+        .map_err(|source| Error::Io { op: "dup", source })?;
+    let tx = Sender::start(Arc::clone(&shared), write_fd, config.send_queue_bytes);
+    let rx = Receiver::new(shared);
+    Ok((tx, rx))
+}
+
+/// Checks the peer's handshake payload: the version first, then the rest.
+pub(crate) fn parse_handshake(payload: &[u8]) -> Result<Handshake, Error> {
+    let malformed = |source| Error::MalformedPayload {
+        kind: FrameKind::Handshake,
+        expected: "Handshake",
+        source,
+    };
+    let (theirs, _) = postcard::take_from_bytes::<u32>(payload).map_err(malformed)?;
+    if theirs != PROTOCOL_VERSION {
+        return Err(Error::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs,
+        });
+    }
+    decode_payload(FrameKind::Handshake, payload)
+}

@@ -1,0 +1,217 @@
+//! The receiving half: large buffered reads, many frames decoded per read,
+//! descriptors queued beside the bytes in arrival order.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use super::{Incoming, Shared, UserFrame, parse_handshake};
+use crate::control::{ControlMsg, Handshake};
+use crate::error::Error;
+use crate::frame::{DecodedFrame, Decoder, FrameKind, decode_payload};
+use crate::sys::{self, RecvError};
+
+/// The receiving half of an endpoint. One task owns it.
+///
+/// After an error that came from the peer's bytes (or the end of the
+/// stream), the receiver is closed: every later call returns
+/// [`Error::Closed`] and its buffered bytes and descriptors are dropped.
+/// A user payload that does not decode as the requested type is not such an
+/// error: the frame is consumed (its descriptors closed), and the channel
+/// stays usable.
+pub struct Receiver {
+    shared: Arc<Shared>,
+    decoder: Decoder,
+    arrived: Vec<OwnedFd>,
+    closed: bool,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("buffered", &self.decoder.buffered())
+            .field("queued_fds", &self.decoder.queued_fds())
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Receiver {
+    pub(super) fn new(shared: Arc<Shared>) -> Receiver {
+        let cap = shared.cap;
+        Receiver {
+            shared,
+            decoder: Decoder::new(cap),
+            arrived: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Waits for the next frame, whatever its kind. A user payload stays
+    /// encoded ([`UserFrame::decode`] it once its type is known).
+    pub async fn recv_raw(&mut self) -> Result<Incoming<UserFrame>, Error> {
+        self.wait_for_frame().await?;
+        let frame = self.take_frame()?;
+        match frame.header.kind {
+            FrameKind::User => {
+                let payload = self.decoder.bytes(frame.payload).to_vec();
+                Ok(Incoming::User(UserFrame { payload }, frame.fds))
+            }
+            _ => self
+                .control(frame)
+                .map(|(msg, fds)| Incoming::Control(msg, fds)),
+        }
+    }
+
+    /// Waits for the next frame and decodes a user payload as `T` straight
+    /// from the read buffer. Control frames come through as
+    /// [`Incoming::Control`].
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Incoming<T>, Error> {
+        self.wait_for_frame().await?;
+        self.take_decoded()
+    }
+
+    /// Takes the complete frame at the front of the buffer and decodes it.
+    #[inline(always)]
+    fn take_decoded<T: DeserializeOwned>(&mut self) -> Result<Incoming<T>, Error> {
+        let frame = self.take_frame()?;
+        match frame.header.kind {
+            FrameKind::User => {
+                let msg = decode_payload(FrameKind::User, self.decoder.bytes(frame.payload))?;
+                Ok(Incoming::User(msg, frame.fds))
+            }
+            _ => self
+                .control(frame)
+                .map(|(msg, fds)| Incoming::Control(msg, fds)),
+        }
+    }
+
+    /// Bytes received and not yet returned as frames.
+    pub fn buffered_bytes(&self) -> usize {
+        self.decoder.buffered()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn control(&mut self, frame: DecodedFrame) -> Result<(ControlMsg, Vec<OwnedFd>), Error> {
+        if frame.header.kind != FrameKind::Control {
+            return Err(self.fail(Error::UnexpectedFrame {
+                expected: "a control or user frame",
+                found: frame.header.kind,
+            }));
+        }
+        match decode_payload::<ControlMsg>(FrameKind::Control, self.decoder.bytes(frame.payload)) {
+            Ok(msg) => Ok((msg, frame.fds)),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    pub(super) async fn recv_handshake(&mut self) -> Result<Handshake, Error> {
+        self.wait_for_frame().await?;
+        let frame = self.take_frame()?;
+        if frame.header.kind != FrameKind::Handshake {
+            return Err(self.fail(Error::UnexpectedFrame {
+                expected: "a handshake",
+                found: frame.header.kind,
+            }));
+        }
+        parse_handshake(self.decoder.bytes(frame.payload)).map_err(|e| self.fail(e))
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        self.closed = true;
+        self.decoder = Decoder::new(self.shared.cap);
+        e
+    }
+
+    /// Returns once a complete frame is buffered: at once when one is (a
+    /// small future, no await), else through the boxed reading path.
+    async fn wait_for_frame(&mut self) -> Result<(), Error> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        match self.decoder.frame_ready() {
+            Ok(true) => Ok(()),
+            Ok(false) => Box::pin(self.read_until_frame()).await,
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Takes the frame `wait_for_frame` found.
+    #[inline(always)]
+    fn take_frame(&mut self) -> Result<DecodedFrame, Error> {
+        match self.decoder.next_frame() {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) => Err(Error::Closed),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    async fn read_until_frame(&mut self) -> Result<(), Error> {
+        loop {
+            match self.decoder.frame_ready() {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => return Err(self.fail(e)),
+            }
+            match self.read().await {
+                // The end of the stream, or ECONNRESET (the peer closed with
+                // our bytes unread): either way it is gone.
+                Ok(0) | Err(Error::PeerClosed { .. }) => {
+                    let partial_frame_bytes = self.decoder.buffered();
+                    return Err(self.fail(Error::PeerClosed {
+                        partial_frame_bytes,
+                    }));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+    }
+
+    /// One read into the decoder; 0 at the end of the stream.
+    async fn read(&mut self) -> Result<usize, Error> {
+        loop {
+            let mut guard = self
+                .shared
+                .fd
+                .readable()
+                .await
+                .map_err(|e| Error::io("recvmsg", e))?;
+            let space = self.decoder.read_space()?;
+            let want = space.len();
+            let arrived = &mut self.arrived;
+            let result = guard.try_io(|fd| {
+                match sys::recv_with_fds(fd.get_ref().as_fd(), space, arrived, true) {
+                    Err(RecvError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+                    other => Ok(other),
+                }
+            });
+            let result = match result {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(e)) => Err(RecvError::Io(e)),
+                Err(_would_block) => continue,
+            };
+            match result {
+                Ok(n) => {
+                    if n > 0 && n < want && self.arrived.is_empty() {
+                        // A short read drained the socket: skip the read
+                        // that would only say EAGAIN (as tokio's TcpStream
+                        // does). Not after descriptors arrived: the kernel
+                        // ends a read after a descriptor-carrying message
+                        // even when more bytes wait.
+                        guard.clear_ready();
+                    }
+                    self.decoder.commit(n);
+                    self.decoder.push_fds(self.arrived.drain(..))?;
+                    return Ok(n);
+                }
+                Err(RecvError::Truncated) => return Err(Error::DescriptorsTruncated),
+                Err(RecvError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(RecvError::Io(e)) => return Err(Error::io("recvmsg", e)),
+            }
+        }
+    }
+}

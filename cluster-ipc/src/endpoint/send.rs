@@ -1,0 +1,464 @@
+//! The sending half: a bounded byte queue that senders append encoded frames
+//! to, and a writer task that drains it in as few `sendmsg` calls as it can.
+//!
+//! Descriptors wait in the queue beside the bytes, each tagged with the
+//! offset of its frame. The writer attaches every pending descriptor (up to
+//! the kernel's per-message limit) to the next `sendmsg`, which starts at or
+//! before the first byte of the frame that claims it; the kernel delivers
+//! them with the first byte of that `sendmsg`, so they are always queued at
+//! the receiver by the time it parses the frame's header.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde::Serialize;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+
+use super::Shared;
+use crate::control::ControlMsg;
+use crate::error::{Error, TrySendError};
+use crate::frame::{FrameKind, MAX_FDS_PER_FRAME, encode_frame};
+use crate::sys;
+
+/// The sending half of an endpoint. Clone it to send from several tasks;
+/// when the last clone is dropped, the queue is flushed and the write side
+/// of the socket is shut down (the peer's receiver then sees the end).
+#[derive(Clone)]
+pub struct Sender {
+    inner: Arc<SendInner>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("queued_bytes", &self.queued_bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+struct SendInner {
+    queue: Arc<Queue>,
+}
+
+impl Drop for SendInner {
+    fn drop(&mut self) {
+        self.queue.lock().senders_gone = true;
+        self.queue.data_ready.notify_one();
+    }
+}
+
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Wakes the writer: bytes were queued, or the senders are gone.
+    data_ready: Notify,
+    /// Wakes waiting senders: the queue drained, or the channel closed.
+    space_ready: Notify,
+    /// Tasks waiting on `space_ready`; the writer skips the notification
+    /// (a lock inside `Notify`) when there are none.
+    waiters: AtomicUsize,
+    limit: usize,
+    cap: u32,
+}
+
+/// Descriptors the queue holds at most (beyond one frame's worth into an
+/// empty queue): each is an open descriptor of this process until sent.
+const MAX_QUEUED_SEND_FDS: usize = 256;
+
+/// A batch buffer up to this size is reused for the next batch.
+const RETAINED_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Default)]
+struct QueueState {
+    bytes: Vec<u8>,
+    /// Each descriptor with the offset of the frame that claims it.
+    fds: Vec<(usize, OwnedFd)>,
+    /// The writer holds a batch it has not finished writing.
+    writing: bool,
+    senders_gone: bool,
+    closed: Option<CloseReason>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum CloseReason {
+    PeerClosed,
+    Io(io::ErrorKind, Option<i32>),
+}
+
+impl CloseReason {
+    fn to_error(self) -> Error {
+        match self {
+            CloseReason::PeerClosed => Error::PeerClosed {
+                partial_frame_bytes: 0,
+            },
+            CloseReason::Io(kind, errno) => Error::Io {
+                op: "sendmsg",
+                source: errno.map_or_else(|| kind.into(), io::Error::from_raw_os_error),
+            },
+        }
+    }
+}
+
+impl Queue {
+    /// Wakes the tasks waiting for room or for a flush, if any.
+    fn wake_waiters(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.space_ready.notify_waiters();
+        }
+    }
+
+    #[inline]
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // A panicking `Serialize` impl cannot leave the queue inconsistent:
+        // `encode_frame` truncates what it wrote before returning.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Counts a task as waiting on `space_ready` for as long as it lives.
+///
+/// Registered before the waiter re-checks the queue: a writer that frees
+/// room after that check sees the count and notifies.
+struct Waiting<'a>(&'a Queue);
+
+impl<'a> Waiting<'a> {
+    fn register(queue: &'a Queue) -> Self {
+        queue.waiters.fetch_add(1, Ordering::SeqCst);
+        Waiting(queue)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+enum Push {
+    Queued,
+    Full,
+}
+
+impl Sender {
+    pub(super) fn start(shared: Arc<Shared>, write_fd: OwnedFd, limit: usize) -> Sender {
+        let queue = Arc::new(Queue {
+            state: Mutex::new(QueueState::default()),
+            data_ready: Notify::new(),
+            space_ready: Notify::new(),
+            waiters: AtomicUsize::new(0),
+            limit,
+            cap: shared.cap,
+        });
+        tokio::spawn(writer(shared, write_fd, Arc::clone(&queue)));
+        Sender {
+            inner: Arc::new(SendInner { queue }),
+        }
+    }
+
+    fn queue(&self) -> &Queue {
+        &self.inner.queue
+    }
+
+    /// Encodes and queues one frame, unless the queue is full.
+    #[inline]
+    fn push<T: Serialize + ?Sized>(
+        &self,
+        kind: FrameKind,
+        msg: &T,
+        fds: &mut Vec<OwnedFd>,
+    ) -> Result<Push, Error> {
+        let queue = self.queue();
+        let mut st = queue.lock();
+        if let Some(reason) = st.closed {
+            return Err(reason.to_error());
+        }
+        if !st.bytes.is_empty()
+            && (st.bytes.len() >= queue.limit || st.fds.len() + fds.len() > MAX_QUEUED_SEND_FDS)
+        {
+            return Ok(Push::Full);
+        }
+        let was_empty = st.bytes.is_empty();
+        let offset = st.bytes.len();
+        encode_frame(&mut st.bytes, kind, msg, fds.len(), queue.cap)?;
+        if !fds.is_empty() {
+            st.fds.extend(fds.drain(..).map(|fd| (offset, fd)));
+        }
+        drop(st);
+        if was_empty {
+            queue.data_ready.notify_one();
+        }
+        Ok(Push::Queued)
+    }
+
+    pub(super) async fn send_frame<T: Serialize + ?Sized>(
+        &self,
+        kind: FrameKind,
+        msg: &T,
+        mut fds: Vec<OwnedFd>,
+    ) -> Result<(), Error> {
+        if fds.len() > MAX_FDS_PER_FRAME {
+            return Err(Error::TooManyDescriptorsForFrame {
+                count: fds.len(),
+                limit: MAX_FDS_PER_FRAME,
+            });
+        }
+        // Fast path: no waiter registration while there is room.
+        if let Push::Queued = self.push(kind, msg, &mut fds)? {
+            return Ok(());
+        }
+        // The waiting path is rare; boxing it keeps this future small, so
+        // the fast path moves and initialises little.
+        Box::pin(self.wait_and_push(kind, msg, fds)).await
+    }
+
+    async fn wait_and_push<T: Serialize + ?Sized>(
+        &self,
+        kind: FrameKind,
+        msg: &T,
+        mut fds: Vec<OwnedFd>,
+    ) -> Result<(), Error> {
+        let _waiting = Waiting::register(self.queue());
+        loop {
+            let mut space = pin!(self.queue().space_ready.notified());
+            space.as_mut().enable();
+            match self.push(kind, msg, &mut fds)? {
+                Push::Queued => return Ok(()),
+                Push::Full => space.await,
+            }
+        }
+    }
+
+    fn try_send_frame<T: Serialize, M>(
+        &self,
+        kind: FrameKind,
+        msg: T,
+        mut fds: Vec<OwnedFd>,
+        give_back: impl FnOnce(T, Vec<OwnedFd>) -> M,
+    ) -> Result<(), TrySendError<M>> {
+        match self.push(kind, &msg, &mut fds) {
+            Ok(Push::Queued) => Ok(()),
+            Ok(Push::Full) => Err(TrySendError::Full(give_back(msg, fds))),
+            Err(Error::PeerClosed { .. } | Error::Io { .. } | Error::Closed) => {
+                Err(TrySendError::Closed(give_back(msg, fds)))
+            }
+            Err(e) => Err(TrySendError::Rejected(give_back(msg, fds), Box::new(e))),
+        }
+    }
+
+    /// Sends a user message, waiting while the queue is full.
+    ///
+    /// `T` may be a reference (`send(&msg)`). Returns once the frame is
+    /// queued; the writer task puts it on the socket.
+    pub async fn send<T: Serialize>(&self, msg: T) -> Result<(), Error> {
+        self.send_frame(FrameKind::User, &msg, Vec::new()).await
+    }
+
+    /// Sends a user message with descriptors attached. The descriptors are
+    /// closed on this side once they are on the socket (or on error).
+    pub async fn send_with_fds<T: Serialize>(
+        &self,
+        msg: T,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), Error> {
+        self.send_frame(FrameKind::User, &msg, fds).await
+    }
+
+    /// Queues a user message if there is room, or hands it back.
+    pub fn try_send<T: Serialize>(&self, msg: T) -> Result<(), TrySendError<T>> {
+        self.try_send_frame(FrameKind::User, msg, Vec::new(), |m, _| m)
+    }
+
+    /// Queues a user message with descriptors if there is room, or hands both back.
+    pub fn try_send_with_fds<T: Serialize>(
+        &self,
+        msg: T,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), TrySendError<(T, Vec<OwnedFd>)>> {
+        self.try_send_frame(FrameKind::User, msg, fds, |m, f| (m, f))
+    }
+
+    /// Sends a control message (with descriptors, possibly none), waiting
+    /// while the queue is full.
+    pub async fn send_control(&self, msg: &ControlMsg, fds: Vec<OwnedFd>) -> Result<(), Error> {
+        self.send_frame(FrameKind::Control, msg, fds).await
+    }
+
+    /// Queues a control message if there is room, or hands it and its
+    /// descriptors back.
+    pub fn try_send_control(
+        &self,
+        msg: ControlMsg,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), TrySendError<(ControlMsg, Vec<OwnedFd>)>> {
+        self.try_send_frame(FrameKind::Control, msg, fds, |m, f| (m, f))
+    }
+
+    /// Waits until everything queued so far has been written to the socket.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let _waiting = Waiting::register(self.queue());
+        loop {
+            let mut space = pin!(self.queue().space_ready.notified());
+            space.as_mut().enable();
+            {
+                let st = self.queue().lock();
+                if let Some(reason) = st.closed {
+                    return Err(reason.to_error());
+                }
+                if st.bytes.is_empty() && !st.writing {
+                    return Ok(());
+                }
+            }
+            space.await;
+        }
+    }
+
+    /// Encoded bytes waiting in the queue (not counting a batch being written).
+    pub fn queued_bytes(&self) -> usize {
+        self.queue().lock().bytes.len()
+    }
+}
+
+/// The writer task: takes the whole queue at once and writes it.
+async fn writer(shared: Arc<Shared>, write_fd: OwnedFd, queue: Arc<Queue>) {
+    let mut write_fd = Some(write_fd);
+    let mut batch: Vec<u8> = Vec::new();
+    let mut batch_fds: Vec<(usize, OwnedFd)> = Vec::new();
+    loop {
+        let wake = queue.data_ready.notified();
+        {
+            let mut st = queue.lock();
+            if st.closed.is_some() {
+                return;
+            }
+            if st.bytes.is_empty() {
+                st.writing = false;
+                if st.senders_gone {
+                    drop(st);
+                    queue.space_ready.notify_waiters();
+                    // The peer sees the end of the stream; a failure here
+                    // means it is already gone, which it will notice anyway.
+                    let _ = sys::shutdown_write(shared.fd.get_ref().as_fd());
+                    return;
+                }
+            } else {
+                std::mem::swap(&mut st.bytes, &mut batch);
+                std::mem::swap(&mut st.fds, &mut batch_fds);
+                st.writing = true;
+            }
+        }
+        queue.wake_waiters();
+        if batch.is_empty() {
+            wake.await;
+            continue;
+        }
+        let result = write_batch(&mut write_fd, &batch, &batch_fds).await;
+        batch.clear();
+        batch_fds.clear();
+        if batch.capacity() > (4 * queue.limit).max(RETAINED_BATCH_BYTES) {
+            // Keep the memory of ordinary batches (and of messages up to a
+            // few MiB); give back what one huge message grew.
+            batch = Vec::new();
+        }
+        if let Err(e) = result {
+            let reason = match e.kind() {
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+                    CloseReason::PeerClosed
+                }
+                kind => CloseReason::Io(kind, e.raw_os_error()),
+            };
+            let mut st = queue.lock();
+            st.closed = Some(reason);
+            st.writing = false;
+            st.bytes = Vec::new();
+            st.fds.clear();
+            drop(st);
+            queue.space_ready.notify_waiters();
+            return;
+        }
+    }
+}
+
+/// Writes one batch, attaching each descriptor to a `sendmsg` that starts
+/// at or before its frame.
+///
+/// The socket is written without a reactor registration; only when it is
+/// full does the descriptor get registered for writability, and it is
+/// deregistered again once the batch is out.
+async fn write_batch(
+    slot: &mut Option<OwnedFd>,
+    bytes: &[u8],
+    fds: &[(usize, OwnedFd)],
+) -> io::Result<()> {
+    let mut registered: Option<AsyncFd<OwnedFd>> = None;
+    let result = write_batch_inner(slot, &mut registered, bytes, fds).await;
+    if let Some(async_fd) = registered {
+        *slot = Some(async_fd.into_inner());
+    }
+    result
+}
+
+async fn write_batch_inner(
+    slot: &mut Option<OwnedFd>,
+    registered: &mut Option<AsyncFd<OwnedFd>>,
+    bytes: &[u8],
+    fds: &[(usize, OwnedFd)],
+) -> io::Result<()> {
+    let mut pos = 0;
+    let mut next_fd = 0;
+    let mut raw: Vec<RawFd> = Vec::new();
+    while pos < bytes.len() {
+        let attach_end = (next_fd + MAX_FDS_PER_FRAME).min(fds.len());
+        // Stop before the first frame whose descriptors do not fit here.
+        let end = match fds.get(attach_end) {
+            Some(&(offset, _)) if offset > pos => offset,
+            _ => bytes.len(),
+        };
+        raw.clear();
+        raw.extend(
+            fds[next_fd..attach_end]
+                .iter()
+                .map(|(_, fd)| fd.as_raw_fd()),
+        );
+        let chunk = &bytes[pos..end];
+        let sent = match registered {
+            None => {
+                let fd = slot.as_ref().ok_or(io::ErrorKind::NotConnected)?;
+                match sys::send_with_fds(fd.as_fd(), chunk, &raw, true) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        let fd = slot.take().ok_or(io::ErrorKind::NotConnected)?;
+                        match sys::register(fd, Interest::WRITABLE) {
+                            Ok(async_fd) => *registered = Some(async_fd),
+                            Err((fd, e)) => {
+                                *slot = Some(fd);
+                                return Err(e);
+                            }
+                        }
+                        continue;
+                    }
+                    other => other,
+                }
+            }
+            Some(async_fd) => {
+                let mut guard = async_fd.writable().await?;
+                match guard.try_io(|fd| sys::send_with_fds(fd.get_ref().as_fd(), chunk, &raw, true))
+                {
+                    Ok(result) => result,
+                    Err(_would_block) => continue,
+                }
+            }
+        };
+        match sent {
+            Ok(n) => {
+                pos += n;
+                next_fd = attach_end;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,418 @@
+//! The frame format and the pure (I/O-free) encoder and decoder.
+//!
+//! A frame is an 8-byte header followed by a postcard payload:
+//!
+//! | bytes | field     | meaning                                          |
+//! |-------|-----------|--------------------------------------------------|
+//! | 0..4  | `len`     | payload length, u32 little-endian, `<= cap`      |
+//! | 4     | `kind`    | 0 handshake, 1 control, 2 user                   |
+//! | 5     | `n_fds`   | descriptors this frame claims from the fd queue  |
+//! | 6..8  | reserved  | must be zero                                     |
+//!
+//! The [`Decoder`] owns the read buffer and the queue of received
+//! descriptors. It checks a header before it grows the buffer for the
+//! payload, so no announced length can make it allocate past `8 + cap`.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::os::fd::OwnedFd;
+
+use serde::Serialize;
+
+use crate::error::Error;
+
+/// Size of the frame header in bytes.
+pub const HEADER_LEN: usize = 8;
+
+/// Default cap on a frame's payload: 64 MiB.
+pub const DEFAULT_MAX_FRAME_LEN: u32 = 64 * 1024 * 1024;
+
+/// Most descriptors one frame may carry (the kernel's `SCM_MAX_FD`).
+pub const MAX_FDS_PER_FRAME: usize = 253;
+
+/// Received descriptors that no frame has claimed yet, beyond which the
+/// channel fails. A well-behaved sender never has more than two frames'
+/// worth in flight ahead of the bytes that claim them.
+pub(crate) const MAX_QUEUED_FDS: usize = 4 * MAX_FDS_PER_FRAME;
+
+/// Size of the read buffer when no large frame is being received.
+pub(crate) const READ_BUF_LEN: usize = 256 * 1024;
+
+/// A read buffer grown for a large frame is kept up to this size.
+pub(crate) const RETAINED_BUF_LEN: usize = 4 * 1024 * 1024;
+
+/// What a frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FrameKind {
+    /// The first frame each way: a [`Handshake`](crate::Handshake).
+    Handshake,
+    /// A [`ControlMsg`](crate::ControlMsg) of the cluster itself.
+    Control,
+    /// A user message of any serde type.
+    User,
+}
+
+impl FrameKind {
+    /// The byte on the wire.
+    pub const fn to_byte(self) -> u8 {
+        match self {
+            FrameKind::Handshake => 0,
+            FrameKind::Control => 1,
+            FrameKind::User => 2,
+        }
+    }
+
+    /// The kind for a wire byte, if it names one.
+    pub const fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            0 => Some(FrameKind::Handshake),
+            1 => Some(FrameKind::Control),
+            2 => Some(FrameKind::User),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for FrameKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FrameKind::Handshake => "handshake",
+            FrameKind::Control => "control",
+            FrameKind::User => "user",
+        })
+    }
+}
+
+/// A decoded frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Payload length in bytes.
+    pub len: u32,
+    /// What the payload is.
+    pub kind: FrameKind,
+    /// Descriptors the frame claims from the queue.
+    pub n_fds: u8,
+}
+
+impl Header {
+    /// The header's 8 bytes.
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
+        let l = self.len.to_le_bytes();
+        [
+            l[0],
+            l[1],
+            l[2],
+            l[3],
+            self.kind.to_byte(),
+            self.n_fds,
+            0,
+            0,
+        ]
+    }
+
+    /// Parses and validates a header against the cap. Never allocates.
+    #[inline]
+    pub fn parse(bytes: &[u8; HEADER_LEN], cap: u32) -> Result<Header, Error> {
+        let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        let kind = FrameKind::from_byte(bytes[4]).ok_or(Error::MalformedHeader {
+            expected: "frame kind 0, 1 or 2",
+            found: u64::from(bytes[4]),
+        })?;
+        let n_fds = bytes[5];
+        if usize::from(n_fds) > MAX_FDS_PER_FRAME {
+            return Err(Error::MalformedHeader {
+                expected: "at most 253 descriptors",
+                found: u64::from(n_fds),
+            });
+        }
+        let reserved = u16::from_le_bytes([bytes[6], bytes[7]]);
+        if reserved != 0 {
+            return Err(Error::MalformedHeader {
+                expected: "zero reserved bytes",
+                found: u64::from(reserved),
+            });
+        }
+        if len > cap {
+            return Err(Error::FrameTooLarge {
+                len: u64::from(len),
+                cap,
+            });
+        }
+        if kind == FrameKind::Handshake && n_fds != 0 {
+            return Err(Error::MalformedHeader {
+                expected: "no descriptors on a handshake",
+                found: u64::from(n_fds),
+            });
+        }
+        Ok(Header { len, kind, n_fds })
+    }
+}
+
+/// Appends one frame (header and postcard payload of `msg`) to `buf`.
+///
+/// On error `buf` is left as it was.
+pub fn encode_frame<T: Serialize + ?Sized>(
+    buf: &mut Vec<u8>,
+    kind: FrameKind,
+    msg: &T,
+    n_fds: usize,
+    cap: u32,
+) -> Result<(), Error> {
+    if n_fds > MAX_FDS_PER_FRAME {
+        return Err(Error::TooManyDescriptorsForFrame {
+            count: n_fds,
+            limit: MAX_FDS_PER_FRAME,
+        });
+    }
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER_LEN]);
+    if let Err(source) = postcard::serialize_with_flavor(msg, AppendFlavor(buf)) {
+        buf.truncate(start);
+        return Err(Error::Encode { kind, source });
+    }
+    let len = buf.len() - start - HEADER_LEN;
+    if len > cap as usize {
+        buf.truncate(start);
+        return Err(Error::FrameTooLarge {
+            len: len as u64,
+            cap,
+        });
+    }
+    let header = Header {
+        // `len <= cap <= u32::MAX`, checked above.
+        len: len as u32,
+        kind,
+        n_fds: n_fds as u8,
+    };
+    buf[start..start + HEADER_LEN].copy_from_slice(&header.to_bytes());
+    Ok(())
+}
+
+/// A postcard output that appends to a borrowed `Vec` (so a failed encode
+/// can be truncated away without losing the frames queued before it).
+struct AppendFlavor<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendFlavor<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// One complete frame taken off the decoder: its header, where its payload
+/// lies in the decoder's buffer (valid until the next `read_space`), and the
+/// descriptors it claimed.
+#[derive(Debug)]
+pub(crate) struct DecodedFrame {
+    pub(crate) header: Header,
+    pub(crate) payload: std::ops::Range<usize>,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+/// A whole frame as [`Decoder::drain_frames`] returns it: the header, the
+/// payload bytes, and the descriptors the frame claimed.
+pub type FrameParts = (Header, Vec<u8>, Vec<OwnedFd>);
+
+/// The receiving state of a channel, without I/O: a read buffer, and the
+/// descriptors that arrived beside the byte stream, in arrival order.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    fds: VecDeque<OwnedFd>,
+    cap: u32,
+}
+
+impl Decoder {
+    /// A decoder that rejects payloads longer than `cap`.
+    pub fn new(cap: u32) -> Self {
+        Decoder {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            fds: VecDeque::new(),
+            cap,
+        }
+    }
+
+    /// Bytes received and not yet consumed as frames.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Bytes currently allocated for the read buffer.
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Descriptors received and not yet claimed by a frame.
+    pub fn queued_fds(&self) -> usize {
+        self.fds.len()
+    }
+
+    /// Adds descriptors that arrived beside the stream.
+    pub fn push_fds(&mut self, fds: impl IntoIterator<Item = OwnedFd>) -> Result<(), Error> {
+        self.fds.extend(fds);
+        if self.fds.len() > MAX_QUEUED_FDS {
+            let queued = self.fds.len();
+            self.fds.clear();
+            return Err(Error::TooManyDescriptors {
+                queued,
+                limit: MAX_QUEUED_FDS,
+            });
+        }
+        Ok(())
+    }
+
+    /// Copies as many received bytes in as fit without passing the memory
+    /// bound, and returns how many (tests and fuzzing; the channel reads
+    /// straight into [`Decoder::read_space`]). Returns 0 only when complete
+    /// frames fill the buffer: take them first.
+    pub fn push_bytes(&mut self, bytes: &[u8]) -> Result<usize, Error> {
+        let space = self.read_space()?;
+        let n = space.len().min(bytes.len());
+        space[..n].copy_from_slice(&bytes[..n]);
+        self.commit(n);
+        Ok(n)
+    }
+
+    /// The slice to read into next. Compacts, and grows the buffer to hold
+    /// the whole of a frame whose header has arrived (the header is checked
+    /// first, so growth never passes `HEADER_LEN + cap`).
+    pub fn read_space(&mut self) -> Result<&mut [u8], Error> {
+        let mut need = READ_BUF_LEN;
+        if self.buffered() >= HEADER_LEN {
+            let header = self.peek_header()?;
+            need = need.max(HEADER_LEN + header.len as usize);
+        }
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > RETAINED_BUF_LEN && need == READ_BUF_LEN {
+                // A very large frame is gone: give its memory back. Smaller
+                // large buffers are kept, so a stream of 1 MiB messages
+                // does not allocate, zero and fault in 1 MiB per message.
+                self.buf = Vec::new();
+            }
+        }
+        if self.buf.len() - self.start < need || self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() < need {
+            self.buf.reserve_exact(need - self.buf.len());
+            self.buf.resize(need, 0);
+        }
+        Ok(&mut self.buf[self.end..])
+    }
+
+    /// Marks `n` bytes of the last [`Decoder::read_space`] as received.
+    pub fn commit(&mut self, n: usize) {
+        self.end += n;
+        debug_assert!(self.end <= self.buf.len());
+    }
+
+    #[inline]
+    fn peek_header(&self) -> Result<Header, Error> {
+        let mut bytes = [0; HEADER_LEN];
+        bytes.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
+        Header::parse(&bytes, self.cap)
+    }
+
+    /// True when a complete, valid-headed frame is buffered (and its
+    /// descriptors have arrived or its header says none).
+    #[inline]
+    pub(crate) fn frame_ready(&mut self) -> Result<bool, Error> {
+        if self.buffered() < HEADER_LEN {
+            return Ok(false);
+        }
+        let header = self.peek_header()?;
+        Ok(self.buffered() >= HEADER_LEN + header.len as usize)
+    }
+
+    /// Takes the next complete frame, if one has arrived.
+    #[inline]
+    pub(crate) fn next_frame(&mut self) -> Result<Option<DecodedFrame>, Error> {
+        if self.buffered() < HEADER_LEN {
+            return Ok(None);
+        }
+        let header = self.peek_header()?;
+        let total = HEADER_LEN + header.len as usize;
+        if self.buffered() < total {
+            return Ok(None);
+        }
+        let n_fds = usize::from(header.n_fds);
+        if self.fds.len() < n_fds {
+            return Err(Error::MissingDescriptors {
+                announced: header.n_fds,
+                queued: self.fds.len(),
+            });
+        }
+        let fds = if n_fds == 0 {
+            Vec::new()
+        } else {
+            self.fds.drain(..n_fds).collect()
+        };
+        let payload = self.start + HEADER_LEN..self.start + total;
+        self.start += total;
+        Ok(Some(DecodedFrame {
+            header,
+            payload,
+            fds,
+        }))
+    }
+
+    /// The bytes of a payload range returned by `next_frame`.
+    #[inline]
+    pub(crate) fn bytes(&self, range: std::ops::Range<usize>) -> &[u8] {
+        &self.buf[range]
+    }
+
+    /// Decodes everything buffered into whole frames, for tests and fuzzing:
+    /// each frame's header and payload, and the descriptors it claimed.
+    pub fn drain_frames(&mut self) -> Result<Vec<FrameParts>, Error> {
+        let mut out = Vec::new();
+        while let Some(frame) = self.next_frame()? {
+            let payload = self.bytes(frame.payload).to_vec();
+            out.push((frame.header, payload, frame.fds));
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes a whole payload as `T`, rejecting trailing bytes.
+#[inline]
+pub(crate) fn decode_payload<'de, T: serde::Deserialize<'de>>(
+    kind: FrameKind,
+    bytes: &'de [u8],
+) -> Result<T, Error> {
+    let malformed = |source| Error::MalformedPayload {
+        kind,
+        expected: std::any::type_name::<T>(),
+        source,
+    };
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(malformed)?;
+    if !rest.is_empty() {
+        return Err(malformed(postcard::Error::DeserializeBadEncoding));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,241 @@
+//! Tests of the header and the I/O-free decoder: the header snapshot, and
+//! properties over arbitrary messages and arbitrary bytes.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// A readable hex dump, 16 bytes a line.
+pub(crate) fn hex_dump(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for (i, chunk) in bytes.chunks(16).enumerate() {
+        let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+        out.push_str(&format!("{:04x}  {}\n", i * 16, hex.join(" ")));
+    }
+    out
+}
+
+#[test]
+fn header_layout_is_pinned() {
+    let header = Header {
+        len: 0x0102_0304,
+        kind: FrameKind::Control,
+        n_fds: 2,
+    };
+    let bytes = header.to_bytes();
+    let text = format!(
+        "{}len=0x{:08x} kind={} n_fds={}\nkinds: handshake={} control={} user={}\n",
+        hex_dump(&bytes),
+        header.len,
+        header.kind,
+        header.n_fds,
+        FrameKind::Handshake.to_byte(),
+        FrameKind::Control.to_byte(),
+        FrameKind::User.to_byte(),
+    );
+    insta::assert_snapshot!("header", text);
+    assert_eq!(Header::parse(&bytes, u32::MAX).unwrap(), header);
+}
+
+#[test]
+fn header_over_the_cap_is_rejected_before_allocation() {
+    let bytes = Header {
+        len: 1001,
+        kind: FrameKind::User,
+        n_fds: 0,
+    }
+    .to_bytes();
+    let mut decoder = Decoder::new(1000);
+    decoder.push_bytes(&bytes).unwrap();
+    let err = decoder.next_frame().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::FrameTooLarge {
+                len: 1001,
+                cap: 1000
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(decoder.buffer_capacity() <= READ_BUF_LEN);
+}
+
+#[test]
+fn header_faults_are_typed() {
+    let good = Header {
+        len: 0,
+        kind: FrameKind::User,
+        n_fds: 0,
+    }
+    .to_bytes();
+    let mut kind = good;
+    kind[4] = 9;
+    let mut reserved = good;
+    reserved[7] = 1;
+    let mut fds = good;
+    fds[5] = 254;
+    let mut hs = good;
+    hs[4] = 0;
+    hs[5] = 1;
+    for bad in [kind, reserved, fds, hs] {
+        let err = Header::parse(&bad, 100).unwrap_err();
+        assert!(matches!(err, Error::MalformedHeader { .. }), "{err:?}");
+    }
+}
+
+#[test]
+fn missing_descriptors_are_an_error() {
+    let mut buf = Vec::new();
+    encode_frame(&mut buf, FrameKind::User, &7u8, 2, 100).unwrap();
+    let mut decoder = Decoder::new(100);
+    decoder.push_bytes(&buf).unwrap();
+    let err = decoder.next_frame().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::MissingDescriptors {
+                announced: 2,
+                queued: 0
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn frames_claim_queued_descriptors_in_order() {
+    let (a, b) = crate::sys::socketpair().unwrap();
+    let (raw_a, raw_b) = (a.as_raw_fd(), b.as_raw_fd());
+    let mut buf = Vec::new();
+    encode_frame(&mut buf, FrameKind::User, &1u8, 1, 100).unwrap();
+    encode_frame(&mut buf, FrameKind::User, &2u8, 0, 100).unwrap();
+    encode_frame(&mut buf, FrameKind::User, &3u8, 1, 100).unwrap();
+    let mut decoder = Decoder::new(100);
+    decoder.push_fds([a, b]).unwrap();
+    decoder.push_bytes(&buf).unwrap();
+    let frames = decoder.drain_frames().unwrap();
+    let claimed: Vec<Vec<i32>> = frames
+        .iter()
+        .map(|(_, _, fds)| fds.iter().map(AsRawFd::as_raw_fd).collect())
+        .collect();
+    assert_eq!(claimed, vec![vec![raw_a], vec![], vec![raw_b]]);
+}
+
+#[test]
+fn too_many_unclaimed_descriptors_fail_and_close_them() {
+    let mut decoder = Decoder::new(100);
+    let fds: Vec<OwnedFd> = (0..=MAX_QUEUED_FDS / 2)
+        .map(|_| crate::sys::socketpair().unwrap())
+        .flat_map(|(a, b)| [a, b])
+        .collect();
+    let err = decoder.push_fds(fds).unwrap_err();
+    assert!(matches!(err, Error::TooManyDescriptors { .. }), "{err:?}");
+    assert_eq!(decoder.queued_fds(), 0);
+}
+
+#[test]
+fn encoder_refuses_payloads_over_the_cap() {
+    let mut buf = vec![1, 2, 3];
+    let err = encode_frame(&mut buf, FrameKind::User, &vec![0u8; 100], 0, 64).unwrap_err();
+    assert!(
+        matches!(err, Error::FrameTooLarge { len: 101, cap: 64 }),
+        "{err:?}"
+    );
+    assert_eq!(
+        buf,
+        [1, 2, 3],
+        "a refused frame leaves the buffer as it was"
+    );
+}
+
+/// Feeds `bytes` in `chunk`-sized pieces, draining frames as they complete,
+/// checking the memory bound after every step. Returns the frames decoded
+/// before the first error, and the error.
+fn feed(bytes: &[u8], chunk: usize, cap: u32) -> (Vec<Header>, Option<Error>) {
+    let bound = READ_BUF_LEN.max(HEADER_LEN + cap as usize);
+    let mut decoder = Decoder::new(cap);
+    let mut headers = Vec::new();
+    let mut rest = bytes;
+    loop {
+        match decoder.drain_frames() {
+            Ok(frames) => headers.extend(frames.into_iter().map(|(h, _, _)| h)),
+            Err(e) => return (headers, Some(e)),
+        }
+        if rest.is_empty() {
+            return (headers, None);
+        }
+        let take = chunk.min(rest.len());
+        let n = match decoder.push_bytes(&rest[..take]) {
+            Ok(n) => n,
+            Err(e) => return (headers, Some(e)),
+        };
+        assert!(n > 0, "the decoder made no room for bytes");
+        rest = &rest[n..];
+        assert!(
+            decoder.buffer_capacity() <= bound,
+            "buffer of {} bytes passes the bound of {bound}",
+            decoder.buffer_capacity()
+        );
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_user_message_round_trips(
+        msgs in proptest::collection::vec((any::<u64>(), ".{0,40}", proptest::collection::vec(any::<u8>(), 0..600)), 1..20),
+        chunk in 1usize..4096,
+    ) {
+        let mut wire = Vec::new();
+        for msg in &msgs {
+            encode_frame(&mut wire, FrameKind::User, msg, 0, 1 << 20).unwrap();
+        }
+        let mut decoder = Decoder::new(1 << 20);
+        let mut got = Vec::new();
+        let mut rest = &wire[..];
+        while !rest.is_empty() {
+            let n = decoder.push_bytes(&rest[..chunk.min(rest.len())]).unwrap();
+            rest = &rest[n..];
+            for (header, payload, _) in decoder.drain_frames().unwrap() {
+                prop_assert_eq!(header.kind, FrameKind::User);
+                let msg: (u64, String, Vec<u8>) = decode_payload(FrameKind::User, &payload).unwrap();
+                got.push(msg);
+            }
+        }
+        prop_assert_eq!(got, msgs);
+        prop_assert_eq!(decoder.buffered(), 0);
+    }
+
+    #[test]
+    fn any_bytes_give_frames_or_an_error_within_the_cap(
+        bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+        chunk in 1usize..512,
+        cap in 0u32..4096,
+    ) {
+        let (headers, _err) = feed(&bytes, chunk, cap);
+        for header in headers {
+            prop_assert!(header.len <= cap);
+        }
+    }
+
+    #[test]
+    fn valid_headers_with_garbage_payloads_never_panic(
+        payloads in proptest::collection::vec((0u8..3, proptest::collection::vec(any::<u8>(), 0..64)), 1..10),
+    ) {
+        let mut wire = Vec::new();
+        for (kind, payload) in &payloads {
+            let kind = FrameKind::from_byte(*kind).unwrap();
+            wire.extend_from_slice(&Header { len: payload.len() as u32, kind, n_fds: 0 }.to_bytes());
+            wire.extend_from_slice(payload);
+        }
+        let mut decoder = Decoder::new(1024);
+        decoder.push_bytes(&wire).unwrap();
+        for (header, payload, _) in decoder.drain_frames().unwrap() {
+            // Either decodes or is a typed error; the point is: no panic.
+            let _ = decode_payload::<crate::ControlMsg>(header.kind, &payload);
+            let _ = decode_payload::<crate::Handshake>(header.kind, &payload);
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Both ends in one process: handshake rules, version mismatch, closing,
+//! descriptor passing and a long stream of frames.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+
+use cluster_ipc::frame::{FrameKind, encode_frame};
+use cluster_ipc::{
+    Config, ControlMsg, Error, Handshake, Incoming, PROTOCOL_VERSION, channel_pair, handshake,
+};
+
+use crate::bounded;
+
+#[tokio::test]
+async fn version_mismatch_is_a_typed_error() {
+    let (ours, theirs) = channel_pair().unwrap();
+    let mut theirs = UnixStream::from(theirs);
+    let mut frame = Vec::new();
+    let future = Handshake {
+        version: PROTOCOL_VERSION + 1,
+        worker_id: 1,
+        pid: 1,
+    };
+    encode_frame(&mut frame, FrameKind::Handshake, &future, 0, 1024).unwrap();
+    theirs.write_all(&frame).unwrap();
+    let err = bounded(handshake(ours, Handshake::new(1, 1), Config::default()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::VersionMismatch { ours, theirs } if ours == PROTOCOL_VERSION && theirs == PROTOCOL_VERSION + 1),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_first_frame_other_than_the_handshake_is_refused() {
+    let (ours, theirs) = channel_pair().unwrap();
+    let mut theirs = UnixStream::from(theirs);
+    let mut frame = Vec::new();
+    encode_frame(&mut frame, FrameKind::Control, &ControlMsg::Online, 0, 1024).unwrap();
+    theirs.write_all(&frame).unwrap();
+    let err = bounded(handshake(ours, Handshake::new(1, 1), Config::default()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::UnexpectedFrame {
+                found: FrameKind::Control,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn garbage_after_the_handshake_closes_the_receiver() {
+    let (ours, theirs) = channel_pair().unwrap();
+    let mut theirs = UnixStream::from(theirs);
+    let mut frame = Vec::new();
+    encode_frame(
+        &mut frame,
+        FrameKind::Handshake,
+        &Handshake::new(2, 2),
+        0,
+        1024,
+    )
+    .unwrap();
+    frame.extend_from_slice(&[5, 0, 0, 0, 7, 0, 0, 0, 1, 2, 3, 4, 5]);
+    theirs.write_all(&frame).unwrap();
+    let (_tx, mut rx, peer) = bounded(handshake(ours, Handshake::new(2, 1), Config::default()))
+        .await
+        .unwrap();
+    assert_eq!(peer.worker_id, 2);
+    let err = bounded(rx.recv_raw()).await.unwrap_err();
+    assert!(
+        matches!(err, Error::MalformedHeader { found: 7, .. }),
+        "{err:?}"
+    );
+    let err = bounded(rx.recv_raw()).await.unwrap_err();
+    assert!(matches!(err, Error::Closed), "{err:?}");
+}
+
+#[tokio::test]
+async fn dropping_every_sender_ends_the_peers_stream() {
+    let (a, b) = channel_pair().unwrap();
+    let other = tokio::spawn(handshake(b, Handshake::new(1, 2), Config::default()));
+    let (tx, _rx, _) = bounded(handshake(a, Handshake::new(1, 1), Config::default()))
+        .await
+        .unwrap();
+    let (_tx_b, mut rx_b, _) = bounded(other).await.unwrap().unwrap();
+    let tx2 = tx.clone();
+    tx.send(&1u32).await.unwrap();
+    drop(tx);
+    tx2.send(&2u32).await.unwrap();
+    drop(tx2);
+    for want in [1u32, 2] {
+        match bounded(rx_b.recv::<u32>()).await.unwrap() {
+            Incoming::User(got, _) => assert_eq!(got, want),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let err = bounded(rx_b.recv::<u32>()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::PeerClosed {
+                partial_frame_bytes: 0
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn descriptors_arrive_with_their_frames_among_many_plain_ones() {
+    let (a, b) = channel_pair().unwrap();
+    let other = tokio::spawn(handshake(b, Handshake::new(1, 2), Config::default()));
+    let (tx, _rx, _) = bounded(handshake(a, Handshake::new(1, 1), Config::default()))
+        .await
+        .unwrap();
+    let (_tx_b, mut rx_b, _) = bounded(other).await.unwrap().unwrap();
+    let sender = tokio::spawn(async move {
+        for i in 0u32..2000 {
+            if i % 7 == 0 {
+                let (mut mine, theirs) = UnixStream::pair().unwrap();
+                mine.write_all(&i.to_le_bytes()).unwrap();
+                let n_extra = (i % 3) as usize;
+                let mut fds = vec![theirs.into()];
+                fds.extend((0..n_extra).map(|_| std::fs::File::open("/dev/null").unwrap().into()));
+                tx.send_with_fds(&i, fds).await.unwrap();
+            } else {
+                tx.send(&i).await.unwrap();
+            }
+        }
+    });
+    for i in 0u32..2000 {
+        match bounded(rx_b.recv::<u32>()).await.unwrap() {
+            Incoming::User(got, fds) => {
+                assert_eq!(got, i);
+                if i % 7 == 0 {
+                    assert_eq!(fds.len(), 1 + (i % 3) as usize);
+                    let mut stream = UnixStream::from(fds.into_iter().next().unwrap());
+                    let mut bytes = [0; 4];
+                    stream.read_exact(&mut bytes).unwrap();
+                    assert_eq!(u32::from_le_bytes(bytes), i);
+                } else {
+                    assert!(fds.is_empty());
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    bounded(sender).await.unwrap();
+}
+
+#[tokio::test]
+async fn opening_outside_a_runtime_is_an_error() {
+    let (a, _b) = channel_pair().unwrap();
+    let result = std::thread::spawn(move || {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut fut = std::pin::pin!(handshake(a, Handshake::new(1, 1), Config::default()));
+        fut.as_mut().poll(&mut cx)
+    })
+    .join()
+    .unwrap();
+    assert!(
+        matches!(result, std::task::Poll::Ready(Err(Error::NoRuntime { .. }))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_burst_of_descriptor_frames_arrives_without_later_traffic() {
+    // The kernel ends a read after each descriptor-carrying message; the
+    // receiver must read on without waiting for new bytes to wake it.
+    let (a, b) = channel_pair().unwrap();
+    let other = tokio::spawn(handshake(b, Handshake::new(1, 2), Config::default()));
+    let (tx, _rx, _) = bounded(handshake(a, Handshake::new(1, 1), Config::default()))
+        .await
+        .unwrap();
+    let (_tx_b, mut rx_b, _) = bounded(other).await.unwrap().unwrap();
+    for i in 0u32..600 {
+        let fd = std::fs::File::open("/dev/null").unwrap().into();
+        bounded(tx.send_with_fds(i, vec![fd])).await.unwrap();
+    }
+    bounded(tx.flush()).await.unwrap();
+    for i in 0u32..600 {
+        match bounded(rx_b.recv::<u32>()).await.unwrap() {
+            Incoming::User(got, fds) => {
+                assert_eq!(got, i);
+                assert_eq!(fds.len(), 1);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_halves_can_move_between_tasks_and_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<cluster_ipc::Sender>();
+    send_sync::<cluster_ipc::Receiver>();
+    send::<cluster_ipc::BlockingChannel>();
+    send::<Incoming<cluster_ipc::UserFrame>>();
+}
