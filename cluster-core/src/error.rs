@@ -20,9 +20,9 @@ pub enum Error {
     Channel {
         /// The worker that was being started.
         worker: WorkerId,
-        /// The OS error.
+        /// What cluster-ipc reported.
         #[source]
-        source: io::Error,
+        source: cluster_ipc::Error,
     },
     /// The worker process could not be started.
     #[error("could not start worker {worker} ({program})")]
@@ -44,29 +44,20 @@ pub enum Error {
     /// The primary's channel is closed (seen from a worker).
     #[error("the channel to the primary is closed")]
     PrimaryGone,
-    /// A message could not be encoded.
-    #[error("could not encode a message")]
-    Encode(#[source] postcard::Error),
-    /// A frame from the other side could not be decoded.
-    #[error("could not decode a frame of {len} bytes")]
-    Decode {
-        /// The frame's length.
-        len: usize,
-        /// The decoder's error.
-        #[source]
-        source: postcard::Error,
+    /// The channel failed (a message that cannot be encoded or decoded, a
+    /// malformed frame, an OS error); `cluster-ipc` says which.
+    #[error("channel error")]
+    Ipc(#[source] cluster_ipc::Error),
+    /// The SIGTERM/SIGINT handlers could not be installed.
+    #[error("could not install the signal handlers")]
+    Signals(#[source] io::Error),
+    /// The peer at the other end of a worker's channel announced another
+    /// worker id in its handshake.
+    #[error("the channel of worker {worker} answered with another worker id")]
+    WrongWorker {
+        /// The worker whose channel it is.
+        worker: WorkerId,
     },
-    /// A frame announced a length above the cap.
-    #[error("frame of {len} bytes exceeds the cap of {cap} bytes")]
-    FrameTooLarge {
-        /// The announced length.
-        len: usize,
-        /// The cap.
-        cap: usize,
-    },
-    /// Reading or writing the channel failed.
-    #[error("channel i/o failed")]
-    Io(#[source] io::Error),
     /// This process was not started as a worker by a primary.
     #[error("this process is not a cluster worker")]
     NotAWorker,

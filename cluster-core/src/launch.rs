@@ -2,8 +2,9 @@
 //!
 //! The worker is the program re-executed (never a bare `fork()` of the running,
 //! multi-threaded primary), with:
-//! - the child end of a fresh socketpair at descriptor [`CHANNEL_FD`], named
-//!   in [`WORKER_ENV`](crate::role::WORKER_ENV) with the worker's id;
+//! - the child end of a fresh `cluster-ipc` socketpair at descriptor
+//!   [`CHANNEL_FD`], named in `cluster-ipc`'s variable, and the worker's id in
+//!   [`WORKER_ENV`](crate::role::WORKER_ENV);
 //! - its own process group, so a terminal's Ctrl-C reaches only the primary
 //!   (which then shuts down gracefully, or dies and takes the workers along),
 //!   and a straggler's descendants can be killed with it;
@@ -25,17 +26,17 @@ use crate::role::{WORKER_ENV, WorkerEnv};
 use crate::settings::{Settings, WorkerStdio};
 
 /// The descriptor number of the channel in the worker.
-pub(crate) const CHANNEL_FD: i32 = 3;
+pub(crate) const CHANNEL_FD: i32 = cluster_ipc::DEFAULT_CHILD_FD;
 
 /// A started worker process.
 pub(crate) struct Launched {
     pub(crate) child: Child,
-    pub(crate) channel: tokio::net::UnixStream,
+    pub(crate) channel: OwnedFd,
 }
 
 /// Why a worker could not be started.
 pub(crate) enum LaunchError {
-    Channel(std::io::Error),
+    Channel(cluster_ipc::Error),
     Spawn(spawn_core::Error),
 }
 
@@ -46,12 +47,7 @@ pub(crate) fn launch(
     env: WorkerEnv,
     extra_env: &[(OsString, OsString)],
 ) -> Result<Launched, LaunchError> {
-    let (parent_end, child_end) =
-        std::os::unix::net::UnixStream::pair().map_err(LaunchError::Channel)?;
-    parent_end
-        .set_nonblocking(true)
-        .map_err(LaunchError::Channel)?;
-    let channel = tokio::net::UnixStream::from_std(parent_end).map_err(LaunchError::Channel)?;
+    let (channel, child_end) = cluster_ipc::channel_pair().map_err(LaunchError::Channel)?;
 
     let mut cmd = Command::new(program).args(&settings.args);
     for (k, v) in settings.env.iter().chain(extra_env) {
@@ -59,9 +55,10 @@ pub(crate) fn launch(
     }
     cmd = cmd
         .env(WORKER_ENV, env.encode())
+        .env(cluster_ipc::CHANNEL_FD_ENV, CHANNEL_FD.to_string())
         .stdin(Stdio::Null)
         .process_group()
-        .inherit_fd(CHANNEL_FD, OwnedFd::from(child_end))
+        .inherit_fd(CHANNEL_FD, child_end)
         .parent_death_signal(Signal::SIGKILL);
     if let Some(dir) = &settings.cwd {
         cmd = cmd.cwd(dir);

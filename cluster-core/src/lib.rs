@@ -23,10 +23,10 @@
 //! ```no_run
 //! use cluster_core::{Cluster, Event, Settings, Worker};
 //!
-//! fn main() -> Result<(), cluster_core::Error> {
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     // Decide the role first, before any thread exists.
 //!     let worker = cluster_core::is_worker();
-//!     let rt = tokio::runtime::Runtime::new().map_err(cluster_core::Error::Io)?;
+//!     let rt = tokio::runtime::Runtime::new()?;
 //!     rt.block_on(async {
 //!         if worker {
 //!             // The same program, re-executed by the primary.
@@ -34,7 +34,7 @@
 //!             while let Some(msg) = w.recv().await {
 //!                 w.send(&format!("worker {} got {msg}", w.id())).await?;
 //!             }
-//!             return Ok(()); // the primary asked us to disconnect
+//!             return Ok::<_, cluster_core::Error>(()); // asked to disconnect
 //!         }
 //!         let mut settings = Settings::new();
 //!         settings.n_workers(2);
@@ -57,7 +57,8 @@
 //!             }
 //!         }
 //!         Ok(())
-//!     })
+//!     })?;
+//!     Ok(())
 //! }
 //! ```
 #![deny(missing_docs)]
@@ -70,16 +71,15 @@ pub mod restart;
 mod role;
 mod settings;
 mod state;
-mod wire;
 mod worker;
 
 pub use error::{Error, Result};
 pub use event::{Event, Exit, Message, SlotId, WorkerId};
-pub use nix::sys::signal::Signal;
 pub use primary::{Cluster, WorkerHandle};
 pub use restart::{Backoff, CrashLoopLimit, RestartPolicy};
 pub use role::{Role, WORKER_ENV, is_primary, is_worker, role};
 pub use settings::{Heartbeat, Settings, WorkerStdio};
+pub use spawn_core::Signal;
 pub use state::WorkerState;
 pub use worker::Worker;
 

@@ -13,6 +13,14 @@
 //! - Consume the events: messages from workers hold credits until their
 //!   [`Event::Message`] is dropped, and a worker's `send` waits when it has
 //!   none left (lifecycle events never wait).
+//!   With a heartbeat configured, a worker whose messages wait that way
+//!   also has its heartbeats wait behind them, and is eventually declared
+//!   unresponsive: keep the event loop going.
+//! - The heartbeat clock starts at the fork: the timeout must cover the
+//!   worker's start-up, not only the interval.
+//! - With [`Settings::handle_signals`], SIGTERM and SIGINT stay caught by
+//!   tokio after the shutdown they triggered (tokio never restores a
+//!   disposition).
 
 mod driver;
 mod handle;
@@ -24,18 +32,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use nix::sys::signal::Signal;
+use spawn_core::Signal;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::Payload;
 use crate::error::{Error, Result};
 use crate::event::{Event, SlotId, WorkerId};
-use crate::launch::{CHANNEL_FD, LaunchError, launch};
+use crate::launch::{LaunchError, launch};
 use crate::restart::RestartGuard;
 use crate::role::WorkerEnv;
 use crate::settings::{Settings, WorkerStdio};
 use crate::state::WorkerState;
-use crate::wire::{FrameReader, FrameWriter};
 
 pub use handle::WorkerHandle;
 
@@ -139,7 +146,6 @@ impl<M: Payload> Shared<M> {
         let env = WorkerEnv {
             id,
             slot,
-            fd: CHANNEL_FD,
             heartbeat: st.settings.heartbeat.map(|h| h.interval),
         };
         let extra_env = st
@@ -159,14 +165,14 @@ impl<M: Payload> Shared<M> {
         let pid = launched.child.pid();
         st.next_id += 1;
 
-        let (read_half, write_half) = launched.channel.into_split();
+        let (sender_tx, sender_rx) = watch::channel(None);
         let (kill_tx, kill_rx) = mpsc::unbounded_channel();
         let (state_tx, _) = watch::channel(WorkerState::None);
         let handle = WorkerHandle::new(Arc::new(HandleInner {
             id,
             slot,
             pid,
-            writer: tokio::sync::Mutex::new(FrameWriter::new(write_half)),
+            sender: sender_rx,
             state: state_tx,
             after_disconnect: false.into(),
             kill_tx,
@@ -192,8 +198,9 @@ impl<M: Payload> Shared<M> {
         }
         let credits = Arc::new(Semaphore::new(st.settings.message_credits));
         let reader = tokio::spawn(driver::read_loop(
-            FrameReader::new(read_half),
+            launched.channel,
             id,
+            sender_tx,
             credits,
             self.notices.clone(),
         ));
@@ -233,7 +240,7 @@ impl<M: Payload> Cluster<M> {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let signals = if settings.handle_signals {
-            Some(supervisor::Signals::install().map_err(Error::Io)?)
+            Some(supervisor::Signals::install().map_err(Error::Signals)?)
         } else {
             None
         };

@@ -1,20 +1,23 @@
 //! Which role this process plays: [`role()`], [`is_primary()`], [`is_worker()`].
 //!
 //! A primary starts each worker with [`WORKER_ENV`] set to
-//! `<worker id>:<slot>:<channel fd>:<heartbeat ms>`. The first call to any
-//! function of this module reads the variable once and removes it from the
-//! environment, so a program the worker spawns in turn does not believe it is
-//! a worker too (Node's `NODE_UNIQUE_ID` works the same way).
+//! `<worker id>:<slot>:<heartbeat ms>`, and the channel's descriptor named in
+//! `cluster-ipc`'s [`CHANNEL_FD_ENV`](cluster_ipc::CHANNEL_FD_ENV). The first
+//! call to any function of this module reads both variables once, removes
+//! them from the environment (so a program the worker spawns in turn does not
+//! believe it is a worker too; Node's `NODE_UNIQUE_ID` works the same way),
+//! and adopts the channel descriptor.
 //!
 //! # Caveats
 //! Removing an environment variable is only sound while no other thread reads
 //! the environment. Call [`role()`] first thing in `main`, before starting a
-//! runtime or threads; the later calls only read the cached answer.
+//! runtime or threads; later calls only read the cached answer.
 
 #[cfg(test)]
 mod tests;
 
-use std::sync::OnceLock;
+use std::os::fd::OwnedFd;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -37,14 +40,13 @@ pub enum Role {
 pub(crate) struct WorkerEnv {
     pub(crate) id: WorkerId,
     pub(crate) slot: SlotId,
-    pub(crate) fd: i32,
     pub(crate) heartbeat: Option<Duration>,
 }
 
 impl WorkerEnv {
     pub(crate) fn encode(&self) -> String {
         let hb = self.heartbeat.map_or(0, |d| d.as_millis().max(1));
-        format!("{}:{}:{}:{}", self.id.0, self.slot.0, self.fd, hb)
+        format!("{}:{}:{}", self.id.0, self.slot.0, hb)
     }
 
     pub(crate) fn parse(value: &str) -> Result<WorkerEnv> {
@@ -53,15 +55,13 @@ impl WorkerEnv {
         let mut next = || parts.next().ok_or_else(bad);
         let id: u64 = next()?.parse().map_err(|_| bad())?;
         let slot: usize = next()?.parse().map_err(|_| bad())?;
-        let fd: i32 = next()?.parse().map_err(|_| bad())?;
         let hb: u64 = next()?.parse().map_err(|_| bad())?;
-        if parts.next().is_some() || id == 0 || fd < 0 {
+        if parts.next().is_some() || id == 0 {
             return Err(bad());
         }
         Ok(WorkerEnv {
             id: WorkerId(id),
             slot: SlotId(slot),
-            fd,
             heartbeat: (hb > 0).then(|| Duration::from_millis(hb)),
         })
     }
@@ -69,16 +69,31 @@ impl WorkerEnv {
 
 static ROLE: OnceLock<Result<Option<WorkerEnv>, &'static str>> = OnceLock::new();
 
-/// Read [`WORKER_ENV`] once, remove it, and cache what it said.
+/// The adopted channel descriptor, until `Worker::connect` takes it.
+static CHANNEL: Mutex<Option<std::result::Result<OwnedFd, cluster_ipc::Error>>> = Mutex::new(None);
+
+/// Read [`WORKER_ENV`] and the channel variable once, remove them, and cache
+/// what they said.
 pub(crate) fn worker_env() -> Result<Option<WorkerEnv>> {
     let cached = ROLE.get_or_init(|| {
         let Some(value) = std::env::var_os(WORKER_ENV) else {
             return Ok(None);
         };
-        // SAFETY: the variable is removed once, on the first call of this
+        // SAFETY: both variables are removed once, on the first call of this
         // module; the module docs require that call to happen before other
         // threads exist, so no concurrent reader of the environment can race.
-        unsafe { std::env::remove_var(WORKER_ENV) };
+        // The channel descriptor is adopted only here (`from_env` wraps it
+        // once per process).
+        let channel = unsafe {
+            std::env::remove_var(WORKER_ENV);
+            cluster_ipc::from_env()
+        };
+        let channel = match channel {
+            Ok(Some(fd)) => Ok(fd),
+            Ok(None) => return Err(cluster_ipc::CHANNEL_FD_ENV),
+            Err(e) => Err(e),
+        };
+        *CHANNEL.lock().unwrap_or_else(|p| p.into_inner()) = Some(channel);
         value
             .to_str()
             .ok_or(WORKER_ENV)
@@ -88,6 +103,15 @@ pub(crate) fn worker_env() -> Result<Option<WorkerEnv>> {
     match cached {
         Ok(env) => Ok(*env),
         Err(name) => Err(Error::BadEnvironment { name }),
+    }
+}
+
+/// Take the adopted channel descriptor (once).
+pub(crate) fn take_channel() -> Result<OwnedFd> {
+    match CHANNEL.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        Some(Ok(fd)) => Ok(fd),
+        Some(Err(e)) => Err(Error::Ipc(e)),
+        None => Err(Error::AlreadyConnected),
     }
 }
 

@@ -70,14 +70,18 @@ fn worker(mode: &str) -> BoxResult {
             std::process::exit(3);
         }
     }
-    if mode == "stubborn" {
-        // SAFETY: setting a signal's disposition to ignore, before any thread.
-        unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
-    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
+        // Caught and never read: SIGTERM does nothing to a stubborn worker.
+        let _sigterm = if mode == "stubborn" {
+            Some(tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::terminate(),
+            )?)
+        } else {
+            None
+        };
         if mode == "garbage" {
             // A type the primary cannot decode as `Msg` (variant 7).
             let w = Worker::<Garbage>::connect().await?;

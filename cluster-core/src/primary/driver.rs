@@ -6,15 +6,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::os::fd::OwnedFd;
+
+use cluster_ipc::{Config, ControlMsg, Handshake, Incoming};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-use tokio::net::unix::OwnedReadHalf;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::Payload;
 use crate::error::Error;
 use crate::event::{Exit, Message, SlotId, WorkerId};
 use crate::primary::handle::{KillRequest, WorkerHandle};
-use crate::wire::{Control, FrameReader, Incoming};
 
 /// What the per-worker tasks (and the fork path) tell the supervisor.
 pub(crate) enum Notice<M> {
@@ -68,39 +69,63 @@ pub(crate) async fn drive<M: Payload>(
     let _ = notices.send(Notice::Exited(id, exit));
 }
 
-/// Dispatch every frame the worker sends, in one place: control messages
-/// (online, listening, heartbeat, disconnect; connection hand-off plugs in
-/// here) and user messages, each of which takes one credit so that a primary
-/// that does not consume events makes the worker wait.
+/// Open the channel (the versioned handshake), publish the sender, then
+/// dispatch every frame the worker sends, in one place: control messages
+/// (online, listening, heartbeat, disconnect; listen requests and connection
+/// hand-off plug in here) and user messages, each of which takes one credit
+/// so that a primary that does not consume events makes the worker wait.
 pub(crate) async fn read_loop<M: Payload>(
-    mut reader: FrameReader<OwnedReadHalf>,
+    channel: OwnedFd,
     id: WorkerId,
+    sender: watch::Sender<Option<cluster_ipc::Sender>>,
     credits: Arc<Semaphore>,
     notices: mpsc::UnboundedSender<Notice<M>>,
 ) {
+    let ours = Handshake::new(id.0, std::process::id());
+    let mut rx = match cluster_ipc::handshake(channel, ours, Config::default()).await {
+        Ok((tx, rx, theirs)) if theirs.worker_id == id.0 => {
+            sender.send_replace(Some(tx));
+            rx
+        }
+        Ok(_) => {
+            let _ = notices.send(Notice::ChannelError(id, Error::WrongWorker { worker: id }));
+            let _ = notices.send(Notice::ChannelClosed(id));
+            return;
+        }
+        Err(e) => {
+            if !e.is_peer_closed() {
+                let _ = notices.send(Notice::ChannelError(id, Error::Ipc(e)));
+            }
+            let _ = notices.send(Notice::ChannelClosed(id));
+            return;
+        }
+    };
     loop {
-        let notice = match reader.recv().await {
-            Ok(Some(Incoming::Control(c))) => match c {
-                Control::Online => Notice::Online(id),
-                Control::Listening { addr } => Notice::Listening(id, addr),
-                Control::Heartbeat { .. } => Notice::Heartbeat(id),
-                Control::Disconnect => Notice::WorkerDisconnect(id),
+        let notice = match rx.recv_raw().await {
+            Ok(Incoming::Control(c, _fds)) => match c {
+                ControlMsg::Online => Notice::Online(id),
+                ControlMsg::Listening { addr } => Notice::Listening(id, addr),
+                ControlMsg::Heartbeat { .. } => Notice::Heartbeat(id),
+                ControlMsg::Disconnect => Notice::WorkerDisconnect(id),
+                // Listen requests and connection acknowledgements belong to
+                // connection scheduling, which is not wired yet.
+                _ => continue,
             },
-            Ok(Some(Incoming::User(bytes))) => {
+            Ok(Incoming::User(frame, _fds)) => {
                 let Ok(credit) = Arc::clone(&credits).acquire_owned().await else {
                     break;
                 };
-                match Incoming::decode_user::<M>(&bytes) {
+                match frame.decode::<M>() {
                     Ok(value) => Notice::Message(Message::new(id, value, credit)),
                     Err(e) => {
-                        let _ = notices.send(Notice::ChannelError(id, e));
+                        let _ = notices.send(Notice::ChannelError(id, Error::Ipc(e)));
                         break;
                     }
                 }
             }
-            Ok(None) => break,
+            Err(e) if e.is_peer_closed() => break,
             Err(e) => {
-                let _ = notices.send(Notice::ChannelError(id, e));
+                let _ = notices.send(Notice::ChannelError(id, Error::Ipc(e)));
                 break;
             }
         };
@@ -108,6 +133,8 @@ pub(crate) async fn read_loop<M: Payload>(
             return;
         }
     }
+    // The peer is gone: close our half too (handles may outlive the worker).
+    sender.send_replace(None);
     let _ = notices.send(Notice::ChannelClosed(id));
 }
 

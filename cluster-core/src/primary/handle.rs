@@ -4,15 +4,14 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::sys::signal::Signal;
-use tokio::net::unix::OwnedWriteHalf;
+use cluster_ipc::ControlMsg;
+use spawn_core::Signal;
 use tokio::sync::{mpsc, watch};
 
 use crate::Payload;
 use crate::error::{Error, Result};
 use crate::event::{SlotId, WorkerId};
 use crate::state::WorkerState;
-use crate::wire::{Control, FrameWriter};
 
 /// A signal request for the worker's driver, which owns the child and so
 /// never signals a reaped (possibly reused) pid.
@@ -26,7 +25,9 @@ pub(crate) struct HandleInner {
     pub(crate) id: WorkerId,
     pub(crate) slot: SlotId,
     pub(crate) pid: u32,
-    pub(crate) writer: tokio::sync::Mutex<FrameWriter<OwnedWriteHalf>>,
+    /// The sending half, once the handshake is done; dropped (closed) if the
+    /// channel never came up.
+    pub(crate) sender: watch::Receiver<Option<cluster_ipc::Sender>>,
     pub(crate) state: watch::Sender<WorkerState>,
     pub(crate) after_disconnect: AtomicBool,
     pub(crate) kill_tx: mpsc::UnboundedSender<KillRequest>,
@@ -99,9 +100,8 @@ impl<M: Payload> WorkerHandle<M> {
     /// Send a message. Waits while the worker's receive buffer is full
     /// (backpressure); fails with [`Error::WorkerGone`] once it is dead.
     pub async fn send(&self, msg: &M) -> Result<()> {
-        self.check_alive()?;
-        let mut w = self.inner.writer.lock().await;
-        w.send_user(msg).await.map_err(|e| self.gone_if_io(e))
+        let sender = self.sender().await?;
+        sender.send(msg).await.map_err(|e| self.channel_error(e))
     }
 
     /// Send a signal to the worker process.
@@ -127,10 +127,22 @@ impl<M: Payload> WorkerHandle<M> {
     pub async fn disconnect(&self) -> Result<()> {
         self.check_alive()?;
         self.mark_disconnected();
-        let mut w = self.inner.writer.lock().await;
-        w.send_control(&Control::Disconnect)
+        let sender = self.sender().await?;
+        sender
+            .send_control(&ControlMsg::Disconnect, Vec::new())
             .await
-            .map_err(|e| self.gone_if_io(e))
+            .map_err(|e| self.channel_error(e))
+    }
+
+    /// The sender, waiting for the handshake if it is not done yet.
+    async fn sender(&self) -> Result<cluster_ipc::Sender> {
+        self.check_alive()?;
+        let gone = || Error::WorkerGone {
+            worker: self.inner.id,
+        };
+        let mut rx = self.inner.sender.clone();
+        let ready = rx.wait_for(Option::is_some).await.map_err(|_| gone())?;
+        ready.as_ref().cloned().ok_or_else(gone)
     }
 
     /// Wait until the worker is ready (`Listening`, or `Online` when
@@ -178,12 +190,14 @@ impl<M: Payload> WorkerHandle<M> {
         })
     }
 
-    fn gone_if_io(&self, e: Error) -> Error {
+    fn channel_error(&self, e: cluster_ipc::Error) -> Error {
         match e {
-            Error::Io(_) => Error::WorkerGone {
-                worker: self.inner.id,
-            },
-            other => other,
+            cluster_ipc::Error::PeerClosed { .. } | cluster_ipc::Error::Closed => {
+                Error::WorkerGone {
+                    worker: self.inner.id,
+                }
+            }
+            other => Error::Ipc(other),
         }
     }
 }

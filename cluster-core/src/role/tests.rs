@@ -11,7 +11,6 @@ fn round_trip() {
         let env = WorkerEnv {
             id: WorkerId(7),
             slot: SlotId(2),
-            fd: 3,
             heartbeat,
         };
         assert_eq!(WorkerEnv::parse(&env.encode()).unwrap(), env);
@@ -21,14 +20,7 @@ fn round_trip() {
 #[test]
 fn malformed_values_are_errors() {
     for bad in [
-        "",
-        "1",
-        "1:2:3",
-        "1:2:3:4:5",
-        "x:0:3:0",
-        "0:0:3:0",
-        "1:0:-1:0",
-        "1:0:3:-5",
+        "", "1", "1:2", "1:2:3:4", "x:0:0", "0:0:0", "1:-1:0", "1:0:-5",
     ] {
         assert!(WorkerEnv::parse(bad).is_err(), "{bad:?} was accepted");
     }

@@ -209,7 +209,7 @@ async fn an_undecodable_message_is_a_typed_error_and_ends_the_worker() {
     });
     let (worker, error) = error.expect("no channel error event");
     assert_eq!(worker, WorkerId(1));
-    assert!(matches!(error, Error::Decode { .. }), "{error:?}");
+    assert!(matches!(error, Error::Ipc(_)), "{error:?}");
     // Killed, or gone by itself when its channel closed first: either way
     // the worker ended.
     assert!(matches!(
