@@ -178,11 +178,11 @@ impl<M: Payload> Shared<M> {
             kill_tx,
         }));
         st.workers.insert(id, handle.clone());
-        if placement == Placement::Current {
-            if let Some(s) = st.slots.get_mut(&slot) {
-                s.current = Some(id);
-                s.guard.started(Instant::now());
-            }
+        if placement == Placement::Current
+            && let Some(s) = st.slots.get_mut(&slot)
+        {
+            s.current = Some(id);
+            s.guard.started(Instant::now());
         }
         // Sent under the lock: `Fork` precedes everything the worker's tasks
         // report, and forks are reported in id order.

@@ -65,10 +65,10 @@ fn main() -> BoxResult {
 }
 
 fn worker(mode: &str) -> BoxResult {
-    if let Some(path) = mode.strip_prefix("fail-if:") {
-        if std::path::Path::new(path).exists() {
-            std::process::exit(3);
-        }
+    if let Some(path) = mode.strip_prefix("fail-if:")
+        && std::path::Path::new(path).exists()
+    {
+        std::process::exit(3);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
