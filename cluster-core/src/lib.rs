@@ -73,15 +73,17 @@ mod settings;
 mod state;
 mod worker;
 
+pub use error::ListenErrorKind;
 pub use error::{Error, Result};
 pub use event::{Event, Exit, Message, SlotId, WorkerId};
-pub use primary::{Cluster, WorkerHandle};
+pub use primary::{Cluster, ConnectionStats, WorkerHandle};
 pub use restart::{Backoff, CrashLoopLimit, RestartPolicy};
 pub use role::{Role, WORKER_ENV, is_primary, is_worker, role};
+pub use sched_policy::{self, Policy, PolicyKind};
 pub use settings::{Heartbeat, Settings, WorkerStdio};
 pub use spawn_core::Signal;
 pub use state::WorkerState;
-pub use worker::Worker;
+pub use worker::{Connection, Listener, Worker};
 
 /// A message type of a cluster: serialisable both ways and sendable between
 /// tasks. Implemented for every such type.
