@@ -33,7 +33,7 @@ use crate::event::{SlotId, WorkerId};
 use crate::role::{take_channel, worker_env};
 
 use listen::Net;
-pub use listen::{Connection, Listener};
+pub use listen::{Connection, DrainSignal, Listener};
 
 /// How many decoded messages wait in the worker before the channel stops
 /// being read (and the primary's `send` waits).
@@ -127,6 +127,30 @@ impl<M: Payload> Worker<M> {
     ///
     /// A bind that fails in the primary comes back as [`Error::Listen`],
     /// with the OS error as its source (`AddrInUse`, `AddrNotAvailable`, …).
+    ///
+    /// The graceful drain: once the worker is asked to disconnect,
+    /// [`Listener::accept`] returns `None`; finish the connections in
+    /// flight, then return from `main` (exit 0).
+    ///
+    /// ```no_run
+    /// use cluster_core::Worker;
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// async fn serve(worker: Worker<String>) -> cluster_core::Result<()> {
+    ///     let mut listener = worker.listen("127.0.0.1:3000".parse().unwrap()).await?;
+    ///     let mut in_flight = tokio::task::JoinSet::new();
+    ///     while let Some((mut conn, peer)) = listener.accept().await {
+    ///         let id = worker.id();
+    ///         in_flight.spawn(async move {
+    ///             let hello = format!("hello {peer} from worker {id}\n");
+    ///             let _ = conn.write_all(hello.as_bytes()).await;
+    ///         }); // dropping `conn` closes it and tells the primary
+    ///     }
+    ///     // Draining: no new connections; let the open ones finish.
+    ///     while in_flight.join_next().await.is_some() {}
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn listen(&self, addr: SocketAddr) -> Result<Listener> {
         let (request_id, answer) = self.net.request(addr);
         let req = ListenRequest {
@@ -142,6 +166,12 @@ impl<M: Payload> Worker<M> {
             .await
             .map_err(gone)?;
         answer.await.map_err(|_| Error::PrimaryGone)?
+    }
+
+    /// A signal that resolves when this worker starts draining (see
+    /// [`DrainSignal`]).
+    pub fn drain_signal(&self) -> DrainSignal {
+        self.net.drain_signal()
     }
 
     /// Tell the primary this worker listens on `addr` (its `Listening` event;

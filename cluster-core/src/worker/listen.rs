@@ -64,6 +64,11 @@ impl Net {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A signal that resolves once the worker drains.
+    pub(crate) fn drain_signal(&self) -> DrainSignal {
+        DrainSignal(self.draining.subscribe())
+    }
+
     /// Register a listen request; its id and the answer to wait for.
     pub(crate) fn request(&self, addr: SocketAddr) -> (u64, oneshot::Receiver<ListenAnswer>) {
         let (tx, rx) = oneshot::channel();
@@ -188,6 +193,29 @@ fn adopt(fd: OwnedFd) -> io::Result<TcpStream> {
     TcpStream::from_std(std)
 }
 
+/// Resolves when the worker starts draining: the primary asked it to
+/// disconnect (graceful shutdown, rolling reload) or it called
+/// `Worker::disconnect`. From then on its listeners' `accept` returns `None`
+/// and the primary sends it no new connection; hand it to each connection's
+/// task to end keep-alive connections gracefully (hyper's
+/// `graceful_shutdown`) instead of waiting for clients to close them.
+/// Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DrainSignal(watch::Receiver<bool>);
+
+impl DrainSignal {
+    /// Whether the worker is draining now.
+    pub fn is_draining(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Wait until the worker drains (at once if it already does).
+    pub async fn wait(&mut self) {
+        // An error means the worker's state is gone: as good as drained.
+        let _ = self.0.wait_for(|d| *d).await;
+    }
+}
+
 /// Where a listener's connections come from.
 #[derive(Debug)]
 enum Source {
@@ -250,7 +278,11 @@ impl Listener {
                         }
                         Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
                     },
-                    _ = draining.changed() => {}
+                    changed = draining.changed() => {
+                        if changed.is_err() {
+                            return None;
+                        }
+                    }
                 }
             },
         }
