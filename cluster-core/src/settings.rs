@@ -251,6 +251,18 @@ impl Settings {
     /// `CLUSTER_SCHED_POLICY` (`rr`, `none`, `sticky`, `least-conn`, `p2c`),
     /// read by `Cluster::new`, else round-robin. A setting here wins over
     /// the variable.
+    ///
+    /// Node's `cluster.schedulingPolicy = cluster.SCHED_RR`:
+    ///
+    /// ```no_run
+    /// use cluster_core::{Cluster, PolicyKind, Settings};
+    ///
+    /// # async fn f() -> cluster_core::Result<()> {
+    /// let mut settings = Settings::new();
+    /// settings.scheduling_policy(PolicyKind::RoundRobin); // or PolicyKind::None, Sticky, …
+    /// let cluster = Cluster::<String>::new(settings)?;
+    /// # Ok(()) }
+    /// ```
     pub fn scheduling_policy(&mut self, kind: PolicyKind) -> &mut Self {
         self.scheduling = Some(PolicyChoice::Kind(kind));
         self
