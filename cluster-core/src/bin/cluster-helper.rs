@@ -13,8 +13,7 @@
 //! 127.0.0.1:0; answer each connection with `<worker id>\n`, keep it until
 //! the client closes; when disconnected, finish the open connections and
 //! exit 0), `serve-report` (`serve`, and send `Text("accepted")` for each
-//! connection), `stall` (listen through the primary, then block the runtime:
-//! it never acknowledges a connection), `listen-report` (listen on
+//! connection), `listen-report` (listen on
 //! `HELPER_ADDR` and send `Text("ok <addr>")` or
 //! `Text("error <kind> <io kind>")`, then `echo`).
 //!
@@ -101,7 +100,7 @@ fn worker(mode: &str) -> BoxResult {
         if let Some(code) = mode.strip_prefix("exit:") {
             std::process::exit(code.parse()?);
         }
-        if mode.starts_with("serve") || mode == "stall" {
+        if mode.starts_with("serve") {
             return serve(w, mode).await;
         }
         // Kept open while the worker runs.
@@ -163,11 +162,6 @@ fn helper_addr() -> BoxResult<std::net::SocketAddr> {
 async fn serve(w: Worker<Msg>, mode: &str) -> BoxResult {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut listener = w.listen(helper_addr()?).await?;
-    if mode == "stall" {
-        // Block the runtime: the receive loop never runs again, so nothing
-        // handed over is ever acknowledged.
-        std::thread::sleep(Duration::from_secs(600));
-    }
     let id = w.id().0;
     let mut open = tokio::task::JoinSet::new();
     while let Some((mut conn, _peer)) = listener.accept().await {

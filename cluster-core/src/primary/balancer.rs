@@ -32,6 +32,8 @@ use cluster_ipc::{
     ControlMsg, ListenErrorKind, ListenFailure, ListenOk, ListenReply, ListenRequest, TrySendError,
 };
 use sched_policy::{Connection, ListenerId, Policy, Scheduler, Slot, WorkerState};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::AbortHandle;
 
@@ -400,13 +402,30 @@ fn failure(e: &io::Error) -> ListenFailure {
 }
 
 /// Accept on a listener until the cluster closes it.
+///
+/// The accepted sockets only pass through the primary, so they are never
+/// registered with its reactor (tokio's `accept` would register each one and
+/// `into_std` deregister it: two wasted `epoll_ctl`s per connection): the
+/// listener is polled for readiness and drained with plain `accept4` calls.
 async fn accept_loop(balancer: Arc<Balancer>, idx: usize, listener: TcpListener) {
+    let Ok(listener) = listener.into_std() else {
+        return;
+    };
+    // SAFETY: the AsyncFd owns the listener, so its descriptor stays open
+    // (and is not reused) for as long as it is registered; it is
+    // deregistered when the AsyncFd drops, before the listener closes.
+    let registered = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) };
+    let Ok(listener) = registered else {
+        return;
+    };
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => match stream.into_std() {
-                Ok(stream) => balancer.accepted(idx, stream, peer),
-                Err(_) => continue,
-            },
+        let Ok(mut ready) = listener.readable().await else {
+            return;
+        };
+        match ready.get_inner().accept() {
+            Ok((stream, peer)) => balancer.accepted(idx, stream, peer),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.clear_ready(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // Out of descriptors or memory, or a connection reset before it
             // was accepted: wait a little rather than spin, then go on.
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,

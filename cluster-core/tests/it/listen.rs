@@ -230,8 +230,13 @@ async fn connections_queued_for_a_killed_worker_are_answered_by_another() {
         .restart(RestartPolicy::Never);
     let mut cluster = Cluster::<Msg>::new(s).unwrap();
     let good = cluster.fork().unwrap();
-    let stalled = cluster.fork_with_env([("HELPER_MODE", "stall")]).unwrap();
+    let stalled = cluster.fork().unwrap();
     let events = listening(&mut cluster, 2).await;
+    // Stop the second worker before any connection exists: it stops reading
+    // its channel, so it never acknowledges what is handed to it.
+    let pid = nix::unistd::Pid::from_raw(stalled.pid() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGSTOP).unwrap();
+    wait_stopped(stalled.pid()).await;
     let addr = events
         .iter()
         .find_map(|ev| match ev {
@@ -239,8 +244,8 @@ async fn connections_queued_for_a_killed_worker_are_answered_by_another() {
             _ => None,
         })
         .unwrap();
-    // Ten clients at once: round-robin queues half of them for the stalled
-    // worker, which never acknowledges.
+    // Ten clients at once: round-robin queues half of them for the stopped
+    // worker.
     let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
     for _ in 0..10 {
         let tx = tx.clone();
@@ -269,6 +274,23 @@ async fn connections_queued_for_a_killed_worker_are_answered_by_another() {
     assert!(got.iter().all(|(id, _)| WorkerId(*id) == good.id()));
     drop(got);
     support::shutdown(cluster).await;
+}
+
+/// Wait until the process is stopped (state `T` in `/proc/<pid>/stat`).
+async fn wait_stopped(pid: u32) {
+    tokio::time::timeout(BOUND, async {
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            // The state follows the parenthesised command name.
+            let state = stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
+            if state == Some("T") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the worker did not stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
