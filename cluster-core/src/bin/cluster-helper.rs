@@ -13,7 +13,8 @@
 //! 127.0.0.1:0; answer each connection with `<worker id>\n`, keep it until
 //! the client closes; when disconnected, finish the open connections and
 //! exit 0), `serve-report` (`serve`, and send `Text("accepted")` for each
-//! connection), `listen-report` (listen on
+//! connection), `refuse` (listen through the primary, drop the listener, so
+//! every connection handed over is refused, then `echo`), `listen-report` (listen on
 //! `HELPER_ADDR` and send `Text("ok <addr>")` or
 //! `Text("error <kind> <io kind>")`, then `echo`).
 //!
@@ -113,6 +114,7 @@ fn worker(mode: &str) -> BoxResult {
                 w.disconnect().await?;
                 return Ok(());
             }
+            "refuse" => drop(w.listen(helper_addr()?).await?),
             "listen-report" => {
                 let report = match w.listen(helper_addr()?).await {
                     Ok(l) => {

@@ -2,8 +2,11 @@
 //!
 //! `Worker::listen` asks the primary to listen on the worker's behalf. Under
 //! a distributed policy (round-robin, sticky, …) the primary accepts and
-//! hands each connection over; the receive loop takes the descriptor,
-//! acknowledges it and queues it for [`Listener::accept`]. Under `none` the
+//! hands each connection over; the receive loop takes the descriptor and
+//! queues it for [`Listener::accept`], which acknowledges it when it hands it
+//! to the user. Until then the primary still owns it: a worker that dies, or
+//! a `Listener` dropped, with connections queued gives them back (no ack, or
+//! a refusal) and the primary re-routes them. Under `none` the
 //! primary sends the listening socket itself and `accept` calls the kernel.
 //! Either way the user sees the same `Listener`.
 
@@ -36,7 +39,7 @@ struct NetState {
     next_request: u64,
     waiting: HashMap<u64, (SocketAddr, oneshot::Sender<ListenAnswer>)>,
     /// Listeners fed by the primary's hand-off, by listen request id.
-    handed: HashMap<u64, mpsc::UnboundedSender<Connection>>,
+    handed: HashMap<u64, mpsc::UnboundedSender<Handed>>,
 }
 
 impl std::fmt::Debug for Net {
@@ -113,7 +116,10 @@ impl Net {
                 }
                 Ok(Listener {
                     addr: ok.addr,
-                    source: Source::Handed(conn_rx),
+                    source: Source::Handed {
+                        queue: conn_rx,
+                        tx: self.tx.clone(),
+                    },
                 })
             }
             Err(f) => Err(Error::Listen {
@@ -128,8 +134,9 @@ impl Net {
         let _ = answer.send(result);
     }
 
-    /// The primary handed a connection over: take it, acknowledge it, queue
-    /// it for its listener; or refuse it (listener gone, worker draining).
+    /// The primary handed a connection over: take the descriptor and queue
+    /// it for its listener, whose `accept` acknowledges it; or refuse it at
+    /// once (listener gone, worker draining), and the primary re-routes it.
     pub(crate) async fn on_connection(
         &self,
         conn_id: u64,
@@ -138,34 +145,47 @@ impl Net {
         fds: Vec<OwnedFd>,
     ) {
         let queue = self.lock().handed.get(&listener_id).cloned();
-        let accepted = match (queue, fds.into_iter().next()) {
+        let queued = match (queue, fds.into_iter().next()) {
             (Some(queue), Some(fd)) => match adopt(fd) {
-                Ok(stream) => {
-                    let conn = Connection {
+                Ok(stream) => queue
+                    .send(Handed {
                         stream,
                         peer,
-                        notice: Some(CloseNotice {
-                            conn_id,
-                            tx: self.tx.clone(),
-                        }),
-                    };
-                    match queue.send(conn) {
-                        Ok(()) => true,
-                        Err(mpsc::error::SendError(mut conn)) => {
-                            // Refused: the primary re-routes it, so no close.
-                            conn.notice = None;
-                            false
-                        }
-                    }
-                }
+                        conn_id,
+                    })
+                    .is_ok(),
                 Err(_) => false,
             },
             _ => false,
         };
-        let _ = self
-            .tx
-            .send_control(&ControlMsg::ConnectionAck { conn_id, accepted }, Vec::new())
-            .await;
+        if !queued {
+            let refused = ControlMsg::ConnectionAck {
+                conn_id,
+                accepted: false,
+            };
+            let _ = self.tx.send_control(&refused, Vec::new()).await;
+        }
+    }
+}
+
+/// A connection handed over and not yet accepted (nor acknowledged).
+#[derive(Debug)]
+struct Handed {
+    stream: TcpStream,
+    peer: SocketAddr,
+    conn_id: u64,
+}
+
+/// Send a control message without waiting: queued now, or by a task when
+/// the queue is full (outside a runtime, dropped: the channel is then gone).
+fn send_soon(tx: &Sender, msg: ControlMsg) {
+    if let Err(TrySendError::Full((msg, _))) = tx.try_send_control(msg, Vec::new())
+        && let Ok(rt) = tokio::runtime::Handle::try_current()
+    {
+        let tx = tx.clone();
+        rt.spawn(async move {
+            let _ = tx.send_control(&msg, Vec::new()).await;
+        });
     }
 }
 
@@ -220,7 +240,10 @@ impl DrainSignal {
 #[derive(Debug)]
 enum Source {
     /// Handed over by the primary (distributed policies).
-    Handed(mpsc::UnboundedReceiver<Connection>),
+    Handed {
+        queue: mpsc::UnboundedReceiver<Handed>,
+        tx: Sender,
+    },
     /// Accepted here on the primary's listening socket (`none`).
     Shared {
         listener: TcpListener,
@@ -253,7 +276,7 @@ impl Listener {
     /// Whether the primary hands connections over (a distributed policy),
     /// rather than sharing the listening socket (`none`).
     pub fn is_handed_over(&self) -> bool {
-        matches!(self.source, Source::Handed(_))
+        matches!(self.source, Source::Handed { .. })
     }
 
     /// The next connection and its peer address; `None` once the worker is
@@ -262,10 +285,25 @@ impl Listener {
     /// pause rather than reported.
     pub async fn accept(&mut self) -> Option<(Connection, SocketAddr)> {
         match &mut self.source {
-            Source::Handed(rx) => {
-                let conn = rx.recv().await?;
-                let peer = conn.peer;
-                Some((conn, peer))
+            Source::Handed { queue, tx } => {
+                let h = queue.recv().await?;
+                // Taken: from now on the connection is this worker's.
+                send_soon(
+                    tx,
+                    ControlMsg::ConnectionAck {
+                        conn_id: h.conn_id,
+                        accepted: true,
+                    },
+                );
+                let conn = Connection {
+                    stream: h.stream,
+                    peer: h.peer,
+                    _notice: Some(CloseNotice {
+                        conn_id: h.conn_id,
+                        tx: tx.clone(),
+                    }),
+                };
+                Some((conn, h.peer))
             }
             Source::Shared { listener, draining } => loop {
                 if *draining.borrow() {
@@ -274,7 +312,7 @@ impl Listener {
                 tokio::select! {
                     res = listener.accept() => match res {
                         Ok((stream, peer)) => {
-                            return Some((Connection { stream, peer, notice: None }, peer));
+                            return Some((Connection { stream, peer, _notice: None }, peer));
                         }
                         Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
                     },
@@ -289,6 +327,25 @@ impl Listener {
     }
 }
 
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // What was handed over but never accepted goes back to the primary,
+        // which gives it to another worker.
+        if let Source::Handed { queue, tx } = &mut self.source {
+            queue.close();
+            while let Ok(h) = queue.try_recv() {
+                send_soon(
+                    tx,
+                    ControlMsg::ConnectionAck {
+                        conn_id: h.conn_id,
+                        accepted: false,
+                    },
+                );
+            }
+        }
+    }
+}
+
 /// Tells the primary when a handed-over connection is closed.
 #[derive(Debug)]
 struct CloseNotice {
@@ -298,17 +355,12 @@ struct CloseNotice {
 
 impl Drop for CloseNotice {
     fn drop(&mut self) {
-        let msg = ControlMsg::ConnectionClosed {
-            conn_id: self.conn_id,
-        };
-        if let Err(TrySendError::Full((msg, _))) = self.tx.try_send_control(msg, Vec::new())
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            let tx = self.tx.clone();
-            rt.spawn(async move {
-                let _ = tx.send_control(&msg, Vec::new()).await;
-            });
-        }
+        send_soon(
+            &self.tx,
+            ControlMsg::ConnectionClosed {
+                conn_id: self.conn_id,
+            },
+        );
     }
 }
 
@@ -323,7 +375,8 @@ impl Drop for CloseNotice {
 pub struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
-    notice: Option<CloseNotice>,
+    /// Sends `ConnectionClosed` when dropped (with the connection).
+    _notice: Option<CloseNotice>,
 }
 
 impl Connection {

@@ -276,6 +276,37 @@ async fn connections_queued_for_a_killed_worker_are_answered_by_another() {
     support::shutdown(cluster).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_refused_by_a_worker_go_to_another() {
+    let mut s = settings("serve", 0);
+    s.env("HELPER_ADDR", "127.0.0.1:0")
+        .scheduling_policy(PolicyKind::RoundRobin);
+    let mut cluster = Cluster::<Msg>::new(s).unwrap();
+    let good = cluster.fork().unwrap();
+    // Listens, then drops its listener: it refuses what it is handed.
+    let refusing = cluster.fork_with_env([("HELPER_MODE", "refuse")]).unwrap();
+    let events = listening(&mut cluster, 2).await;
+    let addr = events
+        .iter()
+        .find_map(|ev| match ev {
+            Event::Listening { addr, .. } => Some(*addr),
+            _ => None,
+        })
+        .unwrap();
+    for _ in 0..10 {
+        let (id, conn) = ask(addr, None).await;
+        drop(conn);
+        assert_eq!(WorkerId(id), good.id());
+    }
+    let stats = stats_until(&cluster, |s| {
+        s.get(&good.id())
+            .is_some_and(|c| c.handed == 10 && c.open == 0)
+    })
+    .await;
+    assert_eq!(stats[&refusing.id()].handed, 0, "{stats:?}");
+    support::shutdown(cluster).await;
+}
+
 /// Wait until the process is stopped (state `T` in `/proc/<pid>/stat`).
 async fn wait_stopped(pid: u32) {
     tokio::time::timeout(BOUND, async {
