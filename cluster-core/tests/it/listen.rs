@@ -197,6 +197,28 @@ async fn least_connections_spreads_long_lived_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_of_two_choices_serves_from_every_worker_it_picks() {
+    let (cluster, addr, slots) = listening_cluster("serve", 2, PolicyKind::PowerOfTwoChoices).await;
+    let mut held = Vec::new();
+    let mut counts: BTreeMap<u64, u32> = BTreeMap::new();
+    // Held open: with two workers, p2c compares both and takes the one with
+    // fewer open connections, so they alternate.
+    for _ in 0..6 {
+        let (id, conn) = ask(addr, None).await;
+        assert!(slots.contains_key(&WorkerId(id)));
+        *counts.entry(id).or_default() += 1;
+        held.push(conn);
+    }
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        [3, 3],
+        "{counts:?}"
+    );
+    drop(held);
+    support::shutdown(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn none_shares_the_listener_and_the_workers_accept() {
     let (mut cluster, addr, slots) = listening_cluster("serve-report", 2, PolicyKind::None).await;
     for _ in 0..20 {
