@@ -434,3 +434,12 @@ fn an_unknown_policy_in_the_environment_is_a_typed_error() {
     assert!(err.contains("SchedulingPolicy"), "{err}");
     assert!(err.contains("fastest"), "{err}");
 }
+
+#[test]
+fn listeners_and_connections_move_between_tasks() {
+    fn send_sync<T: Send + Sync + Unpin + 'static>() {}
+    fn send<T: Send + Unpin + 'static>() {}
+    send_sync::<cluster_core::Connection>();
+    send::<cluster_core::Listener>();
+    send_sync::<cluster_core::DrainSignal>();
+}
