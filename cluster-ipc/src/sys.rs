@@ -110,6 +110,14 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// A close-on-exec duplicate of `fd` at the lowest free number `>= min`.
+pub(crate) fn dup_cloexec_at_least(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an integer argument and no pointer.
+    let copy = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
+    // SAFETY: the kernel just returned this descriptor, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+}
+
 /// Sets or clears `FD_CLOEXEC` on a raw descriptor number (which need not
 /// be open: the error says so).
 pub(crate) fn set_cloexec_raw(fd: RawFd, on: bool) -> io::Result<()> {

@@ -243,3 +243,20 @@ async fn a_worker_refuses_an_inherited_descriptor_that_is_not_a_socket() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not a socket"), "stderr: {stderr}");
 }
+
+#[test]
+fn a_failed_exec_is_reported_when_the_target_is_where_std_reports_errors() {
+    // std reports a failed exec through a close-on-exec pipe made just
+    // before the fork, at the two lowest free numbers. Find them and ask for
+    // the channel at the number the pipe's write end will get: the hook's
+    // dup2 there must not hide the failed exec (nor write std's error
+    // report into the channel).
+    let (_primary_end, child_end) = channel_pair().unwrap();
+    let (probe_read, probe_write) = UnixStream::pair().unwrap();
+    let target = std::os::fd::AsRawFd::as_raw_fd(&probe_write);
+    drop((probe_read, probe_write));
+    let mut cmd = std::process::Command::new("no-such-program-cluster-ipc");
+    pass_to_child(&mut cmd, child_end, target).unwrap();
+    let err = cmd.spawn().expect_err("the program does not exist");
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err:?}");
+}
