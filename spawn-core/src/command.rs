@@ -233,6 +233,10 @@ impl Command {
     /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::BadCwd`],
     /// [`Error::BadFdTarget`], [`Error::NoRuntime`] or [`Error::Spawn`], each
     /// naming the program.
+    ///
+    /// # Panics
+    /// Inside a tokio runtime built without its I/O driver: tokio panics when
+    /// it registers the child (build the runtime with `enable_all`).
     pub fn spawn(self) -> Result<Child, Error> {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return Err(Error::NoRuntime {

@@ -221,3 +221,44 @@ fn parent_death_signal_kills_the_child_when_the_parent_dies() {
         );
     });
 }
+
+#[test]
+fn a_spawn_that_panics_on_the_spawner_thread_spares_its_other_children() {
+    run(async {
+        let mut child = Command::new("sleep")
+            .arg("100")
+            .parent_death_signal(Signal::SIGKILL)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn");
+        let fd = pidfd(child.pid() as i32);
+        // A runtime without I/O makes tokio panic inside the spawn, which
+        // runs on the spawner thread. The panic reaches the caller...
+        let spawned = std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("rt");
+            let _entered = runtime.enter();
+            Command::new("/bin/true")
+                .parent_death_signal(Signal::SIGKILL)
+                .spawn()
+                .map(|c| c.pid())
+        })
+        .join();
+        assert!(spawned.is_err(), "the spawn did not panic: {spawned:?}");
+        // ...and the spawner thread lives on: its children keep running
+        // (they would get SIGKILL if it exited) and it still spawns.
+        assert!(
+            !terminates_within(&fd, 300),
+            "the spawner thread died with the panic"
+        );
+        let mut again = Command::new("/bin/true")
+            .parent_death_signal(Signal::SIGKILL)
+            .spawn()
+            .expect("the spawner thread still spawns");
+        assert_eq!(again.wait().await.expect("wait"), Close::Exited(0));
+        child.kill(Signal::SIGKILL).expect("kill");
+        child.wait().await.expect("wait");
+    });
+}
