@@ -11,9 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::control::{ControlMsg, Handshake};
 use crate::endpoint::{Config, Incoming, UserFrame, parse_handshake};
 use crate::error::Error;
-use crate::frame::{
-    DecodedFrame, Decoder, FrameKind, MAX_FDS_PER_FRAME, decode_payload, encode_frame,
-};
+use crate::frame::{DecodedFrame, Decoder, FrameKind, decode_payload, encode_frame, next_send};
 use crate::sys::{self, RecvError};
 
 /// Both halves of a channel end, blocking. Speaks the same wire as the
@@ -117,21 +115,13 @@ impl BlockingChannel {
         let mut next_fd = 0;
         let mut raw: Vec<RawFd> = Vec::new();
         while pos < bytes.len() {
-            let attach_end = (next_fd + MAX_FDS_PER_FRAME).min(fds.len());
-            let end = match fds.get(attach_end) {
-                Some(&(offset, _)) if offset > pos => offset,
-                _ => bytes.len(),
-            };
+            let (chunk, attach) = next_send(bytes.len(), pos, next_fd, fds);
             raw.clear();
-            raw.extend(
-                fds[next_fd..attach_end]
-                    .iter()
-                    .map(|(_, fd)| fd.as_raw_fd()),
-            );
-            match sys::send_with_fds(self.fd.as_fd(), &bytes[pos..end], &raw, false) {
+            raw.extend(fds[attach.clone()].iter().map(|(_, fd)| fd.as_raw_fd()));
+            match sys::send_with_fds(self.fd.as_fd(), &bytes[chunk], &raw, false) {
                 Ok(n) => {
                     pos += n;
-                    next_fd = attach_end;
+                    next_fd = attach.end;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io("sendmsg", e)),

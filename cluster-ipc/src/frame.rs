@@ -189,6 +189,31 @@ pub fn encode_frame<T: Serialize + ?Sized>(
     Ok(())
 }
 
+/// The next `sendmsg` of a batch of encoded frames: the bytes to write and
+/// the descriptors to attach, as ranges of the batch and of `fds` (each
+/// descriptor tagged with the offset of the frame that claims it), given
+/// that the bytes before `pos` and the descriptors before `next_fd` are sent.
+///
+/// Every pending descriptor that fits the kernel's per-message limit is
+/// attached, and the bytes stop before the first frame whose descriptors do
+/// not fit; so each descriptor travels in a `sendmsg` that starts at or
+/// before its frame, and the kernel delivers it with that call's first byte.
+/// A short write keeps this true: the descriptors go with its first byte,
+/// and the rest of the bytes start no later than the next unsent frame.
+pub(crate) fn next_send<T>(
+    len: usize,
+    pos: usize,
+    next_fd: usize,
+    fds: &[(usize, T)],
+) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+    let attach_end = (next_fd + MAX_FDS_PER_FRAME).min(fds.len());
+    let end = match fds.get(attach_end) {
+        Some(&(offset, _)) if offset > pos => offset,
+        _ => len,
+    };
+    (pos..end, next_fd..attach_end)
+}
+
 /// A postcard output that appends to a borrowed `Vec` (so a failed encode
 /// can be truncated away without losing the frames queued before it).
 struct AppendFlavor<'a>(&'a mut Vec<u8>);

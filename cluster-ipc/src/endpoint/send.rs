@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use super::Shared;
 use crate::control::ControlMsg;
 use crate::error::{Error, TrySendError};
-use crate::frame::{FrameKind, MAX_FDS_PER_FRAME, encode_frame};
+use crate::frame::{FrameKind, MAX_FDS_PER_FRAME, encode_frame, next_send};
 use crate::sys;
 
 /// The sending half of an endpoint. Clone it to send from several tasks;
@@ -411,19 +411,10 @@ async fn write_batch_inner(
     let mut next_fd = 0;
     let mut raw: Vec<RawFd> = Vec::new();
     while pos < bytes.len() {
-        let attach_end = (next_fd + MAX_FDS_PER_FRAME).min(fds.len());
-        // Stop before the first frame whose descriptors do not fit here.
-        let end = match fds.get(attach_end) {
-            Some(&(offset, _)) if offset > pos => offset,
-            _ => bytes.len(),
-        };
+        let (chunk, attach) = next_send(bytes.len(), pos, next_fd, fds);
         raw.clear();
-        raw.extend(
-            fds[next_fd..attach_end]
-                .iter()
-                .map(|(_, fd)| fd.as_raw_fd()),
-        );
-        let chunk = &bytes[pos..end];
+        raw.extend(fds[attach.clone()].iter().map(|(_, fd)| fd.as_raw_fd()));
+        let chunk = &bytes[chunk];
         let sent = match registered {
             None => {
                 let fd = slot.as_ref().ok_or(io::ErrorKind::NotConnected)?;
@@ -454,7 +445,7 @@ async fn write_batch_inner(
         match sent {
             Ok(n) => {
                 pos += n;
-                next_fd = attach_end;
+                next_fd = attach.end;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),

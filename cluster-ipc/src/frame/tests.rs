@@ -1,6 +1,7 @@
 //! Tests of the header and the I/O-free decoder: the header snapshot, and
 //! properties over arbitrary messages and arbitrary bytes.
 
+use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use proptest::prelude::*;
@@ -149,6 +150,48 @@ fn encoder_refuses_payloads_over_the_cap() {
         [1, 2, 3],
         "a refused frame leaves the buffer as it was"
     );
+}
+
+/// Plans the `sendmsg` calls of a batch of `len` bytes whose frames claim
+/// descriptors as `fds` says, each call writing at most `write` bytes;
+/// returns each call's byte range and descriptor count.
+fn plan_sends(len: usize, fds: &[(usize, ())], write: usize) -> Vec<(Range<usize>, usize)> {
+    let (mut pos, mut next_fd, mut calls) = (0, 0, Vec::new());
+    while pos < len {
+        let (chunk, attach) = next_send(len, pos, next_fd, fds);
+        let written = chunk.len().min(write);
+        calls.push((pos..pos + written, attach.len()));
+        pos += written;
+        next_fd = attach.end;
+    }
+    assert_eq!(next_fd, fds.len(), "every descriptor is sent");
+    calls
+}
+
+#[test]
+fn each_descriptor_goes_in_a_sendmsg_that_starts_at_or_before_its_frame() {
+    // Frames at these offsets claim these many descriptors: more than one
+    // sendmsg can carry, split across frames.
+    let frames = [(0, 100), (50, 200), (90, 1), (120, 253), (180, 0), (190, 3)];
+    let fds: Vec<(usize, ())> = frames
+        .iter()
+        .flat_map(|&(offset, n)| std::iter::repeat_n((offset, ()), n))
+        .collect();
+    for write in [1, 7, 64, 1000] {
+        let calls = plan_sends(200, &fds, write);
+        let mut sent = 0;
+        for (bytes, n_fds) in &calls {
+            assert!(*n_fds <= MAX_FDS_PER_FRAME, "write {write}: {calls:?}");
+            // The descriptors of this call belong to frames at or after its
+            // first byte.
+            for &(offset, ()) in &fds[sent..sent + n_fds] {
+                assert!(bytes.start <= offset, "write {write}: {calls:?}");
+            }
+            sent += n_fds;
+        }
+        let covered: Vec<usize> = calls.iter().flat_map(|(b, _)| b.clone()).collect();
+        assert_eq!(covered, (0..200).collect::<Vec<_>>(), "write {write}");
+    }
 }
 
 /// Feeds `bytes` in `chunk`-sized pieces, draining frames as they complete,
