@@ -12,7 +12,7 @@ use crate::control::{ControlMsg, Handshake};
 use crate::endpoint::{Config, Incoming, UserFrame, parse_handshake};
 use crate::error::Error;
 use crate::frame::{DecodedFrame, Decoder, FrameKind, decode_payload, encode_frame, next_send};
-use crate::sys::{self, RecvError};
+use crate::sys::{self, RecvError, Wait};
 
 /// Both halves of a channel end, blocking. Speaks the same wire as the
 /// async [`Sender`](crate::Sender)/[`Receiver`](crate::Receiver), so either
@@ -37,7 +37,7 @@ impl BlockingChannel {
         ours: Handshake,
         config: Config,
     ) -> Result<(Self, Handshake), Error> {
-        sys::set_nonblocking(fd.as_fd(), false).map_err(|source| Error::Io {
+        sys::set_blocking(fd.as_fd()).map_err(|source| Error::Io {
             op: "fcntl(O_NONBLOCK)",
             source,
         })?;
@@ -118,7 +118,7 @@ impl BlockingChannel {
             let (chunk, attach) = next_send(bytes.len(), pos, next_fd, fds);
             raw.clear();
             raw.extend(fds[attach.clone()].iter().map(|(_, fd)| fd.as_raw_fd()));
-            match sys::send_with_fds(self.fd.as_fd(), &bytes[chunk], &raw, false) {
+            match sys::send_with_fds(self.fd.as_fd(), &bytes[chunk], &raw, Wait::Block) {
                 Ok(n) => {
                     pos += n;
                     next_fd = attach.end;
@@ -187,7 +187,7 @@ impl BlockingChannel {
                 Ok(space) => space,
                 Err(e) => return Err(self.fail(e)),
             };
-            match sys::recv_with_fds(self.fd.as_fd(), space, &mut self.arrived, false) {
+            match sys::recv_with_fds(self.fd.as_fd(), space, &mut self.arrived, Wait::Block) {
                 Ok(0) => {
                     let partial_frame_bytes = self.decoder.buffered();
                     return Err(self.fail(Error::PeerClosed {

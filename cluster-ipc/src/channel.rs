@@ -111,7 +111,7 @@ pub unsafe fn from_env() -> Result<Option<OwnedFd>, Error> {
         .filter(|fd| *fd >= 0)
         .ok_or_else(|| invalid("not a descriptor number", None))?;
     sys::check_unix_stream(fd).map_err(|(reason, source)| invalid(reason, source))?;
-    sys::set_cloexec_raw(fd, true).map_err(|e| invalid("cannot set close-on-exec", Some(e)))?;
+    sys::set_cloexec_raw(fd).map_err(|e| invalid("cannot set close-on-exec", Some(e)))?;
     // SAFETY: the descriptor is open (checked above), was handed to this
     // process for the channel, and the caller guarantees nothing else owns
     // it; ADOPTED makes sure we wrap it only once.

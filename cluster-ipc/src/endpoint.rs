@@ -134,7 +134,7 @@ fn open(fd: OwnedFd, config: Config) -> Result<(Sender, Receiver), Error> {
             reason: "not called from a runtime context",
         });
     }
-    sys::set_nonblocking(std::os::fd::AsFd::as_fd(&fd), true).map_err(|source| Error::Io {
+    sys::set_nonblocking(std::os::fd::AsFd::as_fd(&fd)).map_err(|source| Error::Io {
         op: "fcntl(O_NONBLOCK)",
         source,
     })?;

@@ -11,7 +11,7 @@ use super::{Incoming, Shared, UserFrame, parse_handshake};
 use crate::control::{ControlMsg, Handshake};
 use crate::error::Error;
 use crate::frame::{DecodedFrame, Decoder, FrameKind, decode_payload};
-use crate::sys::{self, RecvError};
+use crate::sys::{self, RecvError, Wait};
 
 /// The receiving half of an endpoint. One task owns it.
 ///
@@ -184,7 +184,7 @@ impl Receiver {
             let want = space.len();
             let arrived = &mut self.arrived;
             let result = guard.try_io(|fd| {
-                match sys::recv_with_fds(fd.get_ref().as_fd(), space, arrived, true) {
+                match sys::recv_with_fds(fd.get_ref().as_fd(), space, arrived, Wait::DontWait) {
                     Err(RecvError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
                     other => Ok(other),
                 }

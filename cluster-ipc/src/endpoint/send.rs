@@ -23,7 +23,7 @@ use super::Shared;
 use crate::control::ControlMsg;
 use crate::error::{Error, TrySendError};
 use crate::frame::{FrameKind, MAX_FDS_PER_FRAME, encode_frame, next_send};
-use crate::sys;
+use crate::sys::{self, Wait};
 
 /// The sending half of an endpoint. Clone it to send from several tasks;
 /// when the last clone is dropped, the queue is flushed and the write side
@@ -418,7 +418,7 @@ async fn write_batch_inner(
         let sent = match registered {
             None => {
                 let fd = slot.as_ref().ok_or(io::ErrorKind::NotConnected)?;
-                match sys::send_with_fds(fd.as_fd(), chunk, &raw, true) {
+                match sys::send_with_fds(fd.as_fd(), chunk, &raw, Wait::DontWait) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         let fd = slot.take().ok_or(io::ErrorKind::NotConnected)?;
                         match sys::register(fd, Interest::WRITABLE) {
@@ -435,8 +435,9 @@ async fn write_batch_inner(
             }
             Some(async_fd) => {
                 let mut guard = async_fd.writable().await?;
-                match guard.try_io(|fd| sys::send_with_fds(fd.get_ref().as_fd(), chunk, &raw, true))
-                {
+                match guard.try_io(|fd| {
+                    sys::send_with_fds(fd.get_ref().as_fd(), chunk, &raw, Wait::DontWait)
+                }) {
                     Ok(result) => result,
                     Err(_would_block) => continue,
                 }
