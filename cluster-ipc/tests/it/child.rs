@@ -182,6 +182,22 @@ async fn a_frame_over_the_cap_is_rejected_from_its_header_and_the_channel_closes
 }
 
 #[tokio::test]
+async fn descriptors_the_peer_cannot_install_are_a_truncation_error() {
+    // The helper leaves itself no free descriptor number, so the kernel
+    // truncates the ancillary data (MSG_CTRUNC) of our frame; it exits 0
+    // only if it saw `DescriptorsTruncated` and then a closed channel.
+    let (child, fd) = spawn_peer(&["no-room-for-fds"]);
+    let (tx, _rx, _) = open(fd, 1024).await;
+    let (_mine, theirs) = UnixStream::pair().unwrap();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    bounded(tx.send_with_fds(PeerMsg::Echo(1), vec![theirs.into(), null.into()]))
+        .await
+        .unwrap();
+    bounded(tx.flush()).await.unwrap();
+    finish(child).await;
+}
+
+#[tokio::test]
 async fn a_full_queue_gives_backpressure_not_unbounded_memory() {
     const LIMIT: usize = 64 * 1024;
     let (mut child, fd) = spawn_peer(&["stall"]);
