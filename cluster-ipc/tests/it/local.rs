@@ -207,3 +207,76 @@ fn the_halves_can_move_between_tasks_and_threads() {
     send::<cluster_ipc::BlockingChannel>();
     send::<Incoming<cluster_ipc::UserFrame>>();
 }
+
+/// Opens both ends of a fresh pair in this process.
+async fn open_pair() -> (
+    (cluster_ipc::Sender, cluster_ipc::Receiver),
+    (cluster_ipc::Sender, cluster_ipc::Receiver),
+) {
+    let (a, b) = channel_pair().unwrap();
+    let other = tokio::spawn(handshake(b, Handshake::new(1, 2), Config::default()));
+    let (tx_a, rx_a, _) = bounded(handshake(a, Handshake::new(1, 1), Config::default()))
+        .await
+        .unwrap();
+    let (tx_b, rx_b, _) = bounded(other).await.unwrap().unwrap();
+    ((tx_a, rx_a), (tx_b, rx_b))
+}
+
+/// A socket whose peer end is handed over in a frame, and whose reads
+/// reach the end of the stream once every copy of that end is closed.
+fn watched_end() -> (tokio::net::UnixStream, std::os::fd::OwnedFd) {
+    let (mine, theirs) = UnixStream::pair().unwrap();
+    mine.set_nonblocking(true).unwrap();
+    (
+        tokio::net::UnixStream::from_std(mine).unwrap(),
+        theirs.into(),
+    )
+}
+
+/// Waits until every copy of the peer of `mine` is closed.
+async fn closed_everywhere(mine: &mut tokio::net::UnixStream) {
+    use tokio::io::AsyncReadExt;
+    let mut byte = [0; 1];
+    assert_eq!(bounded(mine.read(&mut byte)).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_user_frame_that_does_not_decode_closes_its_descriptors() {
+    let ((tx, _rx), (_tx_b, mut rx_b)) = open_pair().await;
+    let (mut mine, theirs) = watched_end();
+    bounded(tx.send_with_fds("not a number", vec![theirs]))
+        .await
+        .unwrap();
+    bounded(tx.send(7u32)).await.unwrap();
+    let err = bounded(rx_b.recv::<u32>()).await.unwrap_err();
+    assert!(matches!(err, Error::MalformedPayload { .. }), "{err:?}");
+    closed_everywhere(&mut mine).await;
+    // The channel stays usable.
+    match bounded(rx_b.recv::<u32>()).await.unwrap() {
+        Incoming::User(7, fds) => assert!(fds.is_empty()),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn dropping_an_endpoint_closes_the_descriptors_of_frames_never_returned() {
+    let ((tx, _rx), (tx_b, mut rx_b)) = open_pair().await;
+    let (mut first, theirs_first) = watched_end();
+    let (mut second, theirs_second) = watched_end();
+    bounded(tx.send_with_fds(1u32, vec![theirs_first]))
+        .await
+        .unwrap();
+    bounded(tx.send_with_fds(2u32, vec![theirs_second]))
+        .await
+        .unwrap();
+    bounded(tx.flush()).await.unwrap();
+    let Incoming::User(1, fds) = bounded(rx_b.recv::<u32>()).await.unwrap() else {
+        panic!("the first frame comes first");
+    };
+    drop(fds);
+    closed_everywhere(&mut first).await;
+    // The second frame was never returned: wherever it waits (the read
+    // buffer or the socket), dropping the endpoint closes its descriptor.
+    drop((tx_b, rx_b));
+    closed_everywhere(&mut second).await;
+}
