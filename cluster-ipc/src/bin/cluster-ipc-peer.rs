@@ -10,7 +10,8 @@
 //!   bytes, then read until the primary closes; exit 0 on that end.
 //! - `stall`: handshake, then never read; exit when stdin closes.
 //! - `no-room-for-fds`: lower `RLIMIT_NOFILE` so that no descriptor can be
-//!   installed, handshake (blocking), then expect the next frame to fail
+//!   installed, handshake (blocking), say `Echo(0)` (the primary then
+//!   knows the handshake read is over), then expect the next frame to fail
 //!   with `DescriptorsTruncated` (`MSG_CTRUNC`) and the channel to be closed
 //!   after it; exit 0 only then.
 //!
@@ -176,6 +177,9 @@ fn no_room_for_fds(fd: OwnedFd) -> Result<(), BoxError> {
     }
     let (mut channel, _) =
         BlockingChannel::handshake(fd, Handshake::for_this_process(1), Config::default())?;
+    // Our handshake read is over: the primary's descriptors cannot arrive
+    // within it.
+    channel.send(PeerMsg::Echo(0))?;
     match channel.recv_raw() {
         Err(Error::DescriptorsTruncated) => {}
         other => return Err(format!("expected DescriptorsTruncated, got {other:?}").into()),

@@ -187,7 +187,10 @@ async fn descriptors_the_peer_cannot_install_are_a_truncation_error() {
     // truncates the ancillary data (MSG_CTRUNC) of our frame; it exits 0
     // only if it saw `DescriptorsTruncated` and then a closed channel.
     let (child, fd) = spawn_peer(&["no-room-for-fds"]);
-    let (tx, _rx, _) = open(fd, 1024).await;
+    let (tx, mut rx, _) = open(fd, 1024).await;
+    // The helper's handshake read is over once it says so: our descriptors
+    // cannot be read together with our handshake.
+    assert_eq!(recv_user(&mut rx).await.0, PeerMsg::Echo(0));
     let (_mine, theirs) = UnixStream::pair().unwrap();
     let null = std::fs::File::open("/dev/null").unwrap();
     bounded(tx.send_with_fds(PeerMsg::Echo(1), vec![theirs.into(), null.into()]))
