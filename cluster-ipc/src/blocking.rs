@@ -170,6 +170,8 @@ impl BlockingChannel {
     fn fail(&mut self, e: Error) -> Error {
         self.closed = true;
         self.decoder = Decoder::new(self.cap);
+        // As the async receiver does: the peer's later sends fail.
+        let _ = sys::shutdown_read(self.fd.as_fd());
         e
     }
 

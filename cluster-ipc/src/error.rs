@@ -3,7 +3,8 @@
 //! Every way a channel can fail maps to one variant. Errors that come from the
 //! peer's bytes (a malformed header, a frame over the cap, a version mismatch,
 //! a truncated descriptor message) are fatal for the receiving half: after one
-//! of them, the receiver reports [`Error::Closed`] and reads nothing more.
+//! of them, the receiver reports [`Error::Closed`] and reads nothing more, and
+//! the read side of the socket is shut down (the peer's sends then fail).
 
 use std::io;
 

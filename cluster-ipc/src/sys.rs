@@ -74,6 +74,13 @@ pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
     cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) }).map(drop)
 }
 
+/// Shuts down the read side of a socket: the peer's later writes fail with
+/// `EPIPE` instead of filling a buffer that nobody reads.
+pub(crate) fn shutdown_read(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: shutdown takes no pointers.
+    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RD) }).map(drop)
+}
+
 /// The send buffer asked for on each end of a new pair. On a Unix stream
 /// socket the sender's buffer bounds the bytes in flight; a larger one means
 /// fewer wake-ups per large message.

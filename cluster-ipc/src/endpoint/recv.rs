@@ -17,7 +17,10 @@ use crate::sys::{self, RecvError, Wait};
 ///
 /// After an error that came from the peer's bytes (or the end of the
 /// stream), the receiver is closed: every later call returns
-/// [`Error::Closed`] and its buffered bytes and descriptors are dropped.
+/// [`Error::Closed`], its buffered bytes and descriptors are dropped, and
+/// the read side of the socket is shut down, so the peer's later sends fail
+/// ([`Error::PeerClosed`] on its side) instead of filling a buffer that
+/// nobody reads. This endpoint's [`Sender`](crate::Sender) still works.
 /// A user payload that does not decode as the requested type is not such an
 /// error: the frame is consumed (its descriptors closed), and the channel
 /// stays usable.
@@ -123,6 +126,9 @@ impl Receiver {
     fn fail(&mut self, e: Error) -> Error {
         self.closed = true;
         self.decoder = Decoder::new(self.shared.cap);
+        // The peer learns it (its sends fail) rather than blocking on a
+        // socket nobody reads; a failure means the socket is gone already.
+        let _ = sys::shutdown_read(self.shared.fd.get_ref().as_fd());
         e
     }
 

@@ -80,6 +80,9 @@ async fn garbage_after_the_handshake_closes_the_receiver() {
     );
     let err = bounded(rx.recv_raw()).await.unwrap_err();
     assert!(matches!(err, Error::Closed), "{err:?}");
+    // The peer learns it: its writes fail rather than fill our buffer.
+    let err = theirs.write_all(&[0; 64]).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err:?}");
 }
 
 #[tokio::test]
