@@ -54,6 +54,9 @@ impl Receiver {
 
     /// Waits for the next frame, whatever its kind. A user payload stays
     /// encoded ([`UserFrame::decode`] it once its type is known).
+    ///
+    /// Cancel-safe (for `select!`): what was read before the future is
+    /// dropped stays buffered, bytes and descriptors, for the next call.
     pub async fn recv_raw(&mut self) -> Result<Incoming<UserFrame>, Error> {
         self.wait_for_frame().await?;
         let frame = self.take_frame()?;
@@ -70,7 +73,7 @@ impl Receiver {
 
     /// Waits for the next frame and decodes a user payload as `T` straight
     /// from the read buffer. Control frames come through as
-    /// [`Incoming::Control`].
+    /// [`Incoming::Control`]. Cancel-safe like [`Receiver::recv_raw`].
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Incoming<T>, Error> {
         self.wait_for_frame().await?;
         self.take_decoded()

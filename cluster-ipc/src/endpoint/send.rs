@@ -253,12 +253,18 @@ impl Sender {
     ///
     /// `T` may be a reference (`send(&msg)`). Returns once the frame is
     /// queued; the writer task puts it on the socket.
+    ///
+    /// Cancel-safe (for `select!`): the frame is queued whole at the moment
+    /// the future completes, or not at all if it is dropped before.
     pub async fn send<T: Serialize>(&self, msg: T) -> Result<(), Error> {
         self.send_frame(FrameKind::User, &msg, Vec::new()).await
     }
 
     /// Sends a user message with descriptors attached. The descriptors are
     /// closed on this side once they are on the socket (or on error).
+    ///
+    /// Cancel-safe like [`Sender::send`]; a future dropped before it
+    /// completes closes the descriptors unsent.
     pub async fn send_with_fds<T: Serialize>(
         &self,
         msg: T,
@@ -282,7 +288,8 @@ impl Sender {
     }
 
     /// Sends a control message (with descriptors, possibly none), waiting
-    /// while the queue is full.
+    /// while the queue is full. Cancel-safe like
+    /// [`Sender::send_with_fds`].
     pub async fn send_control(&self, msg: &ControlMsg, fds: Vec<OwnedFd>) -> Result<(), Error> {
         self.send_frame(FrameKind::Control, msg, fds).await
     }
@@ -298,6 +305,7 @@ impl Sender {
     }
 
     /// Waits until everything queued so far has been written to the socket.
+    /// Cancel-safe: dropping the future changes nothing.
     pub async fn flush(&self) -> Result<(), Error> {
         let _waiting = Waiting::register(self.queue());
         loop {

@@ -283,3 +283,42 @@ async fn dropping_an_endpoint_closes_the_descriptors_of_frames_never_returned() 
     drop((tx_b, rx_b));
     closed_everywhere(&mut second).await;
 }
+
+#[tokio::test]
+async fn a_recv_cancelled_midway_through_a_frame_loses_nothing() {
+    let (ours, theirs) = channel_pair().unwrap();
+    let mut theirs = UnixStream::from(theirs);
+    let mut bytes = Vec::new();
+    encode_frame(
+        &mut bytes,
+        FrameKind::Handshake,
+        &Handshake::new(1, 2),
+        0,
+        1024,
+    )
+    .unwrap();
+    theirs.write_all(&bytes).unwrap();
+    let (_tx, mut rx, _) = bounded(handshake(ours, Handshake::new(1, 1), Config::default()))
+        .await
+        .unwrap();
+    let text = "x".repeat(100);
+    let mut frame = Vec::new();
+    encode_frame(&mut frame, FrameKind::User, &text, 0, 1024).unwrap();
+    let (first, second) = frame.split_at(frame.len() / 2);
+    theirs.write_all(first).unwrap();
+    // Cancel receives (as a losing `select!` branch would) until one has
+    // taken in the first half; bounded by a count.
+    for _ in 0..2000 {
+        let cancelled = tokio::time::timeout(std::time::Duration::from_millis(5), rx.recv_raw());
+        assert!(cancelled.await.is_err(), "half a frame is no frame");
+        if rx.buffered_bytes() > 0 {
+            break;
+        }
+    }
+    assert_eq!(rx.buffered_bytes(), first.len());
+    theirs.write_all(second).unwrap();
+    match bounded(rx.recv::<String>()).await.unwrap() {
+        Incoming::User(got, _) => assert_eq!(got, text),
+        other => panic!("unexpected {other:?}"),
+    }
+}
