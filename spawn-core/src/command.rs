@@ -272,7 +272,8 @@ impl Command {
 
     /// Runs the child to its close while capturing stdout and stderr
     /// concurrently (no pipe deadlock whatever the volume), each up to `cap`
-    /// bytes. Standard input is `/dev/null` unless set. Past the cap the child
+    /// bytes. Standard input is `/dev/null` unless set (a piped stdin is
+    /// closed at once, as [`Child::output`] does). Past the cap the child
     /// is killed and [`Error::OutputTooLarge`] says so (Node's `maxBuffer`).
     ///
     /// # Errors
