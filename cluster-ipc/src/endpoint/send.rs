@@ -9,21 +9,21 @@
 //! the receiver by the time it parses the frame's header.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
 use super::Shared;
 use crate::control::ControlMsg;
 use crate::error::{Error, TrySendError};
-use crate::frame::{FrameKind, MAX_FDS_PER_FRAME, encode_frame, next_send};
-use crate::sys::{self, Wait};
+use crate::frame::{FrameKind, MAX_FDS_PER_FRAME, encode_frame};
+
+mod writer;
+use writer::writer;
 
 /// The sending half of an endpoint. Clone it to send from several tasks;
 /// when the last clone is dropped, the queue is flushed and the write side
@@ -68,9 +68,6 @@ struct Queue {
 /// Descriptors the queue holds at most (beyond one frame's worth into an
 /// empty queue): each is an open descriptor of this process until sent.
 const MAX_QUEUED_SEND_FDS: usize = 256;
-
-/// A batch buffer up to this size is reused for the next batch.
-const RETAINED_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Default)]
 struct QueueState {
@@ -328,137 +325,4 @@ impl Sender {
     pub fn queued_bytes(&self) -> usize {
         self.queue().lock().bytes.len()
     }
-}
-
-/// The writer task: takes the whole queue at once and writes it.
-async fn writer(shared: Arc<Shared>, write_fd: OwnedFd, queue: Arc<Queue>) {
-    let mut write_fd = Some(write_fd);
-    let mut batch: Vec<u8> = Vec::new();
-    let mut batch_fds: Vec<(usize, OwnedFd)> = Vec::new();
-    loop {
-        let wake = queue.data_ready.notified();
-        {
-            let mut st = queue.lock();
-            if st.closed.is_some() {
-                return;
-            }
-            if st.bytes.is_empty() {
-                st.writing = false;
-                if st.senders_gone {
-                    drop(st);
-                    queue.space_ready.notify_waiters();
-                    // The peer sees the end of the stream; a failure here
-                    // means it is already gone, which it will notice anyway.
-                    let _ = sys::shutdown_write(shared.fd.get_ref().as_fd());
-                    return;
-                }
-            } else {
-                std::mem::swap(&mut st.bytes, &mut batch);
-                std::mem::swap(&mut st.fds, &mut batch_fds);
-                st.writing = true;
-            }
-        }
-        queue.wake_waiters();
-        if batch.is_empty() {
-            wake.await;
-            continue;
-        }
-        let result = write_batch(&mut write_fd, &batch, &batch_fds).await;
-        batch.clear();
-        batch_fds.clear();
-        if batch.capacity() > (4 * queue.limit).max(RETAINED_BATCH_BYTES) {
-            // Keep the memory of ordinary batches (and of messages up to a
-            // few MiB); give back what one huge message grew.
-            batch = Vec::new();
-        }
-        if let Err(e) = result {
-            let reason = match e.kind() {
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
-                    CloseReason::PeerClosed
-                }
-                kind => CloseReason::Io(kind, e.raw_os_error()),
-            };
-            let mut st = queue.lock();
-            st.closed = Some(reason);
-            st.writing = false;
-            st.bytes = Vec::new();
-            st.fds.clear();
-            drop(st);
-            queue.space_ready.notify_waiters();
-            return;
-        }
-    }
-}
-
-/// Writes one batch, attaching each descriptor to a `sendmsg` that starts
-/// at or before its frame.
-///
-/// The socket is written without a reactor registration; only when it is
-/// full does the descriptor get registered for writability, and it is
-/// deregistered again once the batch is out.
-async fn write_batch(
-    slot: &mut Option<OwnedFd>,
-    bytes: &[u8],
-    fds: &[(usize, OwnedFd)],
-) -> io::Result<()> {
-    let mut registered: Option<AsyncFd<OwnedFd>> = None;
-    let result = write_batch_inner(slot, &mut registered, bytes, fds).await;
-    if let Some(async_fd) = registered {
-        *slot = Some(async_fd.into_inner());
-    }
-    result
-}
-
-async fn write_batch_inner(
-    slot: &mut Option<OwnedFd>,
-    registered: &mut Option<AsyncFd<OwnedFd>>,
-    bytes: &[u8],
-    fds: &[(usize, OwnedFd)],
-) -> io::Result<()> {
-    let mut pos = 0;
-    let mut next_fd = 0;
-    let mut raw: Vec<RawFd> = Vec::new();
-    while pos < bytes.len() {
-        let (chunk, attach) = next_send(bytes.len(), pos, next_fd, fds);
-        raw.clear();
-        raw.extend(fds[attach.clone()].iter().map(|(_, fd)| fd.as_raw_fd()));
-        let chunk = &bytes[chunk];
-        let sent = match registered {
-            None => {
-                let fd = slot.as_ref().ok_or(io::ErrorKind::NotConnected)?;
-                match sys::send_with_fds(fd.as_fd(), chunk, &raw, Wait::DontWait) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        let fd = slot.take().ok_or(io::ErrorKind::NotConnected)?;
-                        match sys::register(fd, Interest::WRITABLE) {
-                            Ok(async_fd) => *registered = Some(async_fd),
-                            Err((fd, e)) => {
-                                *slot = Some(fd);
-                                return Err(e);
-                            }
-                        }
-                        continue;
-                    }
-                    other => other,
-                }
-            }
-            Some(async_fd) => {
-                let mut guard = async_fd.writable().await?;
-                match guard.try_io(|fd| {
-                    sys::send_with_fds(fd.get_ref().as_fd(), chunk, &raw, Wait::DontWait)
-                }) {
-                    Ok(result) => result,
-                    Err(_would_block) => continue,
-                }
-            }
-        };
-        match sent {
-            Ok(n) => {
-                pos += n;
-                next_fd = attach.end;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
