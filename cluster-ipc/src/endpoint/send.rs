@@ -111,7 +111,7 @@ impl Queue {
     #[inline]
     fn lock(&self) -> MutexGuard<'_, QueueState> {
         // A panicking `Serialize` impl cannot leave the queue inconsistent:
-        // `encode_frame` truncates what it wrote before returning.
+        // `encode_frame` cuts off what it wrote, on unwind too.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

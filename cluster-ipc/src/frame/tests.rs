@@ -282,3 +282,27 @@ proptest! {
         }
     }
 }
+
+/// A message whose `Serialize` panics after writing part of itself.
+struct PanicsMidway;
+
+impl Serialize for PanicsMidway {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut tuple = serializer.serialize_tuple(2)?;
+        tuple.serialize_element(&u64::MAX)?;
+        panic!("this Serialize panics midway");
+    }
+}
+
+#[test]
+fn a_serialize_that_panics_leaves_the_buffer_as_it_was() {
+    let mut buf = Vec::new();
+    encode_frame(&mut buf, FrameKind::User, &1u8, 0, 100).unwrap();
+    let before = buf.clone();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        encode_frame(&mut buf, FrameKind::User, &PanicsMidway, 0, 100)
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(buf, before, "half a frame was left behind");
+}

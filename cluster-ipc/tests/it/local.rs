@@ -322,3 +322,29 @@ async fn a_recv_cancelled_midway_through_a_frame_loses_nothing() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// A message whose `Serialize` panics after writing part of itself.
+struct PanicsMidway;
+
+impl serde::Serialize for PanicsMidway {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut tuple = serializer.serialize_tuple(2)?;
+        tuple.serialize_element(&u64::MAX)?;
+        panic!("this Serialize panics midway");
+    }
+}
+
+#[tokio::test]
+async fn a_message_whose_serialize_panics_does_not_corrupt_the_queue() {
+    let ((tx, _rx), (_tx_b, mut rx_b)) = open_pair().await;
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = tx.try_send(PanicsMidway);
+    }));
+    assert!(panicked.is_err());
+    bounded(tx.send(5u32)).await.unwrap();
+    match bounded(rx_b.recv::<u32>()).await.unwrap() {
+        Incoming::User(got, _) => assert_eq!(got, 5),
+        other => panic!("unexpected {other:?}"),
+    }
+}
