@@ -11,6 +11,20 @@ use cluster_ipc::{
 
 use crate::bounded;
 
+/// Opens both ends of a fresh pair in this process.
+async fn open_pair() -> (
+    (cluster_ipc::Sender, cluster_ipc::Receiver),
+    (cluster_ipc::Sender, cluster_ipc::Receiver),
+) {
+    let (a, b) = channel_pair().unwrap();
+    let other = tokio::spawn(handshake(b, Handshake::new(1, 2), Config::default()));
+    let (tx_a, rx_a, _) = bounded(handshake(a, Handshake::new(1, 1), Config::default()))
+        .await
+        .unwrap();
+    let (tx_b, rx_b, _) = bounded(other).await.unwrap().unwrap();
+    ((tx_a, rx_a), (tx_b, rx_b))
+}
+
 #[tokio::test]
 async fn version_mismatch_is_a_typed_error() {
     let (ours, theirs) = channel_pair().unwrap();
@@ -87,12 +101,7 @@ async fn garbage_after_the_handshake_closes_the_receiver() {
 
 #[tokio::test]
 async fn dropping_every_sender_ends_the_peers_stream() {
-    let (a, b) = channel_pair().unwrap();
-    let other = tokio::spawn(handshake(b, Handshake::new(1, 2), Config::default()));
-    let (tx, _rx, _) = bounded(handshake(a, Handshake::new(1, 1), Config::default()))
-        .await
-        .unwrap();
-    let (_tx_b, mut rx_b, _) = bounded(other).await.unwrap().unwrap();
+    let ((tx, _rx), (_tx_b, mut rx_b)) = open_pair().await;
     let tx2 = tx.clone();
     tx.send(&1u32).await.unwrap();
     drop(tx);
@@ -118,12 +127,7 @@ async fn dropping_every_sender_ends_the_peers_stream() {
 
 #[tokio::test]
 async fn descriptors_arrive_with_their_frames_among_many_plain_ones() {
-    let (a, b) = channel_pair().unwrap();
-    let other = tokio::spawn(handshake(b, Handshake::new(1, 2), Config::default()));
-    let (tx, _rx, _) = bounded(handshake(a, Handshake::new(1, 1), Config::default()))
-        .await
-        .unwrap();
-    let (_tx_b, mut rx_b, _) = bounded(other).await.unwrap().unwrap();
+    let ((tx, _rx), (_tx_b, mut rx_b)) = open_pair().await;
     let sender = tokio::spawn(async move {
         for i in 0u32..2000 {
             if i % 7 == 0 {
@@ -179,12 +183,7 @@ async fn opening_outside_a_runtime_is_an_error() {
 async fn a_burst_of_descriptor_frames_arrives_without_later_traffic() {
     // The kernel ends a read after each descriptor-carrying message; the
     // receiver must read on without waiting for new bytes to wake it.
-    let (a, b) = channel_pair().unwrap();
-    let other = tokio::spawn(handshake(b, Handshake::new(1, 2), Config::default()));
-    let (tx, _rx, _) = bounded(handshake(a, Handshake::new(1, 1), Config::default()))
-        .await
-        .unwrap();
-    let (_tx_b, mut rx_b, _) = bounded(other).await.unwrap().unwrap();
+    let ((tx, _rx), (_tx_b, mut rx_b)) = open_pair().await;
     for i in 0u32..600 {
         let fd = std::fs::File::open("/dev/null").unwrap().into();
         bounded(tx.send_with_fds(i, vec![fd])).await.unwrap();
@@ -209,20 +208,6 @@ fn the_halves_can_move_between_tasks_and_threads() {
     send_sync::<cluster_ipc::Receiver>();
     send::<cluster_ipc::BlockingChannel>();
     send::<Incoming<cluster_ipc::UserFrame>>();
-}
-
-/// Opens both ends of a fresh pair in this process.
-async fn open_pair() -> (
-    (cluster_ipc::Sender, cluster_ipc::Receiver),
-    (cluster_ipc::Sender, cluster_ipc::Receiver),
-) {
-    let (a, b) = channel_pair().unwrap();
-    let other = tokio::spawn(handshake(b, Handshake::new(1, 2), Config::default()));
-    let (tx_a, rx_a, _) = bounded(handshake(a, Handshake::new(1, 1), Config::default()))
-        .await
-        .unwrap();
-    let (tx_b, rx_b, _) = bounded(other).await.unwrap().unwrap();
-    ((tx_a, rx_a), (tx_b, rx_b))
 }
 
 /// A socket whose peer end is handed over in a frame, and whose reads
