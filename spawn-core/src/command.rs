@@ -329,14 +329,14 @@ impl Command {
 
     /// Applies stdio, the process group and the hook to the std command.
     fn prepare(mut self) -> Result<Prepared, Error> {
-        if let Some(cwd) = &self.cwd {
-            if let Err(source) = crate::error::check_dir(cwd) {
-                return Err(Error::BadCwd {
-                    program: self.program,
-                    cwd: cwd.clone(),
-                    source,
-                });
-            }
+        if let Some(cwd) = &self.cwd
+            && let Err(source) = crate::error::check_dir(cwd)
+        {
+            return Err(Error::BadCwd {
+                program: self.program,
+                cwd: cwd.clone(),
+                source,
+            });
         }
         self.std
             .stdin(self.stdin.take().unwrap_or_default().into_std());

@@ -1,0 +1,201 @@
+//! Cluster figures, each ours against a raw OS baseline measured in the same
+//! run, interleaved A B A B:
+//!
+//! - `cluster.restart_to_online`: a worker (the small `cluster-helper` binary)
+//!   is SIGKILLed; time until its replacement is online (reaped, restart
+//!   decided, re-executed, channel up, `Online` received). Raw: a bare spawn
+//!   of the same binary until it writes one byte on a pipe. Good: <= 5 ms
+//!   median (Node.js: 55 ms, nearly all of it Node's boot).
+//! - `cluster.start_2_online`: a new cluster of 2 workers until both are
+//!   online. Raw: two bare spawns of the same binary, each until its byte.
+//!   Good: <= 2x raw. The gap is what a worker is: its spawn needs a
+//!   `pre_exec` hook (the channel at fd 3, the parent-death signal), so it
+//!   forks where the bare spawn takes std's `posix_spawn` path, and the
+//!   worker starts a runtime and exchanges the handshake before `Online`.
+//!
+//! Each repetition takes the median of its samples; the reported figure is the
+//! median of the repetitions and the spread is (max - min) / 2 of them.
+//! `--quick` runs a tiny workload (seconds, even in a debug build), as does a
+//! debug build run without `--bench` (`cargo test --all-targets`); `--list`
+//! (cargo-nextest asking for tests) lists none; other arguments are ignored.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cluster_core::{Backoff, Cluster, CrashLoopLimit, Event, RestartPolicy, Settings, Signal};
+use serde::{Deserialize, Serialize};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_cluster-helper");
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Msg {
+    Text(String),
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    // `--list` is how cargo-nextest asks a binary for its tests: none here.
+    if args.iter().any(|a| a == "--list") {
+        return Ok(());
+    }
+    // Under `cargo test --all-targets` (a debug build without `--bench`), a
+    // quick smoke run.
+    let under_cargo_test = cfg!(debug_assertions) && !args.iter().any(|a| a == "--bench");
+    let quick = under_cargo_test || args.iter().any(|a| a == "--quick");
+    let (reps, samples) = if quick { (3, 3) } else { (9, 15) };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+
+    let mut ours = Vec::new();
+    let mut raw = Vec::new();
+    for _ in 0..reps {
+        ours.push(median(rt.block_on(restart_to_online(samples))?));
+        raw.push(median(
+            (0..samples)
+                .map(|_| bare_spawns(1))
+                .collect::<anyhow::Result<_>>()?,
+        ));
+    }
+    report(
+        "cluster.restart_to_online",
+        "worker SIGKILL to replacement online (small Rust worker)",
+        &ours,
+        &raw,
+        "<= 5 ms median",
+    );
+
+    let mut ours = Vec::new();
+    let mut raw = Vec::new();
+    for _ in 0..reps {
+        let mut s = Vec::new();
+        for _ in 0..samples.min(5) {
+            s.push(rt.block_on(start_2_online())?);
+        }
+        ours.push(median(s));
+        raw.push(median(
+            (0..samples.min(5))
+                .map(|_| bare_spawns(2))
+                .collect::<anyhow::Result<_>>()?,
+        ));
+    }
+    report(
+        "cluster.start_2_online",
+        "new cluster of 2 workers until all online",
+        &ours,
+        &raw,
+        "<= 2x raw",
+    );
+    Ok(())
+}
+
+fn settings() -> Settings {
+    let mut s = Settings::new();
+    s.program(HELPER)
+        .env("HELPER_MODE", "echo")
+        .restart(RestartPolicy::Always)
+        // Every restart immediate: uptime always counts as healthy.
+        .backoff(Backoff {
+            min_uptime: Duration::ZERO,
+            ..Backoff::default()
+        })
+        .crash_loop_limit(CrashLoopLimit {
+            max_restarts: u32::MAX,
+            window: Duration::from_secs(1),
+        })
+        .shutdown_deadline(Duration::from_secs(2));
+    s
+}
+
+async fn next_online(cluster: &mut Cluster<Msg>) -> anyhow::Result<cluster_core::WorkerId> {
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(20), cluster.next_event())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the cluster stopped"))?;
+        if let Event::Online { worker } = ev {
+            return Ok(worker);
+        }
+    }
+}
+
+/// Milliseconds from SIGKILL to the replacement's `Online`, `n` times.
+async fn restart_to_online(n: usize) -> anyhow::Result<Vec<f64>> {
+    let mut cluster = Cluster::<Msg>::new(settings())?;
+    cluster.fork()?;
+    let mut id = next_online(&mut cluster).await?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let w = cluster
+            .worker(id)
+            .ok_or_else(|| anyhow::anyhow!("worker {id} vanished"))?;
+        let t0 = Instant::now();
+        w.kill(Signal::SIGKILL)?;
+        id = next_online(&mut cluster).await?;
+        out.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    cluster.shutdown().await?;
+    Ok(out)
+}
+
+/// Milliseconds from `Cluster::new` to two workers online.
+async fn start_2_online() -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    let mut s = settings();
+    s.n_workers(2);
+    let mut cluster = Cluster::<Msg>::new(s)?;
+    cluster.start()?;
+    next_online(&mut cluster).await?;
+    next_online(&mut cluster).await?;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    cluster.shutdown().await?;
+    Ok(ms)
+}
+
+/// Milliseconds for `n` bare spawns of the helper, each until its byte.
+fn bare_spawns(n: usize) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    let mut children = Vec::with_capacity(n);
+    for _ in 0..n {
+        children.push(
+            Command::new(HELPER)
+                .arg("raw")
+                .stdout(Stdio::piped())
+                .spawn()?,
+        );
+    }
+    for c in &mut children {
+        let mut byte = [0u8; 1];
+        c.stdout
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?
+            .read_exact(&mut byte)?;
+    }
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    for mut c in children {
+        c.wait()?;
+    }
+    Ok(ms)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn spread(v: &[f64]) -> f64 {
+    let max = v.iter().copied().fold(f64::MIN, f64::max);
+    let min = v.iter().copied().fold(f64::MAX, f64::min);
+    (max - min) / 2.0
+}
+
+fn report(id: &str, what: &str, ours: &[f64], raw: &[f64], target: &str) {
+    let (o, r) = (median(ours.to_vec()), median(raw.to_vec()));
+    eprintln!("{id}: ours {o:.3} ms, raw {r:.3} ms, ratio {:.2}", o / r);
+    println!(
+        "{{\"id\":\"{id}\",\"what\":\"{what}\",\"unit\":\"ms\",\"better\":\"lower\",\"ours\":{o:.3},\"ours_spread\":{:.3},\"raw\":{r:.3},\"raw_spread\":{:.3},\"target\":\"{target}\"}}",
+        spread(ours),
+        spread(raw)
+    );
+}

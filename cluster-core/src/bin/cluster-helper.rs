@@ -1,0 +1,151 @@
+//! Helper program of the integration tests and the bench: a worker whose
+//! behaviour is chosen by `HELPER_MODE`, or, run directly as
+//! `cluster-helper primary <n>`, a primary of `n` such workers.
+//!
+//! Worker modes: `echo` (answer every message, exit 0 when disconnected),
+//! `exit:<code>` (exit with the code once online), `hang` (block the runtime
+//! once online), `stubborn` (ignore SIGTERM and disconnection),
+//! `fail-if:<path>` (exit 3 before connecting when the file exists, else
+//! `echo`), `print` (print a line, then `echo`), `leave` (disconnect by
+//! itself, exit 0), `garbage` (send a message the primary cannot decode, then
+//! wait), `listen` (listen on 127.0.0.1:0, report it, then `echo`).
+//!
+//! The primary prints `fork <id> <pid>`, `online <id>` and `exit <id> <exit>`
+//! lines, handles SIGTERM/SIGINT with a 1 s deadline, and prints `done` when
+//! every worker has exited. `cluster-helper raw` writes one byte to stdout
+//! and exits (the bench's bare-process baseline).
+
+use std::time::Duration;
+
+use cluster_core::{Cluster, Event, Settings, Worker};
+use serde::{Deserialize, Serialize};
+
+/// The test's message type (the tests declare the same enum).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Msg {
+    Text(String),
+    Ping(u64),
+    Pong { worker: u64, n: u64 },
+}
+
+/// Not `Msg`: its last variant has no counterpart there.
+#[derive(Debug, Serialize, Deserialize)]
+enum Garbage {
+    A,
+    B,
+    C,
+    D,
+    E,
+    F,
+    G,
+    H,
+}
+
+type BoxResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> BoxResult {
+    if cluster_core::is_worker() {
+        let mode = std::env::var("HELPER_MODE").unwrap_or_else(|_| "echo".into());
+        return worker(&mode);
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        // The bench's raw baseline: the bare process start of this binary.
+        Some("raw") => {
+            use std::io::Write;
+            std::io::stdout().write_all(b"!")?;
+            Ok(())
+        }
+        Some("primary") => {
+            let n: usize = args.get(1).map_or(Ok(2), |s| s.parse())?;
+            tokio::runtime::Runtime::new()?.block_on(primary(n))
+        }
+        _ => Err("usage: cluster-helper primary <n>".into()),
+    }
+}
+
+fn worker(mode: &str) -> BoxResult {
+    if let Some(path) = mode.strip_prefix("fail-if:")
+        && std::path::Path::new(path).exists()
+    {
+        std::process::exit(3);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        // Caught and never read: SIGTERM does nothing to a stubborn worker.
+        let _sigterm = if mode == "stubborn" {
+            Some(tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::terminate(),
+            )?)
+        } else {
+            None
+        };
+        if mode == "garbage" {
+            // A type the primary cannot decode as `Msg` (variant 7).
+            let w = Worker::<Garbage>::connect().await?;
+            w.send(&Garbage::H).await?;
+            w.flush().await?;
+            std::future::pending::<()>().await;
+        }
+        let mut w = Worker::<Msg>::connect().await?;
+        if let Some(code) = mode.strip_prefix("exit:") {
+            std::process::exit(code.parse()?);
+        }
+        // Kept open while the worker runs.
+        let mut _listener = None;
+        match mode {
+            // Block the runtime: the heartbeat task starves.
+            "hang" => std::thread::sleep(Duration::from_secs(600)),
+            "print" => println!("hello from worker {}", w.id()),
+            "leave" => {
+                w.disconnect().await?;
+                return Ok(());
+            }
+            "listen" => {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                w.listening(l.local_addr()?).await?;
+                _listener = Some(l);
+            }
+            _ => {}
+        }
+        while let Some(msg) = w.recv().await {
+            let reply = match msg {
+                Msg::Ping(n) => Msg::Pong {
+                    worker: w.id().0,
+                    n,
+                },
+                other => other,
+            };
+            w.send(&reply).await?;
+        }
+        if mode == "stubborn" {
+            std::thread::sleep(Duration::from_secs(600));
+        }
+        Ok(())
+    })
+}
+
+async fn primary(n: usize) -> BoxResult {
+    let mut settings = Settings::new();
+    settings
+        .n_workers(n)
+        .handle_signals()
+        .shutdown_deadline(Duration::from_secs(1));
+    if let Ok(mode) = std::env::var("HELPER_WORKER_MODE") {
+        settings.env("HELPER_MODE", mode);
+    }
+    let mut cluster = Cluster::<Msg>::new(settings)?;
+    cluster.start()?;
+    while let Some(ev) = cluster.next_event().await {
+        match ev {
+            Event::Fork { worker, pid, .. } => println!("fork {worker} {pid}"),
+            Event::Online { worker } => println!("online {worker}"),
+            Event::Exit { worker, exit, .. } => println!("exit {worker} {exit}"),
+            _ => {}
+        }
+    }
+    println!("done");
+    Ok(())
+}

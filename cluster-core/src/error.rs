@@ -1,0 +1,88 @@
+//! The crate's error type, [`Error`].
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::event::{SlotId, WorkerId};
+
+/// Everything that can go wrong in a primary or a worker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `setup()` was called after the first fork.
+    #[error("settings can no longer change after the first fork")]
+    SettingsFrozen,
+    /// The default program, the current executable, could not be found.
+    #[error("could not find the current executable")]
+    CurrentExe(#[source] io::Error),
+    /// The channel socketpair could not be created.
+    #[error("could not create the channel of worker {worker}")]
+    Channel {
+        /// The worker that was being started.
+        worker: WorkerId,
+        /// What cluster-ipc reported.
+        #[source]
+        source: cluster_ipc::Error,
+    },
+    /// The worker process could not be started.
+    #[error("could not start worker {worker} ({program})")]
+    Spawn {
+        /// The worker that was being started.
+        worker: WorkerId,
+        /// The program.
+        program: PathBuf,
+        /// What spawn-core reported (it names the OS error).
+        #[source]
+        source: spawn_core::Error,
+    },
+    /// The worker is dead or its channel is closed.
+    #[error("worker {worker} is gone")]
+    WorkerGone {
+        /// The worker.
+        worker: WorkerId,
+    },
+    /// The primary's channel is closed (seen from a worker).
+    #[error("the channel to the primary is closed")]
+    PrimaryGone,
+    /// The channel failed (a message that cannot be encoded or decoded, a
+    /// malformed frame, an OS error); `cluster-ipc` says which.
+    #[error("channel error")]
+    Ipc(#[source] cluster_ipc::Error),
+    /// The SIGTERM/SIGINT handlers could not be installed.
+    #[error("could not install the signal handlers")]
+    Signals(#[source] io::Error),
+    /// The peer at the other end of a worker's channel announced another
+    /// worker id in its handshake.
+    #[error("the channel of worker {worker} answered with another worker id")]
+    WrongWorker {
+        /// The worker whose channel it is.
+        worker: WorkerId,
+    },
+    /// This process was not started as a worker by a primary.
+    #[error("this process is not a cluster worker")]
+    NotAWorker,
+    /// The worker's channel was already taken by an earlier `connect()`.
+    #[error("the worker channel was already connected")]
+    AlreadyConnected,
+    /// The variable the primary injects is malformed.
+    #[error("malformed cluster environment variable {name}")]
+    BadEnvironment {
+        /// The variable's name.
+        name: &'static str,
+    },
+    /// The primary's supervisor has stopped (after shutdown).
+    #[error("the cluster has stopped")]
+    Stopped,
+    /// A rolling reload stopped: the replacement of `slot` did not become
+    /// ready. The old workers were kept.
+    #[error("reload stopped at slot {slot}: replacement worker {replacement} did not become ready")]
+    ReloadFailed {
+        /// The slot being replaced.
+        slot: SlotId,
+        /// The replacement that failed (it was killed).
+        replacement: WorkerId,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

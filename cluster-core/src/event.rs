@@ -1,0 +1,200 @@
+//! What the primary reports: [`Event`], and the small value types it carries
+//! ([`WorkerId`], [`SlotId`], [`Exit`], [`Message`]).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::Error;
+
+/// A worker's id: counts up from 1 in the primary, never reused (a restarted
+/// worker gets a new id; its [`SlotId`] stays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkerId(pub u64);
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A place in the cluster that the guard keeps filled: one per `fork()`. A
+/// restarted or reloaded worker takes over its predecessor's slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SlotId(pub usize);
+
+impl fmt::Display for SlotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// How a worker ended: exactly one of an exit code or a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal number (`libc::SIGKILL`, …).
+    Signal(i32),
+}
+
+impl Exit {
+    /// Exit code 0.
+    pub fn success(self) -> bool {
+        self == Exit::Code(0)
+    }
+
+    /// The exit code, if it exited.
+    pub fn code(self) -> Option<i32> {
+        match self {
+            Exit::Code(c) => Some(c),
+            Exit::Signal(_) => None,
+        }
+    }
+
+    /// The signal number, if a signal killed it.
+    pub fn signal(self) -> Option<i32> {
+        match self {
+            Exit::Signal(s) => Some(s),
+            Exit::Code(_) => None,
+        }
+    }
+
+    /// From spawn-core's close.
+    pub fn from_close(close: spawn_core::Close) -> Exit {
+        match (close.code(), close.signo()) {
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(sig)) => Exit::Signal(sig),
+            (None, None) => Exit::Code(-1),
+        }
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exit code {c}"),
+            Exit::Signal(s) => write!(f, "signal {s}"),
+        }
+    }
+}
+
+/// A typed message from a worker. While it is alive it holds one of the
+/// worker's receive credits: a primary that does not consume messages makes
+/// the worker's `send` wait (backpressure), instead of buffering without bound.
+#[derive(Debug)]
+pub struct Message<M> {
+    worker: WorkerId,
+    value: M,
+    _credit: OwnedSemaphorePermit,
+}
+
+impl<M> Message<M> {
+    pub(crate) fn new(worker: WorkerId, value: M, credit: OwnedSemaphorePermit) -> Self {
+        Self {
+            worker,
+            value,
+            _credit: credit,
+        }
+    }
+
+    /// The sender.
+    pub fn worker(&self) -> WorkerId {
+        self.worker
+    }
+
+    /// The value.
+    pub fn value(&self) -> &M {
+        &self.value
+    }
+
+    /// The value; releases the credit.
+    pub fn into_value(self) -> M {
+        self.value
+    }
+}
+
+/// What happens in a cluster, in order per worker: `Fork`, `Online`,
+/// (`Listening`, `Message`…), `Disconnect`, `Exit`, then for its slot perhaps
+/// `RestartScheduled` or `GaveUp`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event<M> {
+    /// A worker process was started.
+    Fork {
+        /// The new worker.
+        worker: WorkerId,
+        /// Its slot.
+        slot: SlotId,
+        /// Its process id.
+        pid: u32,
+    },
+    /// The worker connected its channel and is running.
+    Online {
+        /// The worker.
+        worker: WorkerId,
+    },
+    /// The worker listens on an address.
+    Listening {
+        /// The worker.
+        worker: WorkerId,
+        /// Where it listens.
+        addr: SocketAddr,
+    },
+    /// The worker sent a message.
+    Message(Message<M>),
+    /// The worker's channel closed (it disconnected or died).
+    Disconnect {
+        /// The worker.
+        worker: WorkerId,
+    },
+    /// The worker's process ended and was reaped.
+    Exit {
+        /// The worker.
+        worker: WorkerId,
+        /// Its slot.
+        slot: SlotId,
+        /// Exactly one of a code or a signal.
+        exit: Exit,
+        /// Whether it ended after `disconnect()` (from either side), so it was
+        /// an intended end and will not be restarted.
+        exited_after_disconnect: bool,
+    },
+    /// The worker stayed silent past the heartbeat timeout and was killed.
+    Unresponsive {
+        /// The worker.
+        worker: WorkerId,
+    },
+    /// The worker sent something that could not be decoded; its channel is
+    /// closed and the worker killed.
+    ChannelError {
+        /// The worker.
+        worker: WorkerId,
+        /// What went wrong.
+        error: Error,
+    },
+    /// A replacement for the slot could not be started; it counts as a failed
+    /// run (exit code 127) for the slot's backoff and crash-loop limit.
+    ForkError {
+        /// The slot.
+        slot: SlotId,
+        /// Why.
+        error: Error,
+    },
+    /// A replacement for the slot starts after `delay`.
+    RestartScheduled {
+        /// The slot.
+        slot: SlotId,
+        /// The backoff delay.
+        delay: Duration,
+    },
+    /// The slot crashed too often within the window; it stays empty.
+    GaveUp {
+        /// The slot.
+        slot: SlotId,
+        /// How its last worker ended.
+        last_exit: Exit,
+    },
+}

@@ -1,0 +1,71 @@
+//! Starting one worker process, with `spawn-core`.
+//!
+//! The worker is the program re-executed (never a bare `fork()` of the running,
+//! multi-threaded primary), with:
+//! - the child end of a fresh `cluster-ipc` socketpair at descriptor
+//!   [`CHANNEL_FD`], named in `cluster-ipc`'s variable, and the worker's id in
+//!   [`WORKER_ENV`](crate::role::WORKER_ENV);
+//! - its own process group, so a terminal's Ctrl-C reaches only the primary
+//!   (which then shuts down gracefully, or dies and takes the workers along),
+//!   and a straggler's descendants can be killed with it;
+//! - the parent-death signal SIGKILL (Linux), so it dies with the primary even
+//!   if the primary is SIGKILLed. `spawn-core` forks such children from one
+//!   process-wide thread that never exits, because the kernel fires the
+//!   signal when the *forking thread* exits: a spawn from tokio's blocking
+//!   pool (whose idle threads retire) would otherwise kill the worker early.
+//!   The worker also exits when its channel closes: the second line of
+//!   defence, and the only one on other systems.
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use spawn_core::{Child, Command, Signal, Stdio};
+
+use crate::role::{WORKER_ENV, WorkerEnv};
+use crate::settings::{Settings, WorkerStdio};
+
+/// The descriptor number of the channel in the worker.
+pub(crate) const CHANNEL_FD: i32 = cluster_ipc::DEFAULT_CHILD_FD;
+
+/// A started worker process.
+pub(crate) struct Launched {
+    pub(crate) child: Child,
+    pub(crate) channel: OwnedFd,
+}
+
+/// Why a worker could not be started.
+pub(crate) enum LaunchError {
+    Channel(cluster_ipc::Error),
+    Spawn(spawn_core::Error),
+}
+
+/// Start `program` as the worker described by `env`.
+pub(crate) fn launch(
+    settings: &Settings,
+    program: &Path,
+    env: WorkerEnv,
+    extra_env: &[(OsString, OsString)],
+) -> Result<Launched, LaunchError> {
+    let (channel, child_end) = cluster_ipc::channel_pair().map_err(LaunchError::Channel)?;
+
+    let mut cmd = Command::new(program).args(&settings.args);
+    for (k, v) in settings.env.iter().chain(extra_env) {
+        cmd = cmd.env(k, v);
+    }
+    cmd = cmd
+        .env(WORKER_ENV, env.encode())
+        .env(cluster_ipc::CHANNEL_FD_ENV, CHANNEL_FD.to_string())
+        .stdin(Stdio::Null)
+        .process_group()
+        .inherit_fd(CHANNEL_FD, child_end)
+        .parent_death_signal(Signal::SIGKILL);
+    if let Some(dir) = &settings.cwd {
+        cmd = cmd.cwd(dir);
+    }
+    if settings.stdio == WorkerStdio::Piped {
+        cmd = cmd.stdout(Stdio::Piped).stderr(Stdio::Piped);
+    }
+    let child = cmd.spawn().map_err(LaunchError::Spawn)?;
+    Ok(Launched { child, channel })
+}

@@ -1,0 +1,90 @@
+//! Node's `cluster`, for Rust: one primary re-executes its own program as N
+//! supervised worker processes and talks to them with typed messages.
+//!
+//! - [`role()`] / [`is_primary()`] / [`is_worker()`]: a worker learns its role
+//!   from a variable the primary injects ([`WORKER_ENV`], like Node's
+//!   `NODE_UNIQUE_ID`), read once and removed from the environment.
+//! - [`Cluster`] is the primary, built from [`Settings`] (Node's
+//!   `setupPrimary`): [`Cluster::fork`] / [`Cluster::start`] return a
+//!   [`WorkerHandle`] (id, pid, `send`, `kill`, `disconnect`, [`WorkerState`]),
+//!   [`Cluster::next_event`] yields [`Event`]s (fork, online, listening,
+//!   message, disconnect, exit, restart scheduled, gave up), and
+//!   [`Cluster::broadcast`], [`Cluster::shutdown`], [`Cluster::reload`] act on
+//!   all workers.
+//! - [`Worker`] is the worker side: [`Worker::connect`], `send`, `recv`,
+//!   `listening`, `disconnect`.
+//! - Guarding is built in ([`restart`]): a [`RestartPolicy`], exponential
+//!   [`Backoff`] reset after a minimum uptime, a [`CrashLoopLimit`] after which
+//!   the slot is given up, an optional heartbeat timeout, a graceful shutdown
+//!   with a deadline, and a rolling reload.
+//! - No orphans: every worker gets the parent-death signal SIGKILL (Linux)
+//!   and exits by itself when the primary's channel closes.
+//!
+//! ```no_run
+//! use cluster_core::{Cluster, Event, Settings, Worker};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // Decide the role first, before any thread exists.
+//!     let worker = cluster_core::is_worker();
+//!     let rt = tokio::runtime::Runtime::new()?;
+//!     rt.block_on(async {
+//!         if worker {
+//!             // The same program, re-executed by the primary.
+//!             let mut w = Worker::<String>::connect().await?;
+//!             while let Some(msg) = w.recv().await {
+//!                 w.send(&format!("worker {} got {msg}", w.id())).await?;
+//!             }
+//!             return Ok::<_, cluster_core::Error>(()); // asked to disconnect
+//!         }
+//!         let mut settings = Settings::new();
+//!         settings.n_workers(2);
+//!         let mut cluster = Cluster::<String>::new(settings)?;
+//!         cluster.start()?;
+//!         let mut replies = 0;
+//!         while let Some(event) = cluster.next_event().await {
+//!             match event {
+//!                 Event::Online { worker } => {
+//!                     cluster.worker(worker).unwrap().send(&"hello".into()).await?;
+//!                 }
+//!                 Event::Message(m) => {
+//!                     println!("{}", m.value());
+//!                     replies += 1;
+//!                     if replies == 2 {
+//!                         cluster.shutdown().await?;
+//!                     }
+//!                 }
+//!                 _ => {}
+//!             }
+//!         }
+//!         Ok(())
+//!     })?;
+//!     Ok(())
+//! }
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod event;
+mod launch;
+mod primary;
+pub mod restart;
+mod role;
+mod settings;
+mod state;
+mod worker;
+
+pub use error::{Error, Result};
+pub use event::{Event, Exit, Message, SlotId, WorkerId};
+pub use primary::{Cluster, WorkerHandle};
+pub use restart::{Backoff, CrashLoopLimit, RestartPolicy};
+pub use role::{Role, WORKER_ENV, is_primary, is_worker, role};
+pub use settings::{Heartbeat, Settings, WorkerStdio};
+pub use spawn_core::Signal;
+pub use state::WorkerState;
+pub use worker::Worker;
+
+/// A message type of a cluster: serialisable both ways and sendable between
+/// tasks. Implemented for every such type.
+pub trait Payload: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Payload for T {}

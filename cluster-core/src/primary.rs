@@ -1,0 +1,393 @@
+//! The primary: [`Cluster`], its workers ([`WorkerHandle`]) and its guard.
+//!
+//! A `Cluster` owns a *supervisor* task on the caller's tokio runtime. Every
+//! worker has a *driver* task that owns its process and a *reader* task that
+//! dispatches its frames; both report to the supervisor, which keeps the
+//! state, applies the restart policy and emits the [`Event`]s in order.
+//!
+//! # Caveats
+//! - Create the cluster inside a tokio runtime with I/O, time and signal
+//!   drivers (`#[tokio::main]` or `Runtime` with `enable_all`).
+//! - Dropping the `Cluster` SIGKILLs every worker: workers never outlive the
+//!   primary that started them. Call [`Cluster::shutdown`] for a graceful end.
+//! - Consume the events: messages from workers hold credits until their
+//!   [`Event::Message`] is dropped, and a worker's `send` waits when it has
+//!   none left (lifecycle events never wait).
+//!   With a heartbeat configured, a worker whose messages wait that way
+//!   also has its heartbeats wait behind them, and is eventually declared
+//!   unresponsive: keep the event loop going.
+//! - The heartbeat clock starts at the fork: the timeout must cover the
+//!   worker's start-up, not only the interval.
+//! - With [`Settings::handle_signals`], SIGTERM and SIGINT stay caught by
+//!   tokio after the shutdown they triggered (tokio never restores a
+//!   disposition).
+
+mod driver;
+mod handle;
+mod supervisor;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use spawn_core::Signal;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+
+use crate::Payload;
+use crate::error::{Error, Result};
+use crate::event::{Event, SlotId, WorkerId};
+use crate::launch::{LaunchError, launch};
+use crate::restart::RestartGuard;
+use crate::role::WorkerEnv;
+use crate::settings::{Settings, WorkerStdio};
+use crate::state::WorkerState;
+
+pub use handle::WorkerHandle;
+
+use driver::Notice;
+use handle::HandleInner;
+
+/// A command from the `Cluster` handle to its supervisor.
+pub(crate) enum Command {
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Whether a new worker takes over its slot now or only once it is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    Current,
+    Replacement,
+}
+
+pub(crate) struct Slot {
+    pub(crate) guard: RestartGuard,
+    pub(crate) current: Option<WorkerId>,
+    pub(crate) extra_env: Vec<(OsString, OsString)>,
+}
+
+pub(crate) struct State<M> {
+    pub(crate) settings: Settings,
+    pub(crate) program: Option<PathBuf>,
+    pub(crate) next_id: u64,
+    pub(crate) workers: BTreeMap<WorkerId, WorkerHandle<M>>,
+    pub(crate) slots: BTreeMap<SlotId, Slot>,
+    pub(crate) stopping: bool,
+}
+
+pub(crate) struct Shared<M> {
+    pub(crate) state: Mutex<State<M>>,
+    pub(crate) notices: mpsc::UnboundedSender<Notice<M>>,
+}
+
+impl<M: Payload> Shared<M> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State<M>> {
+        // A panic while holding the lock cannot leave the state half-updated
+        // in a way that matters more than stopping would; keep going.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Open a new slot and start its first worker.
+    fn fork_slot(&self, extra_env: Vec<(OsString, OsString)>) -> Result<WorkerHandle<M>> {
+        let mut st = self.lock();
+        if st.stopping {
+            return Err(Error::Stopped);
+        }
+        let slot = SlotId(st.slots.len());
+        let guard = RestartGuard::new(
+            st.settings.restart,
+            st.settings.backoff,
+            st.settings.crash_loop,
+        );
+        st.slots.insert(
+            slot,
+            Slot {
+                guard,
+                current: None,
+                extra_env,
+            },
+        );
+        let res = self.start_locked(&mut st, slot, Placement::Current);
+        if res.is_err() {
+            st.slots.remove(&slot);
+        }
+        res
+    }
+
+    /// Start a worker for `slot`.
+    pub(crate) fn start_worker(
+        &self,
+        slot: SlotId,
+        placement: Placement,
+    ) -> Result<WorkerHandle<M>> {
+        let mut st = self.lock();
+        self.start_locked(&mut st, slot, placement)
+    }
+
+    fn start_locked(
+        &self,
+        st: &mut State<M>,
+        slot: SlotId,
+        placement: Placement,
+    ) -> Result<WorkerHandle<M>> {
+        let program = match &st.program {
+            Some(p) => p.clone(),
+            None => {
+                let p = match &st.settings.program {
+                    Some(p) => p.clone(),
+                    None => std::env::current_exe().map_err(Error::CurrentExe)?,
+                };
+                st.program = Some(p.clone());
+                p
+            }
+        };
+        let id = WorkerId(st.next_id);
+        let env = WorkerEnv {
+            id,
+            slot,
+            heartbeat: st.settings.heartbeat.map(|h| h.interval),
+        };
+        let extra_env = st
+            .slots
+            .get(&slot)
+            .map(|s| s.extra_env.clone())
+            .unwrap_or_default();
+        let mut launched =
+            launch(&st.settings, &program, env, &extra_env).map_err(|e| match e {
+                LaunchError::Channel(source) => Error::Channel { worker: id, source },
+                LaunchError::Spawn(source) => Error::Spawn {
+                    worker: id,
+                    program: program.clone(),
+                    source,
+                },
+            })?;
+        let pid = launched.child.pid();
+        st.next_id += 1;
+
+        let (sender_tx, sender_rx) = watch::channel(None);
+        let (kill_tx, kill_rx) = mpsc::unbounded_channel();
+        let (state_tx, _) = watch::channel(WorkerState::None);
+        let handle = WorkerHandle::new(Arc::new(HandleInner {
+            id,
+            slot,
+            pid,
+            sender: sender_rx,
+            state: state_tx,
+            after_disconnect: false.into(),
+            kill_tx,
+        }));
+        st.workers.insert(id, handle.clone());
+        if placement == Placement::Current
+            && let Some(s) = st.slots.get_mut(&slot)
+        {
+            s.current = Some(id);
+            s.guard.started(Instant::now());
+        }
+        // Sent under the lock: `Fork` precedes everything the worker's tasks
+        // report, and forks are reported in id order.
+        let _ = self.notices.send(Notice::Forked(handle.clone()));
+
+        if st.settings.stdio == WorkerStdio::Piped {
+            if let Some(out) = launched.child.take_stdout() {
+                tokio::spawn(driver::forward_lines(out, id, driver::Stream::Stdout));
+            }
+            if let Some(err) = launched.child.take_stderr() {
+                tokio::spawn(driver::forward_lines(err, id, driver::Stream::Stderr));
+            }
+        }
+        let credits = Arc::new(Semaphore::new(st.settings.message_credits));
+        let reader = tokio::spawn(driver::read_loop(
+            launched.channel,
+            id,
+            sender_tx,
+            credits,
+            self.notices.clone(),
+        ));
+        tokio::spawn(driver::drive(
+            launched.child,
+            id,
+            reader,
+            kill_rx,
+            self.notices.clone(),
+        ));
+        Ok(handle)
+    }
+}
+
+/// A primary: starts workers by re-executing a program, guards them, and
+/// reports what happens as [`Event`]s. `M` is the message type, both ways.
+///
+/// See the [crate docs](crate) for an example.
+pub struct Cluster<M> {
+    shared: Arc<Shared<M>>,
+    events: mpsc::UnboundedReceiver<Event<M>>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl<M> std::fmt::Debug for Cluster<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").finish_non_exhaustive()
+    }
+}
+
+impl<M: Payload> Cluster<M> {
+    /// A cluster with these settings and no workers yet. Must be called inside
+    /// a tokio runtime; with [`Settings::handle_signals`] it installs the
+    /// SIGTERM and SIGINT handlers now.
+    pub fn new(settings: Settings) -> Result<Self> {
+        let (notices_tx, notices_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let signals = if settings.handle_signals {
+            Some(supervisor::Signals::install().map_err(Error::Signals)?)
+        } else {
+            None
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                settings,
+                program: None,
+                next_id: 1,
+                workers: BTreeMap::new(),
+                slots: BTreeMap::new(),
+                stopping: false,
+            }),
+            notices: notices_tx,
+        });
+        tokio::spawn(supervisor::run(
+            Arc::clone(&shared),
+            notices_rx,
+            cmd_rx,
+            events_tx,
+            signals,
+        ));
+        Ok(Self {
+            shared,
+            events: events_rx,
+            commands: cmd_tx,
+        })
+    }
+
+    /// Change the settings (Node's `setupPrimary`): the changes merge into the
+    /// current ones. Fails with [`Error::SettingsFrozen`] after the first fork.
+    pub fn setup(&self, change: impl FnOnce(&mut Settings)) -> Result<()> {
+        let mut st = self.shared.lock();
+        if st.next_id > 1 || st.program.is_some() {
+            return Err(Error::SettingsFrozen);
+        }
+        change(&mut st.settings);
+        Ok(())
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Settings {
+        self.shared.lock().settings.clone()
+    }
+
+    /// Fork [`Settings::n_workers`] workers.
+    pub fn start(&self) -> Result<Vec<WorkerHandle<M>>> {
+        let n = self.shared.lock().settings.n_workers;
+        (0..n).map(|_| self.fork()).collect()
+    }
+
+    /// Start one more worker, in a new slot that the guard keeps filled.
+    pub fn fork(&self) -> Result<WorkerHandle<M>> {
+        self.shared.fork_slot(Vec::new())
+    }
+
+    /// Like [`fork`](Self::fork), with extra environment variables for this
+    /// slot (its restarts and reloads get them too).
+    pub fn fork_with_env<I, K, V>(&self, env: I) -> Result<WorkerHandle<M>>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<OsString>,
+        V: Into<OsString>,
+    {
+        let env = env.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        self.shared.fork_slot(env)
+    }
+
+    /// The live workers (not yet reaped), by id.
+    pub fn workers(&self) -> BTreeMap<WorkerId, WorkerHandle<M>> {
+        self.shared.lock().workers.clone()
+    }
+
+    /// One live worker.
+    pub fn worker(&self, id: WorkerId) -> Option<WorkerHandle<M>> {
+        self.shared.lock().workers.get(&id).cloned()
+    }
+
+    /// Send `msg` to every live worker; returns how many it reached.
+    pub async fn broadcast(&self, msg: &M) -> usize {
+        let workers: Vec<_> = self.shared.lock().workers.values().cloned().collect();
+        let mut reached = 0;
+        for w in workers {
+            if w.send(msg).await.is_ok() {
+                reached += 1;
+            }
+        }
+        reached
+    }
+
+    /// The next event; `None` once the cluster has shut down and every event
+    /// was delivered.
+    pub async fn next_event(&mut self) -> Option<Event<M>> {
+        self.events.recv().await
+    }
+
+    /// Shut down gracefully: no more restarts, every worker is told to
+    /// disconnect, stragglers are SIGKILLed at the
+    /// [deadline](Settings::shutdown_deadline). Returns when all have exited.
+    pub async fn shutdown(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        // A closed channel or a dropped reply means the supervisor already
+        // finished, after an earlier shutdown: done too.
+        if self.commands.send(Command::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        Ok(())
+    }
+
+    /// Rolling reload: for one slot at a time, start a replacement, wait until
+    /// it is ready (listening if the old worker listened, online otherwise)
+    /// within [`Settings::ready_timeout`], then disconnect the old worker. If a
+    /// replacement fails, it is killed, the reload stops with
+    /// [`Error::ReloadFailed`] and the remaining old workers keep running.
+    pub async fn reload(&self) -> Result<()> {
+        let (plan, timeout) = {
+            let st = self.shared.lock();
+            let plan: Vec<(SlotId, WorkerHandle<M>)> = st
+                .slots
+                .iter()
+                .filter_map(|(slot, s)| {
+                    let w = st.workers.get(&s.current?)?;
+                    Some((*slot, w.clone()))
+                })
+                .collect();
+            (plan, st.settings.ready_timeout)
+        };
+        for (slot, old) in plan {
+            let listening_needed = old.state() == WorkerState::Listening;
+            let new = self.shared.start_worker(slot, Placement::Replacement)?;
+            let ready = tokio::time::timeout(timeout, new.wait_ready(listening_needed)).await;
+            if ready != Ok(true) {
+                let _ = new.kill(Signal::SIGKILL);
+                return Err(Error::ReloadFailed {
+                    slot,
+                    replacement: new.id(),
+                });
+            }
+            {
+                let mut st = self.shared.lock();
+                if let Some(s) = st.slots.get_mut(&slot) {
+                    s.current = Some(new.id());
+                    s.guard.started(Instant::now());
+                }
+            }
+            // The old one may have died meanwhile; that is fine.
+            let _ = old.disconnect().await;
+        }
+        Ok(())
+    }
+}

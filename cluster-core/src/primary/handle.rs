@@ -1,0 +1,203 @@
+//! [`WorkerHandle`]: the primary's handle on one worker (Node's `Worker`).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cluster_ipc::ControlMsg;
+use spawn_core::Signal;
+use tokio::sync::{mpsc, watch};
+
+use crate::Payload;
+use crate::error::{Error, Result};
+use crate::event::{SlotId, WorkerId};
+use crate::state::WorkerState;
+
+/// A signal request for the worker's driver, which owns the child and so
+/// never signals a reaped (possibly reused) pid.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KillRequest {
+    pub(crate) signal: Signal,
+    pub(crate) group: bool,
+}
+
+pub(crate) struct HandleInner {
+    pub(crate) id: WorkerId,
+    pub(crate) slot: SlotId,
+    pub(crate) pid: u32,
+    /// The sending half, once the handshake is done; dropped (closed) if the
+    /// channel never came up.
+    pub(crate) sender: watch::Receiver<Option<cluster_ipc::Sender>>,
+    pub(crate) state: watch::Sender<WorkerState>,
+    pub(crate) after_disconnect: AtomicBool,
+    pub(crate) kill_tx: mpsc::UnboundedSender<KillRequest>,
+}
+
+/// The primary's handle on one worker. Cheap to clone; every clone talks to
+/// the same worker. It stays usable after the worker died: `send` and `kill`
+/// then return [`Error::WorkerGone`].
+pub struct WorkerHandle<M> {
+    pub(crate) inner: Arc<HandleInner>,
+    _msg: PhantomData<fn(M) -> M>,
+}
+
+impl<M> Clone for WorkerHandle<M> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            _msg: PhantomData,
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for WorkerHandle<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle")
+            .field("id", &self.inner.id)
+            .field("slot", &self.inner.slot)
+            .field("pid", &self.inner.pid)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl<M> WorkerHandle<M> {
+    pub(crate) fn new(inner: Arc<HandleInner>) -> Self {
+        Self {
+            inner,
+            _msg: PhantomData,
+        }
+    }
+
+    /// The worker's id (from 1, never reused).
+    pub fn id(&self) -> WorkerId {
+        self.inner.id
+    }
+
+    /// The slot it fills.
+    pub fn slot(&self) -> SlotId {
+        self.inner.slot
+    }
+
+    /// Its process id (stale once it is [`WorkerState::Dead`]).
+    pub fn pid(&self) -> u32 {
+        self.inner.pid
+    }
+
+    /// Where it is in its life.
+    pub fn state(&self) -> WorkerState {
+        *self.inner.state.borrow()
+    }
+
+    /// Whether it was disconnected (by either side), so its exit is intended
+    /// and it will not be restarted.
+    pub fn exited_after_disconnect(&self) -> bool {
+        self.inner.after_disconnect.load(Ordering::Acquire)
+    }
+}
+
+impl<M: Payload> WorkerHandle<M> {
+    /// Send a message. Waits while the worker's receive buffer is full
+    /// (backpressure); fails with [`Error::WorkerGone`] once it is dead.
+    pub async fn send(&self, msg: &M) -> Result<()> {
+        let sender = self.sender().await?;
+        sender.send(msg).await.map_err(|e| self.channel_error(e))
+    }
+
+    /// Send a signal to the worker process.
+    pub fn kill(&self, signal: Signal) -> Result<()> {
+        self.request_kill(KillRequest {
+            signal,
+            group: false,
+        })
+    }
+
+    /// Send a signal to the worker's whole process group (it and anything it
+    /// started that stayed in its group).
+    pub fn kill_group(&self, signal: Signal) -> Result<()> {
+        self.request_kill(KillRequest {
+            signal,
+            group: true,
+        })
+    }
+
+    /// Ask the worker to finish its in-flight work and exit. Its exit then
+    /// counts as intended: [`exited_after_disconnect`](Self::exited_after_disconnect)
+    /// is true and it is not restarted.
+    pub async fn disconnect(&self) -> Result<()> {
+        self.check_alive()?;
+        self.mark_disconnected();
+        let sender = self.sender().await?;
+        sender
+            .send_control(&ControlMsg::Disconnect, Vec::new())
+            .await
+            .map_err(|e| self.channel_error(e))
+    }
+
+    /// The sender, waiting for the handshake if it is not done yet.
+    async fn sender(&self) -> Result<cluster_ipc::Sender> {
+        self.check_alive()?;
+        let gone = || Error::WorkerGone {
+            worker: self.inner.id,
+        };
+        let mut rx = self.inner.sender.clone();
+        let ready = rx.wait_for(Option::is_some).await.map_err(|_| gone())?;
+        ready.as_ref().cloned().ok_or_else(gone)
+    }
+
+    /// Wait until the worker is ready (`Listening`, or `Online` when
+    /// `listening_needed` is false); false if it disconnected or died first.
+    pub(crate) async fn wait_ready(&self, listening_needed: bool) -> bool {
+        let mut rx = self.inner.state.subscribe();
+        let want = if listening_needed {
+            WorkerState::Listening
+        } else {
+            WorkerState::Online
+        };
+        match rx.wait_for(|s| *s >= want).await.map(|s| *s) {
+            Ok(s) => s.is_ready(),
+            Err(_) => false,
+        }
+    }
+
+    pub(crate) fn mark_disconnected(&self) {
+        self.inner.after_disconnect.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn advance(&self, next: WorkerState) {
+        self.inner.state.send_if_modified(|s| {
+            let new = s.advance(next);
+            let changed = new != *s;
+            *s = new;
+            changed
+        });
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        if self.state().is_alive() {
+            Ok(())
+        } else {
+            Err(Error::WorkerGone {
+                worker: self.inner.id,
+            })
+        }
+    }
+
+    fn request_kill(&self, req: KillRequest) -> Result<()> {
+        self.check_alive()?;
+        self.inner.kill_tx.send(req).map_err(|_| Error::WorkerGone {
+            worker: self.inner.id,
+        })
+    }
+
+    fn channel_error(&self, e: cluster_ipc::Error) -> Error {
+        match e {
+            cluster_ipc::Error::PeerClosed { .. } | cluster_ipc::Error::Closed => {
+                Error::WorkerGone {
+                    worker: self.inner.id,
+                }
+            }
+            other => Error::Ipc(other),
+        }
+    }
+}

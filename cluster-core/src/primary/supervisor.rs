@@ -1,0 +1,316 @@
+//! The supervisor: the one task that orders events, keeps the slots filled
+//! (restart policy, backoff, crash-loop limit), enforces the heartbeat
+//! timeout and runs the graceful shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spawn_core::Signal;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::Payload;
+use crate::event::{Event, Exit, SlotId, WorkerId};
+use crate::primary::driver::Notice;
+use crate::primary::{Command, Placement, Shared};
+use crate::restart::Decision;
+use crate::state::WorkerState;
+
+/// How a worker that could not be started counts for its slot's guard (the
+/// shell's "command not found").
+const SPAWN_FAILED: Exit = Exit::Code(127);
+
+/// The least delay before retrying a slot whose worker could not be started.
+const SPAWN_RETRY_FLOOR: Duration = Duration::from_millis(100);
+
+/// SIGTERM and SIGINT, when the user asked the primary to handle them.
+pub(crate) struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub(crate) fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(signals: &mut Option<Self>) {
+        match signals {
+            Some(s) => {
+                tokio::select! {
+                    _ = s.term.recv() => {}
+                    _ = s.int.recv() => {}
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+struct Supervisor<M> {
+    shared: Arc<Shared<M>>,
+    events: mpsc::UnboundedSender<Event<M>>,
+    last_seen: HashMap<WorkerId, Instant>,
+    deadline: Option<tokio::time::Instant>,
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+pub(crate) async fn run<M: Payload>(
+    shared: Arc<Shared<M>>,
+    mut notices: mpsc::UnboundedReceiver<Notice<M>>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<Event<M>>,
+    mut signals: Option<Signals>,
+) {
+    let heartbeat = shared.lock().settings.heartbeat;
+    let mut tick = heartbeat.map(|h| {
+        let mut t = tokio::time::interval((h.timeout / 4).max(Duration::from_millis(5)));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    let mut sup = Supervisor {
+        shared,
+        events,
+        last_seen: HashMap::new(),
+        deadline: None,
+        waiters: Vec::new(),
+    };
+    let mut commands_open = true;
+    loop {
+        tokio::select! {
+            Some(notice) = notices.recv() => sup.on_notice(notice),
+            cmd = commands.recv(), if commands_open => match cmd {
+                Some(Command::Shutdown(reply)) => {
+                    sup.waiters.push(reply);
+                    sup.begin_shutdown();
+                }
+                None => {
+                    // The Cluster was dropped: no worker outlives it.
+                    commands_open = false;
+                    sup.shared.lock().stopping = true;
+                    sup.kill_all();
+                }
+            },
+            () = Signals::recv(&mut signals) => sup.begin_shutdown(),
+            _ = async { tick.as_mut().expect("guarded").tick().await }, if tick.is_some() => {
+                if let Some(h) = heartbeat {
+                    sup.check_heartbeats(h.timeout);
+                }
+            }
+            () = async { tokio::time::sleep_until(sup.deadline.expect("guarded")).await }, if sup.deadline.is_some() => {
+                sup.deadline = None;
+                sup.kill_all();
+            }
+        }
+        let (stopping, live) = {
+            let st = sup.shared.lock();
+            (st.stopping, st.workers.len())
+        };
+        if (stopping || !commands_open) && live == 0 {
+            break;
+        }
+    }
+    for w in sup.waiters.drain(..) {
+        let _ = w.send(());
+    }
+}
+
+impl<M: Payload> Supervisor<M> {
+    fn emit(&self, ev: Event<M>) {
+        let _ = self.events.send(ev);
+    }
+
+    fn on_notice(&mut self, notice: Notice<M>) {
+        let now = Instant::now();
+        match notice {
+            Notice::Forked(handle) => {
+                self.last_seen.insert(handle.id(), now);
+                self.emit(Event::Fork {
+                    worker: handle.id(),
+                    slot: handle.slot(),
+                    pid: handle.pid(),
+                });
+            }
+            Notice::Online(id) => {
+                self.last_seen.insert(id, now);
+                self.advance(id, WorkerState::Online);
+                self.emit(Event::Online { worker: id });
+            }
+            Notice::Listening(id, addr) => {
+                self.advance(id, WorkerState::Listening);
+                self.emit(Event::Listening { worker: id, addr });
+            }
+            Notice::Heartbeat(id) => {
+                if let Some(t) = self.last_seen.get_mut(&id) {
+                    *t = now;
+                }
+            }
+            Notice::WorkerDisconnect(id) => {
+                if let Some(w) = self.shared.lock().workers.get(&id) {
+                    w.mark_disconnected();
+                }
+                self.advance(id, WorkerState::Disconnected);
+            }
+            Notice::Message(m) => self.emit(Event::Message(m)),
+            Notice::ChannelError(id, error) => {
+                self.kill(id, Signal::SIGKILL);
+                self.emit(Event::ChannelError { worker: id, error });
+            }
+            Notice::ChannelClosed(id) => {
+                self.advance(id, WorkerState::Disconnected);
+                self.emit(Event::Disconnect { worker: id });
+            }
+            Notice::Exited(id, exit) => self.on_exit(id, exit, now),
+            Notice::RestartDue(slot) => self.restart(slot),
+        }
+    }
+
+    fn advance(&self, id: WorkerId, next: WorkerState) {
+        if let Some(w) = self.shared.lock().workers.get(&id) {
+            w.advance(next);
+        }
+    }
+
+    fn kill(&self, id: WorkerId, signal: Signal) {
+        if let Some(w) = self.shared.lock().workers.get(&id) {
+            let _ = w.kill(signal);
+        }
+    }
+
+    fn on_exit(&mut self, id: WorkerId, exit: Exit, now: Instant) {
+        self.last_seen.remove(&id);
+        let (handle, decision) = {
+            let mut st = self.shared.lock();
+            let Some(handle) = st.workers.remove(&id) else {
+                return;
+            };
+            handle.advance(WorkerState::Dead);
+            let stopping = st.stopping;
+            let after_disconnect = handle.exited_after_disconnect();
+            let decision = st.slots.get_mut(&handle.slot()).and_then(|slot| {
+                if slot.current != Some(id) {
+                    // A replacement that never took over, or a worker already
+                    // replaced by a reload: its slot does not depend on it.
+                    return None;
+                }
+                slot.current = None;
+                if stopping {
+                    return None;
+                }
+                Some(slot.guard.exited(now, exit, after_disconnect))
+            });
+            (handle, decision)
+        };
+        self.emit(Event::Exit {
+            worker: id,
+            slot: handle.slot(),
+            exit,
+            exited_after_disconnect: handle.exited_after_disconnect(),
+        });
+        if let Some(decision) = decision {
+            self.apply(handle.slot(), decision, exit);
+        }
+    }
+
+    fn apply(&mut self, slot: SlotId, decision: Decision, exit: Exit) {
+        match decision {
+            Decision::Restart { delay } => {
+                // A program that cannot even be started is retried after a
+                // floor delay, never in a tight loop, whatever the backoff.
+                let delay = if exit == SPAWN_FAILED {
+                    delay.max(SPAWN_RETRY_FLOOR)
+                } else {
+                    delay
+                };
+                self.emit(Event::RestartScheduled { slot, delay });
+                if delay.is_zero() {
+                    self.restart(slot);
+                } else {
+                    let notices = self.shared.notices.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = notices.send(Notice::RestartDue(slot));
+                    });
+                }
+            }
+            Decision::GiveUp => self.emit(Event::GaveUp {
+                slot,
+                last_exit: exit,
+            }),
+            Decision::Stop(_) => {}
+        }
+    }
+
+    fn restart(&mut self, slot: SlotId) {
+        {
+            let st = self.shared.lock();
+            let vacant = st.slots.get(&slot).is_some_and(|s| s.current.is_none());
+            if st.stopping || !vacant {
+                return;
+            }
+        }
+        if let Err(error) = self.shared.start_worker(slot, Placement::Current) {
+            self.emit(Event::ForkError { slot, error });
+            // The program could not even be started: count it as a failed
+            // run of the slot, so the backoff and the crash-loop limit apply.
+            let now = Instant::now();
+            let exit = SPAWN_FAILED;
+            let decision = {
+                let mut st = self.shared.lock();
+                st.slots.get_mut(&slot).map(|s| {
+                    s.guard.started(now);
+                    s.guard.exited(now, exit, false)
+                })
+            };
+            if let Some(d) = decision {
+                self.apply(slot, d, exit);
+            }
+        }
+    }
+
+    fn check_heartbeats(&mut self, timeout: Duration) {
+        let now = Instant::now();
+        let silent: Vec<WorkerId> = self
+            .last_seen
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(**t) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in silent {
+            // Killed once; its exit removes it for good.
+            self.last_seen.remove(&id);
+            self.kill(id, Signal::SIGKILL);
+            self.emit(Event::Unresponsive { worker: id });
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        let (workers, deadline) = {
+            let mut st = self.shared.lock();
+            if st.stopping {
+                return;
+            }
+            st.stopping = true;
+            let w: Vec<_> = st.workers.values().cloned().collect();
+            (w, st.settings.shutdown_deadline)
+        };
+        self.deadline = Some(tokio::time::Instant::now() + deadline);
+        for w in workers {
+            w.mark_disconnected();
+            tokio::spawn(async move {
+                let _ = w.disconnect().await;
+            });
+        }
+    }
+
+    fn kill_all(&self) {
+        let workers: Vec<_> = self.shared.lock().workers.values().cloned().collect();
+        for w in workers {
+            let _ = w.kill_group(Signal::SIGKILL);
+        }
+    }
+}

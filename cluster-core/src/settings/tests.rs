@@ -1,0 +1,57 @@
+//! Unit tests of settings: defaults and cumulative merging.
+
+use std::time::Duration;
+
+use super::*;
+
+#[test]
+fn defaults() {
+    let s = Settings::new();
+    assert!(s.program.is_none() && s.args.is_empty() && s.env.is_empty());
+    assert!(s.n_workers >= 1);
+    assert_eq!(s.stdio, WorkerStdio::Piped);
+    assert_eq!(s.restart, RestartPolicy::OnFailure);
+    assert!(s.heartbeat.is_none());
+    assert!(!s.handle_signals);
+}
+
+#[test]
+fn env_later_value_wins_and_args_accumulate() {
+    let mut s = Settings::new();
+    s.arg("a")
+        .env("K", "1")
+        .args(["b", "c"])
+        .env("K", "2")
+        .env("L", "x");
+    assert_eq!(s.args, ["a", "b", "c"]);
+    assert_eq!(s.env, [("K".into(), "2".into()), ("L".into(), "x".into())]);
+}
+
+#[test]
+fn merge_is_cumulative() {
+    let mut s = Settings::new();
+    s.program("/bin/first")
+        .arg("one")
+        .env("A", "1")
+        .n_workers(3);
+    let mut patch = Settings::new();
+    patch
+        .arg("two")
+        .env("A", "2")
+        .env("B", "3")
+        .restart(RestartPolicy::Always)
+        .heartbeat(Duration::from_millis(10), Duration::from_millis(50));
+    s.merge(&patch);
+    assert_eq!(s.program.as_deref(), Some(Path::new("/bin/first")));
+    assert_eq!(s.args, ["one", "two"]);
+    assert_eq!(s.env, [("A".into(), "2".into()), ("B".into(), "3".into())]);
+    assert_eq!(s.n_workers, 3, "an unset field of the patch keeps ours");
+    assert_eq!(s.restart, RestartPolicy::Always);
+    assert_eq!(
+        s.heartbeat,
+        Some(Heartbeat {
+            interval: Duration::from_millis(10),
+            timeout: Duration::from_millis(50)
+        })
+    );
+}

@@ -1,0 +1,9 @@
+//! Integration tests of cluster-core: real worker processes (the
+//! `cluster-helper` binary), real signals, every wait bounded in time.
+
+mod guard;
+mod lifecycle;
+mod messages;
+mod orphans;
+mod reload;
+mod support;

@@ -1,0 +1,157 @@
+//! The primary as a process of its own (the helper binary run as
+//! `cluster-helper primary <n>`): no orphans when it is SIGKILLed, graceful
+//! shutdown on SIGTERM, piped worker output prefixed per line.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+use crate::support::{BOUND, HELPER};
+
+struct Primary {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Primary {
+    fn start(worker_mode: &str, n: usize) -> Primary {
+        let mut child = Command::new(HELPER)
+            .args(["primary", &n.to_string()])
+            .env("HELPER_WORKER_MODE", worker_mode)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the helper primary");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Primary { child, lines }
+    }
+
+    async fn line(&mut self) -> Option<String> {
+        tokio::time::timeout(BOUND, self.lines.next_line())
+            .await
+            .expect("timed out waiting for the primary's output")
+            .expect("read the primary's output")
+    }
+
+    /// Read until `n` workers are online; returns their pids.
+    async fn online(&mut self, n: usize) -> Vec<u32> {
+        let mut pids = Vec::new();
+        let mut online = 0;
+        while online < n {
+            let line = self.line().await.expect("the primary ended early");
+            let words: Vec<_> = line.split(' ').collect();
+            match words.as_slice() {
+                ["fork", _, pid] => pids.push(pid.parse().unwrap()),
+                ["online", _] => online += 1,
+                _ => {}
+            }
+        }
+        pids
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            !matches!(state, Some("Z" | "X" | "x"))
+        }
+    }
+}
+
+/// Poll until none of `pids` is alive, within `bound`.
+async fn all_gone(pids: &[u32], bound: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        if pids.iter().all(|p| !alive(*p)) {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_the_primary_leaves_no_worker_alive() {
+    let mut primary = Primary::start("echo", 2);
+    let pids = primary.online(2).await;
+    assert_eq!(pids.len(), 2);
+    assert!(pids.iter().all(|p| alive(*p)));
+    primary.signal(nix::sys::signal::Signal::SIGKILL);
+    let status = tokio::time::timeout(BOUND, primary.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!status.success());
+    // The parent-death signal is immediate; one second is the promise, and
+    // the poll stops as soon as both are gone.
+    assert!(
+        all_gone(&pids, Duration::from_secs(1)).await,
+        "workers {pids:?} outlived their primary"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_by_the_deadline_despite_a_stubborn_worker() {
+    let mut primary = Primary::start("stubborn", 2);
+    let pids = primary.online(2).await;
+    primary.signal(nix::sys::signal::Signal::SIGTERM);
+    let mut exits = Vec::new();
+    loop {
+        match primary.line().await {
+            Some(line) if line == "done" => break,
+            Some(line) if line.starts_with("exit ") => exits.push(line),
+            Some(_) => {}
+            None => panic!("the primary ended without `done`"),
+        }
+    }
+    exits.sort();
+    assert_eq!(exits, ["exit 1 signal 9", "exit 2 signal 9"]);
+    let status = tokio::time::timeout(BOUND, primary.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    assert!(pids.iter().all(|p| !alive(*p)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piped_output_is_prefixed_per_line_and_sigint_is_graceful() {
+    let mut primary = Primary::start("print", 2);
+    let mut want = vec![
+        "[worker 1] hello from worker 1".to_string(),
+        "[worker 2] hello from worker 2".to_string(),
+    ];
+    while !want.is_empty() {
+        let line = primary.line().await.expect("the primary ended early");
+        want.retain(|w| *w != line);
+    }
+    primary.signal(nix::sys::signal::Signal::SIGINT);
+    let mut exits = Vec::new();
+    while let Some(line) = primary.line().await {
+        if line.starts_with("exit ") {
+            exits.push(line);
+        }
+    }
+    exits.sort();
+    assert_eq!(exits, ["exit 1 exit code 0", "exit 2 exit code 0"]);
+    let status = tokio::time::timeout(BOUND, primary.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}

@@ -1,0 +1,96 @@
+//! Shared helpers: the message type, settings for the helper binary, and
+//! bounded event waits.
+
+use std::time::Duration;
+
+use cluster_core::{Cluster, Event, Settings, WorkerStdio};
+use serde::{Deserialize, Serialize};
+
+/// The helper binary's message type (same shape, so the same wire).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Msg {
+    Text(String),
+    Ping(u64),
+    Pong { worker: u64, n: u64 },
+}
+
+/// The bound on any single wait of a test (the machine is noisy).
+pub(crate) const BOUND: Duration = Duration::from_secs(20);
+
+pub(crate) const HELPER: &str = env!("CARGO_BIN_EXE_cluster-helper");
+
+/// Settings running the helper in `mode`, `n` workers, output inherited.
+pub(crate) fn settings(mode: &str, n: usize) -> Settings {
+    let mut s = Settings::new();
+    s.program(HELPER)
+        .env("HELPER_MODE", mode)
+        .n_workers(n)
+        .stdio(WorkerStdio::Inherit)
+        .shutdown_deadline(Duration::from_secs(2));
+    s
+}
+
+/// The next event, or a test failure after [`BOUND`].
+pub(crate) async fn next(cluster: &mut Cluster<Msg>) -> Event<Msg> {
+    tokio::time::timeout(BOUND, cluster.next_event())
+        .await
+        .expect("timed out waiting for an event")
+        .expect("the event stream ended")
+}
+
+/// Events until one matches `pred` (returned with everything before it).
+pub(crate) async fn until(
+    cluster: &mut Cluster<Msg>,
+    mut pred: impl FnMut(&Event<Msg>) -> bool,
+) -> Vec<Event<Msg>> {
+    let mut seen = Vec::new();
+    loop {
+        let ev = next(cluster).await;
+        let done = pred(&ev);
+        seen.push(ev);
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// Shut down within the bound and drain the rest of the events.
+pub(crate) async fn shutdown(mut cluster: Cluster<Msg>) -> Vec<Event<Msg>> {
+    tokio::time::timeout(BOUND, cluster.shutdown())
+        .await
+        .expect("shutdown timed out")
+        .expect("shutdown failed");
+    let mut rest = Vec::new();
+    while let Some(ev) = tokio::time::timeout(BOUND, cluster.next_event())
+        .await
+        .expect("the event stream did not end")
+    {
+        rest.push(ev);
+    }
+    rest
+}
+
+/// A compact form of the lifecycle events, for comparisons.
+pub(crate) fn brief(ev: &Event<Msg>) -> String {
+    match ev {
+        Event::Fork { worker, .. } => format!("fork {worker}"),
+        Event::Online { worker } => format!("online {worker}"),
+        Event::Listening { worker, .. } => format!("listening {worker}"),
+        Event::Message(m) => format!("message {}", m.worker()),
+        Event::Disconnect { worker } => format!("disconnect {worker}"),
+        Event::Exit {
+            worker,
+            exit,
+            exited_after_disconnect,
+            ..
+        } => format!("exit {worker} {exit} after_disconnect={exited_after_disconnect}"),
+        Event::Unresponsive { worker } => format!("unresponsive {worker}"),
+        Event::ChannelError { worker, .. } => format!("channel error {worker}"),
+        Event::ForkError { slot, .. } => format!("fork error {slot}"),
+        Event::RestartScheduled { slot, delay } => {
+            format!("restart {slot} in {}ms", delay.as_millis())
+        }
+        Event::GaveUp { slot, last_exit } => format!("gave up {slot} after {last_exit}"),
+        other => format!("{other:?}"),
+    }
+}
