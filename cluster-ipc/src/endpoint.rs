@@ -111,7 +111,9 @@ impl UserFrame {
 /// [`Error::UnexpectedFrame`].
 ///
 /// Must run inside a tokio runtime: the sender's writer is a task spawned on
-/// it. Outside any runtime it returns [`Error::NoRuntime`].
+/// it. Outside any runtime it returns [`Error::NoRuntime`]. Once that
+/// runtime shuts down, the [`Sender`] fails with [`Error::Closed`] (what was
+/// queued and not yet written is lost).
 ///
 /// # Panics
 ///

@@ -23,7 +23,9 @@ pub enum Error {
         partial_frame_bytes: usize,
     },
     /// This half was closed earlier (after a fatal error, or the other half
-    /// of the local endpoint shut it down).
+    /// of the local endpoint shut it down), or, for a sender, the runtime
+    /// that ran its writer task (the one current at [`handshake`](crate::handshake))
+    /// shut down.
     #[error("channel closed")]
     Closed,
     /// A frame announced (or would have) a payload longer than the cap.

@@ -84,6 +84,8 @@ struct QueueState {
 enum CloseReason {
     PeerClosed,
     Io(io::ErrorKind, Option<i32>),
+    /// The writer task ended otherwise (its runtime shut down).
+    WriterStopped,
 }
 
 impl CloseReason {
@@ -92,6 +94,7 @@ impl CloseReason {
             CloseReason::PeerClosed => Error::PeerClosed {
                 partial_frame_bytes: 0,
             },
+            CloseReason::WriterStopped => Error::Closed,
             CloseReason::Io(kind, errno) => Error::Io {
                 op: "sendmsg",
                 source: errno.map_or_else(|| kind.into(), io::Error::from_raw_os_error),

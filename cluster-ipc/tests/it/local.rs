@@ -333,3 +333,28 @@ async fn a_message_whose_serialize_panics_does_not_corrupt_the_queue() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[test]
+fn a_sender_that_outlives_its_runtime_fails_instead_of_hanging() {
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ((tx, _rx), _other_end) = first.block_on(open_pair());
+    // The writer task dies with its runtime.
+    drop(first);
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        let sent = bounded(tx.send(1u32)).await;
+        assert!(matches!(sent, Err(Error::Closed)), "{sent:?}");
+        let flushed = bounded(tx.flush()).await;
+        assert!(matches!(flushed, Err(Error::Closed)), "{flushed:?}");
+        assert!(matches!(
+            tx.try_send(2u32),
+            Err(cluster_ipc::TrySendError::Closed(2))
+        ));
+    });
+}

@@ -16,8 +16,29 @@ use crate::sys::{self, Wait};
 /// A batch buffer up to this size is reused for the next batch.
 const RETAINED_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
+/// Closes the queue when the writer task ends without having closed it:
+/// when its runtime shuts down (the task is dropped mid-await), the senders
+/// then get [`Error::Closed`](crate::Error::Closed) instead of waiting
+/// forever for room or a flush that nobody will make.
+struct CloseOnExit(Arc<Queue>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        if st.closed.is_none() {
+            st.closed = Some(CloseReason::WriterStopped);
+            st.writing = false;
+            st.bytes = Vec::new();
+            st.fds.clear();
+        }
+        drop(st);
+        self.0.space_ready.notify_waiters();
+    }
+}
+
 /// The writer task: takes the whole queue at once and writes it.
 pub(super) async fn writer(shared: Arc<Shared>, write_fd: OwnedFd, queue: Arc<Queue>) {
+    let _close_on_exit = CloseOnExit(Arc::clone(&queue));
     let mut write_fd = Some(write_fd);
     let mut batch: Vec<u8> = Vec::new();
     let mut batch_fds: Vec<(usize, OwnedFd)> = Vec::new();
