@@ -210,7 +210,9 @@ impl Receiver {
                         // that would only say EAGAIN (as tokio's TcpStream
                         // does). Not after descriptors arrived: the kernel
                         // ends a read after a descriptor-carrying message
-                        // even when more bytes wait.
+                        // even when more bytes wait. (With SO_PASSCRED, which
+                        // this crate never sets, it would also end a read where
+                        // the writing process changes: do not set it.)
                         guard.clear_ready();
                     }
                     self.decoder.commit(n);
