@@ -11,10 +11,8 @@ use serde::de::DeserializeOwned;
 use crate::control::{ControlMsg, Handshake};
 use crate::endpoint::{Config, Incoming, UserFrame, parse_handshake};
 use crate::error::Error;
-use crate::frame::{
-    DecodedFrame, Decoder, FrameKind, MAX_FDS_PER_FRAME, decode_payload, encode_frame,
-};
-use crate::sys::{self, RecvError};
+use crate::frame::{DecodedFrame, Decoder, FrameKind, decode_payload, encode_frame, next_send};
+use crate::sys::{self, RecvError, Wait};
 
 /// Both halves of a channel end, blocking. Speaks the same wire as the
 /// async [`Sender`](crate::Sender)/[`Receiver`](crate::Receiver), so either
@@ -39,7 +37,7 @@ impl BlockingChannel {
         ours: Handshake,
         config: Config,
     ) -> Result<(Self, Handshake), Error> {
-        sys::set_nonblocking(fd.as_fd(), false).map_err(|source| Error::Io {
+        sys::set_blocking(fd.as_fd()).map_err(|source| Error::Io {
             op: "fcntl(O_NONBLOCK)",
             source,
         })?;
@@ -117,21 +115,13 @@ impl BlockingChannel {
         let mut next_fd = 0;
         let mut raw: Vec<RawFd> = Vec::new();
         while pos < bytes.len() {
-            let attach_end = (next_fd + MAX_FDS_PER_FRAME).min(fds.len());
-            let end = match fds.get(attach_end) {
-                Some(&(offset, _)) if offset > pos => offset,
-                _ => bytes.len(),
-            };
+            let (chunk, attach) = next_send(bytes.len(), pos, next_fd, fds);
             raw.clear();
-            raw.extend(
-                fds[next_fd..attach_end]
-                    .iter()
-                    .map(|(_, fd)| fd.as_raw_fd()),
-            );
-            match sys::send_with_fds(self.fd.as_fd(), &bytes[pos..end], &raw, false) {
+            raw.extend(fds[attach.clone()].iter().map(|(_, fd)| fd.as_raw_fd()));
+            match sys::send_with_fds(self.fd.as_fd(), &bytes[chunk], &raw, Wait::Block) {
                 Ok(n) => {
                     pos += n;
-                    next_fd = attach_end;
+                    next_fd = attach.end;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io("sendmsg", e)),
@@ -180,6 +170,8 @@ impl BlockingChannel {
     fn fail(&mut self, e: Error) -> Error {
         self.closed = true;
         self.decoder = Decoder::new(self.cap);
+        // As the async receiver does: the peer's later sends fail.
+        let _ = sys::shutdown_read(self.fd.as_fd());
         e
     }
 
@@ -197,7 +189,7 @@ impl BlockingChannel {
                 Ok(space) => space,
                 Err(e) => return Err(self.fail(e)),
             };
-            match sys::recv_with_fds(self.fd.as_fd(), space, &mut self.arrived, false) {
+            match sys::recv_with_fds(self.fd.as_fd(), space, &mut self.arrived, Wait::Block) {
                 Ok(0) => {
                     let partial_frame_bytes = self.decoder.buffered();
                     return Err(self.fail(Error::PeerClosed {

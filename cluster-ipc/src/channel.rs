@@ -1,7 +1,7 @@
 //! Creating the socketpair, handing one end to a child process, and adopting
 //! the inherited end in the worker.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -33,6 +33,13 @@ pub fn channel_pair() -> Result<(OwnedFd, OwnedFd), Error> {
 /// command after spawning to close the primary's copy). Works with
 /// `tokio::process::Command` through `as_std_mut()`.
 ///
+/// When `target` is free in this process, `cmd` holds it with a
+/// close-on-exec copy of `child_end` until it is dropped: std reports a
+/// failed `exec` through a pipe made at spawn time at the lowest free
+/// numbers, and that pipe must not land on `target`, where the hook's
+/// `dup2` would close it (the spawn of a missing program would then seem to
+/// succeed).
+///
 /// `target` must not be a descriptor the child needs for anything else.
 pub fn pass_to_child(
     cmd: &mut std::process::Command,
@@ -47,12 +54,25 @@ pub fn pass_to_child(
         });
     }
     cmd.env(CHANNEL_FD_ENV, target.to_string());
+    let child_end = hold_number(child_end, target);
     // SAFETY: the hook runs in the forked child before exec and calls only
     // dup2/fcntl, which are async-signal-safe; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || sys::dup_onto_in_child(child_end.as_raw_fd(), target));
     }
     Ok(())
+}
+
+/// `fd` itself, or a close-on-exec copy of it at number `target` when that
+/// number is free, so that nothing else can be opened there while the
+/// returned descriptor lives.
+fn hold_number(fd: OwnedFd, target: RawFd) -> OwnedFd {
+    match sys::dup_cloexec_at_least(fd.as_fd(), target) {
+        Ok(copy) if copy.as_raw_fd() == target => copy,
+        // The number is taken (the copy landed higher and is closed here),
+        // or no descriptor is left: the original serves, as before.
+        Ok(_) | Err(_) => fd,
+    }
 }
 
 static ADOPTED: AtomicBool = AtomicBool::new(false);
@@ -91,7 +111,7 @@ pub unsafe fn from_env() -> Result<Option<OwnedFd>, Error> {
         .filter(|fd| *fd >= 0)
         .ok_or_else(|| invalid("not a descriptor number", None))?;
     sys::check_unix_stream(fd).map_err(|(reason, source)| invalid(reason, source))?;
-    sys::set_cloexec_raw(fd, true).map_err(|e| invalid("cannot set close-on-exec", Some(e)))?;
+    sys::set_cloexec_raw(fd).map_err(|e| invalid("cannot set close-on-exec", Some(e)))?;
     // SAFETY: the descriptor is open (checked above), was handed to this
     // process for the channel, and the caller guarantees nothing else owns
     // it; ADOPTED makes sure we wrap it only once.

@@ -111,7 +111,9 @@ impl UserFrame {
 /// [`Error::UnexpectedFrame`].
 ///
 /// Must run inside a tokio runtime: the sender's writer is a task spawned on
-/// it. Outside any runtime it returns [`Error::NoRuntime`].
+/// it. Outside any runtime it returns [`Error::NoRuntime`]. Once that
+/// runtime shuts down, the [`Sender`] fails with [`Error::Closed`] (what was
+/// queued and not yet written is lost).
 ///
 /// # Panics
 ///
@@ -134,7 +136,7 @@ fn open(fd: OwnedFd, config: Config) -> Result<(Sender, Receiver), Error> {
             reason: "not called from a runtime context",
         });
     }
-    sys::set_nonblocking(std::os::fd::AsFd::as_fd(&fd), true).map_err(|source| Error::Io {
+    sys::set_nonblocking(std::os::fd::AsFd::as_fd(&fd)).map_err(|source| Error::Io {
         op: "fcntl(O_NONBLOCK)",
         source,
     })?;

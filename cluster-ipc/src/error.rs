@@ -3,7 +3,8 @@
 //! Every way a channel can fail maps to one variant. Errors that come from the
 //! peer's bytes (a malformed header, a frame over the cap, a version mismatch,
 //! a truncated descriptor message) are fatal for the receiving half: after one
-//! of them, the receiver reports [`Error::Closed`] and reads nothing more.
+//! of them, the receiver reports [`Error::Closed`] and reads nothing more, and
+//! the read side of the socket is shut down (the peer's sends then fail).
 
 use std::io;
 
@@ -22,7 +23,9 @@ pub enum Error {
         partial_frame_bytes: usize,
     },
     /// This half was closed earlier (after a fatal error, or the other half
-    /// of the local endpoint shut it down).
+    /// of the local endpoint shut it down), or, for a sender, the runtime
+    /// that ran its writer task (the one current at [`handshake`](crate::handshake))
+    /// shut down.
     #[error("channel closed")]
     Closed,
     /// A frame announced (or would have) a payload longer than the cap.

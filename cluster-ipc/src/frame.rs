@@ -151,7 +151,8 @@ impl Header {
 
 /// Appends one frame (header and postcard payload of `msg`) to `buf`.
 ///
-/// On error `buf` is left as it was.
+/// On error, and when `msg`'s `Serialize` panics, `buf` is left as it was
+/// (the frames queued before it stay intact).
 pub fn encode_frame<T: Serialize + ?Sized>(
     buf: &mut Vec<u8>,
     kind: FrameKind,
@@ -165,15 +166,20 @@ pub fn encode_frame<T: Serialize + ?Sized>(
             limit: MAX_FDS_PER_FRAME,
         });
     }
-    let start = buf.len();
-    buf.extend_from_slice(&[0; HEADER_LEN]);
-    if let Err(source) = postcard::serialize_with_flavor(msg, AppendFlavor(buf)) {
-        buf.truncate(start);
+    // Until disarmed, the frame is cut off again on every way out: the
+    // errors below, and a panicking `Serialize`.
+    let mut frame = Rollback {
+        start: buf.len(),
+        buf,
+        armed: true,
+    };
+    let start = frame.start;
+    frame.buf.extend_from_slice(&[0; HEADER_LEN]);
+    if let Err(source) = postcard::serialize_with_flavor(msg, AppendFlavor(frame.buf)) {
         return Err(Error::Encode { kind, source });
     }
-    let len = buf.len() - start - HEADER_LEN;
+    let len = frame.buf.len() - start - HEADER_LEN;
     if len > cap as usize {
-        buf.truncate(start);
         return Err(Error::FrameTooLarge {
             len: len as u64,
             cap,
@@ -185,8 +191,52 @@ pub fn encode_frame<T: Serialize + ?Sized>(
         kind,
         n_fds: n_fds as u8,
     };
-    buf[start..start + HEADER_LEN].copy_from_slice(&header.to_bytes());
+    frame.buf[start..start + HEADER_LEN].copy_from_slice(&header.to_bytes());
+    frame.armed = false;
     Ok(())
+}
+
+/// Truncates `buf` back to `start` when dropped armed, so that half a frame
+/// never stays in a queue that other frames are appended to (the peer would
+/// read it as a malformed header): not after an error, and not after a
+/// `Serialize` impl that panicked midway.
+struct Rollback<'a> {
+    buf: &'a mut Vec<u8>,
+    start: usize,
+    armed: bool,
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.buf.truncate(self.start);
+        }
+    }
+}
+
+/// The next `sendmsg` of a batch of encoded frames: the bytes to write and
+/// the descriptors to attach, as ranges of the batch and of `fds` (each
+/// descriptor tagged with the offset of the frame that claims it), given
+/// that the bytes before `pos` and the descriptors before `next_fd` are sent.
+///
+/// Every pending descriptor that fits the kernel's per-message limit is
+/// attached, and the bytes stop before the first frame whose descriptors do
+/// not fit; so each descriptor travels in a `sendmsg` that starts at or
+/// before its frame, and the kernel delivers it with that call's first byte.
+/// A short write keeps this true: the descriptors go with its first byte,
+/// and the rest of the bytes start no later than the next unsent frame.
+pub(crate) fn next_send<T>(
+    len: usize,
+    pos: usize,
+    next_fd: usize,
+    fds: &[(usize, T)],
+) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+    let attach_end = (next_fd + MAX_FDS_PER_FRAME).min(fds.len());
+    let end = match fds.get(attach_end) {
+        Some(&(offset, _)) if offset > pos => offset,
+        _ => len,
+    };
+    (pos..end, next_fd..attach_end)
 }
 
 /// A postcard output that appends to a borrowed `Vec` (so a failed encode

@@ -74,6 +74,13 @@ pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
     cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) }).map(drop)
 }
 
+/// Shuts down the read side of a socket: the peer's later writes fail with
+/// `EPIPE` instead of filling a buffer that nobody reads.
+pub(crate) fn shutdown_read(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: shutdown takes no pointers.
+    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RD) }).map(drop)
+}
+
 /// The send buffer asked for on each end of a new pair. On a Unix stream
 /// socket the sender's buffer bounds the bytes in flight; a larger one means
 /// fewer wake-ups per large message.
@@ -93,16 +100,34 @@ fn set_send_buffer(fd: BorrowedFd<'_>, bytes: libc::c_int) -> io::Result<()> {
     cvt(ret).map(drop)
 }
 
-/// Sets or clears `O_NONBLOCK`.
-pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+/// Whether a `sendmsg`/`recvmsg` may block the calling thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Block until the call can proceed (the blocking endpoint).
+    Block,
+    /// `MSG_DONTWAIT`: fail with `WouldBlock` instead (the async endpoint,
+    /// whatever the descriptor's own mode).
+    DontWait,
+}
+
+/// Sets `O_NONBLOCK`.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    update_status_flags(fd, |flags| flags | libc::O_NONBLOCK)
+}
+
+/// Clears `O_NONBLOCK`.
+pub(crate) fn set_blocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    update_status_flags(fd, |flags| flags & !libc::O_NONBLOCK)
+}
+
+fn update_status_flags(
+    fd: BorrowedFd<'_>,
+    update: impl FnOnce(libc::c_int) -> libc::c_int,
+) -> io::Result<()> {
     // SAFETY: F_GETFL/F_SETFL on a valid descriptor; no pointers involved.
     unsafe {
         let flags = cvt(libc::fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
-        let new = if on {
-            flags | libc::O_NONBLOCK
-        } else {
-            flags & !libc::O_NONBLOCK
-        };
+        let new = update(flags);
         if new != flags {
             cvt(libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, new))?;
         }
@@ -110,17 +135,30 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Sets or clears `FD_CLOEXEC` on a raw descriptor number (which need not
-/// be open: the error says so).
-pub(crate) fn set_cloexec_raw(fd: RawFd, on: bool) -> io::Result<()> {
+/// A close-on-exec duplicate of `fd` at the lowest free number `>= min`.
+pub(crate) fn dup_cloexec_at_least(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an integer argument and no pointer.
+    let copy = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
+    // SAFETY: the kernel just returned this descriptor, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+}
+
+/// Sets `FD_CLOEXEC` on a raw descriptor number (which need not be open:
+/// the error says so).
+pub(crate) fn set_cloexec_raw(fd: RawFd) -> io::Result<()> {
+    update_fd_flags(fd, |flags| flags | libc::FD_CLOEXEC)
+}
+
+/// Clears `FD_CLOEXEC` on a raw descriptor number. Async-signal-safe.
+pub(crate) fn clear_cloexec_raw(fd: RawFd) -> io::Result<()> {
+    update_fd_flags(fd, |flags| flags & !libc::FD_CLOEXEC)
+}
+
+fn update_fd_flags(fd: RawFd, update: impl FnOnce(libc::c_int) -> libc::c_int) -> io::Result<()> {
     // SAFETY: F_GETFD/F_SETFD take no pointers; a closed number gives EBADF.
     unsafe {
         let flags = cvt(libc::fcntl(fd, libc::F_GETFD))?;
-        let new = if on {
-            flags | libc::FD_CLOEXEC
-        } else {
-            flags & !libc::FD_CLOEXEC
-        };
+        let new = update(flags);
         if new != flags {
             cvt(libc::fcntl(fd, libc::F_SETFD, new))?;
         }
@@ -164,12 +202,12 @@ pub(crate) fn check_unix_stream(fd: RawFd) -> Result<(), (&'static str, Option<i
 }
 
 /// One `sendmsg` of `bytes` with `fds` attached (if any). Never raises
-/// SIGPIPE. `nonblocking` adds `MSG_DONTWAIT`.
+/// SIGPIPE.
 pub(crate) fn send_with_fds(
     sock: BorrowedFd<'_>,
     bytes: &[u8],
     fds: &[RawFd],
-    nonblocking: bool,
+    wait: Wait,
 ) -> io::Result<usize> {
     debug_assert!(fds.len() <= MAX_FDS_PER_FRAME);
     let mut iov = libc::iovec {
@@ -201,7 +239,7 @@ pub(crate) fn send_with_fds(
         }
     }
     let mut flags = libc::MSG_NOSIGNAL;
-    if nonblocking {
+    if wait == Wait::DontWait {
         flags |= libc::MSG_DONTWAIT;
     }
     // SAFETY: `msg` points at live iovec/control buffers for the whole call.
@@ -221,7 +259,7 @@ pub(crate) fn recv_with_fds(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
-    nonblocking: bool,
+    wait: Wait,
 ) -> Result<usize, RecvError> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -235,7 +273,7 @@ pub(crate) fn recv_with_fds(
     msg.msg_control = cmsg.0.as_mut_ptr().cast();
     msg.msg_controllen = mem::size_of::<CmsgBuf>() as _;
     let mut flags = libc::MSG_CMSG_CLOEXEC;
-    if nonblocking {
+    if wait == Wait::DontWait {
         flags |= libc::MSG_DONTWAIT;
     }
     // SAFETY: `msg` points at live iovec/control buffers for the whole call.
@@ -283,7 +321,7 @@ pub(crate) enum RecvError {
 /// close-on-exec on `target`). Async-signal-safe: only dup2 and fcntl.
 pub(crate) fn dup_onto_in_child(fd: RawFd, target: RawFd) -> io::Result<()> {
     if fd == target {
-        return set_cloexec_raw(target, false);
+        return clear_cloexec_raw(target);
     }
     // SAFETY: dup2 takes no pointers; `target` is reserved for the channel by
     // the caller of `pass_to_child`.

@@ -188,14 +188,18 @@ impl Child {
     }
 
     /// Reads the piped stdout and stderr concurrently to their end, each up
-    /// to `cap` bytes, then waits. A stream that is not piped reads as
-    /// empty. Past the cap the child is killed with SIGKILL and
-    /// [`Error::OutputTooLarge`] is returned.
+    /// to `cap` bytes, then waits. A piped stdin that was not taken is closed
+    /// first, so a child that reads it to its end goes on. A stream that is
+    /// not piped reads as empty. Past the cap the child is killed with
+    /// SIGKILL and [`Error::OutputTooLarge`] is returned.
     ///
     /// # Errors
     /// [`Error::OutputTooLarge`], [`Error::Read`], [`Error::Kill`] or
     /// [`Error::Wait`].
     pub async fn output(mut self, cap: usize) -> Result<Output, Error> {
+        // `wait` would close it, but only after the reads: a child waiting
+        // for the end of its stdin before it writes or exits would hang both.
+        drop(self.take_stdin());
         let stdout = read_capped(self.take_stdout(), cap, Stream::Stdout);
         let stderr = read_capped(self.take_stderr(), cap, Stream::Stderr);
         match tokio::try_join!(stdout, stderr) {

@@ -233,6 +233,10 @@ impl Command {
     /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::BadCwd`],
     /// [`Error::BadFdTarget`], [`Error::NoRuntime`] or [`Error::Spawn`], each
     /// naming the program.
+    ///
+    /// # Panics
+    /// Inside a tokio runtime built without its I/O driver: tokio panics when
+    /// it registers the child (build the runtime with `enable_all`).
     pub fn spawn(self) -> Result<Child, Error> {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return Err(Error::NoRuntime {
@@ -268,7 +272,8 @@ impl Command {
 
     /// Runs the child to its close while capturing stdout and stderr
     /// concurrently (no pipe deadlock whatever the volume), each up to `cap`
-    /// bytes. Standard input is `/dev/null` unless set. Past the cap the child
+    /// bytes. Standard input is `/dev/null` unless set (a piped stdin is
+    /// closed at once, as [`Child::output`] does). Past the cap the child
     /// is killed and [`Error::OutputTooLarge`] says so (Node's `maxBuffer`).
     ///
     /// # Errors

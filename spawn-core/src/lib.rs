@@ -41,7 +41,9 @@
 //! # Caveats
 //! - **Dropping a [`Child`] does not kill it** (like std and Node): the child
 //!   runs on, and tokio's orphan queue reaps it when it exits, so it never
-//!   stays a zombie. Set [`Command::kill_on_drop`] to send SIGKILL on drop
+//!   stays a zombie (tokio's driver does the reaping: a child that exits
+//!   after the last runtime of the process is gone stays a zombie until the
+//!   process exits). Set [`Command::kill_on_drop`] to send SIGKILL on drop
 //!   instead. Grandchildren are never reaped by us: use a process group and
 //!   [`Child::kill_group`] to stop them.
 //! - **The parent-death signal is per thread.** Linux fires
@@ -61,7 +63,10 @@
 //! - [`Child::kill`] does nothing once the child was reaped, so it never
 //!   signals a process that reused the pid; [`Child::pid`] may be stale then.
 //! - [`Child::kill_group`] signals the group the child leads, even after the
-//!   leader was reaped (the group lives while any member does).
+//!   leader was reaped (the group lives while any member does). Once the
+//!   leader is reaped *and* the group is empty, the number is free for the
+//!   kernel to reuse: do not signal a group long after its last member may
+//!   have exited.
 //! - [`Child::wait_timeout`] sends the chosen signal when the timeout expires,
 //!   then SIGKILL after [`TIMEOUT_GRACE`] if the child ignores it.
 //! - The async API needs a tokio runtime with its I/O and time drivers

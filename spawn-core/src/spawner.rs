@@ -8,6 +8,7 @@
 //! mean what the user meant: "the parent process died".
 
 use std::io;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::sync::{Mutex, PoisonError};
 use std::thread;
@@ -16,19 +17,26 @@ type Job = Box<dyn FnOnce() + Send>;
 
 static SPAWNER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
 
-/// Runs `job` on the spawner thread and returns its result.
+/// Runs `job` on the spawner thread and returns its result. A panic in
+/// `job` is caught there (the thread must outlive it: its exit would fire
+/// the parent-death signal of every child it forked) and resumed here, in
+/// the caller, as if the job had run on the calling thread.
 pub(crate) fn run<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
     let sender = sender()?;
     let (tx, rx) = mpsc::sync_channel(1);
     let job: Job = Box::new(move || {
+        let result = panic::catch_unwind(AssertUnwindSafe(job));
         // The receiver is only gone if the caller panicked: nothing to do.
-        let _ = tx.send(job());
+        let _ = tx.send(result);
     });
     sender
         .send(job)
         .map_err(|_| io::Error::other("the spawner thread is gone"))?;
-    rx.recv()
-        .map_err(|_| io::Error::other("the spawner thread dropped a spawn"))
+    match rx.recv() {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(payload)) => panic::resume_unwind(payload),
+        Err(_) => Err(io::Error::other("the spawner thread dropped a spawn")),
+    }
 }
 
 fn sender() -> io::Result<mpsc::Sender<Job>> {

@@ -9,16 +9,21 @@
 //! - `over-cap <cap>`: handshake by hand, announce a frame of `cap + 1`
 //!   bytes, then read until the primary closes; exit 0 on that end.
 //! - `stall`: handshake, then never read; exit when stdin closes.
+//! - `no-room-for-fds`: lower `RLIMIT_NOFILE` so that no descriptor can be
+//!   installed, handshake (blocking), say `Echo(0)` (the primary then
+//!   knows the handshake read is over), then expect the next frame to fail
+//!   with `DescriptorsTruncated` (`MSG_CTRUNC`) and the channel to be closed
+//!   after it; exit 0 only then.
 //!
 //! Not part of the library's API: the tests reach it through
 //! `CARGO_BIN_EXE_cluster-ipc-peer`.
 
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use cluster_ipc::frame::{FrameKind, encode_frame};
-use cluster_ipc::{Config, ControlMsg, Handshake, Incoming};
+use cluster_ipc::{BlockingChannel, Config, ControlMsg, Error, Handshake, Incoming};
 use serde::{Deserialize, Serialize};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -48,6 +53,7 @@ fn main() -> Result<(), BoxError> {
         Some("stall") => run_async(stall(fd)),
         Some("die-mid-frame") => die_mid_frame(fd),
         Some("over-cap") => over_cap(fd, cap(1)?),
+        Some("no-room-for-fds") => no_room_for_fds(fd),
         _ => Err("unknown mode".into()),
     }
 }
@@ -147,5 +153,39 @@ fn over_cap(fd: OwnedFd, cap: u32) -> Result<(), BoxError> {
             Ok(())
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+fn no_room_for_fds(fd: OwnedFd) -> Result<(), BoxError> {
+    // With the soft limit at the lowest free number, every number below it
+    // is taken and none above it may be used: the kernel cannot install a
+    // received descriptor. Done before the handshake, so that no read can
+    // take in the primary's descriptors early.
+    let lowest_free = std::fs::File::open("/dev/null")?.as_raw_fd();
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid out-pointer for getrlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    limit.rlim_cur = lowest_free as libc::rlim_t;
+    // SAFETY: `limit` is a valid rlimit; lowering the soft limit is allowed.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let (mut channel, _) =
+        BlockingChannel::handshake(fd, Handshake::for_this_process(1), Config::default())?;
+    // Our handshake read is over: the primary's descriptors cannot arrive
+    // within it.
+    channel.send(PeerMsg::Echo(0))?;
+    match channel.recv_raw() {
+        Err(Error::DescriptorsTruncated) => {}
+        other => return Err(format!("expected DescriptorsTruncated, got {other:?}").into()),
+    }
+    match channel.recv_raw() {
+        Err(Error::Closed) => Ok(()),
+        other => Err(format!("expected Closed, got {other:?}").into()),
     }
 }

@@ -35,7 +35,7 @@ fn a_blocking_worker_talks_to_an_async_primary() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
+    let primary = async {
         let bounded = |f| tokio::time::timeout(Duration::from_secs(20), f);
         let (tx, mut rx, peer) = bounded(handshake(
             primary_end,
@@ -71,7 +71,10 @@ fn a_blocking_worker_talks_to_an_async_primary() {
             .await
             .unwrap();
         tx.flush().await.unwrap();
-    });
+    };
+    // The whole conversation is bounded, every await of it included.
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(20), primary).await })
+        .expect("the conversation did not finish in time");
     worker.join().unwrap();
 }
 

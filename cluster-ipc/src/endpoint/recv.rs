@@ -11,13 +11,16 @@ use super::{Incoming, Shared, UserFrame, parse_handshake};
 use crate::control::{ControlMsg, Handshake};
 use crate::error::Error;
 use crate::frame::{DecodedFrame, Decoder, FrameKind, decode_payload};
-use crate::sys::{self, RecvError};
+use crate::sys::{self, RecvError, Wait};
 
 /// The receiving half of an endpoint. One task owns it.
 ///
 /// After an error that came from the peer's bytes (or the end of the
 /// stream), the receiver is closed: every later call returns
-/// [`Error::Closed`] and its buffered bytes and descriptors are dropped.
+/// [`Error::Closed`], its buffered bytes and descriptors are dropped, and
+/// the read side of the socket is shut down, so the peer's later sends fail
+/// ([`Error::PeerClosed`] on its side) instead of filling a buffer that
+/// nobody reads. This endpoint's [`Sender`](crate::Sender) still works.
 /// A user payload that does not decode as the requested type is not such an
 /// error: the frame is consumed (its descriptors closed), and the channel
 /// stays usable.
@@ -51,6 +54,9 @@ impl Receiver {
 
     /// Waits for the next frame, whatever its kind. A user payload stays
     /// encoded ([`UserFrame::decode`] it once its type is known).
+    ///
+    /// Cancel-safe (for `select!`): what was read before the future is
+    /// dropped stays buffered, bytes and descriptors, for the next call.
     pub async fn recv_raw(&mut self) -> Result<Incoming<UserFrame>, Error> {
         self.wait_for_frame().await?;
         let frame = self.take_frame()?;
@@ -67,7 +73,7 @@ impl Receiver {
 
     /// Waits for the next frame and decodes a user payload as `T` straight
     /// from the read buffer. Control frames come through as
-    /// [`Incoming::Control`].
+    /// [`Incoming::Control`]. Cancel-safe like [`Receiver::recv_raw`].
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Incoming<T>, Error> {
         self.wait_for_frame().await?;
         self.take_decoded()
@@ -123,6 +129,9 @@ impl Receiver {
     fn fail(&mut self, e: Error) -> Error {
         self.closed = true;
         self.decoder = Decoder::new(self.shared.cap);
+        // The peer learns it (its sends fail) rather than blocking on a
+        // socket nobody reads; a failure means the socket is gone already.
+        let _ = sys::shutdown_read(self.shared.fd.get_ref().as_fd());
         e
     }
 
@@ -184,7 +193,7 @@ impl Receiver {
             let want = space.len();
             let arrived = &mut self.arrived;
             let result = guard.try_io(|fd| {
-                match sys::recv_with_fds(fd.get_ref().as_fd(), space, arrived, true) {
+                match sys::recv_with_fds(fd.get_ref().as_fd(), space, arrived, Wait::DontWait) {
                     Err(RecvError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
                     other => Ok(other),
                 }
@@ -201,7 +210,9 @@ impl Receiver {
                         // that would only say EAGAIN (as tokio's TcpStream
                         // does). Not after descriptors arrived: the kernel
                         // ends a read after a descriptor-carrying message
-                        // even when more bytes wait.
+                        // even when more bytes wait. (With SO_PASSCRED, which
+                        // this crate never sets, it would also end a read where
+                        // the writing process changes: do not set it.)
                         guard.clear_ready();
                     }
                     self.decoder.commit(n);

@@ -9,21 +9,21 @@
 //! the receiver by the time it parses the frame's header.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
 use super::Shared;
 use crate::control::ControlMsg;
 use crate::error::{Error, TrySendError};
 use crate::frame::{FrameKind, MAX_FDS_PER_FRAME, encode_frame};
-use crate::sys;
+
+mod writer;
+use writer::writer;
 
 /// The sending half of an endpoint. Clone it to send from several tasks;
 /// when the last clone is dropped, the queue is flushed and the write side
@@ -69,9 +69,6 @@ struct Queue {
 /// empty queue): each is an open descriptor of this process until sent.
 const MAX_QUEUED_SEND_FDS: usize = 256;
 
-/// A batch buffer up to this size is reused for the next batch.
-const RETAINED_BATCH_BYTES: usize = 4 * 1024 * 1024;
-
 #[derive(Default)]
 struct QueueState {
     bytes: Vec<u8>,
@@ -87,6 +84,8 @@ struct QueueState {
 enum CloseReason {
     PeerClosed,
     Io(io::ErrorKind, Option<i32>),
+    /// The writer task ended otherwise (its runtime shut down).
+    WriterStopped,
 }
 
 impl CloseReason {
@@ -95,6 +94,7 @@ impl CloseReason {
             CloseReason::PeerClosed => Error::PeerClosed {
                 partial_frame_bytes: 0,
             },
+            CloseReason::WriterStopped => Error::Closed,
             CloseReason::Io(kind, errno) => Error::Io {
                 op: "sendmsg",
                 source: errno.map_or_else(|| kind.into(), io::Error::from_raw_os_error),
@@ -114,7 +114,7 @@ impl Queue {
     #[inline]
     fn lock(&self) -> MutexGuard<'_, QueueState> {
         // A panicking `Serialize` impl cannot leave the queue inconsistent:
-        // `encode_frame` truncates what it wrote before returning.
+        // `encode_frame` cuts off what it wrote, on unwind too.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -253,12 +253,18 @@ impl Sender {
     ///
     /// `T` may be a reference (`send(&msg)`). Returns once the frame is
     /// queued; the writer task puts it on the socket.
+    ///
+    /// Cancel-safe (for `select!`): the frame is queued whole at the moment
+    /// the future completes, or not at all if it is dropped before.
     pub async fn send<T: Serialize>(&self, msg: T) -> Result<(), Error> {
         self.send_frame(FrameKind::User, &msg, Vec::new()).await
     }
 
     /// Sends a user message with descriptors attached. The descriptors are
     /// closed on this side once they are on the socket (or on error).
+    ///
+    /// Cancel-safe like [`Sender::send`]; a future dropped before it
+    /// completes closes the descriptors unsent.
     pub async fn send_with_fds<T: Serialize>(
         &self,
         msg: T,
@@ -282,7 +288,8 @@ impl Sender {
     }
 
     /// Sends a control message (with descriptors, possibly none), waiting
-    /// while the queue is full.
+    /// while the queue is full. Cancel-safe like
+    /// [`Sender::send_with_fds`].
     pub async fn send_control(&self, msg: &ControlMsg, fds: Vec<OwnedFd>) -> Result<(), Error> {
         self.send_frame(FrameKind::Control, msg, fds).await
     }
@@ -298,6 +305,7 @@ impl Sender {
     }
 
     /// Waits until everything queued so far has been written to the socket.
+    /// Cancel-safe: dropping the future changes nothing.
     pub async fn flush(&self) -> Result<(), Error> {
         let _waiting = Waiting::register(self.queue());
         loop {
@@ -320,145 +328,4 @@ impl Sender {
     pub fn queued_bytes(&self) -> usize {
         self.queue().lock().bytes.len()
     }
-}
-
-/// The writer task: takes the whole queue at once and writes it.
-async fn writer(shared: Arc<Shared>, write_fd: OwnedFd, queue: Arc<Queue>) {
-    let mut write_fd = Some(write_fd);
-    let mut batch: Vec<u8> = Vec::new();
-    let mut batch_fds: Vec<(usize, OwnedFd)> = Vec::new();
-    loop {
-        let wake = queue.data_ready.notified();
-        {
-            let mut st = queue.lock();
-            if st.closed.is_some() {
-                return;
-            }
-            if st.bytes.is_empty() {
-                st.writing = false;
-                if st.senders_gone {
-                    drop(st);
-                    queue.space_ready.notify_waiters();
-                    // The peer sees the end of the stream; a failure here
-                    // means it is already gone, which it will notice anyway.
-                    let _ = sys::shutdown_write(shared.fd.get_ref().as_fd());
-                    return;
-                }
-            } else {
-                std::mem::swap(&mut st.bytes, &mut batch);
-                std::mem::swap(&mut st.fds, &mut batch_fds);
-                st.writing = true;
-            }
-        }
-        queue.wake_waiters();
-        if batch.is_empty() {
-            wake.await;
-            continue;
-        }
-        let result = write_batch(&mut write_fd, &batch, &batch_fds).await;
-        batch.clear();
-        batch_fds.clear();
-        if batch.capacity() > (4 * queue.limit).max(RETAINED_BATCH_BYTES) {
-            // Keep the memory of ordinary batches (and of messages up to a
-            // few MiB); give back what one huge message grew.
-            batch = Vec::new();
-        }
-        if let Err(e) = result {
-            let reason = match e.kind() {
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
-                    CloseReason::PeerClosed
-                }
-                kind => CloseReason::Io(kind, e.raw_os_error()),
-            };
-            let mut st = queue.lock();
-            st.closed = Some(reason);
-            st.writing = false;
-            st.bytes = Vec::new();
-            st.fds.clear();
-            drop(st);
-            queue.space_ready.notify_waiters();
-            return;
-        }
-    }
-}
-
-/// Writes one batch, attaching each descriptor to a `sendmsg` that starts
-/// at or before its frame.
-///
-/// The socket is written without a reactor registration; only when it is
-/// full does the descriptor get registered for writability, and it is
-/// deregistered again once the batch is out.
-async fn write_batch(
-    slot: &mut Option<OwnedFd>,
-    bytes: &[u8],
-    fds: &[(usize, OwnedFd)],
-) -> io::Result<()> {
-    let mut registered: Option<AsyncFd<OwnedFd>> = None;
-    let result = write_batch_inner(slot, &mut registered, bytes, fds).await;
-    if let Some(async_fd) = registered {
-        *slot = Some(async_fd.into_inner());
-    }
-    result
-}
-
-async fn write_batch_inner(
-    slot: &mut Option<OwnedFd>,
-    registered: &mut Option<AsyncFd<OwnedFd>>,
-    bytes: &[u8],
-    fds: &[(usize, OwnedFd)],
-) -> io::Result<()> {
-    let mut pos = 0;
-    let mut next_fd = 0;
-    let mut raw: Vec<RawFd> = Vec::new();
-    while pos < bytes.len() {
-        let attach_end = (next_fd + MAX_FDS_PER_FRAME).min(fds.len());
-        // Stop before the first frame whose descriptors do not fit here.
-        let end = match fds.get(attach_end) {
-            Some(&(offset, _)) if offset > pos => offset,
-            _ => bytes.len(),
-        };
-        raw.clear();
-        raw.extend(
-            fds[next_fd..attach_end]
-                .iter()
-                .map(|(_, fd)| fd.as_raw_fd()),
-        );
-        let chunk = &bytes[pos..end];
-        let sent = match registered {
-            None => {
-                let fd = slot.as_ref().ok_or(io::ErrorKind::NotConnected)?;
-                match sys::send_with_fds(fd.as_fd(), chunk, &raw, true) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        let fd = slot.take().ok_or(io::ErrorKind::NotConnected)?;
-                        match sys::register(fd, Interest::WRITABLE) {
-                            Ok(async_fd) => *registered = Some(async_fd),
-                            Err((fd, e)) => {
-                                *slot = Some(fd);
-                                return Err(e);
-                            }
-                        }
-                        continue;
-                    }
-                    other => other,
-                }
-            }
-            Some(async_fd) => {
-                let mut guard = async_fd.writable().await?;
-                match guard.try_io(|fd| sys::send_with_fds(fd.get_ref().as_fd(), chunk, &raw, true))
-                {
-                    Ok(result) => result,
-                    Err(_would_block) => continue,
-                }
-            }
-        };
-        match sent {
-            Ok(n) => {
-                pos += n;
-                next_fd = attach_end;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -1,6 +1,7 @@
 //! Tests of the header and the I/O-free decoder: the header snapshot, and
 //! properties over arbitrary messages and arbitrary bytes.
 
+use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use proptest::prelude::*;
@@ -151,6 +152,48 @@ fn encoder_refuses_payloads_over_the_cap() {
     );
 }
 
+/// Plans the `sendmsg` calls of a batch of `len` bytes whose frames claim
+/// descriptors as `fds` says, each call writing at most `write` bytes;
+/// returns each call's byte range and descriptor count.
+fn plan_sends(len: usize, fds: &[(usize, ())], write: usize) -> Vec<(Range<usize>, usize)> {
+    let (mut pos, mut next_fd, mut calls) = (0, 0, Vec::new());
+    while pos < len {
+        let (chunk, attach) = next_send(len, pos, next_fd, fds);
+        let written = chunk.len().min(write);
+        calls.push((pos..pos + written, attach.len()));
+        pos += written;
+        next_fd = attach.end;
+    }
+    assert_eq!(next_fd, fds.len(), "every descriptor is sent");
+    calls
+}
+
+#[test]
+fn each_descriptor_goes_in_a_sendmsg_that_starts_at_or_before_its_frame() {
+    // Frames at these offsets claim these many descriptors: more than one
+    // sendmsg can carry, split across frames.
+    let frames = [(0, 100), (50, 200), (90, 1), (120, 253), (180, 0), (190, 3)];
+    let fds: Vec<(usize, ())> = frames
+        .iter()
+        .flat_map(|&(offset, n)| std::iter::repeat_n((offset, ()), n))
+        .collect();
+    for write in [1, 7, 64, 1000] {
+        let calls = plan_sends(200, &fds, write);
+        let mut sent = 0;
+        for (bytes, n_fds) in &calls {
+            assert!(*n_fds <= MAX_FDS_PER_FRAME, "write {write}: {calls:?}");
+            // The descriptors of this call belong to frames at or after its
+            // first byte.
+            for &(offset, ()) in &fds[sent..sent + n_fds] {
+                assert!(bytes.start <= offset, "write {write}: {calls:?}");
+            }
+            sent += n_fds;
+        }
+        let covered: Vec<usize> = calls.iter().flat_map(|(b, _)| b.clone()).collect();
+        assert_eq!(covered, (0..200).collect::<Vec<_>>(), "write {write}");
+    }
+}
+
 /// Feeds `bytes` in `chunk`-sized pieces, draining frames as they complete,
 /// checking the memory bound after every step. Returns the frames decoded
 /// before the first error, and the error.
@@ -220,6 +263,30 @@ proptest! {
         }
     }
 
+    // Arbitrary bytes almost never make a well-formed header (reserved
+    // bytes zero, a known kind), so the bound above is rarely put to the
+    // test by them: here every header is well formed and announces any
+    // length, up to several times the read buffer and the cap.
+    #[test]
+    fn announced_lengths_never_grow_the_buffer_past_the_cap(
+        cap in 0u32..(1 << 20),
+        len in 0u32..(3 << 20),
+        kind in 0u8..3,
+        tail in proptest::collection::vec(any::<u8>(), 0..1024),
+        chunk in 1usize..8192,
+    ) {
+        let kind = FrameKind::from_byte(kind).unwrap();
+        let mut bytes = Header { len, kind, n_fds: 0 }.to_bytes().to_vec();
+        bytes.extend_from_slice(&tail);
+        let (_headers, err) = feed(&bytes, chunk, cap);
+        if len > cap {
+            prop_assert!(
+                matches!(err, Some(Error::FrameTooLarge { len: l, cap: c }) if l == u64::from(len) && c == cap),
+                "{:?}", err
+            );
+        }
+    }
+
     #[test]
     fn valid_headers_with_garbage_payloads_never_panic(
         payloads in proptest::collection::vec((0u8..3, proptest::collection::vec(any::<u8>(), 0..64)), 1..10),
@@ -238,4 +305,28 @@ proptest! {
             let _ = decode_payload::<crate::Handshake>(header.kind, &payload);
         }
     }
+}
+
+/// A message whose `Serialize` panics after writing part of itself.
+struct PanicsMidway;
+
+impl Serialize for PanicsMidway {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut tuple = serializer.serialize_tuple(2)?;
+        tuple.serialize_element(&u64::MAX)?;
+        panic!("this Serialize panics midway");
+    }
+}
+
+#[test]
+fn a_serialize_that_panics_leaves_the_buffer_as_it_was() {
+    let mut buf = Vec::new();
+    encode_frame(&mut buf, FrameKind::User, &1u8, 0, 100).unwrap();
+    let before = buf.clone();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        encode_frame(&mut buf, FrameKind::User, &PanicsMidway, 0, 100)
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(buf, before, "half a frame was left behind");
 }

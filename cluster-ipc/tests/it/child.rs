@@ -182,6 +182,25 @@ async fn a_frame_over_the_cap_is_rejected_from_its_header_and_the_channel_closes
 }
 
 #[tokio::test]
+async fn descriptors_the_peer_cannot_install_are_a_truncation_error() {
+    // The helper leaves itself no free descriptor number, so the kernel
+    // truncates the ancillary data (MSG_CTRUNC) of our frame; it exits 0
+    // only if it saw `DescriptorsTruncated` and then a closed channel.
+    let (child, fd) = spawn_peer(&["no-room-for-fds"]);
+    let (tx, mut rx, _) = open(fd, 1024).await;
+    // The helper's handshake read is over once it says so: our descriptors
+    // cannot be read together with our handshake.
+    assert_eq!(recv_user(&mut rx).await.0, PeerMsg::Echo(0));
+    let (_mine, theirs) = UnixStream::pair().unwrap();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    bounded(tx.send_with_fds(PeerMsg::Echo(1), vec![theirs.into(), null.into()]))
+        .await
+        .unwrap();
+    bounded(tx.flush()).await.unwrap();
+    finish(child).await;
+}
+
+#[tokio::test]
 async fn a_full_queue_gives_backpressure_not_unbounded_memory() {
     const LIMIT: usize = 64 * 1024;
     let (mut child, fd) = spawn_peer(&["stall"]);
@@ -242,4 +261,21 @@ async fn a_worker_refuses_an_inherited_descriptor_that_is_not_a_socket() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not a socket"), "stderr: {stderr}");
+}
+
+#[test]
+fn a_failed_exec_is_reported_when_the_target_is_where_std_reports_errors() {
+    // std reports a failed exec through a close-on-exec pipe made just
+    // before the fork, at the two lowest free numbers. Find them and ask for
+    // the channel at the number the pipe's write end will get: the hook's
+    // dup2 there must not hide the failed exec (nor write std's error
+    // report into the channel).
+    let (_primary_end, child_end) = channel_pair().unwrap();
+    let (probe_read, probe_write) = UnixStream::pair().unwrap();
+    let target = std::os::fd::AsRawFd::as_raw_fd(&probe_write);
+    drop((probe_read, probe_write));
+    let mut cmd = std::process::Command::new("no-such-program-cluster-ipc");
+    pass_to_child(&mut cmd, child_end, target).unwrap();
+    let err = cmd.spawn().expect_err("the program does not exist");
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err:?}");
 }

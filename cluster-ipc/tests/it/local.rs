@@ -11,6 +11,20 @@ use cluster_ipc::{
 
 use crate::bounded;
 
+/// Opens both ends of a fresh pair in this process.
+async fn open_pair() -> (
+    (cluster_ipc::Sender, cluster_ipc::Receiver),
+    (cluster_ipc::Sender, cluster_ipc::Receiver),
+) {
+    let (a, b) = channel_pair().unwrap();
+    let other = tokio::spawn(handshake(b, Handshake::new(1, 2), Config::default()));
+    let (tx_a, rx_a, _) = bounded(handshake(a, Handshake::new(1, 1), Config::default()))
+        .await
+        .unwrap();
+    let (tx_b, rx_b, _) = bounded(other).await.unwrap().unwrap();
+    ((tx_a, rx_a), (tx_b, rx_b))
+}
+
 #[tokio::test]
 async fn version_mismatch_is_a_typed_error() {
     let (ours, theirs) = channel_pair().unwrap();
@@ -80,16 +94,14 @@ async fn garbage_after_the_handshake_closes_the_receiver() {
     );
     let err = bounded(rx.recv_raw()).await.unwrap_err();
     assert!(matches!(err, Error::Closed), "{err:?}");
+    // The peer learns it: its writes fail rather than fill our buffer.
+    let err = theirs.write_all(&[0; 64]).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err:?}");
 }
 
 #[tokio::test]
 async fn dropping_every_sender_ends_the_peers_stream() {
-    let (a, b) = channel_pair().unwrap();
-    let other = tokio::spawn(handshake(b, Handshake::new(1, 2), Config::default()));
-    let (tx, _rx, _) = bounded(handshake(a, Handshake::new(1, 1), Config::default()))
-        .await
-        .unwrap();
-    let (_tx_b, mut rx_b, _) = bounded(other).await.unwrap().unwrap();
+    let ((tx, _rx), (_tx_b, mut rx_b)) = open_pair().await;
     let tx2 = tx.clone();
     tx.send(&1u32).await.unwrap();
     drop(tx);
@@ -115,12 +127,7 @@ async fn dropping_every_sender_ends_the_peers_stream() {
 
 #[tokio::test]
 async fn descriptors_arrive_with_their_frames_among_many_plain_ones() {
-    let (a, b) = channel_pair().unwrap();
-    let other = tokio::spawn(handshake(b, Handshake::new(1, 2), Config::default()));
-    let (tx, _rx, _) = bounded(handshake(a, Handshake::new(1, 1), Config::default()))
-        .await
-        .unwrap();
-    let (_tx_b, mut rx_b, _) = bounded(other).await.unwrap().unwrap();
+    let ((tx, _rx), (_tx_b, mut rx_b)) = open_pair().await;
     let sender = tokio::spawn(async move {
         for i in 0u32..2000 {
             if i % 7 == 0 {
@@ -176,12 +183,7 @@ async fn opening_outside_a_runtime_is_an_error() {
 async fn a_burst_of_descriptor_frames_arrives_without_later_traffic() {
     // The kernel ends a read after each descriptor-carrying message; the
     // receiver must read on without waiting for new bytes to wake it.
-    let (a, b) = channel_pair().unwrap();
-    let other = tokio::spawn(handshake(b, Handshake::new(1, 2), Config::default()));
-    let (tx, _rx, _) = bounded(handshake(a, Handshake::new(1, 1), Config::default()))
-        .await
-        .unwrap();
-    let (_tx_b, mut rx_b, _) = bounded(other).await.unwrap().unwrap();
+    let ((tx, _rx), (_tx_b, mut rx_b)) = open_pair().await;
     for i in 0u32..600 {
         let fd = std::fs::File::open("/dev/null").unwrap().into();
         bounded(tx.send_with_fds(i, vec![fd])).await.unwrap();
@@ -206,4 +208,153 @@ fn the_halves_can_move_between_tasks_and_threads() {
     send_sync::<cluster_ipc::Receiver>();
     send::<cluster_ipc::BlockingChannel>();
     send::<Incoming<cluster_ipc::UserFrame>>();
+}
+
+/// A socket whose peer end is handed over in a frame, and whose reads
+/// reach the end of the stream once every copy of that end is closed.
+fn watched_end() -> (tokio::net::UnixStream, std::os::fd::OwnedFd) {
+    let (mine, theirs) = UnixStream::pair().unwrap();
+    mine.set_nonblocking(true).unwrap();
+    (
+        tokio::net::UnixStream::from_std(mine).unwrap(),
+        theirs.into(),
+    )
+}
+
+/// Waits until every copy of the peer of `mine` is closed.
+async fn closed_everywhere(mine: &mut tokio::net::UnixStream) {
+    use tokio::io::AsyncReadExt;
+    let mut byte = [0; 1];
+    assert_eq!(bounded(mine.read(&mut byte)).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_user_frame_that_does_not_decode_closes_its_descriptors() {
+    let ((tx, _rx), (_tx_b, mut rx_b)) = open_pair().await;
+    let (mut mine, theirs) = watched_end();
+    bounded(tx.send_with_fds("not a number", vec![theirs]))
+        .await
+        .unwrap();
+    bounded(tx.send(7u32)).await.unwrap();
+    let err = bounded(rx_b.recv::<u32>()).await.unwrap_err();
+    assert!(matches!(err, Error::MalformedPayload { .. }), "{err:?}");
+    closed_everywhere(&mut mine).await;
+    // The channel stays usable.
+    match bounded(rx_b.recv::<u32>()).await.unwrap() {
+        Incoming::User(7, fds) => assert!(fds.is_empty()),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn dropping_an_endpoint_closes_the_descriptors_of_frames_never_returned() {
+    let ((tx, _rx), (tx_b, mut rx_b)) = open_pair().await;
+    let (mut first, theirs_first) = watched_end();
+    let (mut second, theirs_second) = watched_end();
+    bounded(tx.send_with_fds(1u32, vec![theirs_first]))
+        .await
+        .unwrap();
+    bounded(tx.send_with_fds(2u32, vec![theirs_second]))
+        .await
+        .unwrap();
+    bounded(tx.flush()).await.unwrap();
+    let Incoming::User(1, fds) = bounded(rx_b.recv::<u32>()).await.unwrap() else {
+        panic!("the first frame comes first");
+    };
+    drop(fds);
+    closed_everywhere(&mut first).await;
+    // The second frame was never returned: wherever it waits (the read
+    // buffer or the socket), dropping the endpoint closes its descriptor.
+    drop((tx_b, rx_b));
+    closed_everywhere(&mut second).await;
+}
+
+#[tokio::test]
+async fn a_recv_cancelled_midway_through_a_frame_loses_nothing() {
+    let (ours, theirs) = channel_pair().unwrap();
+    let mut theirs = UnixStream::from(theirs);
+    let mut bytes = Vec::new();
+    encode_frame(
+        &mut bytes,
+        FrameKind::Handshake,
+        &Handshake::new(1, 2),
+        0,
+        1024,
+    )
+    .unwrap();
+    theirs.write_all(&bytes).unwrap();
+    let (_tx, mut rx, _) = bounded(handshake(ours, Handshake::new(1, 1), Config::default()))
+        .await
+        .unwrap();
+    let text = "x".repeat(100);
+    let mut frame = Vec::new();
+    encode_frame(&mut frame, FrameKind::User, &text, 0, 1024).unwrap();
+    let (first, second) = frame.split_at(frame.len() / 2);
+    theirs.write_all(first).unwrap();
+    // Cancel receives (as a losing `select!` branch would) until one has
+    // taken in the first half; bounded by a count.
+    for _ in 0..2000 {
+        let cancelled = tokio::time::timeout(std::time::Duration::from_millis(5), rx.recv_raw());
+        assert!(cancelled.await.is_err(), "half a frame is no frame");
+        if rx.buffered_bytes() > 0 {
+            break;
+        }
+    }
+    assert_eq!(rx.buffered_bytes(), first.len());
+    theirs.write_all(second).unwrap();
+    match bounded(rx.recv::<String>()).await.unwrap() {
+        Incoming::User(got, _) => assert_eq!(got, text),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// A message whose `Serialize` panics after writing part of itself.
+struct PanicsMidway;
+
+impl serde::Serialize for PanicsMidway {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut tuple = serializer.serialize_tuple(2)?;
+        tuple.serialize_element(&u64::MAX)?;
+        panic!("this Serialize panics midway");
+    }
+}
+
+#[tokio::test]
+async fn a_message_whose_serialize_panics_does_not_corrupt_the_queue() {
+    let ((tx, _rx), (_tx_b, mut rx_b)) = open_pair().await;
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = tx.try_send(PanicsMidway);
+    }));
+    assert!(panicked.is_err());
+    bounded(tx.send(5u32)).await.unwrap();
+    match bounded(rx_b.recv::<u32>()).await.unwrap() {
+        Incoming::User(got, _) => assert_eq!(got, 5),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_sender_that_outlives_its_runtime_fails_instead_of_hanging() {
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ((tx, _rx), _other_end) = first.block_on(open_pair());
+    // The writer task dies with its runtime.
+    drop(first);
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        let sent = bounded(tx.send(1u32)).await;
+        assert!(matches!(sent, Err(Error::Closed)), "{sent:?}");
+        let flushed = bounded(tx.flush()).await;
+        assert!(matches!(flushed, Err(Error::Closed)), "{flushed:?}");
+        assert!(matches!(
+            tx.try_send(2u32),
+            Err(cluster_ipc::TrySendError::Closed(2))
+        ));
+    });
 }

@@ -1,6 +1,6 @@
 //! Output capture: large output without deadlock, and the cap.
 
-use spawn_core::{Close, Command, Error, Stream};
+use spawn_core::{Close, Command, Error, Stdio, Stream};
 
 use crate::run;
 
@@ -53,5 +53,20 @@ fn exactly_the_cap_is_fine() {
             .await
             .expect("at cap");
         assert_eq!(out.stdout.len(), 1000);
+    });
+}
+
+#[test]
+fn a_piped_stdin_is_closed_before_the_capture_so_a_reader_ends() {
+    run(async {
+        // `cat` writes nothing until its stdin ends: the capture must close
+        // the stdin nobody took, or both sides wait for each other forever.
+        let out = Command::new("cat")
+            .stdin(Stdio::Piped)
+            .output(1024)
+            .await
+            .expect("capture");
+        assert_eq!(out.close, Close::Exited(0));
+        assert!(out.stdout.is_empty());
     });
 }

@@ -221,3 +221,75 @@ fn parent_death_signal_kills_the_child_when_the_parent_dies() {
         );
     });
 }
+
+#[test]
+fn a_spawn_that_panics_on_the_spawner_thread_spares_its_other_children() {
+    run(async {
+        let mut child = Command::new("sleep")
+            .arg("100")
+            .parent_death_signal(Signal::SIGKILL)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn");
+        let fd = pidfd(child.pid() as i32);
+        // A runtime without I/O makes tokio panic inside the spawn, which
+        // runs on the spawner thread. The panic reaches the caller...
+        let spawned = std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("rt");
+            let _entered = runtime.enter();
+            Command::new("/bin/true")
+                .parent_death_signal(Signal::SIGKILL)
+                .spawn()
+                .map(|c| c.pid())
+        })
+        .join();
+        assert!(spawned.is_err(), "the spawn did not panic: {spawned:?}");
+        // ...and the spawner thread lives on: its children keep running
+        // (they would get SIGKILL if it exited) and it still spawns.
+        assert!(
+            !terminates_within(&fd, 300),
+            "the spawner thread died with the panic"
+        );
+        let mut again = Command::new("/bin/true")
+            .parent_death_signal(Signal::SIGKILL)
+            .spawn()
+            .expect("the spawner thread still spawns");
+        assert_eq!(again.wait().await.expect("wait"), Close::Exited(0));
+        child.kill(Signal::SIGKILL).expect("kill");
+        child.wait().await.expect("wait");
+    });
+}
+
+/// The state letter of `pid` (`R`, `S`, `Z`, ...) while it is a child of
+/// this process; `None` once it is gone (reaped, its number maybe reused).
+fn child_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid ...: comm may hold spaces, split after ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid: u32 = fields.next()?.parse().ok()?;
+    (ppid == std::process::id()).then_some(state)
+}
+
+#[test]
+fn a_child_dropped_unwaited_is_reaped_not_left_a_zombie() {
+    run(async {
+        let child = Command::new("/bin/true").spawn().expect("spawn");
+        let pid = child.pid();
+        drop(child);
+        // tokio's driver reaps the orphan when it exits; no event tells us
+        // it did, so look, letting the runtime run between looks (bounded
+        // by a count, and by `run`'s time limit).
+        for _ in 0..2000 {
+            if child_state(pid).is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("pid {pid} is still our child: {:?}", child_state(pid));
+    });
+}

@@ -1,0 +1,98 @@
+//! Our figures: the channel's round trips, throughput and descriptor
+//! passing, each against a peer process.
+
+use super::*;
+
+pub(crate) fn rtt_small_ours(n: u64) -> anyhow::Result<f64> {
+    let (child, fd) = spawn_peer(&["echo-small"])?;
+    let secs = runtime()?.block_on(async {
+        let (tx, mut rx) = open(fd).await?;
+        let mut msg = Small {
+            seq: 0,
+            text: TEXT.into(),
+        };
+        let mut once = async |seq: u64| -> anyhow::Result<()> {
+            msg.seq = seq;
+            tx.send(&msg).await?;
+            match rx.recv::<Small>().await? {
+                Incoming::User(back, _) if back.seq == seq => Ok(()),
+                other => bail!("unexpected {other:?}"),
+            }
+        };
+        for i in 0..n / 10 + 10 {
+            once(i).await?;
+        }
+        let t = Instant::now();
+        for i in 0..n {
+            once(i).await?;
+        }
+        anyhow::Ok(t.elapsed().as_secs_f64() / n as f64)
+    })?;
+    reap(child)?;
+    Ok(secs)
+}
+
+pub(crate) fn rtt_big_ours(n: u64) -> anyhow::Result<f64> {
+    let (child, fd) = spawn_peer(&["echo-blob"])?;
+    let secs = runtime()?.block_on(async {
+        let (tx, mut rx) = open(fd).await?;
+        let blob = Blob(vec![7; 1 << 20]);
+        let mut total = Duration::ZERO;
+        for i in 0..n + 2 {
+            let t = Instant::now();
+            tx.send(&blob).await?;
+            match rx.recv::<Blob>().await? {
+                Incoming::User(back, _) if back.0.len() == blob.0.len() => {}
+                other => bail!("unexpected {other:?}"),
+            }
+            if i >= 2 {
+                total += t.elapsed();
+            }
+        }
+        anyhow::Ok(total.as_secs_f64() / n as f64)
+    })?;
+    reap(child)?;
+    Ok(secs)
+}
+
+pub(crate) fn throughput_ours(n: u64) -> anyhow::Result<f64> {
+    let (child, fd) = spawn_peer(&["sink-small", &n.to_string()])?;
+    let per_s = runtime()?.block_on(async {
+        let (tx, mut rx) = open(fd).await?;
+        let mut msg = Small {
+            seq: 0,
+            text: TEXT.into(),
+        };
+        let t = Instant::now();
+        for i in 0..n {
+            msg.seq = i;
+            tx.send(&msg).await?;
+        }
+        match rx.recv::<u64>().await? {
+            Incoming::User(count, _) if count == n => {}
+            other => bail!("unexpected {other:?}"),
+        }
+        anyhow::Ok(n as f64 / t.elapsed().as_secs_f64())
+    })?;
+    reap(child)?;
+    Ok(per_s)
+}
+
+pub(crate) fn fd_pass_ours(n: u64) -> anyhow::Result<f64> {
+    let (child, fd) = spawn_peer(&["sink-fd", &n.to_string()])?;
+    let per_s = runtime()?.block_on(async {
+        let (tx, mut rx) = open(fd).await?;
+        let file = std::fs::File::open("/dev/null")?;
+        let t = Instant::now();
+        for i in 0..n {
+            tx.send_with_fds(i, vec![file.try_clone()?.into()]).await?;
+        }
+        match rx.recv::<u64>().await? {
+            Incoming::User(count, _) if count == n => {}
+            other => bail!("unexpected {other:?}"),
+        }
+        anyhow::Ok(n as f64 / t.elapsed().as_secs_f64())
+    })?;
+    reap(child)?;
+    Ok(per_s)
+}
