@@ -1,7 +1,10 @@
 //! The crate's error type, [`Error`].
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+
+pub use cluster_ipc::ListenErrorKind;
 
 use crate::event::{SlotId, WorkerId};
 
@@ -81,6 +84,28 @@ pub enum Error {
         slot: SlotId,
         /// The replacement that failed (it was killed).
         replacement: WorkerId,
+    },
+    /// The primary could not listen on the address a worker asked for (seen
+    /// from the worker). `source().kind()` is the OS error's kind
+    /// (`AddrInUse`, `AddrNotAvailable`, `PermissionDenied`, …).
+    #[error("could not listen on {addr} ({kind:?})")]
+    Listen {
+        /// The address as requested.
+        addr: SocketAddr,
+        /// The class of failure, as the primary reported it.
+        kind: ListenErrorKind,
+        /// The OS error the primary's bind reported.
+        #[source]
+        source: io::Error,
+    },
+    /// The scheduling policy named in an environment variable is unknown.
+    #[error("unknown scheduling policy in {name}")]
+    SchedulingPolicy {
+        /// The variable (`CLUSTER_SCHED_POLICY`).
+        name: &'static str,
+        /// What sched-policy reported (it names the value).
+        #[source]
+        source: sched_policy::Error,
     },
 }
 

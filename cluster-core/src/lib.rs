@@ -12,7 +12,20 @@
 //!   [`Cluster::broadcast`], [`Cluster::shutdown`], [`Cluster::reload`] act on
 //!   all workers.
 //! - [`Worker`] is the worker side: [`Worker::connect`], `send`, `recv`,
-//!   `listening`, `disconnect`.
+//!   `listen`, `disconnect`.
+//! - Listening goes through the primary, like Node's `server.listen` in a
+//!   worker: [`Worker::listen`] gives a [`Listener`] whose `accept` yields
+//!   [`Connection`]s (a `tokio::net::TcpStream` that tells the primary when
+//!   it closes; hyper's `TokioIo` takes it as is). The primary binds each
+//!   distinct address once (port 0 once, shared), and either accepts and
+//!   hands each connection to the worker its scheduling policy picks
+//!   (round-robin by default, sticky, least-connections, power of two
+//!   choices, or your own [`Policy`], from [`sched_policy`]), re-routing a
+//!   connection whose worker dies or refuses before acknowledging it; or,
+//!   under [`PolicyKind::None`], passes the listening socket to each worker.
+//!   The policy comes from [`Settings::scheduling_policy`] or the
+//!   `CLUSTER_SCHED_POLICY` variable; per-worker counters from
+//!   [`Cluster::connection_stats`].
 //! - Guarding is built in ([`restart`]): a [`RestartPolicy`], exponential
 //!   [`Backoff`] reset after a minimum uptime, a [`CrashLoopLimit`] after which
 //!   the slot is given up, an optional heartbeat timeout, a graceful shutdown
@@ -73,15 +86,17 @@ mod settings;
 mod state;
 mod worker;
 
+pub use error::ListenErrorKind;
 pub use error::{Error, Result};
 pub use event::{Event, Exit, Message, SlotId, WorkerId};
-pub use primary::{Cluster, WorkerHandle};
+pub use primary::{Cluster, ConnectionStats, WorkerHandle};
 pub use restart::{Backoff, CrashLoopLimit, RestartPolicy};
 pub use role::{Role, WORKER_ENV, is_primary, is_worker, role};
+pub use sched_policy::{self, Policy, PolicyKind};
 pub use settings::{Heartbeat, Settings, WorkerStdio};
 pub use spawn_core::Signal;
 pub use state::WorkerState;
-pub use worker::Worker;
+pub use worker::{Connection, DrainSignal, Listener, Worker};
 
 /// A message type of a cluster: serialisable both ways and sendable between
 /// tasks. Implemented for every such type.

@@ -22,6 +22,7 @@
 //!   tokio after the shutdown they triggered (tokio never restores a
 //!   disposition).
 
+mod balancer;
 mod driver;
 mod handle;
 mod supervisor;
@@ -44,7 +45,10 @@ use crate::role::WorkerEnv;
 use crate::settings::{Settings, WorkerStdio};
 use crate::state::WorkerState;
 
+pub use balancer::ConnectionStats;
 pub use handle::WorkerHandle;
+
+use balancer::{Balancer, Counters};
 
 use driver::Notice;
 use handle::HandleInner;
@@ -79,6 +83,7 @@ pub(crate) struct State<M> {
 pub(crate) struct Shared<M> {
     pub(crate) state: Mutex<State<M>>,
     pub(crate) notices: mpsc::UnboundedSender<Notice<M>>,
+    pub(crate) balancer: Arc<Balancer>,
 }
 
 impl<M: Payload> Shared<M> {
@@ -168,6 +173,8 @@ impl<M: Payload> Shared<M> {
         let (sender_tx, sender_rx) = watch::channel(None);
         let (kill_tx, kill_rx) = mpsc::unbounded_channel();
         let (state_tx, _) = watch::channel(WorkerState::None);
+        let counters = Arc::new(Counters::default());
+        self.balancer.add_worker(id, slot, Arc::clone(&counters));
         let handle = WorkerHandle::new(Arc::new(HandleInner {
             id,
             slot,
@@ -176,6 +183,8 @@ impl<M: Payload> Shared<M> {
             state: state_tx,
             after_disconnect: false.into(),
             kill_tx,
+            counters,
+            balancer: Arc::clone(&self.balancer),
         }));
         st.workers.insert(id, handle.clone());
         if placement == Placement::Current
@@ -203,6 +212,7 @@ impl<M: Payload> Shared<M> {
             sender_tx,
             credits,
             self.notices.clone(),
+            Arc::clone(&self.balancer),
         ));
         tokio::spawn(driver::drive(
             launched.child,
@@ -244,6 +254,8 @@ impl<M: Payload> Cluster<M> {
         } else {
             None
         };
+        let balancer = Arc::new(Balancer::default());
+        balancer.set_choice(settings.resolve_policy()?);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 settings,
@@ -254,6 +266,7 @@ impl<M: Payload> Cluster<M> {
                 stopping: false,
             }),
             notices: notices_tx,
+            balancer,
         });
         tokio::spawn(supervisor::run(
             Arc::clone(&shared),
@@ -276,7 +289,10 @@ impl<M: Payload> Cluster<M> {
         if st.next_id > 1 || st.program.is_some() {
             return Err(Error::SettingsFrozen);
         }
-        change(&mut st.settings);
+        let mut changed = st.settings.clone();
+        change(&mut changed);
+        self.shared.balancer.set_choice(changed.resolve_policy()?);
+        st.settings = changed;
         Ok(())
     }
 
@@ -316,6 +332,18 @@ impl<M: Payload> Cluster<M> {
     /// One live worker.
     pub fn worker(&self, id: WorkerId) -> Option<WorkerHandle<M>> {
         self.shared.lock().workers.get(&id).cloned()
+    }
+
+    /// The connection counters of every live worker, by id: connections
+    /// handed over and acknowledged, and those still open (see
+    /// [`WorkerHandle::connections`]).
+    pub fn connection_stats(&self) -> BTreeMap<WorkerId, ConnectionStats> {
+        self.shared
+            .lock()
+            .workers
+            .iter()
+            .map(|(id, w)| (*id, w.connections()))
+            .collect()
     }
 
     /// Send `msg` to every live worker; returns how many it reached.

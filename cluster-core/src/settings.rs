@@ -14,7 +14,58 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use sched_policy::{Policy, PolicyKind, SchedulingPolicy};
+
 use crate::restart::{Backoff, CrashLoopLimit, RestartPolicy};
+
+/// A factory of custom policies: one policy per listening address.
+type PolicyFactory = Arc<dyn Fn() -> Box<dyn Policy> + Send + Sync>;
+
+/// How the connections of each listening address are scheduled: one of the
+/// named built-ins, or a user policy made by a factory (each distinct listen
+/// address gets its own policy instance).
+#[derive(Clone)]
+pub(crate) enum PolicyChoice {
+    Kind(PolicyKind),
+    Custom(PolicyFactory),
+}
+
+impl std::fmt::Debug for PolicyChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PolicyChoice::Kind(k) => write!(f, "{k}"),
+            PolicyChoice::Custom(_) => f.write_str("custom"),
+        }
+    }
+}
+
+impl PolicyChoice {
+    /// Whether this is the shared-listener mode (`none`).
+    pub(crate) fn is_none(&self) -> bool {
+        matches!(self, PolicyChoice::Kind(PolicyKind::None))
+    }
+
+    /// A fresh policy for one listener; `None` in the shared-listener mode.
+    /// Power of two choices is seeded from the process id and the clock, so
+    /// two primaries differ.
+    pub(crate) fn build(&self) -> Option<Box<dyn Policy>> {
+        match self {
+            PolicyChoice::Kind(kind) => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                let seed = (u64::from(std::process::id()) << 32) ^ nanos;
+                match kind.build_with_seed(seed) {
+                    SchedulingPolicy::None => None,
+                    SchedulingPolicy::Distributed(p) => Some(p),
+                }
+            }
+            PolicyChoice::Custom(make) => Some(make()),
+        }
+    }
+}
 
 /// Where a worker's stdout and stderr go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,6 +107,7 @@ pub struct Settings {
     pub(crate) ready_timeout: Duration,
     pub(crate) handle_signals: bool,
     pub(crate) message_credits: usize,
+    pub(crate) scheduling: Option<PolicyChoice>,
 }
 
 impl Default for Settings {
@@ -75,6 +127,7 @@ impl Default for Settings {
             ready_timeout: Duration::from_secs(30),
             handle_signals: false,
             message_credits: 64,
+            scheduling: None,
         }
     }
 }
@@ -189,6 +242,62 @@ impl Settings {
         self
     }
 
+    /// How connections to the workers' listening addresses are scheduled
+    /// (Node's `cluster.schedulingPolicy`): [`PolicyKind::RoundRobin`] (the
+    /// primary accepts and hands each connection over in turn),
+    /// [`PolicyKind::None`] (the workers accept on a shared socket),
+    /// [`PolicyKind::Sticky`], [`PolicyKind::LeastConnections`] or
+    /// [`PolicyKind::PowerOfTwoChoices`]. Default: the environment variable
+    /// `CLUSTER_SCHED_POLICY` (`rr`, `none`, `sticky`, `least-conn`, `p2c`),
+    /// read by `Cluster::new`, else round-robin. A setting here wins over
+    /// the variable.
+    ///
+    /// Node's `cluster.schedulingPolicy = cluster.SCHED_RR`:
+    ///
+    /// ```no_run
+    /// use cluster_core::{Cluster, PolicyKind, Settings};
+    ///
+    /// # async fn f() -> cluster_core::Result<()> {
+    /// let mut settings = Settings::new();
+    /// settings.scheduling_policy(PolicyKind::RoundRobin); // or PolicyKind::None, Sticky, …
+    /// let cluster = Cluster::<String>::new(settings)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn scheduling_policy(&mut self, kind: PolicyKind) -> &mut Self {
+        self.scheduling = Some(PolicyChoice::Kind(kind));
+        self
+    }
+
+    /// Schedule connections with a policy of your own: `make` is called once
+    /// per distinct listening address (each gets its own instance). Wins
+    /// over `CLUSTER_SCHED_POLICY`.
+    pub fn custom_policy<P, F>(&mut self, make: F) -> &mut Self
+    where
+        P: Policy + 'static,
+        F: Fn() -> P + Send + Sync + 'static,
+    {
+        self.scheduling = Some(PolicyChoice::Custom(Arc::new(move || Box::new(make()))));
+        self
+    }
+
+    /// The policy in force: the setting, else `CLUSTER_SCHED_POLICY`, else
+    /// round-robin. An unknown name in the variable is an error.
+    pub(crate) fn resolve_policy(&self) -> crate::Result<PolicyChoice> {
+        if let Some(choice) = &self.scheduling {
+            return Ok(choice.clone());
+        }
+        match std::env::var(sched_policy::ENV_VAR) {
+            Ok(name) if !name.trim().is_empty() => name
+                .parse::<PolicyKind>()
+                .map(PolicyChoice::Kind)
+                .map_err(|source| crate::Error::SchedulingPolicy {
+                    name: sched_policy::ENV_VAR,
+                    source,
+                }),
+            _ => Ok(PolicyChoice::Kind(PolicyKind::RoundRobin)),
+        }
+    }
+
     /// Merge `other` into `self`: args and env accumulate, every other field
     /// that `other` changed from the default replaces ours.
     pub fn merge(&mut self, other: &Settings) -> &mut Self {
@@ -202,6 +311,9 @@ impl Settings {
         }
         if other.cwd.is_some() {
             self.cwd.clone_from(&other.cwd);
+        }
+        if other.scheduling.is_some() {
+            self.scheduling.clone_from(&other.scheduling);
         }
         macro_rules! take_if_set {
             ($($f:ident),*) => {$(

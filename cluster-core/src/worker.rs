@@ -15,16 +15,25 @@
 //!   `None` and [`Worker::disconnect`] flush the queue. Call
 //!   [`Worker::flush`] before leaving `main` any other way.
 
+mod listen;
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use cluster_ipc::{Config, ControlMsg, Handshake, Incoming, Receiver, Sender};
+use cluster_ipc::{
+    Config, ControlMsg, Handshake, Incoming, ListenMode, ListenRequest, Receiver, Sender,
+    SocketKind,
+};
 use tokio::sync::mpsc;
 
 use crate::Payload;
 use crate::error::{Error, Result};
 use crate::event::{SlotId, WorkerId};
 use crate::role::{take_channel, worker_env};
+
+use listen::Net;
+pub use listen::{Connection, DrainSignal, Listener};
 
 /// How many decoded messages wait in the worker before the channel stops
 /// being read (and the primary's `send` waits).
@@ -37,6 +46,7 @@ pub struct Worker<M> {
     slot: SlotId,
     tx: Sender,
     inbox: mpsc::Receiver<M>,
+    net: Arc<Net>,
 }
 
 impl<M: Payload> Worker<M> {
@@ -54,7 +64,8 @@ impl<M: Payload> Worker<M> {
             return Err(Error::WrongWorker { worker: env.id });
         }
         let (inbox_tx, inbox) = mpsc::channel(INBOX);
-        tokio::spawn(receive_loop::<M>(rx, inbox_tx));
+        let net = Net::new(tx.clone());
+        tokio::spawn(receive_loop::<M>(rx, inbox_tx, Arc::clone(&net)));
         tx.send_control(&ControlMsg::Online, Vec::new())
             .await
             .map_err(gone)?;
@@ -67,6 +78,7 @@ impl<M: Payload> Worker<M> {
             slot: env.slot,
             tx,
             inbox,
+            net,
         })
     }
 
@@ -103,8 +115,69 @@ impl<M: Payload> Worker<M> {
         msg
     }
 
+    /// Listen on `addr` through the primary (Node's `server.listen` in a
+    /// worker): the primary binds the address once for all the workers that
+    /// ask for it (port 0: once, and every worker gets the same real port),
+    /// and the [`Listener`] yields the accepted connections, handed over by
+    /// the primary under a distributed policy (round-robin, sticky,
+    /// least-connections, power of two choices) or accepted here on the
+    /// shared socket under `none`. The primary then reports this worker's
+    /// [`Event::Listening`](crate::Event::Listening) with the real address,
+    /// and, under a distributed policy, starts giving it connections.
+    ///
+    /// A bind that fails in the primary comes back as [`Error::Listen`],
+    /// with the OS error as its source (`AddrInUse`, `AddrNotAvailable`, …).
+    ///
+    /// The graceful drain: once the worker is asked to disconnect,
+    /// [`Listener::accept`] returns `None`; finish the connections in
+    /// flight, then return from `main` (exit 0).
+    ///
+    /// ```no_run
+    /// use cluster_core::Worker;
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// async fn serve(worker: Worker<String>) -> cluster_core::Result<()> {
+    ///     let mut listener = worker.listen("127.0.0.1:3000".parse().unwrap()).await?;
+    ///     let mut in_flight = tokio::task::JoinSet::new();
+    ///     while let Some((mut conn, peer)) = listener.accept().await {
+    ///         let id = worker.id();
+    ///         in_flight.spawn(async move {
+    ///             let hello = format!("hello {peer} from worker {id}\n");
+    ///             let _ = conn.write_all(hello.as_bytes()).await;
+    ///         }); // dropping `conn` closes it and tells the primary
+    ///     }
+    ///     // Draining: no new connections; let the open ones finish.
+    ///     while in_flight.join_next().await.is_some() {}
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn listen(&self, addr: SocketAddr) -> Result<Listener> {
+        let (request_id, answer) = self.net.request(addr);
+        let req = ListenRequest {
+            request_id,
+            addr,
+            kind: SocketKind::Tcp,
+            // The primary decides the mode from its policy; the reply says
+            // which one it chose (a listening socket attached or not).
+            mode: ListenMode::RoundRobin,
+        };
+        self.tx
+            .send_control(&ControlMsg::Listen(req), Vec::new())
+            .await
+            .map_err(gone)?;
+        answer.await.map_err(|_| Error::PrimaryGone)?
+    }
+
+    /// A signal that resolves when this worker starts draining (see
+    /// [`DrainSignal`]).
+    pub fn drain_signal(&self) -> DrainSignal {
+        self.net.drain_signal()
+    }
+
     /// Tell the primary this worker listens on `addr` (its `Listening` event;
-    /// a reload then waits for the replacement to listen too).
+    /// a reload then waits for the replacement to listen too). Only for a
+    /// socket the worker bound by itself: [`listen`](Self::listen) reports
+    /// its own.
     pub async fn listening(&self, addr: SocketAddr) -> Result<()> {
         self.tx
             .send_control(&ControlMsg::Listening { addr }, Vec::new())
@@ -115,6 +188,7 @@ impl<M: Payload> Worker<M> {
     /// Leave the cluster on purpose: the primary will not restart this
     /// worker. Finish the work in flight, then return from `main`.
     pub async fn disconnect(self) -> Result<()> {
+        self.net.drain();
         self.tx
             .send_control(&ControlMsg::Disconnect, Vec::new())
             .await
@@ -131,10 +205,10 @@ fn gone(e: cluster_ipc::Error) -> Error {
 }
 
 /// Dispatch every frame from the primary, in one place: user messages to the
-/// inbox, control messages here (listen replies and connection hand-off plug
-/// in beside `Disconnect`). When the channel closes, the primary is gone and
-/// so is this worker.
-async fn receive_loop<M: Payload>(mut rx: Receiver, inbox: mpsc::Sender<M>) {
+/// inbox, control messages here (listen replies, connection hand-off,
+/// `Disconnect`, which also stops every listener). When the channel closes,
+/// the primary is gone and so is this worker.
+async fn receive_loop<M: Payload>(mut rx: Receiver, inbox: mpsc::Sender<M>, net: Arc<Net>) {
     let mut inbox = Some(inbox);
     loop {
         match rx.recv::<M>().await {
@@ -145,9 +219,20 @@ async fn receive_loop<M: Payload>(mut rx: Receiver, inbox: mpsc::Sender<M>) {
                 }
             }
             Ok(Incoming::Control(ControlMsg::Disconnect, _)) => {
-                // Ends `recv()` once the queued messages are read.
+                // Ends `recv()` once the queued messages are read, and
+                // `accept()` once the connections taken over are.
                 inbox = None;
+                net.drain();
             }
+            Ok(Incoming::Control(ControlMsg::ListenReply(reply), fds)) => net.on_reply(reply, fds),
+            Ok(Incoming::Control(
+                ControlMsg::NewConnection {
+                    conn_id,
+                    listener_id,
+                    peer,
+                },
+                fds,
+            )) => net.on_connection(conn_id, listener_id, peer, fds).await,
             Ok(Incoming::Control(..)) => {}
             Err(e) if e.is_peer_closed() => std::process::exit(0),
             Err(e) => {

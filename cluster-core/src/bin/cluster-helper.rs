@@ -8,7 +8,15 @@
 //! `fail-if:<path>` (exit 3 before connecting when the file exists, else
 //! `echo`), `print` (print a line, then `echo`), `leave` (disconnect by
 //! itself, exit 0), `garbage` (send a message the primary cannot decode, then
-//! wait), `listen` (listen on 127.0.0.1:0, report it, then `echo`).
+//! wait), `listen` (listen on 127.0.0.1:0, report it, then `echo`),
+//! `serve` (listen through the primary on `HELPER_ADDR`, default
+//! 127.0.0.1:0; answer each connection with `<worker id>\n`, keep it until
+//! the client closes; when disconnected, finish the open connections and
+//! exit 0), `serve-report` (`serve`, and send `Text("accepted")` for each
+//! connection), `refuse` (listen through the primary, drop the listener, so
+//! every connection handed over is refused, then `echo`), `listen-report` (listen on
+//! `HELPER_ADDR` and send `Text("ok <addr>")` or
+//! `Text("error <kind> <io kind>")`, then `echo`).
 //!
 //! The primary prints `fork <id> <pid>`, `online <id>` and `exit <id> <exit>`
 //! lines, handles SIGTERM/SIGINT with a 1 s deadline, and prints `done` when
@@ -93,8 +101,11 @@ fn worker(mode: &str) -> BoxResult {
         if let Some(code) = mode.strip_prefix("exit:") {
             std::process::exit(code.parse()?);
         }
+        if mode.starts_with("serve") {
+            return serve(w, mode).await;
+        }
         // Kept open while the worker runs.
-        let mut _listener = None;
+        let mut _listener: Option<Box<dyn std::any::Any>> = None;
         match mode {
             // Block the runtime: the heartbeat task starves.
             "hang" => std::thread::sleep(Duration::from_secs(600)),
@@ -103,10 +114,25 @@ fn worker(mode: &str) -> BoxResult {
                 w.disconnect().await?;
                 return Ok(());
             }
+            "refuse" => drop(w.listen(helper_addr()?).await?),
+            "listen-report" => {
+                let report = match w.listen(helper_addr()?).await {
+                    Ok(l) => {
+                        let report = format!("ok {}", l.local_addr());
+                        _listener = Some(Box::new(l));
+                        report
+                    }
+                    Err(cluster_core::Error::Listen { kind, source, .. }) => {
+                        format!("error {kind:?} {:?}", source.kind())
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                w.send(&Msg::Text(report)).await?;
+            }
             "listen" => {
                 let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 w.listening(l.local_addr()?).await?;
-                _listener = Some(l);
+                _listener = Some(Box::new(l));
             }
             _ => {}
         }
@@ -125,6 +151,35 @@ fn worker(mode: &str) -> BoxResult {
         }
         Ok(())
     })
+}
+
+fn helper_addr() -> BoxResult<std::net::SocketAddr> {
+    Ok(std::env::var("HELPER_ADDR")
+        .unwrap_or_else(|_| "127.0.0.1:0".into())
+        .parse()?)
+}
+
+/// Serve connections from the primary until disconnected, then finish the
+/// open ones and return (exit 0).
+async fn serve(w: Worker<Msg>, mode: &str) -> BoxResult {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut listener = w.listen(helper_addr()?).await?;
+    let id = w.id().0;
+    let mut open = tokio::task::JoinSet::new();
+    while let Some((mut conn, _peer)) = listener.accept().await {
+        if mode == "serve-report" {
+            w.send(&Msg::Text("accepted".into())).await?;
+        }
+        open.spawn(async move {
+            let _ = conn.write_all(format!("{id}\n").as_bytes()).await;
+            // Held until the client closes.
+            let mut sink = [0u8; 64];
+            while matches!(conn.read(&mut sink).await, Ok(n) if n > 0) {}
+        });
+    }
+    while open.join_next().await.is_some() {}
+    w.flush().await?;
+    Ok(())
 }
 
 async fn primary(n: usize) -> BoxResult {

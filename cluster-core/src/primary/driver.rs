@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::Payload;
 use crate::error::Error;
 use crate::event::{Exit, Message, SlotId, WorkerId};
+use crate::primary::balancer::Balancer;
 use crate::primary::handle::{KillRequest, WorkerHandle};
 
 /// What the per-worker tasks (and the fork path) tell the supervisor.
@@ -71,8 +72,9 @@ pub(crate) async fn drive<M: Payload>(
 
 /// Open the channel (the versioned handshake), publish the sender, then
 /// dispatch every frame the worker sends, in one place: control messages
-/// (online, listening, heartbeat, disconnect; listen requests and connection
-/// hand-off plug in here) and user messages, each of which takes one credit
+/// (online, listening, heartbeat, disconnect, listen requests, connection
+/// acknowledgements and closes, the last three through the [`Balancer`])
+/// and user messages, each of which takes one credit
 /// so that a primary that does not consume events makes the worker wait.
 pub(crate) async fn read_loop<M: Payload>(
     channel: OwnedFd,
@@ -80,35 +82,65 @@ pub(crate) async fn read_loop<M: Payload>(
     sender: watch::Sender<Option<cluster_ipc::Sender>>,
     credits: Arc<Semaphore>,
     notices: mpsc::UnboundedSender<Notice<M>>,
+    balancer: Arc<Balancer>,
+) {
+    read_frames(channel, id, &sender, credits, &notices, &balancer).await;
+    // The peer is gone: close our half too (handles may outlive the worker),
+    // and re-route what it had not acknowledged.
+    sender.send_replace(None);
+    balancer.worker_gone(id);
+    let _ = notices.send(Notice::ChannelClosed(id));
+}
+
+async fn read_frames<M: Payload>(
+    channel: OwnedFd,
+    id: WorkerId,
+    sender: &watch::Sender<Option<cluster_ipc::Sender>>,
+    credits: Arc<Semaphore>,
+    notices: &mpsc::UnboundedSender<Notice<M>>,
+    balancer: &Arc<Balancer>,
 ) {
     let ours = Handshake::new(id.0, std::process::id());
-    let mut rx = match cluster_ipc::handshake(channel, ours, Config::default()).await {
+    let rx = match cluster_ipc::handshake(channel, ours, Config::default()).await {
         Ok((tx, rx, theirs)) if theirs.worker_id == id.0 => {
-            sender.send_replace(Some(tx));
-            rx
+            balancer.set_sender(id, tx.clone());
+            sender.send_replace(Some(tx.clone()));
+            (tx, rx)
         }
         Ok(_) => {
             let _ = notices.send(Notice::ChannelError(id, Error::WrongWorker { worker: id }));
-            let _ = notices.send(Notice::ChannelClosed(id));
             return;
         }
         Err(e) => {
             if !e.is_peer_closed() {
                 let _ = notices.send(Notice::ChannelError(id, Error::Ipc(e)));
             }
-            let _ = notices.send(Notice::ChannelClosed(id));
             return;
         }
     };
+    let (tx, mut rx) = rx;
     loop {
         let notice = match rx.recv_raw().await {
             Ok(Incoming::Control(c, _fds)) => match c {
                 ControlMsg::Online => Notice::Online(id),
                 ControlMsg::Listening { addr } => Notice::Listening(id, addr),
                 ControlMsg::Heartbeat { .. } => Notice::Heartbeat(id),
-                ControlMsg::Disconnect => Notice::WorkerDisconnect(id),
-                // Listen requests and connection acknowledgements belong to
-                // connection scheduling, which is not wired yet.
+                ControlMsg::Disconnect => {
+                    balancer.set_draining(id);
+                    Notice::WorkerDisconnect(id)
+                }
+                ControlMsg::Listen(req) => match balancer.listen(id, &tx, req).await {
+                    Some(addr) => Notice::Listening(id, addr),
+                    None => continue,
+                },
+                ControlMsg::ConnectionAck { conn_id, accepted } => {
+                    balancer.ack(id, conn_id, accepted);
+                    continue;
+                }
+                ControlMsg::ConnectionClosed { conn_id } => {
+                    balancer.closed(id, conn_id);
+                    continue;
+                }
                 _ => continue,
             },
             Ok(Incoming::User(frame, _fds)) => {
@@ -133,9 +165,6 @@ pub(crate) async fn read_loop<M: Payload>(
             return;
         }
     }
-    // The peer is gone: close our half too (handles may outlive the worker).
-    sender.send_replace(None);
-    let _ = notices.send(Notice::ChannelClosed(id));
 }
 
 /// The longest piece of output forwarded as one line.

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use crate::Payload;
 use crate::error::{Error, Result};
 use crate::event::{SlotId, WorkerId};
+use crate::primary::balancer::{Balancer, ConnectionStats, Counters};
 use crate::state::WorkerState;
 
 /// A signal request for the worker's driver, which owns the child and so
@@ -31,6 +32,8 @@ pub(crate) struct HandleInner {
     pub(crate) state: watch::Sender<WorkerState>,
     pub(crate) after_disconnect: AtomicBool,
     pub(crate) kill_tx: mpsc::UnboundedSender<KillRequest>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) balancer: Arc<Balancer>,
 }
 
 /// The primary's handle on one worker. Cheap to clone; every clone talks to
@@ -89,6 +92,13 @@ impl<M> WorkerHandle<M> {
         *self.inner.state.borrow()
     }
 
+    /// Its connection counters: connections the primary handed over and the
+    /// worker acknowledged, and those it still holds open. Always zero under
+    /// the `none` policy, where the worker accepts by itself.
+    pub fn connections(&self) -> ConnectionStats {
+        self.inner.counters.stats()
+    }
+
     /// Whether it was disconnected (by either side), so its exit is intended
     /// and it will not be restarted.
     pub fn exited_after_disconnect(&self) -> bool {
@@ -127,6 +137,8 @@ impl<M: Payload> WorkerHandle<M> {
     pub async fn disconnect(&self) -> Result<()> {
         self.check_alive()?;
         self.mark_disconnected();
+        // No new connection goes to it from now on.
+        self.inner.balancer.set_draining(self.inner.id);
         let sender = self.sender().await?;
         sender
             .send_control(&ControlMsg::Disconnect, Vec::new())

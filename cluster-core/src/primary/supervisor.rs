@@ -114,6 +114,7 @@ pub(crate) async fn run<M: Payload>(
             break;
         }
     }
+    sup.shared.balancer.close();
     for w in sup.waiters.drain(..) {
         let _ = w.send(());
     }
@@ -164,7 +165,10 @@ impl<M: Payload> Supervisor<M> {
                 self.advance(id, WorkerState::Disconnected);
                 self.emit(Event::Disconnect { worker: id });
             }
-            Notice::Exited(id, exit) => self.on_exit(id, exit, now),
+            Notice::Exited(id, exit) => {
+                self.shared.balancer.worker_gone(id);
+                self.on_exit(id, exit, now);
+            }
             Notice::RestartDue(slot) => self.restart(slot),
         }
     }
@@ -295,6 +299,8 @@ impl<M: Payload> Supervisor<M> {
                 return;
             }
             st.stopping = true;
+            // New connections are refused from now on.
+            self.shared.balancer.close();
             let w: Vec<_> = st.workers.values().cloned().collect();
             (w, st.settings.shutdown_deadline)
         };

@@ -55,3 +55,49 @@ fn merge_is_cumulative() {
         })
     );
 }
+
+#[test]
+fn a_scheduling_policy_setting_wins_and_merges() {
+    let mut s = Settings::new();
+    assert!(s.scheduling.is_none());
+    let mut patch = Settings::new();
+    patch.scheduling_policy(PolicyKind::None);
+    s.merge(&patch);
+    let choice = s.resolve_policy().unwrap();
+    assert!(choice.is_none());
+    assert!(choice.build().is_none(), "none has no picker");
+
+    s.scheduling_policy(PolicyKind::Sticky);
+    let policy = s.resolve_policy().unwrap().build().expect("a picker");
+    assert_eq!(policy.name(), "sticky");
+    // An unset patch keeps what is set.
+    s.merge(&Settings::new());
+    assert_eq!(
+        s.resolve_policy().unwrap().build().unwrap().name(),
+        "sticky"
+    );
+}
+
+#[test]
+fn a_custom_policy_is_built_once_per_call() {
+    #[derive(Debug)]
+    struct Lowest;
+    impl Policy for Lowest {
+        fn name(&self) -> &'static str {
+            "lowest"
+        }
+        fn pick(
+            &mut self,
+            workers: sched_policy::Eligible<'_>,
+            _: &sched_policy::Connection,
+        ) -> Option<sched_policy::Slot> {
+            workers.iter().next().map(|w| w.slot())
+        }
+    }
+    let mut s = Settings::new();
+    s.custom_policy(|| Lowest);
+    let choice = s.resolve_policy().unwrap();
+    assert!(!choice.is_none());
+    assert_eq!(choice.build().unwrap().name(), "lowest");
+    assert_eq!(format!("{:?}", s.clone().scheduling), "Some(custom)");
+}

@@ -3,6 +3,7 @@
 
 mod guard;
 mod lifecycle;
+mod listen;
 mod messages;
 mod orphans;
 mod reload;
