@@ -87,6 +87,10 @@ async fn primary() -> anyhow::Result<()> {
         Ok(n) => n.trim().parse().with_context(|| format!("WORKERS={n}"))?,
         Err(_) => std::thread::available_parallelism().map_or(1, usize::from),
     };
+    anyhow::ensure!(
+        n_workers > 0,
+        "WORKERS=0: a cluster needs at least one worker"
+    );
     let policy: PolicyKind = match std::env::var(cluster_core::sched_policy::ENV_VAR) {
         Ok(name) => name
             .parse()
