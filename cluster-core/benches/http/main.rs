@@ -2,7 +2,9 @@
 //! (`GET / HTTP/1.1`, `Connection: close`, read to EOF), by a bounded Rust
 //! client in this process (threads, bounded in requests and in time), against
 //! four servers of 2 worker processes each, all answering with the same few
-//! lines of code (`serve.rs`), so only the way a connection reaches a worker
+//! lines of code (`serve.rs`: blocking in the raw workers, the same steps
+//! awaited in ours, which serve on a current-thread tokio runtime as users of
+//! `Worker::listen` do), so only the way a connection reaches a worker
 //! differs:
 //!
 //! - (a) our cluster, round-robin: the primary accepts and hands each
