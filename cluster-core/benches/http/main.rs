@@ -1,0 +1,224 @@
+//! Workload: HTTP on 127.0.0.1 with a new TCP connection per request
+//! (`GET / HTTP/1.1`, `Connection: close`, read to EOF), by a bounded Rust
+//! client in this process (threads, bounded in requests and in time), against
+//! four servers of 2 worker processes each, all answering with the same few
+//! lines of code (`serve.rs`: blocking in the raw workers, the same steps
+//! awaited in ours, which serve on a current-thread tokio runtime as users of
+//! `Worker::listen` do), so only the way a connection reaches a worker
+//! differs:
+//!
+//! - (a) our cluster, round-robin: the primary accepts and hands each
+//!   connection to a worker over its `cluster-ipc` channel, the worker acks;
+//! - (b) our cluster, `none`: the workers accept on the shared listener;
+//! - (c) raw hand-off: a bare accept loop passing each descriptor with one
+//!   `sendmsg` (`SCM_RIGHTS`) to bare worker processes (`raw.rs`);
+//! - (d) raw shared accept: bare worker processes accepting on one listener.
+//!
+//! Rows (one JSON line each on stdout):
+//! - `http.rr_conn_per_s`: (a) against (c). Good: >= 0.9 x raw (Node.js 20:
+//!   12.5k/s against a C hand-off of 26k/s on a 2-vCPU machine, 0.48 x).
+//! - `http.none_conn_per_s`: (b) against (d). Good: >= 0.9 x raw (Node.js:
+//!   23.7k/s against a C shared accept of 39k/s).
+//! - `http.rr_fairness`: under round-robin, the busiest worker's answers over
+//!   the quietest's (counted from the bodies, which name the worker), the
+//!   worst of a light load (1 connection at a time), the rate runs' load (8)
+//!   and a heavy load (32). No raw baseline. Good: <= 1.05 (Node.js:
+//!   1.02-1.44).
+//!
+//! The ids are those `bench/node/http.js` prints, so `cargo xtask bench` puts
+//! Node's figures beside ours. The four servers run side by side and the
+//! client alternates a b c d over the repetitions (A B A B); a figure is the
+//! median of the repetitions and its spread is (max - min) / 2 of them.
+//!
+//! `--quick` runs a tiny workload (seconds, even in a debug build), as does a
+//! debug build run without `--bench` (`cargo test --all-targets`); `--list`
+//! (cargo-nextest asking for tests) lists none; other arguments are ignored.
+//! The bench re-executes itself as the workers: as a cluster worker (the
+//! variable cluster-core injects) or with `--raw-worker <kind> <tag>`.
+
+mod client;
+mod ours;
+mod raw;
+mod serve;
+
+use std::time::Duration;
+
+use client::Load;
+
+/// Workers per server.
+const WORKERS: usize = 2;
+
+fn main() -> anyhow::Result<()> {
+    // Roles first, before any thread exists.
+    if cluster_core::is_worker() {
+        return ours::worker_main();
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--raw-worker") {
+        let kind = args.get(i + 1).map_or("", String::as_str);
+        let tag = args.get(i + 2).map_or("0", String::as_str);
+        return raw::worker_main(kind, tag);
+    }
+    // `--list` is how cargo-nextest asks a binary for its tests: none here.
+    if args.iter().any(|a| a == "--list") {
+        return Ok(());
+    }
+    let under_cargo_test = cfg!(debug_assertions) && !args.iter().any(|a| a == "--bench");
+    let quick = under_cargo_test || args.iter().any(|a| a == "--quick");
+    let budget = Duration::from_secs(if quick { 5 } else { 15 });
+    let (reps, total) = if quick { (2, 100) } else { (5, 4000) };
+    let rate_load = Load {
+        total,
+        concurrency: 8,
+        budget,
+    };
+    let light = Load {
+        total: if quick { 40 } else { 400 },
+        concurrency: 1,
+        budget,
+    };
+    let heavy = Load {
+        total: if quick { 200 } else { 4000 },
+        concurrency: 32,
+        budget,
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let rr = ours::start(&rt, sched_policy::PolicyKind::RoundRobin, WORKERS)?;
+    let none = ours::start(&rt, sched_policy::PolicyKind::None, WORKERS)?;
+    let handoff = raw::start_handoff(WORKERS)?;
+    let shared = raw::start_shared(WORKERS)?;
+
+    let servers = [
+        ("ours rr", rr.port),
+        ("raw hand-off", handoff.port),
+        ("ours none", none.port),
+        ("raw shared", shared.port),
+    ];
+    // Warm-up: page cache, the runtimes, the listeners' queues.
+    for (_, port) in servers {
+        client::run(
+            port,
+            Load {
+                total: 50,
+                ..rate_load
+            },
+        );
+    }
+
+    let mut rates: [Vec<f64>; 4] = Default::default();
+    let mut fairness = Vec::new();
+    let mut failed = 0;
+    for rep in 0..reps {
+        let mut line = format!("rep {rep}:");
+        for (i, (name, port)) in servers.iter().enumerate() {
+            let out = client::run(*port, rate_load);
+            failed += out.failed;
+            rates[i].push(out.rate());
+            line += &format!(" {name} {:.0}/s", out.rate());
+            if i == 0 {
+                fairness.push(out.fairness(WORKERS));
+            }
+        }
+        eprintln!("{line}");
+    }
+    let mut light_heavy = Vec::new();
+    for rep in 0..reps {
+        let l = client::run(rr.port, light);
+        let h = client::run(rr.port, heavy);
+        failed += l.failed + h.failed;
+        eprintln!(
+            "rep {rep}: round-robin fairness light {:.3} {:?}, heavy {:.3} {:?}",
+            l.fairness(WORKERS),
+            l.per_worker,
+            h.fairness(WORKERS),
+            h.per_worker
+        );
+        light_heavy.push(l.fairness(WORKERS).max(h.fairness(WORKERS)));
+    }
+    if failed > 0 {
+        eprintln!("warning: {failed} request(s) failed during the bench");
+    }
+    let [rr_rates, handoff_rates, none_rates, shared_rates] = rates;
+    row(
+        "http.rr_conn_per_s",
+        "New connection per request, round-robin hand-off",
+        "per_s",
+        "higher",
+        &rr_rates,
+        Some(&handoff_rates),
+        ">= 0.9x raw",
+    );
+    row(
+        "http.none_conn_per_s",
+        "New connection per request, shared listener (none)",
+        "per_s",
+        "higher",
+        &none_rates,
+        Some(&shared_rates),
+        ">= 0.9x raw",
+    );
+    // The worst of the three loads, repetition by repetition.
+    let worst: Vec<f64> = fairness
+        .iter()
+        .zip(&light_heavy)
+        .map(|(a, b)| a.max(*b))
+        .collect();
+    row(
+        "http.rr_fairness",
+        "Round-robin fairness (busiest / quietest worker)",
+        "ratio",
+        "lower",
+        &worst,
+        None,
+        "<= 1.05",
+    );
+    drop((handoff, shared));
+    rt.block_on(async {
+        rr.shutdown().await;
+        none.shutdown().await;
+    });
+    Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn spread(v: &[f64]) -> f64 {
+    let max = v.iter().copied().fold(f64::MIN, f64::max);
+    let min = v.iter().copied().fold(f64::MAX, f64::min);
+    (max - min) / 2.0
+}
+
+fn row(
+    id: &str,
+    what: &str,
+    unit: &str,
+    better: &str,
+    ours: &[f64],
+    raw: Option<&[f64]>,
+    target: &str,
+) {
+    let o = median(ours);
+    let (r, rs) = match raw {
+        Some(raw) => {
+            let r = median(raw);
+            eprintln!("{id}: ours {o:.3}, raw {r:.3}, ratio {:.3}", o / r);
+            (format!("{r:.3}"), format!("{:.3}", spread(raw)))
+        }
+        None => {
+            eprintln!("{id}: ours {o:.3}");
+            ("null".to_owned(), "null".to_owned())
+        }
+    };
+    println!(
+        "{{\"id\":\"{id}\",\"what\":\"{what}\",\"unit\":\"{unit}\",\"better\":\"{better}\",\"ours\":{o:.3},\"ours_spread\":{:.3},\"raw\":{r},\"raw_spread\":{rs},\"target\":\"{target}\"}}",
+        spread(ours)
+    );
+}

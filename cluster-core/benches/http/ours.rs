@@ -1,0 +1,81 @@
+//! Our cluster as the server: this bench binary is the primary (the
+//! `Cluster` runs on the bench's tokio runtime, beside the client threads)
+//! and, re-executed, the workers, which listen through the primary and serve
+//! each connection with the same few lines as the raw workers (`serve.rs`,
+//! here on the worker's current-thread runtime).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use cluster_core::{Cluster, Event, PolicyKind, Settings, Worker};
+
+use crate::serve::Answer;
+
+/// A running cluster and the port its workers listen on.
+pub(crate) struct OurServer {
+    pub(crate) port: u16,
+    cluster: Cluster<()>,
+}
+
+impl OurServer {
+    /// Shut the cluster down gracefully.
+    pub(crate) async fn shutdown(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.cluster.shutdown()).await;
+    }
+}
+
+/// Start a cluster of `n` workers under `policy`; returns once all listen.
+pub(crate) fn start(
+    rt: &tokio::runtime::Runtime,
+    policy: PolicyKind,
+    n: usize,
+) -> anyhow::Result<OurServer> {
+    rt.block_on(async {
+        let mut settings = Settings::new();
+        settings
+            .n_workers(n)
+            .scheduling_policy(policy)
+            .shutdown_deadline(Duration::from_secs(5));
+        let mut cluster = Cluster::<()>::new(settings)?;
+        cluster.start()?;
+        let mut port = 0;
+        let mut listening = 0;
+        while listening < n {
+            let event = tokio::time::timeout(Duration::from_secs(30), cluster.next_event())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the {policy} cluster stopped"))?;
+            match event {
+                Event::Listening { addr, .. } => {
+                    port = addr.port();
+                    listening += 1;
+                }
+                Event::Exit { worker, exit, .. } => {
+                    anyhow::bail!("{policy} worker {worker} ended early: {exit}")
+                }
+                _ => {}
+            }
+        }
+        // Nobody reads the events from here on; the cluster emits only a
+        // few (no restarts, no messages) and its queue is unbounded.
+        Ok(OurServer { port, cluster })
+    })
+}
+
+/// The body of a cluster worker: listen on 127.0.0.1:0 through the primary
+/// and serve connections one at a time until asked to leave.
+pub(crate) fn worker_main() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let me = Worker::<()>::connect().await?;
+        let answer = Answer::new(&me.id().to_string());
+        let mut listener = me
+            .listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await?;
+        while let Some((mut conn, _)) = listener.accept().await {
+            let _ = answer.serve_async(&mut conn).await;
+        }
+        Ok(())
+    })
+}

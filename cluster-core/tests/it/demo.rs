@@ -1,0 +1,381 @@
+//! The README's first command, `hello-cluster`, run as a user would: its
+//! answers, the restart of a SIGKILLed worker, the drain on SIGTERM with a
+//! request in flight, and a rolling reload (SIGHUP) under load that loses no
+//! request.
+//!
+//! The example's binary is the one cargo built beside this test:
+//! `cargo test` and `cargo nextest run` (so `cargo xtask test`) build every
+//! example of the package before running any test, into
+//! `target/<profile>/examples/` (see [`demo_binary`]): as a plain binary by
+//! default, or with `--all-targets` as a test target, which for this
+//! example (`harness = false`) is still the demo, serving when passed
+//! `--serve`. Each demo listens on `PORT=0` and the test reads the real
+//! address from the primary's `listening on http://…/` lines.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, watch};
+
+use crate::support::BOUND;
+
+/// The example's binary. Cargo puts an example built for `cargo test` (or
+/// nextest) in `target/<profile>/examples/` as `hello_cluster-<hash>` (and
+/// `cargo run --example` adds `hello-cluster`); this test binary lives in
+/// `target/<profile>/deps/`. The newest candidate is the one built with
+/// this test (a build links anew only what changed since); one older than
+/// the example's source is refused.
+fn demo_binary() -> PathBuf {
+    let me = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = me
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary lives in target/<profile>/deps");
+    let examples = profile_dir.join("examples");
+    let newest = std::fs::read_dir(&examples)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name == "hello-cluster" || name.starts_with("hello_cluster-")) && !name.contains('.')
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .max();
+    let Some((built, path)) = newest else {
+        panic!(
+            "no hello-cluster example in {}: run the tests with `cargo test` or \
+             `cargo nextest run` without `--test` (they build the examples), or \
+             build it with `cargo build --example hello-cluster`",
+            examples.display()
+        )
+    };
+    // `--test it` alone builds no example: refuse an outdated one.
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello-cluster.rs");
+    let edited = std::fs::metadata(source).and_then(|m| m.modified());
+    assert!(
+        edited.is_ok_and(|edited| edited <= built),
+        "{} is older than {source}: build it again with \
+         `cargo build --example hello-cluster` (or run the tests without `--test`)",
+        path.display()
+    );
+    path
+}
+
+/// A running demo: its primary, its output lines, and where it listens.
+struct Demo {
+    child: Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+    addr: SocketAddr,
+    pid: Pid,
+}
+
+impl Demo {
+    /// Start the demo with `workers` workers under `policy`; returns once
+    /// every worker listens.
+    async fn start(policy: &str, workers: usize) -> Demo {
+        let mut child = Command::new(demo_binary())
+            .arg("--serve")
+            .env("PORT", "0")
+            .env("WORKERS", workers.to_string())
+            .env("CLUSTER_SCHED_POLICY", policy)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the demo");
+        let pid = Pid::from_raw(child.id().expect("a pid") as i32);
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut demo = Demo {
+            child,
+            lines,
+            seen: Vec::new(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            pid,
+        };
+        for _ in 0..workers {
+            let line = demo
+                .wait_line(|l| l.contains(" listening on http://"))
+                .await;
+            demo.addr = listening_addr(&line);
+        }
+        demo
+    }
+
+    /// The next line matching `pred` (the lines before it are kept in
+    /// `seen`), or a test failure after [`BOUND`].
+    async fn wait_line(&mut self, mut pred: impl FnMut(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + BOUND;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no such line in time; seen: {:#?}", self.seen))
+                .unwrap_or_else(|| panic!("the demo's output ended; seen: {:#?}", self.seen));
+            self.seen.push(line.clone());
+            if pred(&line) {
+                return line;
+            }
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(self.pid, signal).expect("signal the primary");
+    }
+
+    /// SIGTERM, then the primary's exit code (bounded).
+    async fn terminate(mut self) -> (Option<i32>, Vec<String>) {
+        self.signal(Signal::SIGTERM);
+        let status = tokio::time::timeout(BOUND, self.child.wait())
+            .await
+            .expect("the demo did not exit in time after SIGTERM")
+            .expect("wait for the demo");
+        // The rest of its output.
+        while let Ok(Some(line)) = tokio::time::timeout(BOUND, self.lines.recv()).await {
+            self.seen.push(line);
+        }
+        (status.code(), self.seen)
+    }
+}
+
+/// `worker 1 (pid 42) listening on http://127.0.0.1:4567/` → the address.
+fn listening_addr(line: &str) -> SocketAddr {
+    let (_, rest) = line.split_once("http://").expect("an address");
+    rest.trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
+}
+
+/// `hello from worker <id> (pid <pid>)` → (id, pid).
+fn hello_parts(body: &str) -> (u64, i32) {
+    let parse = || {
+        let rest = body.trim_end().strip_prefix("hello from worker ")?;
+        let (id, rest) = rest.split_once(" (pid ")?;
+        let pid = rest.strip_suffix(')')?;
+        Some((id.parse().ok()?, pid.parse().ok()?))
+    };
+    parse().unwrap_or_else(|| panic!("not a hello: {body:?}"))
+}
+
+/// One `GET path` on a new connection: the status code and the body, or
+/// what went wrong. Bounded in time.
+async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        parse_response(&answer)
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| "timed out".to_owned())?
+}
+
+fn parse_response(answer: &[u8]) -> Result<(u16, String), String> {
+    let text = String::from_utf8_lossy(answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("incomplete answer: {text:?}"))?;
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line: {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_answers_restarts_a_killed_worker_and_drains_on_sigterm() {
+    let mut demo = Demo::start("rr", 2).await;
+
+    // It answers, naming its worker.
+    let (status, body) = get(demo.addr, "/").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (victim, victim_pid) = hello_parts(&body);
+    let (status, _) = get(demo.addr, "/nowhere").await.unwrap();
+    assert_eq!(status, 404);
+
+    // SIGKILL one worker: the primary reports it and refills its slot.
+    kill(Pid::from_raw(victim_pid), Signal::SIGKILL).unwrap();
+    demo.wait_line(|l| {
+        l.starts_with(&format!(
+            "worker {victim} (pid {victim_pid}) killed by signal 9"
+        ))
+    })
+    .await;
+    demo.wait_line(|l| l.contains("restart in")).await;
+    let line = demo
+        .wait_line(|l| l.contains(" listening on http://"))
+        .await;
+    assert_eq!(
+        listening_addr(&line),
+        demo.addr,
+        "the same port after a restart"
+    );
+    // Every request is answered, never by the dead worker; both live
+    // workers take turns (round-robin).
+    let mut answered_by = BTreeSet::new();
+    for _ in 0..6 {
+        let (status, body) = get(demo.addr, "/").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let (id, _) = hello_parts(&body);
+        assert_ne!(id, victim, "the killed worker answered");
+        answered_by.insert(id);
+    }
+    assert_eq!(answered_by.len(), 2, "{answered_by:?}");
+
+    // A request in flight when SIGTERM arrives is finished.
+    let mut slow = TcpStream::connect(demo.addr).await.unwrap();
+    slow.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    // Its first part proves the worker is serving it.
+    while !String::from_utf8_lossy(&answer).contains("hello from worker") {
+        let n = tokio::time::timeout(BOUND, slow.read(&mut buf))
+            .await
+            .expect("the first part in time")
+            .unwrap();
+        assert_ne!(n, 0, "closed early: {:?}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let rest = tokio::spawn(async move {
+        tokio::time::timeout(BOUND, slow.read_to_end(&mut answer))
+            .await
+            .expect("the rest in time")
+            .unwrap();
+        answer
+    });
+    let (code, lines) = demo.terminate().await;
+    let answer = rest.await.unwrap();
+    let (status, body) = parse_response(&answer).unwrap();
+    assert_eq!(status, 200);
+    assert!(body.ends_with("\ndone\n"), "unfinished: {body:?}");
+    assert_eq!(code, Some(0), "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l == "every worker exited: bye"),
+        "{lines:#?}"
+    );
+}
+
+/// The load of the reload test: sequential requests, each on a new
+/// connection, until told to stop (bounded in count and time). Returns the
+/// failures and the workers that answered.
+async fn sequential_load(
+    addr: SocketAddr,
+    done: watch::Sender<usize>,
+    mut stop: watch::Receiver<bool>,
+) -> (Vec<String>, BTreeSet<u64>) {
+    const MAX_REQUESTS: usize = 20_000;
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    let mut answered_by = BTreeSet::new();
+    for n in 1..=MAX_REQUESTS {
+        if *stop.borrow_and_update() || started.elapsed() > Duration::from_secs(90) {
+            break;
+        }
+        match get(addr, "/").await {
+            Ok((200, body)) => {
+                answered_by.insert(hello_parts(&body).0);
+            }
+            Ok((status, body)) => failures.push(format!("#{n}: {status} {body:?}")),
+            Err(e) => failures.push(format!("#{n}: {e}")),
+        }
+        done.send_replace(n);
+    }
+    (failures, answered_by)
+}
+
+/// How many rolling reloads the reload test does in a row, under load.
+const RELOADS: usize = 3;
+
+async fn reload_under_load_loses_no_request(policy: &str) {
+    let mut demo = Demo::start(policy, 2).await;
+    let (done_tx, mut done) = watch::channel(0);
+    let (stop_tx, stop) = watch::channel(false);
+    let load = tokio::spawn(sequential_load(demo.addr, done_tx, stop));
+    let at_least = |n: usize| move |d: &usize| *d >= n;
+    tokio::time::timeout(BOUND, done.wait_for(at_least(20)))
+        .await
+        .expect("the load started")
+        .expect("the load runs");
+
+    let is_listening = |l: &str| l.contains(" listening on http://");
+    let is_replaced = |l: &str| l.ends_with("exited with code 0 after disconnecting");
+    for round in 1..=RELOADS {
+        demo.signal(Signal::SIGHUP);
+        let line = demo.wait_line(|l| l.starts_with("reload")).await;
+        assert_eq!(line, "reload done", "{:#?}", demo.seen);
+        // Every old worker left as intended, and two new ones listen.
+        loop {
+            let listening = demo.seen.iter().filter(|l| is_listening(l)).count();
+            let replaced = demo.seen.iter().filter(|l| is_replaced(l)).count();
+            if listening == 2 + 2 * round && replaced == 2 * round {
+                break;
+            }
+            demo.wait_line(|l| is_listening(l) || is_replaced(l)).await;
+        }
+    }
+    // Some more load on the newest workers alone, then stop.
+    let now = *done.borrow();
+    tokio::time::timeout(BOUND, done.wait_for(at_least(now + 20)))
+        .await
+        .expect("the load went on after the reloads")
+        .expect("the load runs");
+    stop_tx.send_replace(true);
+    let (failures, answered_by) = tokio::time::timeout(BOUND, load)
+        .await
+        .expect("the load stopped")
+        .unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} request(s) failed across the reloads: {failures:#?}",
+        failures.len()
+    );
+    // The first workers (1, 2) and the last ones answered.
+    let last = 2 * RELOADS as u64 + 1;
+    assert!(
+        answered_by.iter().any(|&w| w <= 2) && answered_by.iter().any(|&w| w >= last),
+        "{answered_by:?}"
+    );
+    let (code, lines) = demo.terminate().await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_reload_under_load_loses_no_request_round_robin() {
+    reload_under_load_loses_no_request("rr").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_reload_under_load_loses_no_request_shared_listener() {
+    reload_under_load_loses_no_request("none").await;
+}
