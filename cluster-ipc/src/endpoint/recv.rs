@@ -4,6 +4,7 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use serde::de::DeserializeOwned;
 
@@ -217,6 +218,9 @@ impl Receiver {
                     }
                     self.decoder.commit(n);
                     self.decoder.push_fds(self.arrived.drain(..))?;
+                    if n > 0 {
+                        self.shared.answer_pending.store(true, Ordering::Relaxed);
+                    }
                     return Ok(n);
                 }
                 Err(RecvError::Truncated) => return Err(Error::DescriptorsTruncated),
