@@ -296,6 +296,21 @@ impl Sender {
         Box::pin(self.wait_and_push(kind, msg, fds)).await
     }
 
+    /// [`Sender::send_frame`] without descriptors: no `Vec` goes into the
+    /// future's state (copying one in and out of it costs a store-forwarding
+    /// stall per message on the fast path).
+    async fn send_frame_without_fds<T: Serialize + ?Sized>(
+        &self,
+        kind: FrameKind,
+        msg: &T,
+    ) -> Result<(), Error> {
+        let mut no_fds = Vec::new();
+        if let Push::Queued = self.push(kind, msg, &mut no_fds)? {
+            return Ok(());
+        }
+        Box::pin(self.wait_and_push(kind, msg, no_fds)).await
+    }
+
     async fn wait_and_push<T: Serialize + ?Sized>(
         &self,
         kind: FrameKind,
@@ -338,7 +353,7 @@ impl Sender {
     /// Cancel-safe (for `select!`): the frame is queued whole at the moment
     /// the future completes, or not at all if it is dropped before.
     pub async fn send<T: Serialize>(&self, msg: T) -> Result<(), Error> {
-        self.send_frame(FrameKind::User, &msg, Vec::new()).await
+        self.send_frame_without_fds(FrameKind::User, &msg).await
     }
 
     /// Sends a user message with descriptors attached. The descriptors are
