@@ -348,7 +348,10 @@ impl Sender {
     /// Sends a user message, waiting while the queue is full.
     ///
     /// `T` may be a reference (`send(&msg)`). Returns once the frame is
-    /// queued; the writer task puts it on the socket.
+    /// queued; the writer task puts it on the socket. (An answer, the first
+    /// send after this endpoint's receiver read something, is written at
+    /// once by this call when the queue is empty; a failure of that write
+    /// closes the sender and is returned here, as a later call would.)
     ///
     /// Cancel-safe (for `select!`): the frame is queued whole at the moment
     /// the future completes, or not at all if it is dropped before.
