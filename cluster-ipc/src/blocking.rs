@@ -26,6 +26,9 @@ pub struct BlockingChannel {
     out_fds: Vec<(usize, OwnedFd)>,
     cap: u32,
     closed: bool,
+    /// A write failed: the stream may end inside a frame, so nothing more
+    /// is sent (the error, kept to be given again).
+    send_failed: Option<(io::ErrorKind, Option<i32>)>,
 }
 
 impl BlockingChannel {
@@ -50,6 +53,7 @@ impl BlockingChannel {
             out_fds: Vec::new(),
             cap,
             closed: false,
+            send_failed: None,
         };
         channel.feed_frame(FrameKind::Handshake, &ours, Vec::new())?;
         channel.flush()?;
@@ -71,6 +75,7 @@ impl BlockingChannel {
         msg: &T,
         fds: Vec<OwnedFd>,
     ) -> Result<(), Error> {
+        self.check_sendable()?;
         let offset = self.out.len();
         encode_frame(&mut self.out, kind, msg, fds.len(), self.cap)?;
         self.out_fds.extend(fds.into_iter().map(|fd| (offset, fd)));
@@ -102,11 +107,28 @@ impl BlockingChannel {
 
     /// Writes everything buffered, descriptors attached as the async sender
     /// does (each in a `sendmsg` that starts at or before its frame).
+    ///
+    /// A failed write closes the sending direction, as in the async
+    /// [`Sender`](crate::Sender): part of a frame may be on the stream, and
+    /// a frame written after it would be misread. What was buffered is
+    /// dropped (its descriptors closed), and every later `feed`, `send` and
+    /// `flush` returns the same error. Receiving still works.
     pub fn flush(&mut self) -> Result<(), Error> {
-        let result = self.write_all();
+        let result = self.check_sendable().and_then(|()| self.write_all());
         self.out.clear();
         self.out_fds.clear();
         result
+    }
+
+    /// The error of an earlier failed write, if any.
+    fn check_sendable(&self) -> Result<(), Error> {
+        match self.send_failed {
+            None => Ok(()),
+            Some((kind, errno)) => Err(Error::io(
+                "sendmsg",
+                errno.map_or_else(|| kind.into(), io::Error::from_raw_os_error),
+            )),
+        }
     }
 
     fn write_all(&mut self) -> Result<(), Error> {
@@ -124,7 +146,10 @@ impl BlockingChannel {
                     next_fd = attach.end;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("sendmsg", e)),
+                Err(e) => {
+                    self.send_failed = Some((e.kind(), e.raw_os_error()));
+                    return Err(Error::io("sendmsg", e));
+                }
             }
         }
         Ok(())

@@ -80,7 +80,8 @@ static ADOPTED: AtomicBool = AtomicBool::new(false);
 /// In a worker: adopts the channel end named by [`CHANNEL_FD_ENV`].
 ///
 /// Returns `Ok(None)` when the variable is absent (this process is not a
-/// worker). Otherwise checks that the descriptor is an open `AF_UNIX` stream
+/// worker). Otherwise checks that the descriptor is 3 or above (0-2 are
+/// stdio, which [`pass_to_child`] refuses too) and an open `AF_UNIX` stream
 /// socket, sets close-on-exec on it (so the worker's own children do not
 /// inherit it), removes the variable from the environment, and returns it
 /// owned. A second call returns `Ok(None)`.
@@ -110,6 +111,14 @@ pub unsafe fn from_env() -> Result<Option<OwnedFd>, Error> {
         .and_then(|s| s.parse().ok())
         .filter(|fd| *fd >= 0)
         .ok_or_else(|| invalid("not a descriptor number", None))?;
+    if fd < 3 {
+        // What `pass_to_child` refuses to set up: adopting stdin, stdout or
+        // stderr as the channel would close it when the channel is dropped.
+        return Err(invalid(
+            "descriptor must be 3 or above (0-2 are stdio)",
+            None,
+        ));
+    }
     sys::check_unix_stream(fd).map_err(|(reason, source)| invalid(reason, source))?;
     sys::set_cloexec_raw(fd).map_err(|e| invalid("cannot set close-on-exec", Some(e)))?;
     // SAFETY: the descriptor is open (checked above), was handed to this

@@ -6,6 +6,7 @@ mod send;
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use serde::de::DeserializeOwned;
 use tokio::io::unix::AsyncFd;
@@ -65,6 +66,10 @@ impl Config {
 struct Shared {
     fd: AsyncFd<OwnedFd>,
     cap: u32,
+    /// Set by the receiver when a read brought bytes, taken by the sender's
+    /// next send: a send that answers a message is written at once by the
+    /// sending task (see `Sender::push`), a stream of sends is batched.
+    answer_pending: AtomicBool,
 }
 
 /// A frame that arrived: a control message or a user message, each with the
@@ -150,6 +155,7 @@ fn open(fd: OwnedFd, config: Config) -> Result<(Sender, Receiver), Error> {
     let shared = Arc::new(Shared {
         fd,
         cap: config.max_frame_len,
+        answer_pending: AtomicBool::new(false),
     });
     let write_fd = shared
         .fd

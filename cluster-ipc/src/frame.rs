@@ -239,6 +239,9 @@ pub(crate) fn next_send<T>(
     (pos..end, next_fd..attach_end)
 }
 
+/// Slices up to this length are appended byte by byte (see `AppendFlavor`).
+const SHORT_EXTEND: usize = 16;
+
 /// A postcard output that appends to a borrowed `Vec` (so a failed encode
 /// can be truncated away without losing the frames queued before it).
 struct AppendFlavor<'a>(&'a mut Vec<u8>);
@@ -254,7 +257,16 @@ impl postcard::ser_flavors::Flavor for AppendFlavor<'_> {
 
     #[inline]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
+        if data.len() <= SHORT_EXTEND {
+            // Varints and short strings: a byte loop is cheaper than the
+            // call to `memcpy` that `extend_from_slice` makes.
+            self.0.reserve(data.len());
+            for &byte in data {
+                self.0.push(byte);
+            }
+        } else {
+            self.0.extend_from_slice(data);
+        }
         Ok(())
     }
 
@@ -385,19 +397,9 @@ impl Decoder {
         Header::parse(&bytes, self.cap)
     }
 
-    /// True when a complete, valid-headed frame is buffered (and its
-    /// descriptors have arrived or its header says none).
-    #[inline]
-    pub(crate) fn frame_ready(&mut self) -> Result<bool, Error> {
-        if self.buffered() < HEADER_LEN {
-            return Ok(false);
-        }
-        let header = self.peek_header()?;
-        Ok(self.buffered() >= HEADER_LEN + header.len as usize)
-    }
-
-    /// Takes the next complete frame, if one has arrived.
-    #[inline]
+    /// Takes the next complete frame, if one has arrived. Always inlined:
+    /// returned through memory, its result stalls the receive fast path.
+    #[inline(always)]
     pub(crate) fn next_frame(&mut self) -> Result<Option<DecodedFrame>, Error> {
         if self.buffered() < HEADER_LEN {
             return Ok(None);

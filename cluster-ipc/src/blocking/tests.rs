@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use super::*;
-use crate::{channel_pair, handshake};
+use crate::{DEFAULT_MAX_FRAME_LEN, channel_pair, handshake};
 
 #[test]
 fn a_blocking_worker_talks_to_an_async_primary() {
@@ -100,4 +100,59 @@ fn a_blocking_end_sees_the_peer_close() {
         "{err:?}"
     );
     assert!(matches!(ch.recv_raw().unwrap_err(), Error::Closed));
+}
+
+#[test]
+fn a_write_that_failed_midway_fails_every_later_send() {
+    let (ours, theirs) = channel_pair().unwrap();
+    let mut peer = UnixStream::from(theirs);
+    // The peer's handshake is waiting before ours is sent, so one thread
+    // does both sides.
+    let mut hello = Vec::new();
+    encode_frame(
+        &mut hello,
+        FrameKind::Handshake,
+        &Handshake::new(1, 2),
+        0,
+        DEFAULT_MAX_FRAME_LEN,
+    )
+    .unwrap();
+    peer.write_all(&hello).unwrap();
+    // A send timeout makes a blocking `sendmsg` on a full socket fail
+    // (EAGAIN) instead of waiting; the socket itself stays usable.
+    let timeout_handle = UnixStream::from(ours.try_clone().unwrap());
+    timeout_handle
+        .set_write_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let (mut ch, _) =
+        BlockingChannel::handshake(ours, Handshake::new(1, 1), Config::default()).unwrap();
+    // Far more than the socket buffers hold while the peer reads nothing:
+    // the first `sendmsg` writes part of the frame, the next one times out.
+    let err = ch.send(vec![7u8; 16 << 20]).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    // The peer drains what arrived (the handshake and part of the frame),
+    // so the socket has room again.
+    peer.set_nonblocking(true).unwrap();
+    let mut sink = vec![0; 1 << 20];
+    let mut received = 0;
+    loop {
+        match peer.read(&mut sink) {
+            Ok(0) => break,
+            Ok(n) => received += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(received > hello.len(), "no part of the frame was written");
+    // A later frame would follow the partial one: it is refused instead.
+    for _ in 0..2 {
+        let err = ch.send(1u32).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    }
+    assert!(ch.feed(2u32, Vec::new()).is_err());
+    assert!(ch.flush().is_err());
+    match peer.read(&mut sink) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the peer got more bytes: {other:?}"),
+    }
 }

@@ -7,9 +7,16 @@
 //! before the first byte of the frame that claims it; the kernel delivers
 //! them with the first byte of that `sendmsg`, so they are always queued at
 //! the receiver by the time it parses the frame's header.
+//!
+//! One shortcut: a frame sent after the receiver of the same endpoint read
+//! something (an answer, in a request/response or ping-pong exchange) is
+//! written by the sending task itself when the queue is empty and no batch is
+//! being written, instead of waking the writer task. A stream of sends still
+//! goes through the queue and is batched (only the first send after a read
+//! can take the shortcut). Frames with descriptors always take the queue.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -21,6 +28,7 @@ use super::Shared;
 use crate::control::ControlMsg;
 use crate::error::{Error, TrySendError};
 use crate::frame::{FrameKind, MAX_FDS_PER_FRAME, encode_frame};
+use crate::sys::{self, Wait};
 
 mod writer;
 use writer::writer;
@@ -43,6 +51,7 @@ impl std::fmt::Debug for Sender {
 
 struct SendInner {
     queue: Arc<Queue>,
+    shared: Arc<Shared>,
 }
 
 impl Drop for SendInner {
@@ -64,6 +73,11 @@ struct Queue {
     limit: usize,
     cap: u32,
 }
+
+/// Frames up to this size may be written by the sending task itself (see
+/// `Sender::write_directly`); a larger one is left to the writer task, so a
+/// short write never leaves much to move to the front of the queue.
+const DIRECT_WRITE_MAX: usize = 64 * 1024;
 
 /// Descriptors the queue holds at most (beyond one frame's worth into an
 /// empty queue): each is an open descriptor of this process until sent.
@@ -89,6 +103,14 @@ enum CloseReason {
 }
 
 impl CloseReason {
+    /// The reason a failed write closes the queue for.
+    fn from_write_error(e: &io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => CloseReason::PeerClosed,
+            kind => CloseReason::Io(kind, e.raw_os_error()),
+        }
+    }
+
     fn to_error(self) -> Error {
         match self {
             CloseReason::PeerClosed => Error::PeerClosed {
@@ -153,9 +175,9 @@ impl Sender {
             limit,
             cap: shared.cap,
         });
-        tokio::spawn(writer(shared, write_fd, Arc::clone(&queue)));
+        tokio::spawn(writer(Arc::clone(&shared), write_fd, Arc::clone(&queue)));
         Sender {
-            inner: Arc::new(SendInner { queue }),
+            inner: Arc::new(SendInner { queue, shared }),
         }
     }
 
@@ -186,12 +208,71 @@ impl Sender {
         encode_frame(&mut st.bytes, kind, msg, fds.len(), queue.cap)?;
         if !fds.is_empty() {
             st.fds.extend(fds.drain(..).map(|fd| (offset, fd)));
+        } else if was_empty
+            && !st.writing
+            && st.bytes.len() <= DIRECT_WRITE_MAX
+            && self
+                .inner
+                .shared
+                .answer_pending
+                .swap(false, Ordering::Relaxed)
+        {
+            return self.write_directly(st);
         }
         drop(st);
         if was_empty {
             queue.data_ready.notify_one();
         }
         Ok(Push::Queued)
+    }
+
+    /// Writes the one frame in the queue from the sending task, without
+    /// waking the writer task: an answer to a message that just arrived
+    /// (request and response, ping-pong) goes out one task switch earlier.
+    ///
+    /// Called with the lock held, the queue holding nothing but this frame
+    /// and no batch being written, so the frame follows every earlier one
+    /// on the stream. What the socket does not take stays queued for the
+    /// writer task; an error closes the queue as the writer would.
+    #[cold]
+    #[inline(never)]
+    fn write_directly(&self, mut st: MutexGuard<'_, QueueState>) -> Result<Push, Error> {
+        let queue = self.queue();
+        let fd = self.inner.shared.fd.get_ref().as_fd();
+        match sys::send_with_fds(fd, &st.bytes, &[], Wait::DontWait) {
+            Ok(n) if n == st.bytes.len() => {
+                st.bytes.clear();
+                Ok(Push::Queued)
+            }
+            Ok(n) => {
+                st.bytes.drain(..n);
+                drop(st);
+                queue.data_ready.notify_one();
+                Ok(Push::Queued)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                drop(st);
+                queue.data_ready.notify_one();
+                Ok(Push::Queued)
+            }
+            Err(e) => {
+                let reason = CloseReason::from_write_error(&e);
+                st.closed = Some(reason);
+                st.bytes = Vec::new();
+                st.fds.clear();
+                drop(st);
+                // The writer ends when it next looks at the queue; senders
+                // waiting for room or a flush learn it now.
+                queue.data_ready.notify_one();
+                queue.space_ready.notify_waiters();
+                Err(reason.to_error())
+            }
+        }
     }
 
     pub(super) async fn send_frame<T: Serialize + ?Sized>(
@@ -213,6 +294,21 @@ impl Sender {
         // The waiting path is rare; boxing it keeps this future small, so
         // the fast path moves and initialises little.
         Box::pin(self.wait_and_push(kind, msg, fds)).await
+    }
+
+    /// [`Sender::send_frame`] without descriptors: no `Vec` goes into the
+    /// future's state (copying one in and out of it costs a store-forwarding
+    /// stall per message on the fast path).
+    async fn send_frame_without_fds<T: Serialize + ?Sized>(
+        &self,
+        kind: FrameKind,
+        msg: &T,
+    ) -> Result<(), Error> {
+        let mut no_fds = Vec::new();
+        if let Push::Queued = self.push(kind, msg, &mut no_fds)? {
+            return Ok(());
+        }
+        Box::pin(self.wait_and_push(kind, msg, no_fds)).await
     }
 
     async fn wait_and_push<T: Serialize + ?Sized>(
@@ -252,12 +348,15 @@ impl Sender {
     /// Sends a user message, waiting while the queue is full.
     ///
     /// `T` may be a reference (`send(&msg)`). Returns once the frame is
-    /// queued; the writer task puts it on the socket.
+    /// queued; the writer task puts it on the socket. (An answer, the first
+    /// send after this endpoint's receiver read something, is written at
+    /// once by this call when the queue is empty; a failure of that write
+    /// closes the sender and is returned here, as a later call would.)
     ///
     /// Cancel-safe (for `select!`): the frame is queued whole at the moment
     /// the future completes, or not at all if it is dropped before.
     pub async fn send<T: Serialize>(&self, msg: T) -> Result<(), Error> {
-        self.send_frame(FrameKind::User, &msg, Vec::new()).await
+        self.send_frame_without_fds(FrameKind::User, &msg).await
     }
 
     /// Sends a user message with descriptors attached. The descriptors are

@@ -248,16 +248,45 @@ async fn a_full_queue_gives_backpressure_not_unbounded_memory() {
 }
 
 #[tokio::test]
-async fn a_worker_refuses_an_inherited_descriptor_that_is_not_a_socket() {
-    // Descriptor 1 of the helper is a pipe, not a socket.
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_cluster-ipc-peer"))
+async fn a_worker_refuses_an_inherited_stdio_descriptor() {
+    // Descriptor 1 of the helper is a Unix stream socket, so only its number
+    // is wrong: 0-2 are stdio, which `pass_to_child` refuses to set up too.
+    // (`spawn`, not `output`: tokio's `output` would make stdout a pipe.)
+    let (stdout_end, ours) = UnixStream::pair().unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cluster-ipc-peer"))
         .args(["echo", "1024"])
         .env(cluster_ipc::CHANNEL_FD_ENV, "1")
-        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .stdout(OwnedFd::from(stdout_end))
         .stderr(Stdio::piped())
         .kill_on_drop(true)
-        .output();
-    let output = bounded(output).await.unwrap();
+        .spawn()
+        .unwrap();
+    // A helper that adopted it anyway fails at once on its handshake.
+    drop(ours);
+    let output = bounded(child.wait_with_output()).await.unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("descriptor must be 3 or above"),
+        "stderr: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_refuses_an_inherited_descriptor_that_is_not_a_socket() {
+    // A pipe where the channel should be.
+    let (read_end, write_end) = std::io::pipe().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cluster-ipc-peer"));
+    cmd.args(["echo", "1024"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    pass_to_child(&mut cmd, OwnedFd::from(read_end), DEFAULT_CHILD_FD).unwrap();
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    let output = bounded(cmd.output()).await.unwrap();
+    drop(write_end);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not a socket"), "stderr: {stderr}");

@@ -358,3 +358,59 @@ fn a_sender_that_outlives_its_runtime_fails_instead_of_hanging() {
         ));
     });
 }
+
+#[tokio::test]
+async fn answers_written_by_the_sending_task_stay_whole_when_the_socket_fills() {
+    // Each answer follows a read, so the sending task writes it itself
+    // (while the socket has room); the peer reads no answer until it has
+    // sent every request, so the socket fills mid-answer and the writer task
+    // must finish that frame before the ones queued behind it.
+    const N: u32 = 100;
+    const ANSWER_LEN: usize = 60 * 1024;
+    let (ours, theirs) = channel_pair().unwrap();
+    let (consumed_tx, consumed_rx) = std::sync::mpsc::channel::<u32>();
+    let peer = std::thread::spawn(move || {
+        let (mut ch, _) = cluster_ipc::BlockingChannel::handshake(
+            theirs,
+            Handshake::new(1, 2),
+            Config::default(),
+        )
+        .unwrap();
+        for i in 0..N {
+            ch.send(i).unwrap();
+            // One request per read on the other side: the next is sent
+            // once this one was taken.
+            let got = consumed_rx
+                .recv_timeout(crate::LIMIT)
+                .expect("the request was not taken in time");
+            assert_eq!(got, i);
+        }
+        for i in 0..N {
+            match ch.recv::<Vec<u8>>().unwrap() {
+                Incoming::User(answer, _) => {
+                    assert_eq!(answer.len(), ANSWER_LEN);
+                    assert!(answer.iter().all(|&b| b == i as u8), "answer {i} garbled");
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    // A queue that holds every answer, so sends never wait for the peer.
+    let config = Config::default().send_queue_bytes(16 << 20);
+    let (tx, mut rx, _) = bounded(handshake(ours, Handshake::new(1, 1), config))
+        .await
+        .unwrap();
+    for i in 0..N {
+        match bounded(rx.recv::<u32>()).await.unwrap() {
+            Incoming::User(got, _) => assert_eq!(got, i),
+            other => panic!("unexpected {other:?}"),
+        }
+        consumed_tx.send(i).unwrap();
+        bounded(tx.send(vec![i as u8; ANSWER_LEN])).await.unwrap();
+    }
+    bounded(tx.flush()).await.unwrap();
+    bounded(tokio::task::spawn_blocking(move || peer.join()))
+        .await
+        .unwrap()
+        .unwrap();
+}

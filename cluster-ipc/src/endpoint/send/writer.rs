@@ -79,12 +79,7 @@ pub(super) async fn writer(shared: Arc<Shared>, write_fd: OwnedFd, queue: Arc<Qu
             batch = Vec::new();
         }
         if let Err(e) = result {
-            let reason = match e.kind() {
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
-                    CloseReason::PeerClosed
-                }
-                kind => CloseReason::Io(kind, e.raw_os_error()),
-            };
+            let reason = CloseReason::from_write_error(&e);
             let mut st = queue.lock();
             st.closed = Some(reason);
             st.writing = false;
