@@ -35,42 +35,86 @@ pub(super) struct Open {
     pub(super) worker: WorkerId,
 }
 
+/// The most connections accepted in one go before they are scheduled and
+/// handed over together (one lock, and the frames for one worker queued
+/// together, which its channel's writer sends with one `sendmsg`).
+const ACCEPT_BATCH: usize = 64;
+
+/// A hand-off decided under the balancer's lock, sent after it.
+pub(super) struct Outgoing {
+    conn_id: u64,
+    worker: WorkerId,
+    sender: cluster_ipc::Sender,
+    msg: ControlMsg,
+    fd: OwnedFd,
+}
+
 impl Balancer {
-    /// A connection was accepted on listener `idx`: schedule and hand it over.
-    fn accepted(&self, idx: usize, stream: std::net::TcpStream, peer: SocketAddr) {
-        let mut st = self.lock();
-        let conn_id = st.next_conn;
-        st.next_conn += 1;
-        st.pending.insert(
-            conn_id,
-            Pending {
-                stream,
-                peer,
-                listener: idx,
-                slot: Slot::default(),
-                worker: WorkerId(0),
-                excluded: Vec::new(),
-            },
-        );
-        dispatch(&mut st, conn_id);
+    /// Connections were accepted on listener `idx`: schedule them under one
+    /// lock, then hand them over outside it (a send takes the channel's own
+    /// lock and may wake its writer: not while the read loops wait for this
+    /// one). Each is pending before its frame is queued, so its ack always
+    /// finds it. Leaves both vectors empty, their capacity kept.
+    fn accepted(
+        &self,
+        idx: usize,
+        batch: &mut Vec<(std::net::TcpStream, SocketAddr)>,
+        out: &mut Vec<Outgoing>,
+    ) {
+        {
+            let mut st = self.lock();
+            for (stream, peer) in batch.drain(..) {
+                let conn_id = st.next_conn;
+                st.next_conn += 1;
+                st.pending.insert(
+                    conn_id,
+                    Pending {
+                        stream,
+                        peer,
+                        listener: idx,
+                        slot: Slot::default(),
+                        worker: WorkerId(0),
+                        excluded: Vec::new(),
+                    },
+                );
+                out.extend(route(&mut st, conn_id));
+            }
+        }
+        for o in out.drain(..) {
+            let (worker, conn_id) = (o.worker, o.conn_id);
+            if send(o).is_err() {
+                // The channel closed between the decision and the send.
+                hand_off_failed(&mut self.lock(), worker, conn_id);
+            }
+        }
     }
 
     /// The worker answered a `NewConnection`.
     pub(crate) fn ack(&self, id: WorkerId, conn_id: u64, accepted: bool) {
-        let mut st = self.lock();
-        if accepted {
-            take_over(&mut st, id, conn_id);
-        } else {
-            hand_off_failed(&mut st, id, conn_id);
-        }
+        let duplicate = {
+            let mut st = self.lock();
+            if accepted {
+                take_over(&mut st, id, conn_id)
+            } else {
+                hand_off_failed(&mut st, id, conn_id);
+                None
+            }
+        };
+        // Closed outside the lock.
+        drop(duplicate);
     }
 
     /// The worker closed a connection it took over.
     pub(crate) fn closed(&self, id: WorkerId, conn_id: u64) {
-        let mut st = self.lock();
-        // A close can overtake the worker's own ack: it took the connection.
-        take_over(&mut st, id, conn_id);
-        close_open(&mut st, conn_id);
+        let duplicate = {
+            let mut st = self.lock();
+            // A close can overtake the worker's own ack: it took the
+            // connection.
+            let duplicate = take_over(&mut st, id, conn_id);
+            close_open(&mut st, conn_id);
+            duplicate
+        };
+        drop(duplicate);
     }
 }
 
@@ -79,7 +123,9 @@ impl Balancer {
 /// The accepted sockets only pass through the primary, so they are never
 /// registered with its reactor (tokio's `accept` would register each one and
 /// `into_std` deregister it: two wasted `epoll_ctl`s per connection): the
-/// listener is polled for readiness and drained with plain `accept4` calls.
+/// listener is polled for readiness and drained with plain `accept4` calls,
+/// everything pending (up to [`ACCEPT_BATCH`]) before the batch is handed
+/// over.
 pub(super) async fn accept_loop(balancer: Arc<Balancer>, idx: usize, listener: TcpListener) {
     let Ok(listener) = listener.into_std() else {
         return;
@@ -91,17 +137,35 @@ pub(super) async fn accept_loop(balancer: Arc<Balancer>, idx: usize, listener: T
     let Ok(listener) = registered else {
         return;
     };
+    let mut batch = Vec::with_capacity(ACCEPT_BATCH);
+    let mut out = Vec::with_capacity(ACCEPT_BATCH);
     loop {
         let Ok(mut ready) = listener.readable().await else {
             return;
         };
-        match ready.get_inner().accept() {
-            Ok((stream, peer)) => balancer.accepted(idx, stream, peer),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.clear_ready(),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        let mut failed = false;
+        while batch.len() < ACCEPT_BATCH {
+            match ready.get_inner().accept() {
+                Ok(conn) => batch.push(conn),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready.clear_ready();
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        drop(ready);
+        if !batch.is_empty() {
+            balancer.accepted(idx, &mut batch, &mut out);
+        }
+        if failed {
             // Out of descriptors or memory, or a connection reset before it
             // was accepted: wait a little rather than spin, then go on.
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
 }
@@ -109,31 +173,43 @@ pub(super) async fn accept_loop(balancer: Arc<Balancer>, idx: usize, listener: T
 /// Hand the pending connection `conn_id` to a worker, re-routing on the
 /// spot when a send fails; drop it (closing it) when no worker can take it.
 fn dispatch(st: &mut State, conn_id: u64) {
+    while let Some(o) = route(st, conn_id) {
+        let worker = o.worker;
+        if send(o).is_ok() {
+            return;
+        }
+        exclude(st, worker, conn_id);
+    }
+}
+
+/// Choose the worker of the pending connection `conn_id` and make its
+/// `NewConnection` (a duplicate of the socket attached); `None` when no
+/// worker can take it, which drops it (closing it).
+fn route(st: &mut State, conn_id: u64) -> Option<Outgoing> {
     loop {
-        let Some(p) = st.pending.get_mut(&conn_id) else {
-            return;
-        };
-        let Some(entry) = st.listeners.get_mut(p.listener) else {
+        let p = st.pending.get_mut(&conn_id)?;
+        let Some(sched) = st
+            .listeners
+            .get_mut(p.listener)
+            .and_then(|e| e.sched.as_mut())
+        else {
             st.pending.remove(&conn_id);
-            return;
+            return None;
         };
-        let Some(sched) = entry.sched.as_mut() else {
-            st.pending.remove(&conn_id);
-            return;
-        };
-        let routes = &entry.routes;
         let conn = Connection::new(p.peer, ListenerId(p.listener as u32));
         let Some(slot) = sched.reassign(&conn, &p.excluded) else {
             // No worker can take it: closed.
             st.pending.remove(&conn_id);
-            return;
+            return None;
         };
-        let slot_id = SlotId(slot.get() as usize);
-        let route = route_of(routes, slot_id, &st.workers);
+        let routes = &st.listeners[p.listener].routes;
+        let route = route_of(routes, SlotId(slot.get() as usize), &st.workers);
         let sender = route.and_then(|r| st.workers.get(&r.worker)?.sender.clone());
         let fd = p.stream.try_clone().ok().map(OwnedFd::from);
         let (Some(route), Some(sender), Some(fd)) = (route, sender, fd) else {
-            let _ = sched.hand_off_failed(slot);
+            if let Some(sched) = st.listeners[p.listener].sched.as_mut() {
+                let _ = sched.hand_off_failed(slot);
+            }
             p.excluded.push(slot);
             continue;
         };
@@ -144,31 +220,42 @@ fn dispatch(st: &mut State, conn_id: u64) {
             listener_id: route.request_id,
             peer: p.peer,
         };
-        match sender.try_send_control(msg, vec![fd]) {
-            Ok(()) => return,
-            Err(TrySendError::Full((msg, fds))) => {
-                // The worker's queue is full: wait for room off the accept
-                // path. A failed send is noticed when its channel closes.
-                tokio::spawn(async move {
-                    let _ = sender.send_control(&msg, fds).await;
-                });
-                return;
-            }
-            Err(_) => {
-                let _ = sched.hand_off_failed(slot);
-                p.excluded.push(slot);
-            }
-        }
+        return Some(Outgoing {
+            conn_id,
+            worker: route.worker,
+            sender,
+            msg,
+            fd,
+        });
     }
 }
 
-/// The hand-off to `worker` of `conn_id` failed: re-route it.
-pub(super) fn hand_off_failed(st: &mut State, worker: WorkerId, conn_id: u64) {
+/// Queue a hand-off on its worker's channel; an error when the channel is
+/// closed.
+fn send(o: Outgoing) -> Result<(), ()> {
+    match o.sender.try_send_control(o.msg, vec![o.fd]) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Full((msg, fds))) => {
+            // The worker's queue is full: wait for room off the accept
+            // path. A failed send is noticed when its channel closes.
+            let sender = o.sender;
+            tokio::spawn(async move {
+                let _ = sender.send_control(&msg, fds).await;
+            });
+            Ok(())
+        }
+        Err(_) => Err(()),
+    }
+}
+
+/// The hand-off to `worker` of `conn_id` failed: exclude that slot for this
+/// connection. Nothing when the connection went elsewhere meanwhile.
+fn exclude(st: &mut State, worker: WorkerId, conn_id: u64) -> bool {
     let Some(p) = st.pending.get_mut(&conn_id) else {
-        return;
+        return false;
     };
     if p.worker != worker {
-        return;
+        return false;
     }
     let slot = p.slot;
     p.excluded.push(slot);
@@ -179,21 +266,24 @@ pub(super) fn hand_off_failed(st: &mut State, worker: WorkerId, conn_id: u64) {
     {
         let _ = sched.hand_off_failed(slot);
     }
-    dispatch(st, conn_id);
+    true
+}
+
+/// The hand-off to `worker` of `conn_id` failed: re-route it.
+pub(super) fn hand_off_failed(st: &mut State, worker: WorkerId, conn_id: u64) {
+    if exclude(st, worker, conn_id) {
+        dispatch(st, conn_id);
+    }
 }
 
 /// `worker` acknowledged `conn_id`: it owns it now; the primary's duplicate
-/// is closed.
-fn take_over(st: &mut State, worker: WorkerId, conn_id: u64) {
-    let Some(p) = st.pending.get(&conn_id) else {
-        return;
-    };
+/// is returned, for the caller to close outside the lock.
+fn take_over(st: &mut State, worker: WorkerId, conn_id: u64) -> Option<std::net::TcpStream> {
+    let p = st.pending.get(&conn_id)?;
     if p.worker != worker {
-        return;
+        return None;
     }
-    let Some(p) = st.pending.remove(&conn_id) else {
-        return;
-    };
+    let p = st.pending.remove(&conn_id)?;
     if let Some(w) = st.workers.get(&worker) {
         w.counters.opened();
     }
@@ -205,6 +295,7 @@ fn take_over(st: &mut State, worker: WorkerId, conn_id: u64) {
             worker,
         },
     );
+    Some(p.stream)
 }
 
 /// A taken-over connection ended.
