@@ -396,6 +396,30 @@ impl Connection {
     }
 }
 
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self._notice.is_some() {
+            shut_down(&self.stream);
+        }
+    }
+}
+
+/// End a handed-over connection now, whatever other descriptors of it
+/// exist: the primary keeps a duplicate until it has processed this worker's
+/// ack, and a plain close would leave the client waiting for its end (the
+/// FIN) until then.
+fn shut_down(stream: &TcpStream) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: the descriptor is the stream's own and stays open for this
+    // call (`&TcpStream`); the borrowed `std` view is never dropped
+    // (`ManuallyDrop`), so it does not close the descriptor.
+    let view = std::mem::ManuallyDrop::new(unsafe {
+        std::net::TcpStream::from_raw_fd(stream.as_raw_fd())
+    });
+    // Already reset or shut down by the peer: nothing to end.
+    let _ = view.shutdown(std::net::Shutdown::Both);
+}
+
 impl std::ops::Deref for Connection {
     type Target = TcpStream;
     fn deref(&self) -> &TcpStream {
