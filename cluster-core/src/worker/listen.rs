@@ -309,7 +309,12 @@ impl Listener {
                 if *draining.borrow() {
                     return None;
                 }
+                // Biased, the accept first: a connection that is already
+                // waiting is taken without registering for the drain
+                // signal (a lock and a waiter per accept otherwise); the
+                // drain is checked above on every turn anyway.
                 tokio::select! {
+                    biased;
                     res = listener.accept() => match res {
                         Ok((stream, peer)) => {
                             return Some((Connection { stream, peer, _notice: None }, peer));
