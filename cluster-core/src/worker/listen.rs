@@ -376,6 +376,13 @@ impl Drop for CloseNotice {
 /// It reads and writes like the stream (`AsyncRead`, `AsyncWrite`, `Unpin`:
 /// hyper's `TokioIo::new(conn)` takes it as it is) and derefs to it for
 /// everything else (`set_nodelay`, `local_addr`, …).
+///
+/// # Caveats
+/// Dropping a connection handed over by the primary (any policy but
+/// `none`) shuts its socket down, both ways, before closing it: the client
+/// sees the end at once, even while the primary still holds its duplicate
+/// of the socket (until it has processed this worker's ack). A descriptor
+/// of it you duplicated yourself ends with it.
 #[derive(Debug)]
 pub struct Connection {
     stream: TcpStream,
