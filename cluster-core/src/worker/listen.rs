@@ -25,6 +25,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
 
+#[cfg(test)]
+mod tests;
+
 /// What the receive loop resolves a listen request with.
 pub(crate) type ListenAnswer = Result<Listener>;
 
