@@ -20,29 +20,27 @@
 //! it replaces share the row: the newest takes the new connections), and is
 //! removed when none is left; a restarted worker re-adds it, so a sticky
 //! client finds its slot again.
+//!
+//! This file keeps the tables and the workers' membership; `bind.rs` binds
+//! the listeners and answers listen requests, `handoff.rs` accepts,
+//! schedules and hands the connections over and tracks their acks and
+//! closes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use cluster_ipc::{
-    ControlMsg, ListenErrorKind, ListenFailure, ListenOk, ListenReply, ListenRequest, TrySendError,
-};
-use sched_policy::{Connection, ListenerId, Policy, Scheduler, Slot, WorkerState};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
-use tokio::net::{TcpListener, TcpSocket};
+use sched_policy::{Policy, Scheduler, Slot, WorkerState};
 use tokio::task::AbortHandle;
 
 use crate::event::{SlotId, WorkerId};
 use crate::settings::PolicyChoice;
 
-/// How many connections may wait in the kernel's accept queue of a listener
-/// the primary binds.
-const BACKLOG: u32 = 1024;
+mod bind;
+mod handoff;
+
+use handoff::{Open, Pending, close_open, hand_off_failed};
 
 /// A worker's connection counters, shared with its `WorkerHandle`.
 #[derive(Debug, Default)]
@@ -110,24 +108,6 @@ struct WorkerNet {
     draining: bool,
 }
 
-/// A connection handed to a worker that has not acknowledged it yet: the
-/// primary still owns it (the duplicate kept here).
-struct Pending {
-    stream: std::net::TcpStream,
-    peer: SocketAddr,
-    listener: usize,
-    slot: Slot,
-    worker: WorkerId,
-    excluded: Vec<Slot>,
-}
-
-/// A connection a worker took over.
-struct Open {
-    listener: usize,
-    slot: Slot,
-    worker: WorkerId,
-}
-
 #[derive(Default)]
 struct State {
     choice: Option<PolicyChoice>,
@@ -178,134 +158,6 @@ impl Balancer {
         if let Some(w) = self.lock().workers.get_mut(&id) {
             w.sender = Some(sender);
         }
-    }
-
-    /// Answer a worker's listen request; the bound address on success (the
-    /// worker is then ready for that listener).
-    pub(crate) async fn listen(
-        self: &Arc<Self>,
-        id: WorkerId,
-        tx: &cluster_ipc::Sender,
-        req: ListenRequest,
-    ) -> Option<SocketAddr> {
-        let found = self.find_or_bind(req.addr);
-        let (reply, fds, bound) = match found {
-            Ok((idx, addr, shared_fd)) => {
-                let fd_attached = shared_fd.is_some();
-                (
-                    Ok(ListenOk { addr, fd_attached }),
-                    shared_fd.into_iter().collect(),
-                    Some((idx, addr)),
-                )
-            }
-            Err(e) => (Err(failure(&e)), Vec::new(), None),
-        };
-        let msg = ControlMsg::ListenReply(ListenReply {
-            request_id: req.request_id,
-            result: reply,
-        });
-        // The reply is queued before the worker becomes routable, so it
-        // reaches the worker before any connection of this listener.
-        tx.send_control(&msg, fds).await.ok()?;
-        let (idx, addr) = bound?;
-        let mut st = self.lock();
-        let st = &mut *st;
-        let slot = st.workers.get(&id)?.slot;
-        let entry = st.listeners.get_mut(idx)?;
-        entry.routes.entry(slot).or_default().push(Route {
-            worker: id,
-            request_id: req.request_id,
-        });
-        refresh_row(entry, slot, &st.workers);
-        Some(addr)
-    }
-
-    /// The listener for `addr` (bound now if new): its index, its real
-    /// address, and under `none` a duplicate of the socket for the worker.
-    fn find_or_bind(
-        self: &Arc<Self>,
-        addr: SocketAddr,
-    ) -> io::Result<(usize, SocketAddr, Option<OwnedFd>)> {
-        let mut st = self.lock();
-        if st.closed {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionRefused,
-                "the cluster is shutting down",
-            ));
-        }
-        let idx = match st.by_addr.get(&addr) {
-            Some(&idx) => idx,
-            None => {
-                let choice = st
-                    .choice
-                    .clone()
-                    .unwrap_or(PolicyChoice::Kind(sched_policy::PolicyKind::RoundRobin));
-                let listener = bind(addr)?;
-                let real = listener.local_addr()?;
-                let idx = st.listeners.len();
-                let mut entry = ListenerEntry {
-                    addr: real,
-                    shared: None,
-                    sched: None,
-                    routes: BTreeMap::new(),
-                    accept_task: None,
-                };
-                if choice.is_none() {
-                    entry.shared = Some(listener.into_std()?);
-                } else {
-                    entry.sched = choice.build().map(Scheduler::new);
-                    let task = tokio::spawn(accept_loop(Arc::clone(self), idx, listener));
-                    entry.accept_task = Some(task.abort_handle());
-                }
-                st.listeners.push(entry);
-                st.by_addr.insert(addr, idx);
-                st.by_addr.insert(real, idx);
-                idx
-            }
-        };
-        let entry = &st.listeners[idx];
-        let fd = match &entry.shared {
-            Some(l) => Some(OwnedFd::from(l.try_clone()?)),
-            None => None,
-        };
-        Ok((idx, entry.addr, fd))
-    }
-
-    /// A connection was accepted on listener `idx`: schedule and hand it over.
-    fn accepted(&self, idx: usize, stream: std::net::TcpStream, peer: SocketAddr) {
-        let mut st = self.lock();
-        let conn_id = st.next_conn;
-        st.next_conn += 1;
-        st.pending.insert(
-            conn_id,
-            Pending {
-                stream,
-                peer,
-                listener: idx,
-                slot: Slot::default(),
-                worker: WorkerId(0),
-                excluded: Vec::new(),
-            },
-        );
-        dispatch(&mut st, conn_id);
-    }
-
-    /// The worker answered a `NewConnection`.
-    pub(crate) fn ack(&self, id: WorkerId, conn_id: u64, accepted: bool) {
-        let mut st = self.lock();
-        if accepted {
-            take_over(&mut st, id, conn_id);
-        } else {
-            hand_off_failed(&mut st, id, conn_id);
-        }
-    }
-
-    /// The worker closed a connection it took over.
-    pub(crate) fn closed(&self, id: WorkerId, conn_id: u64) {
-        let mut st = self.lock();
-        // A close can overtake the worker's own ack: it took the connection.
-        take_over(&mut st, id, conn_id);
-        close_open(&mut st, conn_id);
     }
 
     /// The worker takes no new connections (it disconnects or shuts down).
@@ -373,66 +225,6 @@ impl Balancer {
     }
 }
 
-/// Bind `addr` with `SO_REUSEADDR` and a large backlog.
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
-}
-
-/// How a failed bind is told to the worker.
-fn failure(e: &io::Error) -> ListenFailure {
-    let kind = match e.kind() {
-        io::ErrorKind::AddrInUse => ListenErrorKind::AddrInUse,
-        io::ErrorKind::AddrNotAvailable => ListenErrorKind::AddrNotAvailable,
-        io::ErrorKind::PermissionDenied => ListenErrorKind::PermissionDenied,
-        io::ErrorKind::Unsupported => ListenErrorKind::Unsupported,
-        _ => ListenErrorKind::Other,
-    };
-    ListenFailure {
-        kind,
-        errno: e.raw_os_error(),
-        message: e.to_string(),
-    }
-}
-
-/// Accept on a listener until the cluster closes it.
-///
-/// The accepted sockets only pass through the primary, so they are never
-/// registered with its reactor (tokio's `accept` would register each one and
-/// `into_std` deregister it: two wasted `epoll_ctl`s per connection): the
-/// listener is polled for readiness and drained with plain `accept4` calls.
-async fn accept_loop(balancer: Arc<Balancer>, idx: usize, listener: TcpListener) {
-    let Ok(listener) = listener.into_std() else {
-        return;
-    };
-    // SAFETY: the AsyncFd owns the listener, so its descriptor stays open
-    // (and is not reused) for as long as it is registered; it is
-    // deregistered when the AsyncFd drops, before the listener closes.
-    let registered = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) };
-    let Ok(listener) = registered else {
-        return;
-    };
-    loop {
-        let Ok(mut ready) = listener.readable().await else {
-            return;
-        };
-        match ready.get_inner().accept() {
-            Ok((stream, peer)) => balancer.accepted(idx, stream, peer),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.clear_ready(),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // Out of descriptors or memory, or a connection reset before it
-            // was accepted: wait a little rather than spin, then go on.
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
-        }
-    }
-}
-
 /// The worker of `slot` that takes new connections on this listener: the
 /// newest one that is not draining.
 fn route_of(
@@ -479,122 +271,4 @@ fn refresh_row(entry: &mut ListenerEntry, slot: SlotId, workers: &HashMap<Worker
         WorkerState::Draining
     };
     let _ = sched.set_state(s, state);
-}
-
-/// Hand the pending connection `conn_id` to a worker, re-routing on the
-/// spot when a send fails; drop it (closing it) when no worker can take it.
-fn dispatch(st: &mut State, conn_id: u64) {
-    loop {
-        let Some(p) = st.pending.get_mut(&conn_id) else {
-            return;
-        };
-        let Some(entry) = st.listeners.get_mut(p.listener) else {
-            st.pending.remove(&conn_id);
-            return;
-        };
-        let Some(sched) = entry.sched.as_mut() else {
-            st.pending.remove(&conn_id);
-            return;
-        };
-        let routes = &entry.routes;
-        let conn = Connection::new(p.peer, ListenerId(p.listener as u32));
-        let Some(slot) = sched.reassign(&conn, &p.excluded) else {
-            // No worker can take it: closed.
-            st.pending.remove(&conn_id);
-            return;
-        };
-        let slot_id = SlotId(slot.get() as usize);
-        let route = route_of(routes, slot_id, &st.workers);
-        let sender = route.and_then(|r| st.workers.get(&r.worker)?.sender.clone());
-        let fd = p.stream.try_clone().ok().map(OwnedFd::from);
-        let (Some(route), Some(sender), Some(fd)) = (route, sender, fd) else {
-            let _ = sched.hand_off_failed(slot);
-            p.excluded.push(slot);
-            continue;
-        };
-        p.slot = slot;
-        p.worker = route.worker;
-        let msg = ControlMsg::NewConnection {
-            conn_id,
-            listener_id: route.request_id,
-            peer: p.peer,
-        };
-        match sender.try_send_control(msg, vec![fd]) {
-            Ok(()) => return,
-            Err(TrySendError::Full((msg, fds))) => {
-                // The worker's queue is full: wait for room off the accept
-                // path. A failed send is noticed when its channel closes.
-                tokio::spawn(async move {
-                    let _ = sender.send_control(&msg, fds).await;
-                });
-                return;
-            }
-            Err(_) => {
-                let _ = sched.hand_off_failed(slot);
-                p.excluded.push(slot);
-            }
-        }
-    }
-}
-
-/// The hand-off to `worker` of `conn_id` failed: re-route it.
-fn hand_off_failed(st: &mut State, worker: WorkerId, conn_id: u64) {
-    let Some(p) = st.pending.get_mut(&conn_id) else {
-        return;
-    };
-    if p.worker != worker {
-        return;
-    }
-    let slot = p.slot;
-    p.excluded.push(slot);
-    if let Some(sched) = st
-        .listeners
-        .get_mut(p.listener)
-        .and_then(|e| e.sched.as_mut())
-    {
-        let _ = sched.hand_off_failed(slot);
-    }
-    dispatch(st, conn_id);
-}
-
-/// `worker` acknowledged `conn_id`: it owns it now; the primary's duplicate
-/// is closed.
-fn take_over(st: &mut State, worker: WorkerId, conn_id: u64) {
-    let Some(p) = st.pending.get(&conn_id) else {
-        return;
-    };
-    if p.worker != worker {
-        return;
-    }
-    let Some(p) = st.pending.remove(&conn_id) else {
-        return;
-    };
-    if let Some(w) = st.workers.get(&worker) {
-        w.counters.opened();
-    }
-    st.open.insert(
-        conn_id,
-        Open {
-            listener: p.listener,
-            slot: p.slot,
-            worker,
-        },
-    );
-}
-
-/// A taken-over connection ended.
-fn close_open(st: &mut State, conn_id: u64) {
-    let Some(o) = st.open.remove(&conn_id) else {
-        return;
-    };
-    if let Some(w) = st.workers.get(&o.worker) {
-        w.counters.closed();
-    }
-    if let Some(sched) = st
-        .listeners
-        .get_mut(o.listener)
-        .and_then(|e| e.sched.as_mut())
-    {
-        let _ = sched.connection_closed(o.slot);
-    }
 }

@@ -25,6 +25,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
 
+#[cfg(test)]
+mod tests;
+
 /// What the receive loop resolves a listen request with.
 pub(crate) type ListenAnswer = Result<Listener>;
 
@@ -309,7 +312,12 @@ impl Listener {
                 if *draining.borrow() {
                     return None;
                 }
+                // Biased, the accept first: a connection that is already
+                // waiting is taken without registering for the drain
+                // signal (a lock and a waiter per accept otherwise); the
+                // drain is checked above on every turn anyway.
                 tokio::select! {
+                    biased;
                     res = listener.accept() => match res {
                         Ok((stream, peer)) => {
                             return Some((Connection { stream, peer, _notice: None }, peer));
@@ -371,6 +379,13 @@ impl Drop for CloseNotice {
 /// It reads and writes like the stream (`AsyncRead`, `AsyncWrite`, `Unpin`:
 /// hyper's `TokioIo::new(conn)` takes it as it is) and derefs to it for
 /// everything else (`set_nodelay`, `local_addr`, …).
+///
+/// # Caveats
+/// Dropping a connection handed over by the primary (any policy but
+/// `none`) shuts its socket down, both ways, before closing it: the client
+/// sees the end at once, even while the primary still holds its duplicate
+/// of the socket (until it has processed this worker's ack). A descriptor
+/// of it you duplicated yourself ends with it.
 #[derive(Debug)]
 pub struct Connection {
     stream: TcpStream,
@@ -394,6 +409,30 @@ impl Connection {
     pub fn stream_mut(&mut self) -> &mut TcpStream {
         &mut self.stream
     }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self._notice.is_some() {
+            shut_down(&self.stream);
+        }
+    }
+}
+
+/// End a handed-over connection now, whatever other descriptors of it
+/// exist: the primary keeps a duplicate until it has processed this worker's
+/// ack, and a plain close would leave the client waiting for its end (the
+/// FIN) until then.
+fn shut_down(stream: &TcpStream) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: the descriptor is the stream's own and stays open for this
+    // call (`&TcpStream`); the borrowed `std` view is never dropped
+    // (`ManuallyDrop`), so it does not close the descriptor.
+    let view = std::mem::ManuallyDrop::new(unsafe {
+        std::net::TcpStream::from_raw_fd(stream.as_raw_fd())
+    });
+    // Already reset or shut down by the peer: nothing to end.
+    let _ = view.shutdown(std::net::Shutdown::Both);
 }
 
 impl std::ops::Deref for Connection {

@@ -1,0 +1,63 @@
+//! Unit tests of the worker's listening side: a handed-over `Connection`
+//! ends the client's connection when dropped, whoever else holds it.
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use cluster_ipc::{Config, ControlMsg, Handshake, Incoming};
+
+use super::{CloseNotice, Connection};
+
+/// A channel pair over a socketpair, both ends past the handshake.
+async fn channel() -> (cluster_ipc::Sender, cluster_ipc::Receiver) {
+    let (a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let (ours, theirs) = tokio::join!(
+        cluster_ipc::handshake(a.into(), Handshake::new(1, 1), Config::default()),
+        cluster_ipc::handshake(b.into(), Handshake::new(1, 1), Config::default()),
+    );
+    let (tx, _rx, _) = ours.expect("our handshake");
+    let (_tx, rx, _) = theirs.expect("their handshake");
+    (tx, rx)
+}
+
+#[tokio::test]
+async fn a_dropped_connection_ends_while_the_primary_still_holds_a_duplicate() {
+    let (tx, mut primary) = channel().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let client = std::thread::spawn(move || {
+        let mut c = std::net::TcpStream::connect(addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        let mut rest = Vec::new();
+        // The end of the stream, not the timeout (an error).
+        c.read_to_end(&mut rest).map(|_| rest)
+    });
+    let (stream, peer) = listener.accept().await.expect("accept");
+    // What the primary keeps until it has processed the ack.
+    let duplicate = stream.as_fd().try_clone_to_owned().expect("dup");
+    let conn = Connection {
+        stream,
+        peer,
+        _notice: Some(CloseNotice { conn_id: 7, tx }),
+    };
+    drop(conn);
+    let seen = tokio::task::spawn_blocking(move || client.join())
+        .await
+        .expect("join the client")
+        .expect("the client thread");
+    assert_eq!(seen.expect("the client saw the end").len(), 0);
+    // The primary is told, too.
+    let notice = tokio::time::timeout(Duration::from_secs(10), primary.recv_raw())
+        .await
+        .expect("the close notice in time")
+        .expect("a frame");
+    assert!(matches!(
+        notice,
+        Incoming::Control(ControlMsg::ConnectionClosed { conn_id: 7 }, _)
+    ));
+    drop(duplicate);
+}
