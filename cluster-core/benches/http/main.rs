@@ -32,7 +32,8 @@
 //!
 //! `--quick` runs a tiny workload (seconds, even in a debug build), as does a
 //! debug build run without `--bench` (`cargo test --all-targets`); `--list`
-//! (cargo-nextest asking for tests) lists none; other arguments are ignored.
+//! (cargo-nextest asking for tests) lists one test, `quick_smoke`, which
+//! nextest then runs as that smoke test; other arguments are ignored.
 //! The bench re-executes itself as the workers: as a cluster worker (the
 //! variable cluster-core injects) or with `--raw-worker <kind> <tag>`.
 
@@ -59,8 +60,12 @@ fn main() -> anyhow::Result<()> {
         let tag = args.get(i + 2).map_or("0", String::as_str);
         return raw::worker_main(kind, tag);
     }
-    // `--list` is how cargo-nextest asks a binary for its tests: none here.
+    // cargo-nextest lists a binary's tests with `--list`: offer one smoke
+    // test, which runs the quick workload (no `--bench` below).
     if args.iter().any(|a| a == "--list") {
+        if !args.iter().any(|a| a == "--ignored") {
+            println!("quick_smoke: test");
+        }
         return Ok(());
     }
     let under_cargo_test = cfg!(debug_assertions) && !args.iter().any(|a| a == "--bench");

@@ -26,8 +26,8 @@
 //! the line reports the medians, and as spread half the range
 //! ((max − min) / 2) of the repetitions. `--quick` runs a tiny workload (a
 //! few seconds even in a debug build), and so does a run without cargo's
-//! `--bench` (as `cargo test --all-targets` runs it); `--list` lists no tests
-//! (for nextest); `--only <word>` runs the rows whose id contains the word.
+//! `--bench` (as `cargo test --all-targets` runs it); `--list` lists one test,
+//! `quick_smoke`, which nextest runs as that smoke test; `--only <word>` runs the rows whose id contains the word.
 //! Other arguments are ignored. One JSON line per figure on stdout; human text on stderr.
 
 use std::io::{Read, Write};
@@ -93,8 +93,12 @@ fn main() -> anyhow::Result<()> {
     if let Some(i) = args.iter().position(|a| a == "--peer") {
         return peer(&args[i + 1..]);
     }
-    // Test runners list a harness-less bench's tests with `--list`: it has none.
+    // cargo-nextest lists a binary's tests with `--list`: offer one smoke
+    // test, which runs the quick workload (no `--bench` below).
     if args.iter().any(|a| a == "--list") {
+        if !args.iter().any(|a| a == "--ignored") {
+            println!("quick_smoke: test");
+        }
         return Ok(());
     }
     // `cargo bench` passes `--bench`; without it (`cargo test --all-targets`)
