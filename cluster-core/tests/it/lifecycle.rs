@@ -32,12 +32,8 @@ async fn events_run_fork_online_exit_with_ids_from_one() {
             events.iter().map(brief).collect::<Vec<_>>()
         );
     }
-    let rest = support::shutdown(cluster).await;
-    assert!(
-        rest.is_empty(),
-        "a clean exit is not restarted: {:?}",
-        rest.iter().map(brief).collect::<Vec<_>>()
-    );
+    // A clean exit is not restarted.
+    support::shutdown_with_no_more_events(cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,12 +102,7 @@ async fn disconnect_sets_the_flag_and_prevents_a_restart() {
     );
     assert!(cluster.workers().is_empty());
     // Under `Always`, a restart would have been scheduled on the exit itself.
-    let rest = support::shutdown(cluster).await;
-    assert!(
-        rest.is_empty(),
-        "{:?}",
-        rest.iter().map(brief).collect::<Vec<_>>()
-    );
+    support::shutdown_with_no_more_events(cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,12 +179,7 @@ async fn a_worker_that_disconnects_itself_is_not_restarted() {
         ]
     );
     assert!(w.exited_after_disconnect());
-    let rest = support::shutdown(cluster).await;
-    assert!(
-        rest.is_empty(),
-        "{:?}",
-        rest.iter().map(brief).collect::<Vec<_>>()
-    );
+    support::shutdown_with_no_more_events(cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,6 +70,17 @@ pub(crate) async fn shutdown(mut cluster: Cluster<Msg>) -> Vec<Event<Msg>> {
     rest
 }
 
+/// Shut down and check that nothing else happened first (no restart, no
+/// stray exit): the rest of the events must be empty.
+pub(crate) async fn shutdown_with_no_more_events(cluster: Cluster<Msg>) {
+    let rest = shutdown(cluster).await;
+    assert!(
+        rest.is_empty(),
+        "events after the last expected one: {:?}",
+        rest.iter().map(brief).collect::<Vec<_>>()
+    );
+}
+
 /// A compact form of the lifecycle events, for comparisons.
 pub(crate) fn brief(ev: &Event<Msg>) -> String {
     match ev {
