@@ -4,6 +4,9 @@
 //! worker has a *driver* task that owns its process and a *reader* task that
 //! dispatches its frames; both report to the supervisor, which keeps the
 //! state, applies the restart policy and emits the [`Event`]s in order.
+//! The readers (with their channels' writers) and the accept loops of the
+//! hand-off run on one process-wide network thread (`net.rs`), so a
+//! hand-off wakes no thread of the caller's runtime.
 //!
 //! # Caveats
 //! - Create the cluster inside a tokio runtime with I/O, time and signal
@@ -25,6 +28,7 @@
 mod balancer;
 mod driver;
 mod handle;
+mod net;
 mod supervisor;
 
 use std::collections::BTreeMap;
@@ -84,6 +88,8 @@ pub(crate) struct Shared<M> {
     pub(crate) state: Mutex<State<M>>,
     pub(crate) notices: mpsc::UnboundedSender<Notice<M>>,
     pub(crate) balancer: Arc<Balancer>,
+    /// Dropped with the cluster: stops its readers on the network thread.
+    net_stop: watch::Sender<()>,
 }
 
 impl<M: Payload> Shared<M> {
@@ -206,14 +212,17 @@ impl<M: Payload> Shared<M> {
             }
         }
         let credits = Arc::new(Semaphore::new(st.settings.message_credits));
-        let reader = tokio::spawn(driver::read_loop(
-            launched.channel,
-            id,
-            sender_tx,
-            credits,
-            self.notices.clone(),
-            Arc::clone(&self.balancer),
-        ));
+        let reader = net::spawn_until(
+            driver::read_loop(
+                launched.channel,
+                id,
+                sender_tx,
+                credits,
+                self.notices.clone(),
+                Arc::clone(&self.balancer),
+            ),
+            self.net_stop.subscribe(),
+        );
         tokio::spawn(driver::drive(
             launched.child,
             id,
@@ -267,6 +276,7 @@ impl<M: Payload> Cluster<M> {
             }),
             notices: notices_tx,
             balancer,
+            net_stop: watch::channel(()).0,
         });
         tokio::spawn(supervisor::run(
             Arc::clone(&shared),

@@ -59,6 +59,15 @@ struct Supervisor<M> {
     waiters: Vec<oneshot::Sender<()>>,
 }
 
+impl<M> Drop for Supervisor<M> {
+    /// Also when the user's runtime drops this task: the accept loops run
+    /// on the network thread, which outlives it, and must not keep the
+    /// listeners open.
+    fn drop(&mut self) {
+        self.shared.balancer.close();
+    }
+}
+
 pub(crate) async fn run<M: Payload>(
     shared: Arc<Shared<M>>,
     mut notices: mpsc::UnboundedReceiver<Notice<M>>,

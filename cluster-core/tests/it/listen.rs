@@ -443,3 +443,47 @@ fn listeners_and_connections_move_between_tasks() {
     send::<cluster_core::Listener>();
     send_sync::<cluster_core::DrainSignal>();
 }
+
+/// The state letter of `/proc/<pid>/stat`, `None` once the process is gone.
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the parenthesised command name.
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// The readers and accept loops run on the primary's network thread, which
+/// outlives the user's runtime: a runtime shut down without a graceful end
+/// must still close the listener, and dropping the cluster then closes the
+/// workers' channels, so they exit.
+#[test]
+fn a_runtime_ended_without_shutdown_closes_the_listener_and_the_channels() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (cluster, addr, _) = rt.block_on(listening_cluster("serve", 2, PolicyKind::RoundRobin));
+    let pids: Vec<u32> = cluster.workers().values().map(|w| w.pid()).collect();
+    assert_eq!(pids.len(), 2);
+    // The supervisor and the drivers go with the runtime, untouched.
+    drop(rt);
+    let deadline = std::time::Instant::now() + BOUND;
+    while std::net::TcpStream::connect(addr).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener stayed open"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(cluster);
+    // Nobody reaps them any more: an exited worker stays a zombie.
+    for pid in pids {
+        while !matches!(proc_state(pid), None | Some('Z')) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "worker {pid} outlived its channel"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
