@@ -75,16 +75,15 @@ async fn a_hung_worker_is_killed_by_the_heartbeat_and_replaced() {
         )
     })
     .await;
-    let briefs: Vec<_> = events.iter().map(brief).collect();
-    let pos = |want: &str| {
-        briefs
-            .iter()
-            .position(|b| b == want)
-            .unwrap_or_else(|| panic!("no {want:?} in {briefs:?}"))
-    };
-    assert!(pos("online 1") < pos("unresponsive 1"));
-    assert!(pos("unresponsive 1") < pos("exit 1 signal 9 after_disconnect=false"));
-    assert!(pos("exit 1 signal 9 after_disconnect=false") < pos("fork 2"));
+    support::assert_in_order(
+        &events,
+        &[
+            "online 1",
+            "unresponsive 1",
+            "exit 1 signal 9 after_disconnect=false",
+            "fork 2",
+        ],
+    );
     support::shutdown(cluster).await;
 }
 

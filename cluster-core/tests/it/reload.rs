@@ -46,17 +46,7 @@ async fn reload_replaces_every_worker() {
     let ids: BTreeSet<_> = cluster.workers().keys().map(|w| w.0).collect();
     assert_eq!(ids, BTreeSet::from([3, 4]));
     // The replacements serve.
-    cluster
-        .worker(WorkerId(4))
-        .unwrap()
-        .send(&Msg::Ping(1))
-        .await
-        .unwrap();
-    until(
-        &mut cluster,
-        |ev| matches!(ev, Event::Message(m) if m.worker() == WorkerId(4)),
-    )
-    .await;
+    support::assert_serves(&mut cluster, WorkerId(4)).await;
     support::shutdown(cluster).await;
 }
 
@@ -115,12 +105,7 @@ async fn reload_keeps_the_old_workers_when_a_replacement_cannot_start() {
     let ids: BTreeSet<_> = cluster.workers().keys().map(|w| w.0).collect();
     assert_eq!(ids, BTreeSet::from([1, 2]));
     // The old workers still serve.
-    old[0].send(&Msg::Ping(5)).await.unwrap();
-    until(
-        &mut cluster,
-        |ev| matches!(ev, Event::Message(m) if m.worker() == WorkerId(1)),
-    )
-    .await;
+    support::assert_serves(&mut cluster, WorkerId(1)).await;
     support::shutdown(cluster).await;
 }
 
@@ -160,14 +145,13 @@ async fn reload_of_listening_workers_waits_for_the_replacement_to_listen() {
         )
     })
     .await;
-    let briefs: Vec<_> = events.iter().map(brief).collect();
-    let pos = |want: &str| {
-        briefs
-            .iter()
-            .position(|b| b == want)
-            .unwrap_or_else(|| panic!("{want:?} in {briefs:?}"))
-    };
-    assert!(pos("fork 2") < pos("listening 2"));
-    assert!(pos("listening 2") < pos("exit 1 exit code 0 after_disconnect=true"));
+    support::assert_in_order(
+        &events,
+        &[
+            "fork 2",
+            "listening 2",
+            "exit 1 exit code 0 after_disconnect=true",
+        ],
+    );
     support::shutdown(cluster).await;
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cluster_core::{Cluster, Event, Settings, WorkerStdio};
+use cluster_core::{Cluster, Event, Settings, WorkerId, WorkerStdio};
 use serde::{Deserialize, Serialize};
 
 /// The helper binary's message type (same shape, so the same wire).
@@ -79,6 +79,41 @@ pub(crate) async fn shutdown_with_no_more_events(cluster: Cluster<Msg>) {
         "events after the last expected one: {:?}",
         rest.iter().map(brief).collect::<Vec<_>>()
     );
+}
+
+/// Asserts that the [`brief`]s of `events` contain each of `want`, in that
+/// order (other events may come between them).
+pub(crate) fn assert_in_order(events: &[Event<Msg>], want: &[&str]) {
+    let briefs: Vec<_> = events.iter().map(brief).collect();
+    let pos = |w: &str| {
+        briefs
+            .iter()
+            .position(|b| b == w)
+            .unwrap_or_else(|| panic!("no {w:?} in {briefs:?}"))
+    };
+    for pair in want.windows(2) {
+        assert!(
+            pos(pair[0]) < pos(pair[1]),
+            "{:?} before {:?} in {briefs:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+/// Asserts that `worker` answers a ping: its channel and its loop work.
+pub(crate) async fn assert_serves(cluster: &mut Cluster<Msg>, worker: WorkerId) {
+    cluster
+        .worker(worker)
+        .expect("the worker is live")
+        .send(&Msg::Ping(1))
+        .await
+        .expect("the ping is sent");
+    until(
+        cluster,
+        |ev| matches!(ev, Event::Message(m) if m.worker() == worker),
+    )
+    .await;
 }
 
 /// A compact form of the lifecycle events, for comparisons.
