@@ -130,7 +130,7 @@ fn main() -> anyhow::Result<()> {
     let run = |id: &str| only.as_deref().is_none_or(|w| id.contains(w));
     let all_cpus = affinity()?;
 
-    if run("ipc.rtt_small_pinned") {
+    if run(RTT_SMALL_PINNED.id) {
         pin_to_cpu0()?;
         let rows = interleave(
             sizes.reps,
@@ -146,87 +146,35 @@ fn main() -> anyhow::Result<()> {
         let (ours, raw) = rows?;
         let (floor, floor_spread) = median_spread(&scale(&floor?, 1e6));
         eprintln!("ipc.rtt_small_pinned: tokio UnixStream floor {floor:.3} ±{floor_spread:.3} us");
-        let what = "IPC round trip, small message, one CPU";
-        let (ours, raw) = (scale(&ours, 1e6), scale(&raw, 1e6));
-        report(
-            "ipc.rtt_small_pinned",
-            what,
-            "us",
-            "lower",
-            &ours,
-            Some(&raw),
-            "<= 1.3x raw",
-        );
+        RTT_SMALL_PINNED.report(&ours, &raw);
     }
-    if run("ipc.rtt_small") {
-        let (ours, raw) = interleave(
+    if run(RTT_SMALL.id) {
+        RTT_SMALL.measure(
             sizes.reps,
             || rtt_small_ours(sizes.rtt),
             || rtt_raw(sizes.rtt, small_frame_len()),
         )?;
-        let what = "IPC round trip, small message, unpinned";
-        let (ours, raw) = (scale(&ours, 1e6), scale(&raw, 1e6));
-        report(
-            "ipc.rtt_small",
-            what,
-            "us",
-            "lower",
-            &ours,
-            Some(&raw),
-            "<= 1.3x raw",
-        );
     }
-    if run("ipc.throughput_small") {
-        let (ours, raw) = interleave(
+    if run(THROUGHPUT_SMALL.id) {
+        THROUGHPUT_SMALL.measure(
             sizes.reps,
             || throughput_ours(sizes.throughput),
             || throughput_raw(sizes.throughput),
         )?;
-        let what = "IPC one-way throughput, small messages";
-        report(
-            "ipc.throughput_small",
-            what,
-            "per_s",
-            "higher",
-            &ours,
-            Some(&raw),
-            ">= 15000000",
-        );
     }
-    if run("ipc.rtt_1mib") {
-        let (ours, raw) = interleave(
+    if run(RTT_1MIB.id) {
+        RTT_1MIB.measure(
             sizes.reps,
             || rtt_big_ours(sizes.big),
             || rtt_raw(sizes.big, 1 << 20),
         )?;
-        let what = "IPC round trip, 1 MiB message";
-        let (ours, raw) = (scale(&ours, 1e3), scale(&raw, 1e3));
-        report(
-            "ipc.rtt_1mib",
-            what,
-            "ms",
-            "lower",
-            &ours,
-            Some(&raw),
-            "<= 1 ms",
-        );
     }
-    if run("ipc.fd_pass") {
-        let (ours, raw) = interleave(
+    if run(FD_PASS.id) {
+        FD_PASS.measure(
             sizes.reps,
             || fd_pass_ours(sizes.fds),
             || fd_pass_raw(sizes.fds),
         )?;
-        let what = "descriptor passes per second (SCM_RIGHTS)";
-        report(
-            "ipc.fd_pass",
-            what,
-            "per_s",
-            "higher",
-            &ours,
-            Some(&raw),
-            ">= 0.8x raw",
-        );
     }
     Ok(())
 }
@@ -259,28 +207,89 @@ fn median_spread(v: &[f64]) -> (f64, f64) {
     (median, (s[s.len() - 1] - s[0]) / 2.0)
 }
 
-#[allow(clippy::too_many_arguments, reason = "one JSON line's fields")]
-fn report(
-    id: &str,
-    what: &str,
-    unit: &str,
-    better: &str,
-    ours: &[f64],
-    raw: Option<&[f64]>,
-    target: &str,
-) {
-    let (o, os) = median_spread(ours);
-    let (raw_s, raw_spread) = match raw {
-        Some(r) => {
-            let (m, s) = median_spread(r);
-            (format!("{m:.3}"), format!("{s:.3}"))
-        }
-        None => ("null".into(), "null".into()),
-    };
-    eprintln!("{id}: ours {o:.3} ±{os:.3} {unit}, raw {raw_s} ±{raw_spread} ({ours:?} vs {raw:?})");
-    println!(
-        "{{\"id\":\"{id}\",\"what\":\"{what}\",\"unit\":\"{unit}\",\"better\":\"{better}\",\"ours\":{o:.3},\"ours_spread\":{os:.3},\"raw\":{raw_s},\"raw_spread\":{raw_spread},\"target\":\"{target}\"}}"
-    );
+/// One figure of the bench: what its JSON line says of it. Measurements
+/// come in seconds (or per second) and are multiplied by `scale` into `unit`.
+struct Row {
+    id: &'static str,
+    what: &'static str,
+    unit: &'static str,
+    better: &'static str,
+    scale: f64,
+    target: &'static str,
+}
+
+const RTT_SMALL_PINNED: Row = Row {
+    id: "ipc.rtt_small_pinned",
+    what: "IPC round trip, small message, one CPU",
+    unit: "us",
+    better: "lower",
+    scale: 1e6,
+    target: "<= 1.3x raw",
+};
+const RTT_SMALL: Row = Row {
+    id: "ipc.rtt_small",
+    what: "IPC round trip, small message, unpinned",
+    unit: "us",
+    better: "lower",
+    scale: 1e6,
+    target: "<= 1.3x raw",
+};
+const THROUGHPUT_SMALL: Row = Row {
+    id: "ipc.throughput_small",
+    what: "IPC one-way throughput, small messages",
+    unit: "per_s",
+    better: "higher",
+    scale: 1.0,
+    target: ">= 15000000",
+};
+const RTT_1MIB: Row = Row {
+    id: "ipc.rtt_1mib",
+    what: "IPC round trip, 1 MiB message",
+    unit: "ms",
+    better: "lower",
+    scale: 1e3,
+    target: "<= 1 ms",
+};
+const FD_PASS: Row = Row {
+    id: "ipc.fd_pass",
+    what: "descriptor passes per second (SCM_RIGHTS)",
+    unit: "per_s",
+    better: "higher",
+    scale: 1.0,
+    target: ">= 0.8x raw",
+};
+
+impl Row {
+    /// Measures ours and raw, interleaved, and reports the row.
+    fn measure(
+        &self,
+        reps: usize,
+        ours: impl FnMut() -> anyhow::Result<f64>,
+        raw: impl FnMut() -> anyhow::Result<f64>,
+    ) -> anyhow::Result<()> {
+        let (ours, raw) = interleave(reps, ours, raw)?;
+        self.report(&ours, &raw);
+        Ok(())
+    }
+
+    /// Prints the row's JSON line (stdout) and a readable line (stderr).
+    fn report(&self, ours: &[f64], raw: &[f64]) {
+        let Row {
+            id,
+            what,
+            unit,
+            better,
+            scale: by,
+            target,
+        } = self;
+        let (ours, raw) = (scale(ours, *by), scale(raw, *by));
+        let (o, os) = median_spread(&ours);
+        let (r, rs) = median_spread(&raw);
+        eprintln!("{id}: ours {o:.3} ±{os:.3} {unit}, raw {r:.3} ±{rs:.3} ({ours:?} vs {raw:?})");
+        println!(
+            "{{\"id\":\"{id}\",\"what\":\"{what}\",\"unit\":\"{unit}\",\"better\":\"{better}\",\"ours\":{o:.3},\"ours_spread\":{os:.3},\"raw\":{r:.3},\"raw_spread\":{rs:.3},\"target\":\"{target}\"}}"
+        );
+    }
 }
 
 mod ours;
