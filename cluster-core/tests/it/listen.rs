@@ -89,6 +89,19 @@ async fn listening(cluster: &mut Cluster<Msg>, n: usize) -> Vec<Event<Msg>> {
     .await
 }
 
+/// Opens `n` connections and keeps them open: how many each worker answered,
+/// and the connections.
+async fn hold(addr: SocketAddr, n: usize) -> (BTreeMap<u64, u32>, Vec<BufReader<TcpStream>>) {
+    let mut counts = BTreeMap::new();
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let (id, conn) = ask(addr, None).await;
+        *counts.entry(id).or_default() += 1;
+        held.push(conn);
+    }
+    (counts, held)
+}
+
 /// Poll the primary's counters until `pred` holds (they follow messages the
 /// workers send after the client saw its answer), bounded in time.
 async fn stats_until(
@@ -181,13 +194,7 @@ async fn sticky_keeps_each_client_on_its_worker_across_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_connections_spreads_long_lived_connections() {
     let (cluster, addr, _slots) = listening_cluster("serve", 3, PolicyKind::LeastConnections).await;
-    let mut held = Vec::new();
-    let mut counts: BTreeMap<u64, u32> = BTreeMap::new();
-    for _ in 0..9 {
-        let (id, conn) = ask(addr, None).await;
-        *counts.entry(id).or_default() += 1;
-        held.push(conn);
-    }
+    let (counts, held) = hold(addr, 9).await;
     assert_eq!(counts.len(), 3, "{counts:?}");
     assert!(counts.values().all(|&c| c == 3), "{counts:?}");
     stats_until(&cluster, |s| s.values().all(|c| c.open == 3)).await;
@@ -199,16 +206,10 @@ async fn least_connections_spreads_long_lived_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_of_two_choices_serves_from_every_worker_it_picks() {
     let (cluster, addr, slots) = listening_cluster("serve", 2, PolicyKind::PowerOfTwoChoices).await;
-    let mut held = Vec::new();
-    let mut counts: BTreeMap<u64, u32> = BTreeMap::new();
     // Held open: with two workers, p2c compares both and takes the one with
     // fewer open connections, so they alternate.
-    for _ in 0..6 {
-        let (id, conn) = ask(addr, None).await;
-        assert!(slots.contains_key(&WorkerId(id)));
-        *counts.entry(id).or_default() += 1;
-        held.push(conn);
-    }
+    let (counts, held) = hold(addr, 6).await;
+    assert!(counts.keys().all(|id| slots.contains_key(&WorkerId(*id))));
     assert_eq!(
         counts.values().copied().collect::<Vec<_>>(),
         [3, 3],
