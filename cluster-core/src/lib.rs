@@ -103,3 +103,14 @@ pub use worker::{Connection, DrainSignal, Listener, Worker};
 pub trait Payload: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
 
 impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Payload for T {}
+
+// The Rust snippets of the README and of docs/cluster.md are compiled (and run,
+// unless marked `no_run`) as doc tests, so the documentation cannot drift
+// from the API; `cargo xtask tidy` checks that every such file is included.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/cluster.md")]
+struct ClusterDocDoctests;

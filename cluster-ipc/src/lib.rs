@@ -147,3 +147,14 @@ pub use control::{
 pub use endpoint::{Config, Incoming, Receiver, Sender, UserFrame, handshake};
 pub use error::{Error, TrySendError};
 pub use frame::{DEFAULT_MAX_FRAME_LEN, MAX_FDS_PER_FRAME};
+
+// The Rust snippets of the README and of docs/ipc.md are compiled (and run,
+// unless marked `no_run`) as doc tests, so the documentation cannot drift
+// from the API; `cargo xtask tidy` checks that every such file is included.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/ipc.md")]
+struct IpcDocDoctests;

@@ -86,3 +86,14 @@ pub use close::Close;
 pub use command::{Command, Output, Stdio};
 pub use error::{Error, Stream};
 pub use nix::sys::signal::Signal;
+
+// The Rust snippets of the README and of docs/spawn.md are compiled (and run,
+// unless marked `no_run`) as doc tests, so the documentation cannot drift
+// from the API; `cargo xtask tidy` checks that every such file is included.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/spawn.md")]
+struct SpawnDocDoctests;

@@ -62,3 +62,14 @@ pub use crate::pool::{Pool, PoolBuilder, PoolStats, TaskHandle};
 pub use crate::worker::{
     Event, IntoExitCode, ParentPort, Worker, WorkerContext, WorkerFailure, WorkerOptions,
 };
+
+// The Rust snippets of the README and of docs/worker-threads.md are compiled (and run,
+// unless marked `no_run`) as doc tests, so the documentation cannot drift
+// from the API; `cargo xtask tidy` checks that every such file is included.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/worker-threads.md")]
+struct WorkerThreadsDocDoctests;
