@@ -74,7 +74,18 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! # Platforms
+//!
+//! Linux only (a `compile_error!` elsewhere): workers are guarded by the
+//! parent-death signal (`PR_SET_PDEATHSIG`), and the channel is
+//! `cluster-ipc`'s, which is Linux only too.
 #![deny(missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "cluster-core supports Linux only (the parent-death signal, and cluster-ipc's Linux socket flags)"
+);
 
 mod error;
 mod event;

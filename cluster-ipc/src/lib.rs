@@ -128,7 +128,18 @@
 //!
 //! [postcard]: https://docs.rs/postcard
 //! [`OwnedFd`]: std::os::fd::OwnedFd
+//!
+//! # Platforms
+//!
+//! Linux only (a `compile_error!` elsewhere): the wire relies on
+//! `SOCK_CLOEXEC`, `MSG_NOSIGNAL` and `MSG_CMSG_CLOEXEC`, which not every
+//! Unix has, and is tested on Linux alone.
 #![deny(missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "cluster-ipc supports Linux only (it relies on SOCK_CLOEXEC, MSG_NOSIGNAL and MSG_CMSG_CLOEXEC)"
+);
 
 mod blocking;
 mod channel;

@@ -41,6 +41,10 @@
 //! assert_eq!(policy.pick(table.eligible(), &Connection::new(again, ListenerId(0))), first);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Platforms
+//!
+//! Any: pure decisions, no OS code.
 #![deny(missing_docs)]
 
 mod error;

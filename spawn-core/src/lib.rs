@@ -72,7 +72,17 @@
 //! - The async API needs a tokio runtime with its I/O and time drivers
 //!   (`Runtime` built with `enable_all`); outside one, `spawn` returns
 //!   [`Error::NoRuntime`].
+//!
+//! # Platforms
+//!
+//! Unix only (`pre_exec`, process groups, signals; a `compile_error!`
+//! elsewhere), developed and tested on Linux. The parent-death signal
+//! ([`Command::parent_death_signal`]) is Linux only: elsewhere a spawn that
+//! asks for it fails with an `Unsupported` I/O error.
 #![deny(missing_docs)]
+
+#[cfg(not(unix))]
+compile_error!("spawn-core supports Unix only (Linux for the parent-death signal)");
 
 mod child;
 mod close;

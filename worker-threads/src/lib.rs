@@ -41,6 +41,11 @@
 //! Stopping a thread is cooperative in Rust; see [`worker`]'s and [`pool`]'s
 //! caveats.
 
+//!
+//! # Platforms
+//!
+//! Any platform with threads: no OS code of its own (std threads, rayon,
+//! crossbeam and tokio's `sync`).
 #![deny(missing_docs)]
 
 mod cancel;
