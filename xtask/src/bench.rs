@@ -398,7 +398,7 @@ fn build_some(
     Ok(built)
 }
 
-fn cargo_output(root: &Path, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn cargo_output(root: &Path, args: &[&str]) -> anyhow::Result<String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(&cargo)
         .args(args)

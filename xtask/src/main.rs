@@ -115,14 +115,17 @@ fn step(name: &str, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()
 }
 
 fn run_tidy(root: &Path) -> anyhow::Result<()> {
-    let problems = tidy::check_tree(root)?;
-    if problems.is_empty() {
+    let report = tidy::check_tree(root)?;
+    for note in &report.notes {
+        eprintln!("tidy: {note}");
+    }
+    if report.problems.is_empty() {
         return Ok(());
     }
-    for problem in &problems {
+    for problem in &report.problems {
         eprintln!("tidy: {problem}");
     }
-    bail!("{} tidy problem(s)", problems.len())
+    bail!("{} tidy problem(s)", report.problems.len())
 }
 
 fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {

@@ -4,8 +4,20 @@
 //! - no test is hidden (`#[ignore]`) or passes by panicking (`#[should_panic]`);
 //! - no `dbg!` or `todo!` in library code (anything outside `tests/`,
 //!   `benches/`, `examples/`, `src/bin/` and `xtask/`);
-//! - every member's `Cargo.toml` inherits the workspace lints.
+//! - every member's `Cargo.toml` inherits the workspace lints, and a
+//!   published member sets the metadata a user sees (`claims.rs`);
+//! - what `ARCHITECTURE.md` claims in its checked lists: the dependency
+//!   direction between the crates, the test binaries of each crate, and the
+//!   only places of library code that hold `unsafe` (`claims.rs`);
+//! - every code block of the Markdown files names its language and none is
+//!   `ignore`d; a file with Rust blocks is compiled as doc tests
+//!   (`fences.rs`).
 
+mod claims;
+mod fences;
+mod lexer;
+
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -31,11 +43,21 @@ const SHOULD_PANIC_ATTR: &str = concat!("#[", "should_panic");
 const DBG_MACRO: &str = concat!("dbg", "!(");
 const TODO_MACRO: &str = concat!("todo", "!(");
 
-/// Checks every tracked source file and member manifest under `root`.
-pub(crate) fn check_tree(root: &Path) -> anyhow::Result<Vec<Problem>> {
+/// What a tidy run found: the problems, and notes for the reader (the
+/// `unsafe` count of each crate).
+pub(crate) struct Report {
+    pub(crate) problems: Vec<Problem>,
+    pub(crate) notes: Vec<String>,
+}
+
+/// Checks every tracked source file, Markdown file and member manifest
+/// under `root`, and the claims of `ARCHITECTURE.md` (with `cargo metadata`).
+pub(crate) fn check_tree(root: &Path) -> anyhow::Result<Report> {
     let mut problems = Vec::new();
     let mut files = Vec::new();
     collect(root, root, &mut files)?;
+    let mut sources = BTreeMap::new();
+    let mut markdown = BTreeMap::new();
     for path in files {
         let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
         let text = std::fs::read_to_string(&path)
@@ -44,11 +66,97 @@ pub(crate) fn check_tree(root: &Path) -> anyhow::Result<Vec<Problem>> {
             if rel.parent().is_some_and(|p| p != Path::new("")) {
                 problems.extend(check_manifest(&rel, &text));
             }
+        } else if rel.extension().is_some_and(|e| e == "md") {
+            markdown.insert(rel, text);
         } else {
             problems.extend(check_source(&rel, &text));
+            sources.insert(rel, text);
         }
     }
-    Ok(problems)
+    problems.extend(check_markdown(&markdown, &sources));
+
+    let metadata =
+        crate::bench::cargo_output(root, &["metadata", "--format-version", "1", "--no-deps"])?;
+    let members = claims::members(&metadata)?;
+    problems.extend(claims::check_package_metadata(&members));
+    let mut notes = Vec::new();
+    match markdown.get(Path::new(claims::DOC)) {
+        None => problems.push(Problem {
+            path: PathBuf::from(claims::DOC),
+            line: 1,
+            what: "missing".to_owned(),
+        }),
+        Some(doc) => {
+            let mut list = |name: &str| match claims::list(doc, name) {
+                Ok(rows) => Some(rows),
+                Err(what) => {
+                    problems.push(Problem {
+                        path: PathBuf::from(claims::DOC),
+                        line: 1,
+                        what,
+                    });
+                    None
+                }
+            };
+            let (deps, tests, unsafe_rows) =
+                (list("dependencies"), list("test-binaries"), list("unsafe"));
+            if let Some(rows) = deps {
+                problems.extend(claims::check_dependencies(&rows, &members));
+            }
+            if let Some(rows) = tests {
+                problems.extend(claims::check_test_binaries(&rows, &members));
+            }
+            if let Some(rows) = unsafe_rows {
+                let (found, counts) = claims::check_unsafe(&rows, &members, &sources);
+                problems.extend(found);
+                let counts: Vec<String> = counts
+                    .iter()
+                    .filter(|(_, count)| **count != claims::UnsafeCount::default())
+                    .map(|(member, count)| format!("{member} {count}"))
+                    .collect();
+                notes.push(format!("unsafe in library code: {}", counts.join("; ")));
+            }
+        }
+    }
+    Ok(Report { problems, notes })
+}
+
+/// Checks the code blocks of the Markdown files: each names its language,
+/// none is `ignore`d, and a file with Rust blocks is included (and so
+/// compiled) as doc tests by some crate.
+fn check_markdown(
+    markdown: &BTreeMap<PathBuf, String>,
+    sources: &BTreeMap<PathBuf, String>,
+) -> Vec<Problem> {
+    let included: Vec<PathBuf> = sources
+        .iter()
+        .flat_map(|(rel, text)| fences::included_files(rel, text))
+        .collect();
+    let mut problems = Vec::new();
+    for (rel, text) in markdown {
+        let found = fences::fences(text);
+        for fence in &found {
+            if let Some(what) = fences::fence_problem(&fence.info) {
+                problems.push(Problem {
+                    path: rel.clone(),
+                    line: fence.line,
+                    what: what.to_owned(),
+                });
+            }
+        }
+        let first_rust = found.iter().find(|f| fences::is_rust(&f.info));
+        if let Some(fence) = first_rust.filter(|_| !included.contains(rel)) {
+            problems.push(Problem {
+                path: rel.clone(),
+                line: fence.line,
+                what: "Rust code blocks that nothing compiles: include the file in a \
+                       `#[cfg(doctest)]` item of its crate \
+                       (`#[doc = include_str!(...)]`)"
+                    .to_owned(),
+            });
+        }
+    }
+    problems
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
@@ -65,7 +173,7 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()
             if !skip {
                 collect(root, &path, out)?;
             }
-        } else if name.ends_with(".rs") || name == "Cargo.toml" {
+        } else if name.ends_with(".rs") || name.ends_with(".md") || name == "Cargo.toml" {
             out.push(path);
         }
     }
@@ -87,6 +195,16 @@ pub(crate) fn check_source(rel: &Path, text: &str) -> Vec<Problem> {
     let library = is_library_code(rel);
     for (idx, line) in text.lines().enumerate() {
         let code = line.trim_start();
+        let doc = code
+            .strip_prefix("//!")
+            .or_else(|| code.strip_prefix("///"))
+            .map(str::trim_start);
+        if let Some(info) = doc.and_then(|d| d.strip_prefix("```")) {
+            let ignored = fences::fence_problem(info.trim()).filter(|w| w.contains("ignore"));
+            if let Some(what) = ignored {
+                problems.push(problem(idx + 1, what));
+            }
+        }
         if code.starts_with("//") {
             continue;
         }

@@ -1,8 +1,9 @@
 //! Unit tests of the tidy check, on sources written here.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use super::{check_manifest, check_source};
+use super::{check_manifest, check_markdown, check_source};
 
 fn whats(path: &str, text: &str) -> Vec<String> {
     check_source(Path::new(path), text)
@@ -48,4 +49,31 @@ fn members_must_inherit_workspace_lints() {
     let bad = "[package]\nname = \"a\"\n";
     assert!(check_manifest(Path::new("a/Cargo.toml"), good).is_empty());
     assert_eq!(check_manifest(Path::new("a/Cargo.toml"), bad).len(), 1);
+}
+
+#[test]
+fn ignored_doc_comment_blocks_are_reported() {
+    let text = concat!(
+        "//! T.\n//! ```rust,",
+        "ignore\n//! x\n//! ```\n/// ```no_run\n/// ```\n"
+    );
+    assert_eq!(whats("a/src/lib.rs", text).len(), 1);
+}
+
+#[test]
+fn markdown_rust_blocks_must_be_compiled() {
+    let md = |text: &str| BTreeMap::from([(PathBuf::from("docs/a.md"), text.to_owned())]);
+    let include = BTreeMap::from([(
+        PathBuf::from("a/src/lib.rs"),
+        "#[cfg(doctest)]\n#[doc = include_str!(\"../../docs/a.md\")]\nstruct D;\n".to_owned(),
+    )]);
+    let rust = "# A\n\n```rust,no_run\nfn main() {}\n```\n";
+    assert!(check_markdown(&md(rust), &include).is_empty());
+    let lost = check_markdown(&md(rust), &BTreeMap::new());
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].line, 3);
+    let shell_only = "```sh\nls\n```\n";
+    assert!(check_markdown(&md(shell_only), &BTreeMap::new()).is_empty());
+    let bare_and_ignored = concat!("```\nx\n```\n```rust,", "ignore\nx\n```\n");
+    assert_eq!(check_markdown(&md(bare_and_ignored), &include).len(), 2);
 }
