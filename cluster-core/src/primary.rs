@@ -370,6 +370,11 @@ impl<M: Payload> Cluster<M> {
 
     /// The next event; `None` once the cluster has shut down and every event
     /// was delivered.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future before it completes (a lost branch of
+    /// `tokio::select!`) loses no event; the next call returns it.
     pub async fn next_event(&mut self) -> Option<Event<M>> {
         self.events.recv().await
     }
@@ -392,6 +397,14 @@ impl<M: Payload> Cluster<M> {
     /// within [`Settings::ready_timeout`], then disconnect the old worker. If a
     /// replacement fails, it is killed, the reload stops with
     /// [`Error::ReloadFailed`] and the remaining old workers keep running.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped part-way (a lost branch of `tokio::select!`),
+    /// it stops where it is: a replacement it started may keep running beside
+    /// the old worker of its slot, and the slots after it are not reloaded.
+    /// Let a reload run to completion (in a task of its own if something must
+    /// race it).
     pub async fn reload(&self) -> Result<()> {
         let (plan, timeout) = {
             let st = self.shared.lock();

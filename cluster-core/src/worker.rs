@@ -107,6 +107,11 @@ impl<M: Payload> Worker<M> {
     /// The next message from the primary; `None` once the primary asked this
     /// worker to disconnect (what was sent is flushed by then): finish the
     /// work in flight, then return from `main` (exit 0).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future before it completes (a lost branch of
+    /// `tokio::select!`) loses no message; the next call returns it.
     pub async fn recv(&mut self) -> Option<M> {
         let msg = self.inbox.recv().await;
         if msg.is_none() {

@@ -286,6 +286,14 @@ impl Listener {
     /// draining. Under `none`, a failed `accept` (out of descriptors, a
     /// connection reset before it was accepted) is retried after a short
     /// pause rather than reported.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future before it completes (a lost branch of
+    /// `tokio::select!`) loses no connection. A handed-over connection is
+    /// acknowledged to the primary only when this returns it; one still
+    /// queued when the [`Listener`] drops is refused, and the primary gives
+    /// it to another worker.
     pub async fn accept(&mut self) -> Option<(Connection, SocketAddr)> {
         match &mut self.source {
             Source::Handed { queue, tx } => {
