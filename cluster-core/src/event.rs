@@ -119,8 +119,9 @@ impl<M> Message<M> {
 }
 
 /// What happens in a cluster, in order per worker: `Fork`, `Online`,
-/// (`Listening`, `Message`…), `Disconnect`, `Exit`, then for its slot perhaps
-/// `RestartScheduled` or `GaveUp`.
+/// (`Listening`, `Message`, `MessageError`…), `Disconnect`, `Exit`, then for
+/// its slot perhaps `RestartScheduled` or `GaveUp`. `Exit` comes after every
+/// message the worker sent, however late the events are read.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Event<M> {

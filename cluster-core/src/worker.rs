@@ -22,7 +22,7 @@
 //! - The heartbeat runs as a task of the worker's own runtime: a runtime
 //!   blocked by synchronous work goes silent, which is the point.
 //! - `send` returns once the message is queued; [`Worker::recv`] returning
-//!   `None` and [`Worker::disconnect`] flush the queue. Call
+//!   `Ok(None)` and [`Worker::disconnect`] flush the queue. Call
 //!   [`Worker::flush`] before leaving `main` any other way.
 
 mod listen;
