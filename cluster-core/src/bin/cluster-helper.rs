@@ -7,7 +7,8 @@
 //! `exit:<code>` (exit with the code once online), `hang` (block the runtime
 //! once online), `stubborn` (ignore SIGTERM and disconnection),
 //! `fail-if:<path>` (exit 3 before connecting when the file exists, else
-//! `echo`), `print` (print a line, then `echo`), `leave` (disconnect by
+//! `echo`), `hang-if:<path>` (block for good before connecting when the
+//! file exists, else `echo`), `print` (print a line, then `echo`), `leave` (disconnect by
 //! itself, exit 0), `garbage` (send a message the primary cannot decode,
 //! then `echo`), `burst:<n>` (send `Pong { worker, n }` for n in `0..<n>`,
 //! flush, exit 0), `outlive` (`echo`; once `recv` ends, await
@@ -83,6 +84,11 @@ fn worker(mode: &str) -> BoxResult {
         && std::path::Path::new(path).exists()
     {
         std::process::exit(3);
+    }
+    if let Some(path) = mode.strip_prefix("hang-if:")
+        && std::path::Path::new(path).exists()
+    {
+        std::thread::sleep(Duration::from_secs(600));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
