@@ -15,7 +15,10 @@
 //! `primary_gone`, print `primary gone`, exit 0), `tokio-main` (a worker written with `#[tokio::main]`:
 //! before asking its role, and again once connected, it runs this program
 //! as `cluster-helper report-role` and sends `Text("before: <line>")` and
-//! `Text("after: <line>")` with the line it printed, then `echo`), `listen` (listen on 127.0.0.1:0, report it, then `echo`),
+//! `Text("after: <line>")` with the line it printed, then `echo`),
+//! `wrong-token` (not through `Worker`: adopt the channel with
+//! `cluster-ipc` and answer the handshake with another launch token, then
+//! wait until the channel closes), `listen` (listen on 127.0.0.1:0, report it, then `echo`),
 //! `serve` (listen through the primary on `HELPER_ADDR`, default
 //! 127.0.0.1:0; answer each connection with `<worker id>\n`, keep it until
 //! the client closes; when disconnected, finish the open connections and
@@ -57,8 +60,10 @@ fn main() -> BoxResult {
         println!("{:?} fd3={}", cluster_core::role(), fd3());
         return Ok(());
     }
-    if std::env::var_os("HELPER_MODE").is_some_and(|m| m == "tokio-main") {
-        return tokio_main();
+    match std::env::var("HELPER_MODE").as_deref() {
+        Ok("tokio-main") => return tokio_main(),
+        Ok("wrong-token") => return wrong_token(),
+        _ => {}
     }
     if cluster_core::is_worker() {
         let mode = std::env::var("HELPER_MODE").unwrap_or_else(|_| "echo".into());
@@ -197,6 +202,26 @@ async fn tokio_main() -> BoxResult {
     w.send(&Msg::Text(format!("before: {before}"))).await?;
     w.send(&Msg::Text(format!("after: {after}"))).await?;
     echo(&mut w).await
+}
+
+/// Pass for the worker the primary launched, but with another token.
+fn wrong_token() -> BoxResult {
+    use cluster_ipc::{Config, Handshake};
+    let env = std::env::var(cluster_core::WORKER_ENV)?;
+    let id: u64 = env.split(':').next().ok_or("no worker id")?.parse()?;
+    // SAFETY: this mode only runs as a worker the test's primary launched
+    // (this process is the one the channel was handed to), before anything
+    // else here adopted the descriptor.
+    let fd = unsafe { cluster_ipc::from_env() }?.ok_or("no channel")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let ours = Handshake::for_this_process(id).with_token(0xbad);
+        let (_tx, mut rx, _) = cluster_ipc::handshake(fd, ours, Config::default()).await?;
+        while rx.recv_raw().await.is_ok() {}
+        Ok(())
+    })
 }
 
 /// Run this program as `report-role` (inheriting this process's

@@ -129,3 +129,41 @@ async fn a_worker_refuses_a_channel_with_another_launch_token() {
         .unwrap();
     assert_eq!(status.code(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_refuses_a_channel_with_another_launch_token() {
+    let mut s = settings("wrong-token", 1);
+    s.restart(cluster_core::RestartPolicy::Never);
+    let mut cluster = cluster_core::Cluster::<Msg>::new(s).unwrap();
+    cluster.fork().unwrap();
+    let events = until(&mut cluster, |ev| matches!(ev, Event::Exit { .. })).await;
+    let briefs: Vec<_> = events.iter().map(support::brief).collect();
+    assert!(
+        events.iter().any(|ev| matches!(
+            ev,
+            Event::ChannelError {
+                worker: WorkerId(1),
+                error: cluster_core::Error::WrongWorker {
+                    worker: WorkerId(1)
+                },
+            }
+        )),
+        "{briefs:?}"
+    );
+    assert!(
+        !events.iter().any(|ev| matches!(ev, Event::Online { .. })),
+        "{briefs:?}"
+    );
+    // Killed, or gone by itself once its channel closed: either way it ended.
+    assert!(
+        matches!(
+            events.last(),
+            Some(Event::Exit {
+                exit: Exit::Signal(libc::SIGKILL) | Exit::Code(0),
+                ..
+            })
+        ),
+        "{briefs:?}"
+    );
+    support::shutdown(cluster).await;
+}
