@@ -49,6 +49,6 @@ async fn primary() -> anyhow::Result<()> {
 async fn worker() -> anyhow::Result<()> {
     let mut me = Worker::<String>::connect().await?;
     // Serve until the primary asks us to disconnect.
-    while me.recv().await.is_some() {}
+    while me.recv().await?.is_some() {}
     Ok(())
 }

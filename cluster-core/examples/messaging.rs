@@ -62,7 +62,7 @@ async fn primary() -> anyhow::Result<()> {
 async fn worker() -> anyhow::Result<()> {
     let mut me = Worker::<Msg>::connect().await?;
     // `process.on("message", ...)`
-    while let Some(msg) = me.recv().await {
+    while let Some(msg) = me.recv().await? {
         if let Msg::Hello { text, id } = msg {
             println!("Message from master: {text} {id}");
             me.send(&Msg::Thanks { from: me.id().0 }).await?;

@@ -44,6 +44,14 @@ pub enum Error {
         /// The worker.
         worker: WorkerId,
     },
+    /// The worker was disconnected (by `WorkerHandle::disconnect`, the
+    /// worker's own `disconnect`, a shutdown or a reload): its channel takes
+    /// no more messages (Node's `ERR_IPC_CHANNEL_CLOSED`).
+    #[error("the channel of worker {worker} is closed (disconnected)")]
+    ChannelClosed {
+        /// The worker.
+        worker: WorkerId,
+    },
     /// The primary's channel is closed (seen from a worker).
     #[error("the channel to the primary is closed")]
     PrimaryGone,
@@ -55,8 +63,8 @@ pub enum Error {
     #[error("could not install the signal handlers")]
     Signals(#[source] io::Error),
     /// The peer at the other end of a worker's channel announced another
-    /// worker id in its handshake.
-    #[error("the channel of worker {worker} answered with another worker id")]
+    /// worker id, or another launch token, in its handshake.
+    #[error("the channel of worker {worker} answered with another worker id or token")]
     WrongWorker {
         /// The worker whose channel it is.
         worker: WorkerId,

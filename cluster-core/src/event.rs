@@ -88,11 +88,13 @@ impl fmt::Display for Exit {
 pub struct Message<M> {
     worker: WorkerId,
     value: M,
-    _credit: OwnedSemaphorePermit,
+    /// None for what a worker sent before it ended, delivered after its
+    /// process was reaped (no backpressure left to apply).
+    _credit: Option<OwnedSemaphorePermit>,
 }
 
 impl<M> Message<M> {
-    pub(crate) fn new(worker: WorkerId, value: M, credit: OwnedSemaphorePermit) -> Self {
+    pub(crate) fn new(worker: WorkerId, value: M, credit: Option<OwnedSemaphorePermit>) -> Self {
         Self {
             worker,
             value,
@@ -117,8 +119,9 @@ impl<M> Message<M> {
 }
 
 /// What happens in a cluster, in order per worker: `Fork`, `Online`,
-/// (`Listening`, `Message`…), `Disconnect`, `Exit`, then for its slot perhaps
-/// `RestartScheduled` or `GaveUp`.
+/// (`Listening`, `Message`, `MessageError`…), `Disconnect`, `Exit`, then for
+/// its slot perhaps `RestartScheduled` or `GaveUp`. `Exit` comes after every
+/// message the worker sent, however late the events are read.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Event<M> {
@@ -167,9 +170,18 @@ pub enum Event<M> {
         /// The worker.
         worker: WorkerId,
     },
-    /// The worker sent something that could not be decoded; its channel is
-    /// closed and the worker killed.
+    /// The worker's channel failed (a malformed frame, an OS error, a wrong
+    /// handshake): its channel is closed and the worker killed.
     ChannelError {
+        /// The worker.
+        worker: WorkerId,
+        /// What went wrong.
+        error: Error,
+    },
+    /// The worker sent a message that does not decode as `M` (`error` is
+    /// [`Error::Ipc`] with `cluster-ipc`'s `MalformedPayload`). That message
+    /// is dropped; the channel and the worker go on.
+    MessageError {
         /// The worker.
         worker: WorkerId,
         /// What went wrong.

@@ -13,8 +13,14 @@
 //!   process-wide thread that never exits, because the kernel fires the
 //!   signal when the *forking thread* exits: a spawn from tokio's blocking
 //!   pool (whose idle threads retire) would otherwise kill the worker early.
-//!   The worker also exits when its channel closes: the second line of
-//!   defence, and the only one on other systems.
+//!   The worker also drains when its channel closes (its `recv` and
+//!   `accept` end, so a program that ends its main loop then exits): the
+//!   second line of defence, and the only one on other systems.
+//!
+//! The worker's variable names this process's pid and a token drawn for
+//! this launch: the worker checks the pid against its parent (a program it
+//! starts in turn is not a worker) and both ends check the token in the
+//! handshake.
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;

@@ -3,7 +3,8 @@
 //!
 //! - [`role()`] / [`is_primary()`] / [`is_worker()`]: a worker learns its role
 //!   from a variable the primary injects ([`WORKER_ENV`], like Node's
-//!   `NODE_UNIQUE_ID`), read once and removed from the environment.
+//!   `NODE_UNIQUE_ID`), read once without changing the environment: safe to
+//!   call from any thread, inside `#[tokio::main]` too.
 //! - [`Cluster`] is the primary, built from [`Settings`] (Node's
 //!   `setupPrimary`): [`Cluster::fork`] / [`Cluster::start`] return a
 //!   [`WorkerHandle`] (id, pid, `send`, `kill`, `disconnect`, [`WorkerState`]),
@@ -12,7 +13,9 @@
 //!   [`Cluster::broadcast`], [`Cluster::shutdown`], [`Cluster::reload`] act on
 //!   all workers.
 //! - [`Worker`] is the worker side: [`Worker::connect`], `send`, `recv`,
-//!   `listen`, `disconnect`.
+//!   `listen`, `disconnect`, `primary_gone`. The library never ends the
+//!   process: a message that does not decode is an error for that message,
+//!   and a worker whose primary is gone drains, then the program decides.
 //! - Listening goes through the primary, like Node's `server.listen` in a
 //!   worker: [`Worker::listen`] gives a [`Listener`] whose `accept` yields
 //!   [`Connection`]s (a `tokio::net::TcpStream` that tells the primary when
@@ -30,47 +33,42 @@
 //!   [`Backoff`] reset after a minimum uptime, a [`CrashLoopLimit`] after which
 //!   the slot is given up, an optional heartbeat timeout, a graceful shutdown
 //!   with a deadline, and a rolling reload.
-//! - No orphans: every worker gets the parent-death signal SIGKILL (Linux)
-//!   and exits by itself when the primary's channel closes.
+//! - No orphans: every worker gets the parent-death signal SIGKILL (Linux),
+//!   and drains when the primary's channel closes.
 //!
 //! ```no_run
 //! use cluster_core::{Cluster, Event, Settings, Worker};
 //!
-//! fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     // Decide the role first, before any thread exists.
-//!     let worker = cluster_core::is_worker();
-//!     let rt = tokio::runtime::Runtime::new()?;
-//!     rt.block_on(async {
-//!         if worker {
-//!             // The same program, re-executed by the primary.
-//!             let mut w = Worker::<String>::connect().await?;
-//!             while let Some(msg) = w.recv().await {
-//!                 w.send(&format!("worker {} got {msg}", w.id())).await?;
-//!             }
-//!             return Ok::<_, cluster_core::Error>(()); // asked to disconnect
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     if cluster_core::is_worker() {
+//!         // The same program, re-executed by the primary.
+//!         let mut w = Worker::<String>::connect().await?;
+//!         while let Some(msg) = w.recv().await? {
+//!             w.send(&format!("worker {} got {msg}", w.id())).await?;
 //!         }
-//!         let mut settings = Settings::new();
-//!         settings.n_workers(2);
-//!         let mut cluster = Cluster::<String>::new(settings)?;
-//!         cluster.start()?;
-//!         let mut replies = 0;
-//!         while let Some(event) = cluster.next_event().await {
-//!             match event {
-//!                 Event::Online { worker } => {
-//!                     cluster.worker(worker).unwrap().send(&"hello".into()).await?;
-//!                 }
-//!                 Event::Message(m) => {
-//!                     println!("{}", m.value());
-//!                     replies += 1;
-//!                     if replies == 2 {
-//!                         cluster.shutdown().await?;
-//!                     }
-//!                 }
-//!                 _ => {}
+//!         return Ok(()); // asked to disconnect
+//!     }
+//!     let mut settings = Settings::new();
+//!     settings.n_workers(2);
+//!     let mut cluster = Cluster::<String>::new(settings)?;
+//!     cluster.start()?;
+//!     let mut replies = 0;
+//!     while let Some(event) = cluster.next_event().await {
+//!         match event {
+//!             Event::Online { worker } => {
+//!                 cluster.worker(worker).unwrap().send(&"hello".into()).await?;
 //!             }
+//!             Event::Message(m) => {
+//!                 println!("{}", m.value());
+//!                 replies += 1;
+//!                 if replies == 2 {
+//!                     cluster.shutdown().await?;
+//!                 }
+//!             }
+//!             _ => {}
 //!         }
-//!         Ok(())
-//!     })?;
+//!     }
 //!     Ok(())
 //! }
 //! ```

@@ -158,6 +158,8 @@ impl<M: Payload> Shared<M> {
             id,
             slot,
             heartbeat: st.settings.heartbeat.map(|h| h.interval),
+            primary: std::process::id(),
+            token: crate::role::new_token(id),
         };
         let extra_env = st
             .slots
@@ -212,12 +214,15 @@ impl<M: Payload> Shared<M> {
             }
         }
         let credits = Arc::new(Semaphore::new(st.settings.message_credits));
+        let (reaped_tx, reaped_rx) = watch::channel(false);
         let reader = net::spawn_until(
             driver::read_loop(
                 launched.channel,
                 id,
+                env.token,
                 sender_tx,
                 credits,
+                reaped_rx,
                 self.notices.clone(),
                 Arc::clone(&self.balancer),
             ),
@@ -227,6 +232,7 @@ impl<M: Payload> Shared<M> {
             launched.child,
             id,
             reader,
+            reaped_tx,
             kill_rx,
             self.notices.clone(),
         ));
@@ -356,7 +362,8 @@ impl<M: Payload> Cluster<M> {
             .collect()
     }
 
-    /// Send `msg` to every live worker; returns how many it reached.
+    /// Send `msg` to every live worker that was not disconnected; returns how
+    /// many it reached.
     pub async fn broadcast(&self, msg: &M) -> usize {
         let workers: Vec<_> = self.shared.lock().workers.values().cloned().collect();
         let mut reached = 0;
@@ -373,8 +380,8 @@ impl<M: Payload> Cluster<M> {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: dropping the future before it completes (a lost branch of
-    /// `tokio::select!`) loses no event; the next call returns it.
+    /// Cancel-safe: if it is dropped before it completes (a `select!` whose
+    /// other branch won), no event is lost; the next call returns it.
     pub async fn next_event(&mut self) -> Option<Event<M>> {
         self.events.recv().await
     }
@@ -400,11 +407,13 @@ impl<M: Payload> Cluster<M> {
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe: dropped part-way (a lost branch of `tokio::select!`),
-    /// it stops where it is: a replacement it started may keep running beside
-    /// the old worker of its slot, and the slots after it are not reloaded.
-    /// Let a reload run to completion (in a task of its own if something must
-    /// race it).
+    /// Not cancel-safe in the sense that dropping it stops the reload half
+    /// way, but it leaves the cluster whole: the slots already replaced stay
+    /// replaced; a replacement started and not yet ready is killed (as when
+    /// it fails), so its old worker keeps the slot; an old worker whose
+    /// replacement took over is still told to disconnect (that runs as a
+    /// task of its own). Calling `reload` again starts over with the workers
+    /// current then.
     pub async fn reload(&self) -> Result<()> {
         let (plan, timeout) = {
             let st = self.shared.lock();
@@ -421,14 +430,17 @@ impl<M: Payload> Cluster<M> {
         for (slot, old) in plan {
             let listening_needed = old.state() == WorkerState::Listening;
             let new = self.shared.start_worker(slot, Placement::Replacement)?;
+            // Killed unless it takes over: on failure, and if this future is
+            // dropped while it waits.
+            let pending = KillUnlessKept(Some(new.clone()));
             let ready = tokio::time::timeout(timeout, new.wait_ready(listening_needed)).await;
             if ready != Ok(true) {
-                let _ = new.kill(Signal::SIGKILL);
                 return Err(Error::ReloadFailed {
                     slot,
                     replacement: new.id(),
                 });
             }
+            pending.keep();
             {
                 let mut st = self.shared.lock();
                 if let Some(s) = st.slots.get_mut(&slot) {
@@ -436,9 +448,31 @@ impl<M: Payload> Cluster<M> {
                     s.guard.started(Instant::now());
                 }
             }
-            // The old one may have died meanwhile; that is fine.
-            let _ = old.disconnect().await;
+            // The old one may have died meanwhile; that is fine. A task of
+            // its own: it is told even if this future is dropped now.
+            let _ = tokio::spawn(async move {
+                let _ = old.disconnect().await;
+            })
+            .await;
         }
         Ok(())
+    }
+}
+
+/// A reload's replacement that has not taken over its slot: SIGKILLed when
+/// dropped, unless [`keep`](Self::keep) was called.
+struct KillUnlessKept<M: Payload>(Option<WorkerHandle<M>>);
+
+impl<M: Payload> KillUnlessKept<M> {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<M: Payload> Drop for KillUnlessKept<M> {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            let _ = w.kill(Signal::SIGKILL);
+        }
     }
 }

@@ -1,24 +1,46 @@
 //! Which role this process plays: [`role()`], [`is_primary()`], [`is_worker()`].
 //!
 //! A primary starts each worker with [`WORKER_ENV`] set to
-//! `<worker id>:<slot>:<heartbeat ms>`, and the channel's descriptor named in
-//! `cluster-ipc`'s [`CHANNEL_FD_ENV`](cluster_ipc::CHANNEL_FD_ENV). The first
-//! call to any function of this module reads both variables once, removes
-//! them from the environment (so a program the worker spawns in turn does not
-//! believe it is a worker too; Node's `NODE_UNIQUE_ID` works the same way),
-//! and adopts the channel descriptor.
+//! `<worker id>:<slot>:<heartbeat ms>:<primary pid>:<token>`, and the
+//! channel's descriptor named in `cluster-ipc`'s
+//! [`CHANNEL_FD_ENV`](cluster_ipc::CHANNEL_FD_ENV). The first call to any
+//! function of this module reads both variables once, without changing the
+//! environment, and caches the answer: this process is a worker when the
+//! variable is there and names its parent
+//! ([`parent_id`](std::os::unix::process::parent_id)) as the primary. Then
+//! it adopts the channel descriptor (close-on-exec from then on).
+//!
+//! A program the worker starts in turn inherits the variables (they stay
+//! set: removing one is unsound once threads run), but its parent is the
+//! worker, not the primary the variable names: it is a primary. Nor does it
+//! get the channel, once the worker adopted it. The token, drawn by the primary for each launch,
+//! is checked in the channel's handshake both ways, so a process that holds
+//! a channel it was not launched for cannot pass as the worker.
+//!
+//! Every function here is safe to call at any time, from any thread, also
+//! inside `#[tokio::main]`.
 //!
 //! # Caveats
-//! Removing an environment variable is only sound while no other thread reads
-//! the environment. Call [`role()`] first thing in `main`, before starting a
-//! runtime or threads; later calls only read the cached answer.
+//! - The role is decided by the first call and never changes. A worker
+//!   whose primary died before that first call has another parent by then
+//!   and counts as a primary (on Linux it is killed with its primary anyway).
+//! - The worker must be the primary's own child: a [`Settings::program`]
+//!   that runs the worker under a wrapper which forks (rather than `exec`s)
+//!   gives a worker whose parent is the wrapper, which is then a primary.
+//! - Until the worker adopts the channel (its first call of this module),
+//!   the descriptor is inheritable: a program it starts before that holds
+//!   the channel open too (it still is a primary). Ask for the role before
+//!   starting programs.
+//!
+//! [`Settings::program`]: crate::Settings::program
 
 #[cfg(test)]
 mod tests;
 
+use std::hash::{BuildHasher, RandomState};
 use std::os::fd::OwnedFd;
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::event::{SlotId, WorkerId};
@@ -41,12 +63,20 @@ pub(crate) struct WorkerEnv {
     pub(crate) id: WorkerId,
     pub(crate) slot: SlotId,
     pub(crate) heartbeat: Option<Duration>,
+    /// The primary's process id: the worker's parent.
+    pub(crate) primary: u32,
+    /// Drawn by the primary for this launch; both ends send it in the
+    /// handshake and check the other's.
+    pub(crate) token: u64,
 }
 
 impl WorkerEnv {
     pub(crate) fn encode(&self) -> String {
         let hb = self.heartbeat.map_or(0, |d| d.as_millis().max(1));
-        format!("{}:{}:{}", self.id.0, self.slot.0, hb)
+        format!(
+            "{}:{}:{}:{}:{:x}",
+            self.id.0, self.slot.0, hb, self.primary, self.token
+        )
     }
 
     pub(crate) fn parse(value: &str) -> Result<WorkerEnv> {
@@ -56,15 +86,25 @@ impl WorkerEnv {
         let id: u64 = next()?.parse().map_err(|_| bad())?;
         let slot: usize = next()?.parse().map_err(|_| bad())?;
         let hb: u64 = next()?.parse().map_err(|_| bad())?;
-        if parts.next().is_some() || id == 0 {
+        let primary: u32 = next()?.parse().map_err(|_| bad())?;
+        let token = u64::from_str_radix(next()?, 16).map_err(|_| bad())?;
+        if parts.next().is_some() || id == 0 || primary == 0 {
             return Err(bad());
         }
         Ok(WorkerEnv {
             id: WorkerId(id),
             slot: SlotId(slot),
             heartbeat: (hb > 0).then(|| Duration::from_millis(hb)),
+            primary,
+            token,
         })
     }
+}
+
+/// A launch token: unpredictable enough that no process hits it by chance
+/// (std's randomly keyed SipHash of the worker id and the time).
+pub(crate) fn new_token(id: WorkerId) -> u64 {
+    RandomState::new().hash_one((id.0, std::process::id(), SystemTime::now()))
 }
 
 static ROLE: OnceLock<Result<Option<WorkerEnv>, &'static str>> = OnceLock::new();
@@ -72,33 +112,38 @@ static ROLE: OnceLock<Result<Option<WorkerEnv>, &'static str>> = OnceLock::new()
 /// The adopted channel descriptor, until `Worker::connect` takes it.
 static CHANNEL: Mutex<Option<std::result::Result<OwnedFd, cluster_ipc::Error>>> = Mutex::new(None);
 
-/// Read [`WORKER_ENV`] and the channel variable once, remove them, and cache
-/// what they said.
+/// Read [`WORKER_ENV`] and the channel variable once (never changing the
+/// environment), adopt the channel if this process is the worker they were
+/// set for, and cache what they said.
 pub(crate) fn worker_env() -> Result<Option<WorkerEnv>> {
     let cached = ROLE.get_or_init(|| {
         let Some(value) = std::env::var_os(WORKER_ENV) else {
             return Ok(None);
         };
-        // SAFETY: both variables are removed once, on the first call of this
-        // module; the module docs require that call to happen before other
-        // threads exist, so no concurrent reader of the environment can race.
-        // The channel descriptor is adopted only here (`from_env` wraps it
-        // once per process).
-        let channel = unsafe {
-            std::env::remove_var(WORKER_ENV);
-            cluster_ipc::from_env()
-        };
+        let env = value
+            .to_str()
+            .ok_or(WORKER_ENV)
+            .and_then(|v| WorkerEnv::parse(v).map_err(|_| WORKER_ENV))?;
+        if env.primary != std::os::unix::process::parent_id() {
+            // Inherited from an ancestor: a program a worker started (or a
+            // worker whose primary is already gone).
+            return Ok(None);
+        }
+        // SAFETY: `from_env` requires that the descriptor was handed to this
+        // process for the channel and is owned by nothing else. The variable
+        // names our parent as the primary that launched us with it: a program
+        // a worker starts has the worker as its parent, and never gets here.
+        // This is the only call in the crate, inside a `OnceLock`
+        // initialiser, so it runs once per process (and `from_env` itself
+        // adopts once).
+        let channel = unsafe { cluster_ipc::from_env() };
         let channel = match channel {
             Ok(Some(fd)) => Ok(fd),
             Ok(None) => return Err(cluster_ipc::CHANNEL_FD_ENV),
             Err(e) => Err(e),
         };
         *CHANNEL.lock().unwrap_or_else(|p| p.into_inner()) = Some(channel);
-        value
-            .to_str()
-            .ok_or(WORKER_ENV)
-            .and_then(|v| WorkerEnv::parse(v).map_err(|_| WORKER_ENV))
-            .map(Some)
+        Ok(Some(env))
     });
     match cached {
         Ok(env) => Ok(*env),
@@ -116,7 +161,8 @@ pub(crate) fn take_channel() -> Result<OwnedFd> {
 }
 
 /// This process's role. A malformed variable counts as a primary (and
-/// `Worker::connect` reports the error).
+/// `Worker::connect` reports the error). Safe to call from any thread, at
+/// any time (see the [module docs](self) for how it is decided).
 pub fn role() -> Role {
     match worker_env() {
         Ok(Some(env)) => Role::Worker(env.id),

@@ -6,13 +6,23 @@
 //! runtime, and announces the worker as online.
 //!
 //! # Caveats
-//! - When the primary's channel closes (the primary died or dropped its
-//!   cluster), the worker process exits at once with code 0: no worker
-//!   outlives its primary, even on systems without a parent-death signal.
+//! - The library never ends the process. When the primary's channel closes
+//!   (the primary died or dropped its cluster), the worker drains, as if it
+//!   were asked to disconnect: [`Worker::recv`] returns `Ok(None)` after the
+//!   messages already received, [`Listener::accept`] returns `None`, and
+//!   [`Worker::primary_gone`] resolves; what comes next is the program's
+//!   choice (a worker that ends its main loop exits 0). No orphan is left
+//!   behind either way: a worker has the parent-death signal SIGKILL
+//!   (Linux), so it dies with its primary whatever it does; on systems
+//!   without that signal, a worker that ignores the end of its channel
+//!   keeps running.
+//! - A message from the primary that does not decode as `M` is an error for
+//!   that message only: [`Worker::recv`] returns it, and the next call
+//!   carries on with the next message.
 //! - The heartbeat runs as a task of the worker's own runtime: a runtime
 //!   blocked by synchronous work goes silent, which is the point.
 //! - `send` returns once the message is queued; [`Worker::recv`] returning
-//!   `None` and [`Worker::disconnect`] flush the queue. Call
+//!   `Ok(None)` and [`Worker::disconnect`] flush the queue. Call
 //!   [`Worker::flush`] before leaving `main` any other way.
 
 mod listen;
@@ -25,7 +35,7 @@ use cluster_ipc::{
     Config, ControlMsg, Handshake, Incoming, ListenMode, ListenRequest, Receiver, Sender,
     SocketKind,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::Payload;
 use crate::error::{Error, Result};
@@ -45,8 +55,10 @@ pub struct Worker<M> {
     id: WorkerId,
     slot: SlotId,
     tx: Sender,
-    inbox: mpsc::Receiver<M>,
+    inbox: mpsc::Receiver<Result<M>>,
     net: Arc<Net>,
+    /// True once the channel from the primary closed.
+    gone: watch::Receiver<bool>,
 }
 
 impl<M: Payload> Worker<M> {
@@ -56,16 +68,17 @@ impl<M: Payload> Worker<M> {
     pub async fn connect() -> Result<Self> {
         let env = worker_env()?.ok_or(Error::NotAWorker)?;
         let fd = take_channel()?;
-        let ours = Handshake::for_this_process(env.id.0);
+        let ours = Handshake::for_this_process(env.id.0).with_token(env.token);
         let (tx, rx, theirs) = cluster_ipc::handshake(fd, ours, Config::default())
             .await
             .map_err(gone)?;
-        if theirs.worker_id != env.id.0 {
+        if theirs.worker_id != env.id.0 || theirs.token != env.token {
             return Err(Error::WrongWorker { worker: env.id });
         }
         let (inbox_tx, inbox) = mpsc::channel(INBOX);
         let net = Net::new(tx.clone());
-        tokio::spawn(receive_loop::<M>(rx, inbox_tx, Arc::clone(&net)));
+        let (gone_tx, gone_rx) = watch::channel(false);
+        tokio::spawn(receive_loop::<M>(rx, inbox_tx, Arc::clone(&net), gone_tx));
         tx.send_control(&ControlMsg::Online, Vec::new())
             .await
             .map_err(gone)?;
@@ -79,6 +92,7 @@ impl<M: Payload> Worker<M> {
             tx,
             inbox,
             net,
+            gone: gone_rx,
         })
     }
 
@@ -104,20 +118,53 @@ impl<M: Payload> Worker<M> {
         self.tx.flush().await.map_err(gone)
     }
 
-    /// The next message from the primary; `None` once the primary asked this
-    /// worker to disconnect (what was sent is flushed by then): finish the
-    /// work in flight, then return from `main` (exit 0).
+    /// The next message from the primary.
+    ///
+    /// `Ok(None)` once the primary asked this worker to disconnect, or is
+    /// gone (see [`primary_gone`](Self::primary_gone)), after every message
+    /// received before that; what this worker sent is flushed by then:
+    /// finish the work in flight, then return from `main` (exit 0).
+    ///
+    /// An error is about one message: one that does not decode as `M`
+    /// ([`Error::Ipc`] with `cluster-ipc`'s `MalformedPayload`), after which
+    /// the next call returns the next message; or the channel failing (a
+    /// malformed frame), after which the next call returns `Ok(None)`.
+    /// So `while let Some(msg) = worker.recv().await? { … }` ends on either,
+    /// and a program that wants to skip bad messages matches on the error.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: dropping the future before it completes (a lost branch of
-    /// `tokio::select!`) loses no message; the next call returns it.
-    pub async fn recv(&mut self) -> Option<M> {
-        let msg = self.inbox.recv().await;
-        if msg.is_none() {
-            let _ = self.tx.flush().await;
+    /// Cancel-safe: if it is dropped before it completes (a `select!` whose
+    /// other branch won), no message is lost; the next call returns it.
+    pub async fn recv(&mut self) -> Result<Option<M>> {
+        match self.inbox.recv().await {
+            Some(item) => item.map(Some),
+            None => {
+                let _ = self.tx.flush().await;
+                Ok(None)
+            }
         }
-        msg
+    }
+
+    /// Resolves once the channel from the primary closed: the primary exited,
+    /// died or dropped its cluster (at once if it already did). The worker
+    /// drains by then ([`recv`](Self::recv) ends after the messages already
+    /// received, [`Listener::accept`] returns `None`); sends fail with
+    /// [`Error::PrimaryGone`]. It does not resolve when the primary asks the
+    /// worker to disconnect (see [`drain_signal`](Self::drain_signal) for
+    /// that). The future owns what it needs: spawn it or keep it in a
+    /// `select!` loop.
+    ///
+    /// On Linux a worker is also killed (SIGKILL) when its primary dies, so
+    /// this is mostly for a primary that dropped its cluster, and for other
+    /// systems.
+    pub fn primary_gone(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut gone = self.gone.clone();
+        async move {
+            // An error means the receive loop's task is gone (its runtime
+            // shut down): the channel is gone with it.
+            let _ = gone.wait_for(|g| *g).await;
+        }
     }
 
     /// Listen on `addr` through the primary (Node's `server.listen` in a
@@ -209,20 +256,21 @@ fn gone(e: cluster_ipc::Error) -> Error {
     }
 }
 
-/// Dispatch every frame from the primary, in one place: user messages to the
-/// inbox, control messages here (listen replies, connection hand-off,
-/// `Disconnect`, which also stops every listener). When the channel closes,
-/// the primary is gone and so is this worker.
-async fn receive_loop<M: Payload>(mut rx: Receiver, inbox: mpsc::Sender<M>, net: Arc<Net>) {
+/// Dispatch every frame from the primary, in one place: user messages (or
+/// the error of one that does not decode) to the inbox, control messages
+/// here (listen replies, connection hand-off, `Disconnect`, which also stops
+/// every listener). When the channel closes, the primary is gone: the worker
+/// drains and `gone` turns true; the process goes on (the user decides).
+async fn receive_loop<M: Payload>(
+    mut rx: Receiver,
+    inbox: mpsc::Sender<Result<M>>,
+    net: Arc<Net>,
+    gone: watch::Sender<bool>,
+) {
     let mut inbox = Some(inbox);
     loop {
         match rx.recv::<M>().await {
-            Ok(Incoming::User(msg, _fds)) => {
-                if let Some(tx) = &inbox {
-                    // A dropped Worker no longer reads: discard.
-                    let _ = tx.send(msg).await;
-                }
-            }
+            Ok(Incoming::User(msg, _fds)) => deliver(&inbox, Ok(msg)).await,
             Ok(Incoming::Control(ControlMsg::Disconnect, _)) => {
                 // Ends `recv()` once the queued messages are read, and
                 // `accept()` once the connections taken over are.
@@ -239,13 +287,39 @@ async fn receive_loop<M: Payload>(mut rx: Receiver, inbox: mpsc::Sender<M>, net:
                 fds,
             )) => net.on_connection(conn_id, listener_id, peer, fds).await,
             Ok(Incoming::Control(..)) => {}
-            Err(e) if e.is_peer_closed() => std::process::exit(0),
+            // One message that is not an `M`: the channel goes on.
+            Err(e) if is_message_error(&e) => deliver(&inbox, Err(Error::Ipc(e))).await,
+            Err(e) if e.is_peer_closed() => break,
             Err(e) => {
-                eprintln!("cluster worker: channel to the primary failed: {e}");
-                std::process::exit(70);
+                // The receiver is closed after this one error.
+                deliver(&inbox, Err(Error::Ipc(e))).await;
+                break;
             }
         }
     }
+    net.primary_gone();
+    gone.send_replace(true);
+}
+
+/// Queue a message (or its error) for `Worker::recv`, unless the worker
+/// stopped receiving (disconnected, or the `Worker` dropped: discarded).
+async fn deliver<M>(inbox: &Option<mpsc::Sender<Result<M>>>, item: Result<M>) {
+    if let Some(tx) = inbox {
+        let _ = tx.send(item).await;
+    }
+}
+
+/// Whether `e` is about one user message only (its payload does not decode
+/// as the expected type; `cluster-ipc` consumed the frame and the channel
+/// stays usable).
+fn is_message_error(e: &cluster_ipc::Error) -> bool {
+    matches!(
+        e,
+        cluster_ipc::Error::MalformedPayload {
+            kind: cluster_ipc::frame::FrameKind::User,
+            ..
+        }
+    )
 }
 
 async fn heartbeat(tx: Sender, every: Duration) {

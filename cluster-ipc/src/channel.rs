@@ -83,15 +83,22 @@ static ADOPTED: AtomicBool = AtomicBool::new(false);
 /// worker). Otherwise checks that the descriptor is 3 or above (0-2 are
 /// stdio, which [`pass_to_child`] refuses too) and an open `AF_UNIX` stream
 /// socket, sets close-on-exec on it (so the worker's own children do not
-/// inherit it), removes the variable from the environment, and returns it
-/// owned. A second call returns `Ok(None)`.
+/// inherit it), and returns it owned. It only reads the environment: the
+/// variable stays set, and a second call returns `Ok(None)` (the descriptor
+/// is adopted once per process).
 ///
 /// # Safety
 ///
-/// It removes an environment variable: no other thread may read or write
-/// the environment at the same time (call it at the start of `main`, before
-/// starting a runtime or threads). The descriptor it names must not be
-/// owned by anything else in the process.
+/// The descriptor the variable names must be this process's channel end,
+/// handed to it by its parent ([`pass_to_child`]), and owned by nothing else
+/// in the process. The variable alone does not prove that: a program the
+/// worker starts inherits the variable too (it is not removed), while the
+/// descriptor is close-on-exec once adopted, so in that program the number
+/// names whatever was opened there next, or nothing. Call it only in a
+/// process that knows it was launched with the channel, for example by a
+/// second variable naming its parent's pid, checked against
+/// `std::os::unix::process::parent_id()` (what `cluster-core` does, with a
+/// per-launch token checked in the [`Handshake`](crate::Handshake)).
 pub unsafe fn from_env() -> Result<Option<OwnedFd>, Error> {
     let Some(value) = std::env::var_os(CHANNEL_FD_ENV) else {
         return Ok(None);
@@ -99,8 +106,6 @@ pub unsafe fn from_env() -> Result<Option<OwnedFd>, Error> {
     if ADOPTED.swap(true, Ordering::SeqCst) {
         return Ok(None);
     }
-    // SAFETY: the caller guarantees no concurrent environment access.
-    unsafe { std::env::remove_var(CHANNEL_FD_ENV) };
     let invalid = |reason, source| Error::InvalidInheritedChannel {
         var: CHANNEL_FD_ENV,
         reason,
@@ -121,8 +126,8 @@ pub unsafe fn from_env() -> Result<Option<OwnedFd>, Error> {
     }
     sys::check_unix_stream(fd).map_err(|(reason, source)| invalid(reason, source))?;
     sys::set_cloexec_raw(fd).map_err(|e| invalid("cannot set close-on-exec", Some(e)))?;
-    // SAFETY: the descriptor is open (checked above), was handed to this
-    // process for the channel, and the caller guarantees nothing else owns
-    // it; ADOPTED makes sure we wrap it only once.
+    // SAFETY: the descriptor is open (checked above); the caller guarantees
+    // it was handed to this process for the channel and that nothing else
+    // owns it; ADOPTED makes sure we wrap it only once.
     Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version announced in the handshake. Bumped on any change
 /// that an older peer would misread.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The first frame each way: who is talking and which protocol it speaks.
 ///
@@ -25,16 +25,29 @@ pub struct Handshake {
     pub worker_id: u64,
     /// The sender's process id.
     pub pid: u32,
+    /// A number the primary chose for this one launch and gave the worker
+    /// out of band (in its environment); `0` when unused. Both ends send the
+    /// same token, and each may refuse a peer whose token differs: a process
+    /// that inherited a channel it was not launched for cannot pass as the
+    /// worker. The handshake carries it; checking it is the caller's (it
+    /// knows the expected value).
+    pub token: u64,
 }
 
 impl Handshake {
-    /// A handshake at this build's protocol version.
+    /// A handshake at this build's protocol version, with token `0`.
     pub fn new(worker_id: u64, pid: u32) -> Self {
         Handshake {
             version: PROTOCOL_VERSION,
             worker_id,
             pid,
+            token: 0,
         }
+    }
+
+    /// The same handshake with this launch token (see [`Handshake::token`]).
+    pub fn with_token(self, token: u64) -> Self {
+        Handshake { token, ..self }
     }
 
     /// A handshake for this process (`std::process::id()`).

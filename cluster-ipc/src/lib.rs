@@ -116,9 +116,11 @@
 //!
 //! # Caveats
 //!
-//! - [`from_env`] is `unsafe`: it removes an environment variable (call it
-//!   first thing in `main`, before threads exist) and takes ownership of a
-//!   descriptor named by a number.
+//! - [`from_env`] is `unsafe`: it takes ownership of a descriptor named by a
+//!   number, which only the process launched with the channel may do (a
+//!   program that process starts inherits the variable, not the descriptor;
+//!   see its safety contract). It reads the environment without changing
+//!   it, so any thread may call it.
 //! - A sent descriptor is closed on the sending side once it is on the
 //!   socket; if the peer dies before reading it, it is gone. To re-route a
 //!   connection whose hand-off may fail, send a `try_clone()` and keep the

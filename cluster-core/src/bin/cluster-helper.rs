@@ -2,13 +2,23 @@
 //! behaviour is chosen by `HELPER_MODE`, or, run directly as
 //! `cluster-helper primary <n>`, a primary of `n` such workers.
 //!
-//! Worker modes: `echo` (answer every message, exit 0 when disconnected),
+//! Worker modes: `echo` (answer every message, and a message that does not
+//! decode with `Text("undecodable")`; exit 0 when disconnected),
 //! `exit:<code>` (exit with the code once online), `hang` (block the runtime
 //! once online), `stubborn` (ignore SIGTERM and disconnection),
 //! `fail-if:<path>` (exit 3 before connecting when the file exists, else
-//! `echo`), `print` (print a line, then `echo`), `leave` (disconnect by
-//! itself, exit 0), `garbage` (send a message the primary cannot decode, then
-//! wait), `listen` (listen on 127.0.0.1:0, report it, then `echo`),
+//! `echo`), `hang-if:<path>` (block for good before connecting when the
+//! file exists, else `echo`), `print` (print a line, then `echo`), `leave` (disconnect by
+//! itself, exit 0), `garbage` (send a message the primary cannot decode,
+//! then `echo`), `burst:<n>` (send `Pong { worker, n }` for n in `0..<n>`,
+//! flush, exit 0), `outlive` (`echo`; once `recv` ends, await
+//! `primary_gone`, print `primary gone`, exit 0), `tokio-main` (a worker written with `#[tokio::main]`:
+//! before asking its role, and again once connected, it runs this program
+//! as `cluster-helper report-role` and sends `Text("before: <line>")` and
+//! `Text("after: <line>")` with the line it printed, then `echo`),
+//! `wrong-token` (not through `Worker`: adopt the channel with
+//! `cluster-ipc` and answer the handshake with another launch token, then
+//! wait until the channel closes), `listen` (listen on 127.0.0.1:0, report it, then `echo`),
 //! `serve` (listen through the primary on `HELPER_ADDR`, default
 //! 127.0.0.1:0; answer each connection with `<worker id>\n`, keep it until
 //! the client closes; when disconnected, finish the open connections and
@@ -21,42 +31,44 @@
 //! The primary prints `fork <id> <pid>`, `online <id>` and `exit <id> <exit>`
 //! lines, handles SIGTERM/SIGINT with a 1 s deadline, and prints `done` when
 //! every worker has exited. `cluster-helper raw` writes one byte to stdout
-//! and exits (the bench's bare-process baseline).
+//! and exits (the bench's bare-process baseline). `cluster-helper
+//! report-role` prints `<role> fd3=<socket|none>`: its role, and whether
+//! it inherited a socket at descriptor 3 (the channel's number).
 
 use std::time::Duration;
 
 use cluster_core::{Cluster, Event, Settings, Worker};
 use serde::{Deserialize, Serialize};
 
-/// The test's message type (the tests declare the same enum).
+/// The test's message type. The tests declare the same enum but for the
+/// last variant, which differs on purpose: each side's variant 3 does not
+/// decode on the other side (a unit there, a `u64` here), which is how each
+/// sends the other a message it cannot decode.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Msg {
     Text(String),
     Ping(u64),
     Pong { worker: u64, n: u64 },
-}
-
-/// Not `Msg`: its last variant has no counterpart there.
-#[derive(Debug, Serialize, Deserialize)]
-enum Garbage {
-    A,
-    B,
-    C,
-    D,
-    E,
-    F,
-    G,
-    H,
+    HelperOnly(u64),
 }
 
 type BoxResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> BoxResult {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("report-role") {
+        println!("{:?} fd3={}", cluster_core::role(), fd3());
+        return Ok(());
+    }
+    match std::env::var("HELPER_MODE").as_deref() {
+        Ok("tokio-main") => return tokio_main(),
+        Ok("wrong-token") => return wrong_token(),
+        _ => {}
+    }
     if cluster_core::is_worker() {
         let mode = std::env::var("HELPER_MODE").unwrap_or_else(|_| "echo".into());
         return worker(&mode);
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         // The bench's raw baseline: the bare process start of this binary.
         Some("raw") => {
@@ -78,6 +90,11 @@ fn worker(mode: &str) -> BoxResult {
     {
         std::process::exit(3);
     }
+    if let Some(path) = mode.strip_prefix("hang-if:")
+        && std::path::Path::new(path).exists()
+    {
+        std::thread::sleep(Duration::from_secs(600));
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -90,16 +107,20 @@ fn worker(mode: &str) -> BoxResult {
         } else {
             None
         };
-        if mode == "garbage" {
-            // A type the primary cannot decode as `Msg` (variant 7).
-            let w = Worker::<Garbage>::connect().await?;
-            w.send(&Garbage::H).await?;
-            w.flush().await?;
-            std::future::pending::<()>().await;
-        }
         let mut w = Worker::<Msg>::connect().await?;
         if let Some(code) = mode.strip_prefix("exit:") {
             std::process::exit(code.parse()?);
+        }
+        if let Some(n) = mode.strip_prefix("burst:") {
+            for n in 0..n.parse()? {
+                w.send(&Msg::Pong {
+                    worker: w.id().0,
+                    n,
+                })
+                .await?;
+            }
+            w.flush().await?;
+            return Ok(());
         }
         if mode.starts_with("serve") {
             return serve(w, mode).await;
@@ -114,6 +135,8 @@ fn worker(mode: &str) -> BoxResult {
                 w.disconnect().await?;
                 return Ok(());
             }
+            // The primary's `Msg` has a unit variant 3: not this.
+            "garbage" => w.send(&Msg::HelperOnly(7)).await?,
             "refuse" => drop(w.listen(helper_addr()?).await?),
             "listen-report" => {
                 let report = match w.listen(helper_addr()?).await {
@@ -136,21 +159,88 @@ fn worker(mode: &str) -> BoxResult {
             }
             _ => {}
         }
-        while let Some(msg) = w.recv().await {
-            let reply = match msg {
-                Msg::Ping(n) => Msg::Pong {
-                    worker: w.id().0,
-                    n,
-                },
-                other => other,
-            };
-            w.send(&reply).await?;
+        echo(&mut w).await?;
+        if mode == "outlive" {
+            w.primary_gone().await;
+            println!("primary gone");
         }
         if mode == "stubborn" {
             std::thread::sleep(Duration::from_secs(600));
         }
         Ok(())
     })
+}
+
+/// Answer every message until disconnected; a message that does not decode
+/// is answered with `Text("undecodable")`.
+async fn echo(w: &mut Worker<Msg>) -> BoxResult {
+    loop {
+        let reply = match w.recv().await {
+            Ok(Some(Msg::Ping(n))) => Msg::Pong {
+                worker: w.id().0,
+                n,
+            },
+            Ok(Some(other)) => other,
+            Ok(None) => return Ok(()),
+            Err(cluster_core::Error::Ipc(_)) => Msg::Text("undecodable".into()),
+            Err(e) => return Err(e.into()),
+        };
+        w.send(&reply).await?;
+    }
+}
+
+/// A worker written the way most tokio programs start: a multi-threaded
+/// runtime is running before anything asks for the role.
+#[tokio::main]
+async fn tokio_main() -> BoxResult {
+    let before = report_role()?;
+    if !cluster_core::is_worker() {
+        return Err("tokio-main: not a worker".into());
+    }
+    let mut w = Worker::<Msg>::connect().await?;
+    let after = report_role()?;
+    w.send(&Msg::Text(format!("before: {before}"))).await?;
+    w.send(&Msg::Text(format!("after: {after}"))).await?;
+    echo(&mut w).await
+}
+
+/// Pass for the worker the primary launched, but with another token.
+fn wrong_token() -> BoxResult {
+    use cluster_ipc::{Config, Handshake};
+    let env = std::env::var(cluster_core::WORKER_ENV)?;
+    let id: u64 = env.split(':').next().ok_or("no worker id")?.parse()?;
+    // SAFETY: this mode only runs as a worker the test's primary launched
+    // (this process is the one the channel was handed to), before anything
+    // else here adopted the descriptor.
+    let fd = unsafe { cluster_ipc::from_env() }?.ok_or("no channel")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let ours = Handshake::for_this_process(id).with_token(0xbad);
+        let (_tx, mut rx, _) = cluster_ipc::handshake(fd, ours, Config::default()).await?;
+        while rx.recv_raw().await.is_ok() {}
+        Ok(())
+    })
+}
+
+/// Run this program as `report-role` (inheriting this process's
+/// environment) and return the line it printed.
+fn report_role() -> BoxResult<String> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .arg("report-role")
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+/// What descriptor 3 is in this process: `socket` or `none` (closed, or not
+/// a socket). Read through `/proc` (Linux), which opens no descriptor.
+fn fd3() -> &'static str {
+    match std::fs::read_link("/proc/self/fd/3") {
+        Ok(target) if target.to_string_lossy().starts_with("socket:") => "socket",
+        _ => "none",
+    }
 }
 
 fn helper_addr() -> BoxResult<std::net::SocketAddr> {

@@ -10,7 +10,7 @@ use std::os::fd::OwnedFd;
 
 use cluster_ipc::{Config, ControlMsg, Handshake, Incoming};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::Payload;
 use crate::error::Error;
@@ -27,23 +27,36 @@ pub(crate) enum Notice<M> {
     /// The worker itself asked to disconnect.
     WorkerDisconnect(WorkerId),
     Message(Message<M>),
+    /// A user message that did not decode; the channel goes on.
+    MessageError(WorkerId, Error),
     ChannelError(WorkerId, Error),
     ChannelClosed(WorkerId),
     Exited(WorkerId, Exit),
     RestartDue(SlotId),
 }
 
-/// How long the driver waits, after the process ended, for the reader to
-/// deliver what the worker sent before dying.
+/// Once the process is reaped, the longest the reader waits for the next
+/// frame before it ends the channel: everything the dead process sent is in
+/// the socket already, and comes at once; a channel that stays open and
+/// silent is held by someone else (a program the worker started before it
+/// adopted the channel).
 const DRAIN: Duration = Duration::from_millis(250);
 
-/// Own the child until it is reaped; then report its exit. Only the driver
-/// signals the child, and spawn-core's `Child::kill` does nothing once it was
-/// reaped, so a reused pid is never signalled.
+/// Once the process is reaped, the longest the reader goes on reading: a
+/// program the worker started that holds the channel and keeps sending
+/// cannot delay the worker's `Exit` for ever.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Own the child until it is reaped; then tell the reader (`reaped`), wait
+/// until it has delivered everything the worker sent, and report its exit:
+/// `Exit` is the worker's last event, however late the user reads events.
+/// Only the driver signals the child, and spawn-core's `Child::kill` does
+/// nothing once it was reaped, so a reused pid is never signalled.
 pub(crate) async fn drive<M: Payload>(
     mut child: spawn_core::Child,
     id: WorkerId,
     reader: tokio::task::JoinHandle<()>,
+    reaped: watch::Sender<bool>,
     mut kill_rx: mpsc::UnboundedReceiver<KillRequest>,
     notices: mpsc::UnboundedSender<Notice<M>>,
 ) {
@@ -66,7 +79,10 @@ pub(crate) async fn drive<M: Payload>(
             }
         }
     };
-    let _ = tokio::time::timeout(DRAIN, reader).await;
+    reaped.send_replace(true);
+    // The reader ends by itself once the process is reaped (end of stream,
+    // DRAIN of silence, or DRAIN_LIMIT), without waiting for credits.
+    let _ = reader.await;
     let _ = notices.send(Notice::Exited(id, exit));
 }
 
@@ -76,15 +92,34 @@ pub(crate) async fn drive<M: Payload>(
 /// acknowledgements and closes, the last three through the [`Balancer`])
 /// and user messages, each of which takes one credit
 /// so that a primary that does not consume events makes the worker wait.
+/// Once the driver reaped the process (`reaped`), no credit is needed: what
+/// the dead process sent is delivered at once, then the loop ends.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn read_loop<M: Payload>(
     channel: OwnedFd,
     id: WorkerId,
+    token: u64,
     sender: watch::Sender<Option<cluster_ipc::Sender>>,
     credits: Arc<Semaphore>,
+    reaped: watch::Receiver<bool>,
     notices: mpsc::UnboundedSender<Notice<M>>,
     balancer: Arc<Balancer>,
 ) {
-    read_frames(channel, id, &sender, credits, &notices, &balancer).await;
+    let mut reaped = Reaped {
+        rx: reaped,
+        deadline: None,
+    };
+    read_frames(
+        channel,
+        id,
+        token,
+        &sender,
+        credits,
+        &mut reaped,
+        &notices,
+        &balancer,
+    )
+    .await;
     // The peer is gone: close our half too (handles may outlive the worker),
     // and re-route what it had not acknowledged.
     sender.send_replace(None);
@@ -92,17 +127,82 @@ pub(crate) async fn read_loop<M: Payload>(
     let _ = notices.send(Notice::ChannelClosed(id));
 }
 
+/// Whether the driver reaped the worker's process, and since when the
+/// reader drains what is left.
+struct Reaped {
+    rx: watch::Receiver<bool>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Reaped {
+    /// Whether the process was reaped (or its driver is gone: the runtime
+    /// that ran it shut down).
+    fn now(&mut self) -> bool {
+        if self.deadline.is_none() && (*self.rx.borrow() || self.rx.has_changed().is_err()) {
+            self.start_draining();
+        }
+        self.deadline.is_some()
+    }
+
+    /// Resolves once the process was reaped (or its driver is gone).
+    async fn wait(&mut self) {
+        let _ = self.rx.wait_for(|r| *r).await;
+        if self.deadline.is_none() {
+            self.start_draining();
+        }
+    }
+
+    fn start_draining(&mut self) {
+        self.deadline = Some(tokio::time::Instant::now() + DRAIN_LIMIT);
+    }
+
+    /// The next frame; `None` when, the process reaped, nothing more comes
+    /// within [`DRAIN`] (or [`DRAIN_LIMIT`] is over).
+    async fn next_frame(
+        &mut self,
+        rx: &mut cluster_ipc::Receiver,
+    ) -> Option<Result<Incoming, cluster_ipc::Error>> {
+        if !self.now() {
+            tokio::select! {
+                biased;
+                // Cancel-safe: a frame read in part stays buffered.
+                frame = rx.recv_raw() => return Some(frame),
+                () = self.wait() => {}
+            }
+        }
+        let limit = self.deadline?;
+        let until = limit.min(tokio::time::Instant::now() + DRAIN);
+        tokio::time::timeout_at(until, rx.recv_raw()).await.ok()
+    }
+
+    /// A credit for one message, waiting for one while the process lives;
+    /// none is needed once it was reaped (the dead can send nothing more).
+    async fn credit(&mut self, credits: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+        if self.now() {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            credit = Arc::clone(credits).acquire_owned() => credit.ok(),
+            () = self.wait() => None,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn read_frames<M: Payload>(
     channel: OwnedFd,
     id: WorkerId,
+    token: u64,
     sender: &watch::Sender<Option<cluster_ipc::Sender>>,
     credits: Arc<Semaphore>,
+    reaped: &mut Reaped,
     notices: &mpsc::UnboundedSender<Notice<M>>,
     balancer: &Arc<Balancer>,
 ) {
-    let ours = Handshake::new(id.0, std::process::id());
+    let ours = Handshake::new(id.0, std::process::id()).with_token(token);
     let rx = match cluster_ipc::handshake(channel, ours, Config::default()).await {
-        Ok((tx, rx, theirs)) if theirs.worker_id == id.0 => {
+        Ok((tx, rx, theirs)) if theirs.worker_id == id.0 && theirs.token == token => {
             balancer.set_sender(id, tx.clone());
             sender.send_replace(Some(tx.clone()));
             (tx, rx)
@@ -120,7 +220,10 @@ async fn read_frames<M: Payload>(
     };
     let (tx, mut rx) = rx;
     loop {
-        let notice = match rx.recv_raw().await {
+        let Some(frame) = reaped.next_frame(&mut rx).await else {
+            break;
+        };
+        let notice = match frame {
             Ok(Incoming::Control(c, _fds)) => match c {
                 ControlMsg::Online => Notice::Online(id),
                 ControlMsg::Listening { addr } => Notice::Listening(id, addr),
@@ -144,15 +247,11 @@ async fn read_frames<M: Payload>(
                 _ => continue,
             },
             Ok(Incoming::User(frame, _fds)) => {
-                let Ok(credit) = Arc::clone(&credits).acquire_owned().await else {
-                    break;
-                };
+                let credit = reaped.credit(&credits).await;
                 match frame.decode::<M>() {
                     Ok(value) => Notice::Message(Message::new(id, value, credit)),
-                    Err(e) => {
-                        let _ = notices.send(Notice::ChannelError(id, Error::Ipc(e)));
-                        break;
-                    }
+                    // That message only: the channel goes on.
+                    Err(e) => Notice::MessageError(id, Error::Ipc(e)),
                 }
             }
             Err(e) if e.is_peer_closed() => break,

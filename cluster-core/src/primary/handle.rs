@@ -108,8 +108,15 @@ impl<M> WorkerHandle<M> {
 
 impl<M: Payload> WorkerHandle<M> {
     /// Send a message. Waits while the worker's receive buffer is full
-    /// (backpressure); fails with [`Error::WorkerGone`] once it is dead.
+    /// (backpressure). Fails with [`Error::ChannelClosed`] once the worker
+    /// was disconnected (by either side; Node's `ERR_IPC_CHANNEL_CLOSED`),
+    /// and with [`Error::WorkerGone`] once it is dead.
     pub async fn send(&self, msg: &M) -> Result<()> {
+        if self.exited_after_disconnect() {
+            return Err(Error::ChannelClosed {
+                worker: self.inner.id,
+            });
+        }
         let sender = self.sender().await?;
         sender.send(msg).await.map_err(|e| self.channel_error(e))
     }

@@ -166,6 +166,7 @@ impl<M: Payload> Supervisor<M> {
                 self.advance(id, WorkerState::Disconnected);
             }
             Notice::Message(m) => self.emit(Event::Message(m)),
+            Notice::MessageError(id, error) => self.emit(Event::MessageError { worker: id, error }),
             Notice::ChannelError(id, error) => {
                 self.kill(id, Signal::SIGKILL);
                 self.emit(Event::ChannelError { worker: id, error });

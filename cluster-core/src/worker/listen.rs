@@ -40,6 +40,8 @@ pub(crate) struct Net {
 
 struct NetState {
     next_request: u64,
+    /// The channel from the primary closed: no answer will come.
+    primary_gone: bool,
     waiting: HashMap<u64, (SocketAddr, oneshot::Sender<ListenAnswer>)>,
     /// Listeners fed by the primary's hand-off, by listen request id.
     handed: HashMap<u64, mpsc::UnboundedSender<Handed>>,
@@ -59,6 +61,7 @@ impl Net {
             tx,
             state: Mutex::new(NetState {
                 next_request: 1,
+                primary_gone: false,
                 waiting: HashMap::new(),
                 handed: HashMap::new(),
             }),
@@ -81,7 +84,10 @@ impl Net {
         let mut st = self.lock();
         let id = st.next_request;
         st.next_request += 1;
-        st.waiting.insert(id, (addr, tx));
+        if !st.primary_gone {
+            // Otherwise `tx` is dropped: the answer is `PrimaryGone`.
+            st.waiting.insert(id, (addr, tx));
+        }
         (id, rx)
     }
 
@@ -90,6 +96,15 @@ impl Net {
     pub(crate) fn drain(&self) {
         self.draining.send_replace(true);
         self.lock().handed.clear();
+    }
+
+    /// The channel from the primary closed: drain, and fail the listen
+    /// requests still waiting for an answer (`Error::PrimaryGone`).
+    pub(crate) fn primary_gone(&self) {
+        self.drain();
+        let mut st = self.lock();
+        st.primary_gone = true;
+        st.waiting.clear();
     }
 
     /// The primary answered a listen request.
@@ -259,7 +274,8 @@ enum Source {
 /// Made by `Worker::listen`. Whatever the cluster's scheduling policy, the
 /// connections come out of [`accept`](Listener::accept) the same way;
 /// [`accept`](Listener::accept) returns `None` once the worker is draining
-/// (the primary asked it to disconnect, or it called `Worker::disconnect`),
+/// (the primary asked it to disconnect, it called `Worker::disconnect`, or
+/// the primary is gone),
 /// after the connections it already took over. Dropping the `Listener`
 /// makes the worker refuse further connections for it (the primary gives
 /// them to another worker).
@@ -289,11 +305,10 @@ impl Listener {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: dropping the future before it completes (a lost branch of
-    /// `tokio::select!`) loses no connection. A handed-over connection is
-    /// acknowledged to the primary only when this returns it; one still
-    /// queued when the [`Listener`] drops is refused, and the primary gives
-    /// it to another worker.
+    /// Cancel-safe: if it is dropped before it completes (a `select!` whose
+    /// other branch won), no connection is lost. A handed-over connection
+    /// stays queued (and unacknowledged) until a later call takes it; under
+    /// `none`, it stays in the kernel's backlog.
     pub async fn accept(&mut self) -> Option<(Connection, SocketAddr)> {
         match &mut self.source {
             Source::Handed { queue, tx } => {

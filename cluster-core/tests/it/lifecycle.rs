@@ -183,28 +183,57 @@ async fn a_worker_that_disconnects_itself_is_not_restarted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_undecodable_message_is_a_typed_error_and_ends_the_worker() {
+async fn an_undecodable_message_from_a_worker_is_an_event_and_the_worker_goes_on() {
     let mut s = settings("garbage", 1);
     s.restart(RestartPolicy::Never);
     let mut cluster = cluster_core::Cluster::<Msg>::new(s).unwrap();
-    cluster.fork().unwrap();
+    let w = cluster.fork().unwrap();
+    let events = until(&mut cluster, |ev| matches!(ev, Event::MessageError { .. })).await;
+    let Some(Event::MessageError { worker, error }) = events.last() else {
+        unreachable!("until returns the matching event last");
+    };
+    assert_eq!(*worker, WorkerId(1));
+    assert!(
+        matches!(
+            error,
+            Error::Ipc(cluster_ipc::Error::MalformedPayload { .. })
+        ),
+        "{error:?}"
+    );
+    // Neither killed nor cut off: it still answers, over the same channel.
+    support::assert_serves(&mut cluster, w.id()).await;
+    assert_eq!(w.state(), WorkerState::Online);
+    let rest = support::shutdown(cluster).await;
+    let briefs: Vec<_> = rest.iter().map(brief).collect();
+    assert_eq!(
+        briefs,
+        ["disconnect 1", "exit 1 exit code 0 after_disconnect=true"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_after_disconnect_is_a_closed_channel_error() {
+    let mut cluster = cluster_core::Cluster::<Msg>::new(settings("echo", 1)).unwrap();
+    let w = cluster.fork().unwrap();
+    until(&mut cluster, |ev| matches!(ev, Event::Online { .. })).await;
+    w.send(&Msg::Ping(1)).await.unwrap();
+    w.disconnect().await.unwrap();
+    // Node: ERR_IPC_CHANNEL_CLOSED; whether the worker has exited yet or not.
+    let err = w.send(&Msg::Ping(2)).await.unwrap_err();
+    assert!(
+        matches!(err, Error::ChannelClosed { worker } if worker == w.id()),
+        "{err:?}"
+    );
+    // What was sent before the disconnect was answered.
     let events = until(&mut cluster, |ev| matches!(ev, Event::Exit { .. })).await;
-    let error = events.iter().find_map(|ev| match ev {
-        Event::ChannelError { worker, error } => Some((*worker, error)),
-        _ => None,
-    });
-    let (worker, error) = error.expect("no channel error event");
-    assert_eq!(worker, WorkerId(1));
-    assert!(matches!(error, Error::Ipc(_)), "{error:?}");
-    // Killed, or gone by itself when its channel closed first: either way
-    // the worker ended.
-    assert!(matches!(
-        events.last(),
-        Some(Event::Exit {
-            worker: WorkerId(1),
-            exit: Exit::Signal(libc::SIGKILL) | Exit::Code(0),
-            ..
+    let replies: Vec<_> = events
+        .into_iter()
+        .filter_map(|ev| match ev {
+            Event::Message(m) => Some(m.into_value()),
+            _ => None,
         })
-    ));
-    support::shutdown(cluster).await;
+        .collect();
+    assert_eq!(replies, [Msg::Pong { worker: 1, n: 1 }]);
+    assert_eq!(cluster.broadcast(&Msg::Ping(3)).await, 0);
+    support::shutdown_with_no_more_events(cluster).await;
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use cluster_core::{Event, WorkerId};
+use cluster_core::{Event, WorkerId, WorkerState};
 
 use crate::support::{self, Msg, next, settings, until};
 
@@ -82,5 +82,72 @@ async fn many_messages_arrive_in_order_with_backpressure() {
         }
     }
     sender.await.unwrap();
+    support::shutdown(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_message_to_a_worker_is_an_error_there_and_the_channel_goes_on() {
+    let mut cluster = cluster_core::Cluster::<Msg>::new(settings("echo", 1)).unwrap();
+    let w = cluster.fork().unwrap();
+    until(&mut cluster, |ev| matches!(ev, Event::Online { .. })).await;
+    // The helper's variant 3 holds a u64: this one does not decode there.
+    w.send(&Msg::TestOnly).await.unwrap();
+    w.send(&Msg::Ping(5)).await.unwrap();
+    let mut replies = Vec::new();
+    while replies.len() < 2 {
+        if let Event::Message(m) = next(&mut cluster).await {
+            replies.push(m.into_value());
+        }
+    }
+    // The worker's `recv` returned the error (answered), then the next
+    // message, on the same channel.
+    assert_eq!(
+        replies,
+        [
+            Msg::Text("undecodable".into()),
+            Msg::Pong { worker: 1, n: 5 }
+        ]
+    );
+    support::shutdown(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_comes_after_the_last_message_however_late_events_are_read() {
+    // Far more messages than credits: most of them are still in the socket
+    // when the worker exits.
+    const N: u64 = 500;
+    let mut s = settings(&format!("burst:{N}"), 1);
+    s.message_credits(16);
+    let mut cluster = cluster_core::Cluster::<Msg>::new(s).unwrap();
+    let w = cluster.fork().unwrap();
+    // Read no event until the cluster is done with the worker: reaped, and
+    // its `Exit` queued (the handle turns `Dead` just before). Polling a
+    // state, not sleeping for a guess: there is no event to await without
+    // reading events.
+    let deadline = tokio::time::Instant::now() + support::BOUND;
+    while w.state() != WorkerState::Dead {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker did not end"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let events = until(&mut cluster, |ev| matches!(ev, Event::Exit { .. })).await;
+    let values: Vec<_> = events
+        .iter()
+        .filter_map(|ev| match ev {
+            Event::Message(m) => Some(m.value().clone()),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<_> = (0..N).map(|n| Msg::Pong { worker: 1, n }).collect();
+    assert_eq!(values.len(), want.len(), "messages before Exit");
+    assert_eq!(values, want);
+    let tail: Vec<_> = events.iter().rev().take(2).map(support::brief).collect();
+    assert_eq!(
+        tail,
+        ["exit 1 exit code 0 after_disconnect=false", "disconnect 1"]
+    );
+    drop(events);
     support::shutdown(cluster).await;
 }

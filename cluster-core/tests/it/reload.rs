@@ -1,4 +1,5 @@
-//! Rolling reload: every worker replaced; a failing replacement keeps the old.
+//! Rolling reload: every worker replaced; a failing replacement keeps the old;
+//! a reload dropped half way leaves every slot with one worker.
 
 use std::collections::BTreeSet;
 
@@ -153,5 +154,53 @@ async fn reload_of_listening_workers_waits_for_the_replacement_to_listen() {
             "exit 1 exit code 0 after_disconnect=true",
         ],
     );
+    support::shutdown(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_dropped_half_way_kills_its_pending_replacement() {
+    let dir = std::env::temp_dir().join(format!("cluster-core-reload-drop-{}", std::process::id()));
+    let _ = std::fs::remove_file(&dir);
+    let mode = format!("hang-if:{}", dir.display());
+    let mut cluster = cluster_core::Cluster::<Msg>::new(settings(&mode, 1)).unwrap();
+    let old = cluster.fork().unwrap();
+    until(&mut cluster, |ev| matches!(ev, Event::Online { .. })).await;
+    // The next deploy never comes online; the reload waits for it (the
+    // ready timeout is far away) until the caller gives up on it.
+    std::fs::write(&dir, b"stuck").unwrap();
+    tokio::select! {
+        res = cluster.reload() => panic!("the reload ended: {res:?}"),
+        () = async {
+            // The replacement is forked: drop the reload now.
+            while cluster.workers().len() < 2 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        } => {}
+    }
+    let _ = std::fs::remove_file(&dir);
+    // The replacement is killed, the old worker keeps its slot and serves.
+    let events = until(&mut cluster, |ev| {
+        matches!(
+            ev,
+            Event::Exit {
+                worker: WorkerId(2),
+                ..
+            }
+        )
+    })
+    .await;
+    assert!(
+        matches!(
+            events.last(),
+            Some(Event::Exit {
+                exit: cluster_core::Exit::Signal(libc::SIGKILL),
+                ..
+            })
+        ),
+        "{:?}",
+        events.iter().map(support::brief).collect::<Vec<_>>()
+    );
+    support::assert_serves(&mut cluster, old.id()).await;
+    assert_eq!(cluster.workers().len(), 1);
     support::shutdown(cluster).await;
 }

@@ -6,12 +6,16 @@ use std::time::Duration;
 use cluster_core::{Cluster, Event, Settings, WorkerId, WorkerStdio};
 use serde::{Deserialize, Serialize};
 
-/// The helper binary's message type (same shape, so the same wire).
+/// The helper binary's message type (same shape, so the same wire), but for
+/// the last variant: each side's variant 3 does not decode on the other
+/// (a unit here, a `u64` in the helper), so each can send the other a
+/// message it cannot decode.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Msg {
     Text(String),
     Ping(u64),
     Pong { worker: u64, n: u64 },
+    TestOnly,
 }
 
 /// The bound on any single wait of a test (the machine is noisy).
@@ -132,6 +136,7 @@ pub(crate) fn brief(ev: &Event<Msg>) -> String {
         } => format!("exit {worker} {exit} after_disconnect={exited_after_disconnect}"),
         Event::Unresponsive { worker } => format!("unresponsive {worker}"),
         Event::ChannelError { worker, .. } => format!("channel error {worker}"),
+        Event::MessageError { worker, .. } => format!("message error {worker}"),
         Event::ForkError { slot, .. } => format!("fork error {slot}"),
         Event::RestartScheduled { slot, delay } => {
             format!("restart {slot} in {}ms", delay.as_millis())

@@ -4,7 +4,9 @@
 use super::*;
 
 pub(crate) fn peer(args: &[String]) -> anyhow::Result<()> {
-    // SAFETY: first thing the peer does, before any thread starts.
+    // SAFETY: the bench starts its peer through `pass_to_child` and the peer
+    // starts no program: the descriptor is its channel end, owned by nothing
+    // else.
     let fd = unsafe { cluster_ipc::from_env() }?.context("CLUSTER_IPC_FD not set")?;
     let mode = args.first().map(String::as_str).unwrap_or("");
     let count = || -> anyhow::Result<u64> { Ok(args.get(1).context("missing count")?.parse()?) };

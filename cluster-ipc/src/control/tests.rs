@@ -150,6 +150,7 @@ fn handshake_is_pinned() {
         version: PROTOCOL_VERSION,
         worker_id: 3,
         pid: 4242,
+        token: 0x0123_4567_89ab_cdef,
     };
     insta::assert_snapshot!("handshake", render(FrameKind::Handshake, &hs, 0));
 }

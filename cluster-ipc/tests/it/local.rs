@@ -34,6 +34,7 @@ async fn version_mismatch_is_a_typed_error() {
         version: PROTOCOL_VERSION + 1,
         worker_id: 1,
         pid: 1,
+        token: 0,
     };
     encode_frame(&mut frame, FrameKind::Handshake, &future, 0, 1024).unwrap();
     theirs.write_all(&frame).unwrap();

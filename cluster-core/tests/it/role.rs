@@ -1,0 +1,169 @@
+//! Role detection and the worker's side of the channel: a worker written
+//! with `#[tokio::main]`, programs a worker starts (primaries, without the
+//! channel), the launch token, and a worker whose primary goes away (the
+//! library drains it and leaves the decision to the program).
+
+use std::process::Stdio;
+
+use cluster_core::{Event, Exit, WORKER_ENV, WorkerId};
+use cluster_ipc::{Config, ControlMsg, Handshake, Incoming};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::support::{self, BOUND, HELPER, Msg, settings, until};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokio_main_worker_connects_and_its_children_are_primaries() {
+    let mut cluster = cluster_core::Cluster::<Msg>::new(settings("tokio-main", 1)).unwrap();
+    let w = cluster.fork().unwrap();
+    let mut texts = Vec::new();
+    until(&mut cluster, |ev| {
+        if let Event::Message(m) = ev
+            && let Msg::Text(t) = m.value()
+        {
+            texts.push(t.clone());
+        }
+        texts.len() == 2
+    })
+    .await;
+    // Started before the worker asked for its role: it inherits the
+    // variables (they are never removed) and the channel's descriptor (not
+    // yet adopted), but its parent is the worker, not the primary.
+    assert!(texts[0].starts_with("before: Primary "), "{texts:?}");
+    // Started once the worker adopted the channel: close-on-exec by then.
+    assert_eq!(texts[1], "after: Primary fd3=none");
+    support::assert_serves(&mut cluster, w.id()).await;
+    let rest = support::shutdown(cluster).await;
+    assert!(
+        rest.iter().any(|ev| matches!(
+            ev,
+            Event::Exit {
+                worker: WorkerId(1),
+                exit: Exit::Code(0),
+                ..
+            }
+        )),
+        "{:?}",
+        rest.iter().map(support::brief).collect::<Vec<_>>()
+    );
+}
+
+/// The helper started as worker 1 by this test process acting as its
+/// primary by hand: our pid and `token` in its variable, the channel at
+/// descriptor 3. Returns the child and our end of the channel.
+fn launch_by_hand(mode: &str, token: u64) -> (tokio::process::Child, std::os::fd::OwnedFd) {
+    let (ours, theirs) = cluster_ipc::channel_pair().unwrap();
+    let mut cmd = std::process::Command::new(HELPER);
+    cmd.env("HELPER_MODE", mode)
+        .env(
+            WORKER_ENV,
+            format!("1:0:0:{}:{token:x}", std::process::id()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    cluster_ipc::pass_to_child(&mut cmd, theirs, 3).unwrap();
+    let child = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    (child, ours)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_primary_goes_away_drains_and_decides_itself() {
+    const TOKEN: u64 = 0x5eed;
+    let (mut child, ours) = launch_by_hand("outlive", TOKEN);
+    let ours_hs = Handshake::for_this_process(1).with_token(TOKEN);
+    let (tx, mut rx, theirs) = tokio::time::timeout(
+        BOUND,
+        cluster_ipc::handshake(ours, ours_hs, Config::default()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(theirs.token, TOKEN);
+    assert_eq!(theirs.pid, child.id().unwrap());
+    let online = tokio::time::timeout(BOUND, rx.recv_raw()).await.unwrap();
+    assert!(
+        matches!(online, Ok(Incoming::Control(ControlMsg::Online, _))),
+        "{online:?}"
+    );
+    // The primary goes away without a word: the channel just closes.
+    drop((tx, rx));
+    // The library ended neither the process nor the program's say: `recv`
+    // returned `Ok(None)`, `primary_gone` resolved, the program printed,
+    // then returned from main.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(BOUND, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.as_deref(), Some("primary gone"));
+    let status = tokio::time::timeout(BOUND, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_refuses_a_channel_with_another_launch_token() {
+    let (mut child, ours) = launch_by_hand("echo", 1);
+    let wrong = Handshake::for_this_process(1).with_token(2);
+    let (_tx, mut rx, theirs) = tokio::time::timeout(
+        BOUND,
+        cluster_ipc::handshake(ours, wrong, Config::default()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(theirs.token, 1);
+    // No `Online`: the worker's `connect` failed and the helper ended.
+    let first = tokio::time::timeout(BOUND, rx.recv_raw()).await.unwrap();
+    assert!(
+        first.as_ref().is_err_and(|e| e.is_peer_closed()),
+        "{first:?}"
+    );
+    let status = tokio::time::timeout(BOUND, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_refuses_a_channel_with_another_launch_token() {
+    let mut s = settings("wrong-token", 1);
+    s.restart(cluster_core::RestartPolicy::Never);
+    let mut cluster = cluster_core::Cluster::<Msg>::new(s).unwrap();
+    cluster.fork().unwrap();
+    let events = until(&mut cluster, |ev| matches!(ev, Event::Exit { .. })).await;
+    let briefs: Vec<_> = events.iter().map(support::brief).collect();
+    assert!(
+        events.iter().any(|ev| matches!(
+            ev,
+            Event::ChannelError {
+                worker: WorkerId(1),
+                error: cluster_core::Error::WrongWorker {
+                    worker: WorkerId(1)
+                },
+            }
+        )),
+        "{briefs:?}"
+    );
+    assert!(
+        !events.iter().any(|ev| matches!(ev, Event::Online { .. })),
+        "{briefs:?}"
+    );
+    // Killed, or gone by itself once its channel closed: either way it ended.
+    assert!(
+        matches!(
+            events.last(),
+            Some(Event::Exit {
+                exit: Exit::Signal(libc::SIGKILL) | Exit::Code(0),
+                ..
+            })
+        ),
+        "{briefs:?}"
+    );
+    support::shutdown(cluster).await;
+}
