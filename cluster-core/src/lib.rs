@@ -79,6 +79,7 @@
 mod error;
 mod event;
 mod launch;
+pub mod output;
 mod primary;
 pub mod restart;
 mod role;

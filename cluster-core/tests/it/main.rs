@@ -7,5 +7,6 @@ mod lifecycle;
 mod listen;
 mod messages;
 mod orphans;
+mod output;
 mod reload;
 mod support;
