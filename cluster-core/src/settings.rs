@@ -89,7 +89,11 @@ pub enum WorkerStdio {
     /// to the stalled output without a cluster. Workers that print little,
     /// and the primary (supervision, restarts, hand-offs, messages), carry
     /// on. When the reader resumes, every line arrives, whole and in order
-    /// per worker. A line longer than 64 KiB is forwarded in pieces.
+    /// per worker. A line longer than 64 KiB is forwarded in pieces. Lines
+    /// still queued when the primary's process exits are lost, as with any
+    /// buffered output: before returning from `main`, wait for
+    /// [`Output::flush`](crate::output::Output::flush), bounded with a
+    /// timeout.
     #[default]
     Piped,
 }
