@@ -163,8 +163,9 @@ async fn served_by(addr: &str) -> String {
 
 #[tokio::test]
 async fn a_stalled_stdout_never_stops_supervision_and_loses_no_line() {
-    // A heartbeat that a starved worker would miss many times over.
-    let mut primary = Stalled::start("spew", 2, &[("HELPER_HEARTBEAT_MS", "50,500")]);
+    // A heartbeat that a starved worker would miss many times over, with a
+    // timeout that covers a start-up on a loaded machine.
+    let mut primary = Stalled::start("spew", 2, &[("HELPER_HEARTBEAT_MS", "50,2000")]);
     let mut pids = BTreeMap::new();
     let mut addr = String::new();
     let mut listening = Vec::new();
@@ -182,7 +183,7 @@ async fn a_stalled_stdout_never_stops_supervision_and_loses_no_line() {
 
     // Long enough for the heartbeat to fire had the workers gone silent
     // (nothing to await: this is the time in which nothing must happen).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     // They cannot have printed everything (it exceeds every buffer): their
     // printing threads are blocked, and their runtimes answer.
     let counts = primary.ping(&listening).await;
@@ -292,18 +293,17 @@ async fn a_worker_whose_runtime_blocks_on_output_is_replaced_under_the_guard() {
         "spew-inline",
         1,
         &[
-            ("HELPER_HEARTBEAT_MS", "50,500"),
+            ("HELPER_HEARTBEAT_MS", "50,1000"),
             ("HELPER_MAX_RESTARTS", "1"),
         ],
     );
-    let first = primary.wait(|w| w[0] == "online").await[1].clone();
-    primary.wait(|w| w == ["unresponsive", &first]).await;
+    let first = primary.wait(|w| w[0] == "unresponsive").await[1].clone();
     primary
         .wait(|w| w[0] == "exit" && w[1] == first && w[2] == "signal")
         .await;
     primary.wait(|w| w[0] == "restart").await;
-    let second = primary.wait(|w| w[0] == "online").await[1].clone();
-    primary.wait(|w| w == ["unresponsive", &second]).await;
+    let second = primary.wait(|w| w[0] == "unresponsive").await[1].clone();
+    assert_ne!(first, second, "a worker declared unresponsive twice");
     primary.wait(|w| w[0] == "gave-up").await;
     // Shutdown completes with the output still stalled.
     primary.terminate();
