@@ -49,6 +49,15 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+/// `println!` that never blocks: the line goes to cluster-core's stdout
+/// queue, written by its own thread, so a stalled reader of this program's
+/// output cannot stall the event loop (a dropped line is counted instead).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _queued = cluster_core::output::Output::stdout().line(format!($($arg)*));
+    }};
+}
+
 /// How long `GET /slow` takes between its two parts.
 const SLOW: Duration = Duration::from_secs(1);
 
@@ -104,7 +113,7 @@ async fn primary() -> anyhow::Result<()> {
         .handle_signals();
     let mut cluster = Cluster::<()>::new(settings)?;
     let mut hangup = signal(SignalKind::hangup())?;
-    println!(
+    say!(
         "primary (pid {}): {n_workers} worker(s) on 127.0.0.1:{port}, scheduling {policy}; \
          SIGHUP reloads, SIGTERM or Ctrl-C drains",
         std::process::id()
@@ -119,7 +128,7 @@ async fn primary() -> anyhow::Result<()> {
                 log.print(&event);
             }
             _ = hangup.recv() => {
-                println!("SIGHUP: rolling reload");
+                say!("SIGHUP: rolling reload");
                 let result = cluster.reload().await;
                 // The reload's events waited in the cluster's queue (the
                 // reload borrows the cluster): print those already there.
@@ -131,19 +140,27 @@ async fn primary() -> anyhow::Result<()> {
                     }
                 }
                 match result {
-                    Ok(()) => println!("reload done"),
-                    Err(e) => println!("reload failed: {e}"),
+                    Ok(()) => say!("reload done"),
+                    Err(e) => say!("reload failed: {e}"),
                 }
             }
         }
         if log.gave_up == n_workers {
-            println!("every slot gave up: stopping");
+            say!("every slot gave up: stopping");
             cluster.shutdown().await?;
+            flush_output().await;
             anyhow::bail!("no worker could be kept running");
         }
     }
-    println!("every worker exited: bye");
+    say!("every worker exited: bye");
+    flush_output().await;
     Ok(())
+}
+
+/// Give the queued lines a moment to be written before the process exits.
+async fn flush_output() {
+    let out = cluster_core::output::Output::stdout();
+    let _ = tokio::time::timeout(Duration::from_secs(1), out.flush()).await;
 }
 
 /// Prints one line per event, naming workers with their pids.
@@ -163,13 +180,13 @@ impl EventLog {
         match event {
             Event::Fork { worker, slot, pid } => {
                 pids.insert(*worker, *pid);
-                println!("{} forked in slot {slot}", who(worker, pids));
+                say!("{} forked in slot {slot}", who(worker, pids));
             }
-            Event::Online { worker } => println!("{} online", who(worker, pids)),
+            Event::Online { worker } => say!("{} online", who(worker, pids)),
             Event::Listening { worker, addr } => {
-                println!("{} listening on http://{addr}/", who(worker, pids));
+                say!("{} listening on http://{addr}/", who(worker, pids));
             }
-            Event::Disconnect { worker } => println!("{} disconnected", who(worker, pids)),
+            Event::Disconnect { worker } => say!("{} disconnected", who(worker, pids)),
             Event::Exit {
                 worker,
                 exit,
@@ -185,23 +202,23 @@ impl EventLog {
                 } else {
                     ""
                 };
-                println!("{} {how}{why}", who(worker, pids));
+                say!("{} {how}{why}", who(worker, pids));
                 pids.remove(worker);
             }
             Event::RestartScheduled { slot, delay } => {
-                println!("slot {slot}: restart in {} ms", delay.as_millis());
+                say!("slot {slot}: restart in {} ms", delay.as_millis());
             }
             Event::GaveUp { slot, last_exit } => {
                 self.gave_up += 1;
-                println!("slot {slot}: gave up (crash loop), last {last_exit}");
+                say!("slot {slot}: gave up (crash loop), last {last_exit}");
             }
-            Event::Unresponsive { worker } => println!("{} unresponsive", who(worker, pids)),
+            Event::Unresponsive { worker } => say!("{} unresponsive", who(worker, pids)),
             Event::ChannelError { worker, error } => {
-                println!("{} channel error: {error}", who(worker, pids));
+                say!("{} channel error: {error}", who(worker, pids));
             }
-            Event::ForkError { slot, error } => println!("slot {slot}: fork failed: {error}"),
+            Event::ForkError { slot, error } => say!("slot {slot}: fork failed: {error}"),
             Event::Message(_) => {}
-            other => println!("{other:?}"),
+            other => say!("{other:?}"),
         }
     }
 }

@@ -35,6 +35,11 @@
 //!   with a deadline, and a rolling reload.
 //! - No orphans: every worker gets the parent-death signal SIGKILL (Linux),
 //!   and drains when the primary's channel closes.
+//! - The primary never blocks on output: piped worker output is forwarded
+//!   through a bounded queue to a writer thread per stream ([`output`]), so
+//!   a stalled reader of the primary's stdout pushes back to the chatty
+//!   workers, never to supervision. [`output::Output`] gives the primary's
+//!   own lines the same path (use it instead of `println!` in an event loop).
 //!
 //! ```no_run
 //! use cluster_core::{Cluster, Event, Settings, Worker};
@@ -88,6 +93,7 @@ compile_error!(
 mod error;
 mod event;
 mod launch;
+pub mod output;
 mod primary;
 pub mod restart;
 mod role;

@@ -44,6 +44,7 @@ use crate::Payload;
 use crate::error::{Error, Result};
 use crate::event::{Event, SlotId, WorkerId};
 use crate::launch::{LaunchError, launch};
+use crate::output::LineFormat;
 use crate::restart::RestartGuard;
 use crate::role::WorkerEnv;
 use crate::settings::{Settings, WorkerStdio};
@@ -207,10 +208,20 @@ impl<M: Payload> Shared<M> {
 
         if st.settings.stdio == WorkerStdio::Piped {
             if let Some(out) = launched.child.take_stdout() {
-                tokio::spawn(driver::forward_lines(out, id, driver::Stream::Stdout));
+                tokio::spawn(driver::forward_lines(
+                    out,
+                    id,
+                    driver::Stream::Stdout,
+                    LineFormat::Prefixed,
+                ));
             }
             if let Some(err) = launched.child.take_stderr() {
-                tokio::spawn(driver::forward_lines(err, id, driver::Stream::Stderr));
+                tokio::spawn(driver::forward_lines(
+                    err,
+                    id,
+                    driver::Stream::Stderr,
+                    LineFormat::Prefixed,
+                ));
             }
         }
         let credits = Arc::new(Semaphore::new(st.settings.message_credits));

@@ -70,11 +70,30 @@ impl PolicyChoice {
 /// Where a worker's stdout and stderr go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WorkerStdio {
-    /// The worker writes straight to the primary's stdout and stderr.
+    /// The worker writes straight to the primary's stdout and stderr: no
+    /// forwarding, no prefix, and nothing in the primary between the worker
+    /// and the reader. Lines of different workers may interleave when one
+    /// write is longer than `PIPE_BUF` (4 KiB) or is made in pieces.
     Inherit,
     /// The primary reads the worker's output and forwards it line by line,
     /// each line prefixed with `[worker <id>] `, so lines of different workers
     /// never interleave mid-line.
+    ///
+    /// Forwarding never blocks the primary: the lines are queued for a
+    /// writer thread per stream (see [`crate::output`]). If whoever reads
+    /// the primary's output stalls (a slow log shipper, a full pipe), up to
+    /// [`FORWARD_BUDGET`](crate::output::FORWARD_BUDGET) bytes wait in the
+    /// queue; then the primary stops reading the workers' pipes, and a
+    /// worker that keeps printing blocks in its own `write` once its pipe
+    /// (64 KiB on Linux) is full — what the same program would see writing
+    /// to the stalled output without a cluster. Workers that print little,
+    /// and the primary (supervision, restarts, hand-offs, messages), carry
+    /// on. When the reader resumes, every line arrives, whole and in order
+    /// per worker. A line longer than 64 KiB is forwarded in pieces. Lines
+    /// still queued when the primary's process exits are lost, as with any
+    /// buffered output: before returning from `main`, wait for
+    /// [`Output::flush`](crate::output::Output::flush), bounded with a
+    /// timeout.
     #[default]
     Piped,
 }
@@ -82,6 +101,17 @@ pub enum WorkerStdio {
 /// Liveness checking: a worker sends a heartbeat every `interval` from its own
 /// runtime; one silent for longer than `timeout` is killed (and restarted by
 /// the guard, like Gunicorn's worker timeout).
+///
+/// A worker blocked writing to a stalled output (see
+/// [`WorkerStdio::Piped`]) keeps its heartbeat as long as its runtime has a
+/// thread free: on a multi-thread runtime, or with the printing done on a
+/// thread of its own, the blocked write holds one thread and the heartbeat
+/// task runs on another, so the worker stays in service. On a
+/// current-thread runtime, a blocking `println!` in a task blocks the whole
+/// runtime: the heartbeat stops, the worker is declared unresponsive,
+/// SIGKILLed and replaced under the restart guard (backoff, then the
+/// crash-loop limit gives the slot up), so a stalled log never makes the
+/// primary spin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heartbeat {
     /// How often the worker reports.

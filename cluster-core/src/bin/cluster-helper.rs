@@ -26,18 +26,34 @@
 //! connection), `refuse` (listen through the primary, drop the listener, so
 //! every connection handed over is refused, then `echo`), `listen-report` (listen on
 //! `HELPER_ADDR` and send `Text("ok <addr>")` or
-//! `Text("error <kind> <io kind>")`, then `echo`).
+//! `Text("error <kind> <io kind>")`, then `echo`), `spew` (a thread prints
+//! [`SPEW_LINES`] numbered lines `spew <id> <n> <x × (n % 97)>` to stdout
+//! while the runtime serves connections on `HELPER_ADDR` like `serve` and
+//! answers each `Ping` with `Pong { n: lines printed so far }`),
+//! `spew-inline` (prints those lines from the runtime's only thread, so a
+//! blocked write blocks the runtime and its heartbeat, then `echo`).
 //!
 //! The primary prints `fork <id> <pid>`, `online <id>` and `exit <id> <exit>`
 //! lines, handles SIGTERM/SIGINT with a 1 s deadline, and prints `done` when
-//! every worker has exited. `cluster-helper raw` writes one byte to stdout
+//! every worker has exited. `cluster-helper supervise <n>` is a primary whose
+//! stdout carries only the forwarded worker output (piped): it reports its
+//! events on stderr (`fork`, `online`, `listening <id> <addr>`, `exit`,
+//! `unresponsive <id>`, `restart <slot>`, `gave-up <slot>`, `pong <id> <n>`,
+//! `done`) through `cluster_core::output`, broadcasts a `Ping` for each
+//! `ping` line on stdin, takes a heartbeat from `HELPER_HEARTBEAT_MS`
+//! (`<interval>,<timeout>`) and a crash-loop limit from
+//! `HELPER_MAX_RESTARTS` (per minute). `cluster-helper raw` writes one byte to stdout
 //! and exits (the bench's bare-process baseline). `cluster-helper
 //! report-role` prints `<role> fd3=<socket|none>`: its role, and whether
 //! it inherited a socket at descriptor 3 (the channel's number).
 
 use std::time::Duration;
 
-use cluster_core::{Cluster, Event, Settings, Worker};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cluster_core::output::Output;
+use cluster_core::{Cluster, CrashLoopLimit, Event, Settings, Worker};
 use serde::{Deserialize, Serialize};
 
 /// The test's message type. The tests declare the same enum but for the
@@ -80,7 +96,11 @@ fn main() -> BoxResult {
             let n: usize = args.get(1).map_or(Ok(2), |s| s.parse())?;
             tokio::runtime::Runtime::new()?.block_on(primary(n))
         }
-        _ => Err("usage: cluster-helper primary <n>".into()),
+        Some("supervise") => {
+            let n: usize = args.get(1).map_or(Ok(2), |s| s.parse())?;
+            tokio::runtime::Runtime::new()?.block_on(supervise(n))
+        }
+        _ => Err("usage: cluster-helper primary|supervise <n>".into()),
     }
 }
 
@@ -124,6 +144,15 @@ fn worker(mode: &str) -> BoxResult {
         }
         if mode.starts_with("serve") {
             return serve(w, mode).await;
+        }
+        if mode == "spew" {
+            return spew(w).await;
+        }
+        if mode == "spew-inline" {
+            // On the runtime's only thread: a blocked write blocks it all.
+            for n in 0..SPEW_LINES {
+                println!("{}", spew_line(w.id().0, n));
+            }
         }
         // Kept open while the worker runs.
         let mut _listener: Option<Box<dyn std::any::Any>> = None;
@@ -269,6 +298,126 @@ async fn serve(w: Worker<Msg>, mode: &str) -> BoxResult {
     }
     while open.join_next().await.is_some() {}
     w.flush().await?;
+    Ok(())
+}
+
+/// How many lines a `spew` worker prints.
+const SPEW_LINES: u64 = 20_000;
+
+/// The `n`th line of worker `id`'s spew: its length varies with `n`.
+fn spew_line(id: u64, n: u64) -> String {
+    format!("spew {id} {n} {}", "x".repeat((n % 97) as usize))
+}
+
+/// Print from a thread of its own while serving connections and answering
+/// pings with the count of lines printed.
+async fn spew(mut w: Worker<Msg>) -> BoxResult {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let id = w.id().0;
+    let printed = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&printed);
+    std::thread::spawn(move || {
+        for n in 0..SPEW_LINES {
+            println!("{}", spew_line(id, n));
+            count.store(n + 1, Ordering::SeqCst);
+        }
+    });
+    let mut listener = w.listen(helper_addr()?).await?;
+    let mut open = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Some((mut conn, _peer)) = accepted else { break };
+                open.spawn(async move {
+                    let _ = conn.write_all(format!("{id}\n").as_bytes()).await;
+                    let mut sink = [0u8; 64];
+                    while matches!(conn.read(&mut sink).await, Ok(n) if n > 0) {}
+                });
+            }
+            msg = w.recv() => match msg {
+                Ok(Some(Msg::Ping(_))) => {
+                    let n = printed.load(Ordering::SeqCst);
+                    w.send(&Msg::Pong { worker: id, n }).await?;
+                }
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => break,
+            },
+            Some(_) = open.join_next(), if !open.is_empty() => {}
+        }
+    }
+    Ok(())
+}
+
+/// A primary whose stdout is only the forwarded worker output; events go to
+/// stderr, through the non-blocking [`Output`].
+async fn supervise(n: usize) -> BoxResult {
+    let mut settings = Settings::new();
+    settings
+        .n_workers(n)
+        .handle_signals()
+        .shutdown_deadline(Duration::from_secs(1));
+    if let Ok(mode) = std::env::var("HELPER_WORKER_MODE") {
+        settings.env("HELPER_MODE", mode);
+    }
+    if let Ok(ms) = std::env::var("HELPER_HEARTBEAT_MS") {
+        let (interval, timeout) = ms.split_once(',').ok_or("HELPER_HEARTBEAT_MS")?;
+        settings.heartbeat(
+            Duration::from_millis(interval.parse()?),
+            Duration::from_millis(timeout.parse()?),
+        );
+    }
+    if let Ok(max) = std::env::var("HELPER_MAX_RESTARTS") {
+        settings.crash_loop_limit(CrashLoopLimit {
+            max_restarts: max.parse()?,
+            window: Duration::from_secs(60),
+        });
+    }
+    let mut cluster = Cluster::<Msg>::new(settings)?;
+    cluster.start()?;
+    // stdin on a thread of its own: one `ping` per line.
+    let (pings_tx, mut pings) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { return };
+            if pings_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let err = Output::stderr();
+    let mut seq = 0;
+    loop {
+        let ev = tokio::select! {
+            ev = cluster.next_event() => match ev {
+                Some(ev) => ev,
+                None => break,
+            },
+            Some(cmd) = pings.recv() => {
+                if cmd.trim() == "ping" {
+                    seq += 1;
+                    cluster.broadcast(&Msg::Ping(seq)).await;
+                }
+                continue;
+            }
+        };
+        let line = match ev {
+            Event::Fork { worker, pid, .. } => format!("fork {worker} {pid}"),
+            Event::Online { worker } => format!("online {worker}"),
+            Event::Listening { worker, addr } => format!("listening {worker} {addr}"),
+            Event::Exit { worker, exit, .. } => format!("exit {worker} {exit}"),
+            Event::Unresponsive { worker } => format!("unresponsive {worker}"),
+            Event::RestartScheduled { slot, .. } => format!("restart {slot}"),
+            Event::GaveUp { slot, .. } => format!("gave-up {slot}"),
+            Event::Message(m) => match m.value() {
+                Msg::Pong { worker, n } => format!("pong {worker} {n}"),
+                other => format!("message {other:?}"),
+            },
+            _ => continue,
+        };
+        err.line_wait(line).await;
+    }
+    err.line_wait("done").await;
+    err.flush().await;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The tasks behind one worker: the *driver* owns the child process (waits for
 //! it, signals it), the *reader* dispatches the frames it sends, and two
-//! forwarders copy its piped output line by line. They report to the
+//! forwarders copy its piped output line by line (to the queues of
+//! [`crate::output`], never to the primary's stdout directly). They report to the
 //! supervisor through [`Notice`]s, the one place where events are ordered.
 
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use std::os::fd::OwnedFd;
 
 use cluster_ipc::{Config, ControlMsg, Handshake, Incoming};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::AsyncRead;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::Payload;
@@ -266,42 +267,19 @@ async fn read_frames<M: Payload>(
     }
 }
 
-/// The longest piece of output forwarded as one line.
-const MAX_LINE: u64 = 64 * 1024;
+pub(crate) use crate::output::Stream;
 
-/// Which of the worker's streams a forwarder copies.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Stream {
-    Stdout,
-    Stderr,
-}
-
-/// Copy a worker's output line by line, each line prefixed with its id and
-/// written with one `write_all` under the stream's lock, so lines of
-/// different workers never interleave mid-line.
-pub(crate) async fn forward_lines<R: AsyncRead + Unpin>(io: R, id: WorkerId, stream: Stream) {
-    use std::io::Write;
-    let mut reader = BufReader::new(io);
-    let mut line = Vec::with_capacity(256);
-    let prefix = format!("[worker {id}] ");
-    loop {
-        line.clear();
-        line.extend_from_slice(prefix.as_bytes());
-        // A line longer than the cap is forwarded in pieces.
-        match (&mut reader)
-            .take(MAX_LINE)
-            .read_until(b'\n', &mut line)
-            .await
-        {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        if line.last() != Some(&b'\n') {
-            line.push(b'\n');
-        }
-        let _ = match stream {
-            Stream::Stdout => std::io::stdout().lock().write_all(&line),
-            Stream::Stderr => std::io::stderr().lock().write_all(&line),
-        };
-    }
+/// Copy a worker's output line by line to the primary's `stream`, each line
+/// framed by `format` and queued whole for the stream's writer thread
+/// ([`crate::output`]): this task never writes to the primary's stdout or
+/// stderr itself, so it never blocks a thread of the runtime. When the
+/// queue is full (the primary's output stalls) it waits before reading
+/// more, so the worker's pipe fills and the worker's own writes block.
+pub(crate) async fn forward_lines<R: AsyncRead + Unpin>(
+    io: R,
+    id: WorkerId,
+    stream: Stream,
+    format: crate::output::LineFormat,
+) {
+    crate::output::forward(crate::output::Sink::of(stream), io, id, stream, format).await;
 }

@@ -7,6 +7,7 @@ mod lifecycle;
 mod listen;
 mod messages;
 mod orphans;
+mod output;
 mod reload;
 mod role;
 mod support;
