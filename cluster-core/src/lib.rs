@@ -76,8 +76,12 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "axum")]
+pub mod axum;
 mod error;
 mod event;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod launch;
 mod primary;
 pub mod restart;
