@@ -2,7 +2,7 @@
 //! loopback, guarded, reloadable and drained like a production server.
 //!
 //! ```sh
-//! cargo run --release --features hyper --example hello-cluster
+//! cargo run --release --example hello-cluster
 //! curl http://127.0.0.1:3000/        # hello from worker 2 (pid 4242)
 //! ```
 //!

@@ -128,6 +128,7 @@ impl Net {
                 Some(fd) => shared_listener(fd).map(|l| Listener {
                     addr: ok.addr,
                     drain: self.drain_signal(),
+                    accepting: Some(self.drain.open.track_listener()),
                     source: Source::Shared {
                         listener: l,
                         draining: self.draining.subscribe(),
@@ -147,6 +148,7 @@ impl Net {
                 Ok(Listener {
                     addr: ok.addr,
                     drain: self.drain_signal(),
+                    accepting: Some(self.drain.open.track_listener()),
                     source: Source::Handed {
                         queue: conn_rx,
                         tx: self.tx.clone(),
@@ -210,26 +212,64 @@ struct Handed {
     open: Open,
 }
 
-/// How many connections this worker took over (queued or accepted) and has
-/// not closed yet. Cheap to clone: the clones share the count.
+/// What a worker still has in hand: the connections it took over (queued
+/// or accepted) and has not closed, and the listeners whose `accept` has not
+/// ended yet (one may still return a connection the kernel or the primary
+/// gave it as the drain started). Cheap to clone: the clones share it.
 #[derive(Debug, Clone, Default)]
-struct OpenCount(Arc<watch::Sender<usize>>);
+struct OpenCount(Arc<watch::Sender<Counts>>);
+
+/// The two counts of [`OpenCount`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counts {
+    connections: usize,
+    accepting: usize,
+}
 
 impl OpenCount {
     /// Count one more connection, until the returned guard is dropped.
     fn track(&self) -> Open {
-        self.0.send_modify(|n| *n += 1);
-        Open(Arc::clone(&self.0))
+        self.count(false)
+    }
+
+    /// Count one more listener still accepting, until the guard is dropped.
+    fn track_listener(&self) -> Open {
+        self.count(true)
+    }
+
+    fn count(&self, listener: bool) -> Open {
+        self.0.send_modify(|n| {
+            if listener {
+                n.accepting += 1;
+            } else {
+                n.connections += 1;
+            }
+        });
+        Open {
+            count: Arc::clone(&self.0),
+            listener,
+        }
     }
 }
 
-/// One open connection in its worker's [`OpenCount`].
+/// One open connection, or one listener still accepting, in its worker's
+/// [`OpenCount`].
 #[derive(Debug)]
-struct Open(Arc<watch::Sender<usize>>);
+struct Open {
+    count: Arc<watch::Sender<Counts>>,
+    listener: bool,
+}
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        self.count.send_modify(|n| {
+            let c = if self.listener {
+                &mut n.accepting
+            } else {
+                &mut n.connections
+            };
+            *c = c.saturating_sub(1);
+        });
     }
 }
 
@@ -312,7 +352,7 @@ impl DrainSignal {
     /// How many connections this worker took over (accepted, or handed over
     /// and waiting for `accept`) and has not closed yet.
     pub fn open_connections(&self) -> usize {
-        *self.open.0.borrow()
+        self.open.0.borrow().connections
     }
 
     /// Wait until the worker drains, then for the drain grace: when this
@@ -322,8 +362,10 @@ impl DrainSignal {
         tokio::time::sleep(self.grace()).await;
     }
 
-    /// Wait until the worker drains, then until every connection it took
-    /// over has closed or the drain grace has passed, whichever comes first:
+    /// Wait until the worker drains, then until every listener's `accept`
+    /// has ended (returned `None`, or the listener was dropped) and every
+    /// connection it took over has closed, or the drain grace has passed,
+    /// whichever comes first:
     /// the moment to stop serving (axum's `with_graceful_shutdown` takes it,
     /// through `Worker::shutdown_signal`). Requests then in flight still
     /// finish; idle connections close.
@@ -334,7 +376,7 @@ impl DrainSignal {
         tokio::select! {
             () = grace => {}
             // The sender lives in `self`: the wait ends only on zero.
-            _ = open.wait_for(|n| *n == 0) => {}
+            _ = open.wait_for(|n| *n == Counts::default()) => {}
         }
     }
 }
@@ -367,6 +409,8 @@ enum Source {
 pub struct Listener {
     addr: SocketAddr,
     drain: DrainSignal,
+    /// Held until `accept` ends: see [`DrainSignal::done`].
+    accepting: Option<Open>,
     source: Source,
 }
 
@@ -394,6 +438,14 @@ impl Listener {
     /// connection reset before it was accepted) is retried after a short
     /// pause rather than reported.
     pub async fn accept(&mut self) -> Option<(Connection, SocketAddr)> {
+        let accepted = self.accept_inner().await;
+        if accepted.is_none() {
+            self.accepting = None;
+        }
+        accepted
+    }
+
+    async fn accept_inner(&mut self) -> Option<(Connection, SocketAddr)> {
         match &mut self.source {
             Source::Handed { queue, tx } => {
                 let h = queue.recv().await?;
