@@ -23,31 +23,27 @@ async fn slow() -> String {
     hello().await
 }
 
-fn main() -> anyhow::Result<()> {
-    let primary = cluster_core::is_primary(); // before any thread exists
-    if primary && cfg!(test) && !std::env::args().any(|a| a == "--serve") {
-        return Ok(()); // built as a test target: cluster-core's tests pass --serve
-    }
-    tokio::runtime::Runtime::new()?.block_on(async {
-        if primary {
-            let mut settings = Settings::new();
-            settings.handle_signals().reload_on_hangup();
-            let mut cluster = Cluster::<()>::new(settings)?;
-            cluster.start()?;
-            while let Some(event) = cluster.next_event().await {
-                println!("{event:?}"); // until every worker has left
-            }
-            return Ok(());
+// One thread per process: the workers are the parallelism, and no thread
+// exists yet when `is_primary` reads (and removes) the cluster's variable.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    if cluster_core::is_primary() {
+        if cfg!(test) && !std::env::args().any(|a| a == "--serve") {
+            return Ok(()); // built as a test target: cluster-core's tests pass --serve
         }
-        let worker = Worker::<()>::connect().await?;
-        let app = Router::new()
-            .route("/", get(hello))
-            .route("/slow", get(slow));
-        let port = std::env::var("PORT").map_or(Ok(3000), |p| p.parse())?;
-        let listener = worker.listen(([127, 0, 0, 1], port).into()).await?;
-        axum::serve(listener, app.layer(worker.drain_layer()))
-            .with_graceful_shutdown(worker.shutdown_signal())
-            .await?;
-        Ok(())
-    })
+        let mut settings = Settings::new();
+        settings.handle_signals().reload_on_hangup();
+        let cluster = Cluster::<()>::new(settings)?;
+        return Ok(cluster.run(|event| println!("{event:?}")).await?);
+    }
+    let worker = Worker::<()>::connect().await?;
+    let app = Router::new()
+        .route("/", get(hello))
+        .route("/slow", get(slow));
+    let port = std::env::var("PORT").map_or(Ok(3000), |p| p.parse())?;
+    let listener = worker.listen(([127, 0, 0, 1], port).into()).await?;
+    axum::serve(listener, app.layer(worker.drain_layer()))
+        .with_graceful_shutdown(worker.shutdown_signal())
+        .await?;
+    Ok(())
 }

@@ -375,6 +375,29 @@ impl<M: Payload> Cluster<M> {
         (0..n).map(|_| self.fork()).collect()
     }
 
+    /// Run the cluster to its end, for a primary that only supervises:
+    /// [`start`](Self::start) the workers, then hand every event to
+    /// `on_event` until the cluster has shut down and every event was
+    /// delivered (with [`Settings::handle_signals`]: after SIGTERM or
+    /// Ctrl-C). Fails only if the workers cannot be started.
+    ///
+    /// ```no_run
+    /// # async fn f() -> cluster_core::Result<()> {
+    /// use cluster_core::{Cluster, Settings};
+    ///
+    /// let mut settings = Settings::new();
+    /// settings.handle_signals().reload_on_hangup();
+    /// Cluster::<()>::new(settings)?.run(|event| println!("{event:?}")).await
+    /// # }
+    /// ```
+    pub async fn run(mut self, mut on_event: impl FnMut(Event<M>)) -> Result<()> {
+        self.start()?;
+        while let Some(event) = self.next_event().await {
+            on_event(event);
+        }
+        Ok(())
+    }
+
     /// Start one more worker, in a new slot that the guard keeps filled.
     pub fn fork(&self) -> Result<WorkerHandle<M>> {
         self.shared.fork_slot(Vec::new())
