@@ -32,6 +32,12 @@
 //!   with a deadline, and a rolling reload.
 //! - No orphans: every worker gets the parent-death signal SIGKILL (Linux)
 //!   and exits by itself when the primary's channel closes.
+//! - HTTP, behind cargo features off by default: `axum` (the worker's
+//!   [`Listener`] is an `axum::serve::Listener`, and `axum` has the drain's
+//!   layer) and `hyper` (`hyper::serve`, a hyper service over a worker's
+//!   connections). Both drain without failing a request, keep-alive clients
+//!   included ([`DrainSignal`]; the rules and their reasons are in
+//!   `docs/cluster.md`). [`Settings::reload_on_hangup`] reloads on SIGHUP.
 //!
 //! ```no_run
 //! use cluster_core::{Cluster, Event, Settings, Worker};

@@ -473,6 +473,9 @@ impl<M: Payload> Cluster<M> {
     /// within [`Settings::ready_timeout`], then disconnect the old worker. If a
     /// replacement fails, it is killed, the reload stops with
     /// [`Error::ReloadFailed`] and the remaining old workers keep running.
+    /// One reload runs at a time (a second call, or a SIGHUP with
+    /// [`Settings::reload_on_hangup`], waits for the first to end); once the
+    /// cluster is shutting down it stops with [`Error::Stopped`].
     pub async fn reload(&self) -> Result<()> {
         self.shared.reload().await
     }
