@@ -33,7 +33,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use ::axum::http::header::{CONNECTION, HeaderValue};
-use ::axum::http::{Request, Response, Version};
+use ::axum::http::{Request, Response, StatusCode, Version};
 use tower::{Layer, Service};
 
 use crate::worker::{Connection, DrainSignal, Listener};
@@ -113,7 +113,9 @@ where
             let mut response = response.await?;
             // Read when the response is ready: a request in flight as the
             // drain starts gets it too.
-            if http1 && drain.is_draining() {
+            // An upgrade (`101`) keeps its `Connection: upgrade`.
+            if http1 && drain.is_draining() && response.status() != StatusCode::SWITCHING_PROTOCOLS
+            {
                 response
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));

@@ -29,7 +29,7 @@ use ::hyper::body::{Body, Incoming};
 use ::hyper::header::{CONNECTION, HeaderValue};
 use ::hyper::server::conn::http1;
 use ::hyper::service::{Service, service_fn};
-use ::hyper::{Request, Response, Version};
+use ::hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use tokio::task::JoinSet;
 
@@ -113,9 +113,12 @@ where
 }
 
 /// Mark a response as the last of its connection (`Connection: close`):
-/// hyper closes the connection once it is sent.
+/// hyper closes the connection once it is sent. An upgrade (`101`) keeps
+/// its `Connection: upgrade`: the connection is no longer HTTP's.
 fn close_after<B>(response: &mut Response<B>) {
-    response
-        .headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("close"));
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
 }
