@@ -14,40 +14,27 @@
 //!   `GET /slow` answers the same line, then `done` a second later (to watch
 //!   a drain finish a request in flight); anything else is a 404.
 //! - The primary prints one line per cluster event (fork, online, listening,
-//!   disconnect, exit with its code or signal, restart scheduled, gave up),
-//!   restarts workers that die (`kill -9` one: a new one takes its slot),
-//!   reloads them one by one on SIGHUP (`kill -HUP <primary pid>`: each
-//!   replacement listens before its predecessor leaves, no request fails),
-//!   and drains on SIGTERM or Ctrl-C: every worker stops accepting, finishes
-//!   its requests in flight (hyper's graceful shutdown, after the first
-//!   request of a connection handed over just before), exits; then the
-//!   primary exits 0.
+//!   disconnect, exit with its code or signal, restart scheduled, gave up,
+//!   reload), restarts workers that die (`kill -9` one: a new one takes its
+//!   slot), reloads them one by one on SIGHUP (`kill -HUP <primary pid>`),
+//!   and drains on SIGTERM or Ctrl-C, then exits 0. Neither loses a request,
+//!   keep-alive clients included: `cluster_core::hyper::serve` drains each
+//!   worker (see docs/cluster.md, "Draining without failing a request").
 //!
-//! Workers are this program, re-executed by the primary; hyper serves each
-//! connection the primary hands over (`Worker::listen`), one current-thread
+//! Workers are this program, re-executed by the primary, one current-thread
 //! runtime per worker process, like one Node.js process per CPU.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use anyhow::Context as _;
-use cluster_core::{
-    Cluster, Connection, DrainSignal, Event, Exit, PolicyKind, Settings, Worker, WorkerId,
-};
-use http_body_util::BodyExt as _;
-use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::Notify;
-use tokio::task::JoinSet;
+use anyhow::anyhow;
+use cluster_core::{Cluster, Event, Exit, PolicyKind, Settings, Worker, WorkerId};
+use http_body_util::{BodyExt as _, Channel, Full, combinators::BoxBody};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode, header, service::service_fn};
 
 /// `println!` that never blocks: the line goes to cluster-core's stdout
 /// queue, written by its own thread, so a stalled reader of this program's
@@ -57,13 +44,6 @@ macro_rules! say {
         let _queued = cluster_core::output::Output::stdout().line(format!($($arg)*));
     }};
 }
-
-/// How long `GET /slow` takes between its two parts.
-const SLOW: Duration = Duration::from_secs(1);
-
-/// How long a draining worker waits for the first request of a connection
-/// it was handed just before the drain.
-const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(5);
 
 fn main() -> anyhow::Result<()> {
     // Decide the role before any thread exists.
@@ -82,70 +62,46 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(primary())
 }
 
-/// `PORT`, default 3000.
-fn port() -> anyhow::Result<u16> {
-    match std::env::var("PORT") {
-        Ok(p) => p.trim().parse().with_context(|| format!("PORT={p}")),
-        Err(_) => Ok(3000),
-    }
+/// The variable `name` parsed, or `default` when it is not set.
+fn env<T: std::str::FromStr<Err: std::fmt::Display>>(name: &str, default: T) -> anyhow::Result<T> {
+    let Ok(v) = std::env::var(name) else {
+        return Ok(default);
+    };
+    v.trim().parse().map_err(|e| anyhow!("{name}={v}: {e}"))
 }
 
 async fn primary() -> anyhow::Result<()> {
-    let port = port()?;
-    let n_workers = match std::env::var("WORKERS") {
-        Ok(n) => n.trim().parse().with_context(|| format!("WORKERS={n}"))?,
-        Err(_) => std::thread::available_parallelism().map_or(1, usize::from),
-    };
+    let port: u16 = env("PORT", 3000)?;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let n_workers = env("WORKERS", cpus)?;
     anyhow::ensure!(
         n_workers > 0,
         "WORKERS=0: a cluster needs at least one worker"
     );
-    let policy: PolicyKind = match std::env::var(cluster_core::sched_policy::ENV_VAR) {
-        Ok(name) => name
-            .parse()
-            .with_context(|| format!("{}={name}", cluster_core::sched_policy::ENV_VAR))?,
-        Err(_) => PolicyKind::RoundRobin,
-    };
+    let policy = env(cluster_core::sched_policy::ENV_VAR, PolicyKind::RoundRobin)?;
     let mut settings = Settings::new();
-    settings
-        .n_workers(n_workers)
-        .scheduling_policy(policy)
-        .handle_signals();
+    settings.n_workers(n_workers).scheduling_policy(policy);
+    settings.handle_signals().reload_on_hangup();
     let mut cluster = Cluster::<()>::new(settings)?;
-    let mut hangup = signal(SignalKind::hangup())?;
     say!(
         "primary (pid {}): {n_workers} worker(s) on 127.0.0.1:{port}, scheduling {policy}; \
          SIGHUP reloads, SIGTERM or Ctrl-C drains",
         std::process::id()
     );
     cluster.start()?;
-
-    let mut log = EventLog::default();
-    loop {
-        tokio::select! {
-            event = cluster.next_event() => {
-                let Some(event) = event else { break };
-                log.print(&event);
-            }
-            _ = hangup.recv() => {
-                say!("SIGHUP: rolling reload");
-                let result = cluster.reload().await;
-                // The reload's events waited in the cluster's queue (the
-                // reload borrows the cluster): print those already there.
-                loop {
-                    tokio::select! {
-                        biased;
-                        Some(event) = cluster.next_event() => log.print(&event),
-                        () = std::future::ready(()) => break,
-                    }
-                }
-                match result {
-                    Ok(()) => say!("reload done"),
-                    Err(e) => say!("reload failed: {e}"),
-                }
-            }
+    let (mut pids, mut gave_up) = (HashMap::new(), 0);
+    while let Some(event) = cluster.next_event().await {
+        gave_up += usize::from(matches!(event, Event::GaveUp { .. }));
+        if let Event::Fork { worker, pid, .. } = event {
+            pids.insert(worker, pid);
         }
-        if log.gave_up == n_workers {
+        if let Some(line) = describe(&event, &pids) {
+            say!("{line}");
+        }
+        if let Event::Exit { worker, .. } = event {
+            pids.remove(&worker);
+        }
+        if gave_up == n_workers {
             say!("every slot gave up: stopping");
             cluster.shutdown().await?;
             flush_output().await;
@@ -157,196 +113,97 @@ async fn primary() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Give the queued lines a moment to be written before the process exits.
+/// Write out the queued lines before `main` returns (bounded: a stalled
+/// reader must not keep the primary from exiting).
 async fn flush_output() {
     let out = cluster_core::output::Output::stdout();
     let _ = tokio::time::timeout(Duration::from_secs(1), out.flush()).await;
 }
 
-/// Prints one line per event, naming workers with their pids.
-#[derive(Default)]
-struct EventLog {
-    pids: HashMap<WorkerId, u32>,
-    gave_up: usize,
-}
-
-impl EventLog {
-    fn print(&mut self, event: &Event<()>) {
-        let pids = &mut self.pids;
-        let who = |w: &WorkerId, pids: &HashMap<WorkerId, u32>| match pids.get(w) {
-            Some(pid) => format!("worker {w} (pid {pid})"),
-            None => format!("worker {w}"),
-        };
-        match event {
-            Event::Fork { worker, slot, pid } => {
-                pids.insert(*worker, *pid);
-                say!("{} forked in slot {slot}", who(worker, pids));
-            }
-            Event::Online { worker } => say!("{} online", who(worker, pids)),
-            Event::Listening { worker, addr } => {
-                say!("{} listening on http://{addr}/", who(worker, pids));
-            }
-            Event::Disconnect { worker } => say!("{} disconnected", who(worker, pids)),
-            Event::Exit {
-                worker,
-                exit,
-                exited_after_disconnect,
-                ..
-            } => {
-                let how = match exit {
-                    Exit::Code(c) => format!("exited with code {c}"),
-                    Exit::Signal(s) => format!("killed by signal {s}"),
-                };
-                let why = if *exited_after_disconnect {
-                    " after disconnecting"
-                } else {
-                    ""
-                };
-                say!("{} {how}{why}", who(worker, pids));
-                pids.remove(worker);
-            }
-            Event::RestartScheduled { slot, delay } => {
-                say!("slot {slot}: restart in {} ms", delay.as_millis());
-            }
-            Event::GaveUp { slot, last_exit } => {
-                self.gave_up += 1;
-                say!("slot {slot}: gave up (crash loop), last {last_exit}");
-            }
-            Event::Unresponsive { worker } => say!("{} unresponsive", who(worker, pids)),
-            Event::ChannelError { worker, error } => {
-                say!("{} channel error: {error}", who(worker, pids));
-            }
-            Event::ForkError { slot, error } => say!("slot {slot}: fork failed: {error}"),
-            Event::Message(_) => {}
-            other => say!("{other:?}"),
+/// One line for an event, naming workers with their pids.
+fn describe(event: &Event<()>, pids: &HashMap<WorkerId, u32>) -> Option<String> {
+    let who = |w: &WorkerId| match pids.get(w) {
+        Some(pid) => format!("worker {w} (pid {pid})"),
+        None => format!("worker {w}"),
+    };
+    Some(match event {
+        Event::Fork { worker, slot, .. } => format!("{} forked in slot {slot}", who(worker)),
+        Event::Online { worker } => format!("{} online", who(worker)),
+        Event::Listening { worker, addr } => format!("{} listening on http://{addr}/", who(worker)),
+        Event::Disconnect { worker } => format!("{} disconnected", who(worker)),
+        Event::Exit {
+            worker,
+            exit,
+            exited_after_disconnect: after,
+            ..
+        } => {
+            let how = match exit {
+                Exit::Code(c) => format!("exited with code {c}"),
+                Exit::Signal(s) => format!("killed by signal {s}"),
+            };
+            let why = if *after { " after disconnecting" } else { "" };
+            format!("{} {how}{why}", who(worker))
         }
-    }
+        Event::RestartScheduled { slot, delay } => {
+            format!("slot {slot}: restart in {} ms", delay.as_millis())
+        }
+        Event::GaveUp { slot, last_exit } => {
+            format!("slot {slot}: gave up (crash loop), last {last_exit}")
+        }
+        Event::Unresponsive { worker } => format!("{} unresponsive", who(worker)),
+        Event::ChannelError { worker, error } => format!("{} channel error: {error}", who(worker)),
+        Event::ForkError { slot, error } => format!("slot {slot}: fork failed: {error}"),
+        Event::ReloadStarted => "SIGHUP: rolling reload".to_owned(),
+        Event::ReloadFinished { error: None } => "reload done".to_owned(),
+        Event::ReloadFinished { error: Some(e) } => format!("reload failed: {e}"),
+        Event::Message(_) => return None,
+        other => format!("{other:?}"),
+    })
 }
 
 async fn worker() -> anyhow::Result<()> {
     let me = Worker::<()>::connect().await?;
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port()?));
-    let mut listener = me.listen(addr).await?;
+    let listener = me
+        .listen(SocketAddr::from((Ipv4Addr::LOCALHOST, env("PORT", 3000)?)))
+        .await?;
     let hello: Arc<str> = format!(
         "hello from worker {} (pid {})\n",
         me.id(),
         std::process::id()
     )
     .into();
-    let mut connections = JoinSet::new();
-    // `accept` ends when the primary asks this worker to leave (a reload,
-    // the shutdown), after the connections already handed to it.
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Some((conn, _peer)) = accepted else { break };
-                connections.spawn(serve(conn, Arc::clone(&hello), me.drain_signal()));
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
-    // Draining: every connection finishes its request in flight, then closes.
-    while connections.join_next().await.is_some() {}
+    // Serves until this worker has drained (a reload, the shutdown).
+    cluster_core::hyper::serve(
+        listener,
+        service_fn(move |req| answer(req, Arc::clone(&hello))),
+    )
+    .await;
     Ok(())
 }
 
-/// Serve one connection with hyper until the client closes it, or until the
-/// worker drains: then it finishes the request in flight and closes (hyper's
-/// graceful shutdown).
-async fn serve(conn: Connection, hello: Arc<str>, mut drain: DrainSignal) {
-    let first_request = Arc::new(Notify::new());
-    let service = service_fn({
-        let first_request = Arc::clone(&first_request);
-        move |req| {
-            first_request.notify_one();
-            answer(req, Arc::clone(&hello))
-        }
-    });
-    let conn = http1::Builder::new().serve_connection(TokioIo::new(conn), service);
-    let mut conn = std::pin::pin!(conn);
-    let draining = async {
-        drain.wait().await;
-        // A connection handed over just before the drain has its request on
-        // the way: hyper would close it as idle. Serve that one first.
-        let _ = tokio::time::timeout(FIRST_REQUEST_GRACE, first_request.notified()).await;
-    };
-    tokio::select! {
-        // A client that goes away mid-request is not this worker's error.
-        _ = conn.as_mut() => return,
-        () = draining => {}
-    }
-    conn.as_mut().graceful_shutdown();
-    let _ = conn.await;
-}
+type Body = BoxBody<Bytes, Infallible>;
 
-async fn answer(req: Request<Incoming>, hello: Arc<str>) -> Result<Response<Reply>, Infallible> {
-    // Read (and drop) any request body, so the connection can be reused.
-    let (parts, body) = req.into_parts();
-    let _ = body.collect().await;
-    Ok(match (parts.method, parts.uri.path()) {
-        (Method::GET, "/") => Response::new(Reply::now(hello.as_bytes())),
-        (Method::GET, "/slow") => Response::new(Reply::later(hello.as_bytes(), b"done\n", SLOW)),
+async fn answer(req: Request<Incoming>, hello: Arc<str>) -> Result<Response<Body>, Infallible> {
+    let text = |t: &str| Full::new(Bytes::copy_from_slice(t.as_bytes())).boxed();
+    Ok(match (req.method(), req.uri().path()) {
+        (&Method::GET, "/") => Response::new(text(&hello)),
+        (&Method::GET, "/slow") => {
+            // The line now, `done` a second later: one body of a known length.
+            let (mut tx, body) = Channel::new(2);
+            let len = hello.len() + "done\n".len();
+            tokio::spawn(async move {
+                let _ = tx.send_data(Bytes::copy_from_slice(hello.as_bytes())).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = tx.send_data(Bytes::from_static(b"done\n")).await;
+            });
+            let mut r = Response::new(body.boxed());
+            r.headers_mut().insert(header::CONTENT_LENGTH, len.into());
+            r
+        }
         _ => {
-            let mut r = Response::new(Reply::now(b"not found\n"));
+            let mut r = Response::new(text("not found\n"));
             *r.status_mut() = StatusCode::NOT_FOUND;
             r
         }
     })
-}
-
-/// A response body in one part, or in two with a pause between them (of a
-/// known total length either way, so it goes out with `Content-Length`).
-struct Reply {
-    first: Option<Bytes>,
-    second: Option<(Pin<Box<tokio::time::Sleep>>, Bytes)>,
-    len: u64,
-}
-
-impl Reply {
-    fn now(text: &[u8]) -> Self {
-        Self {
-            first: Some(Bytes::copy_from_slice(text)),
-            second: None,
-            len: text.len() as u64,
-        }
-    }
-
-    fn later(first: &[u8], second: &[u8], pause: Duration) -> Self {
-        Self {
-            first: Some(Bytes::copy_from_slice(first)),
-            second: Some((
-                Box::pin(tokio::time::sleep(pause)),
-                Bytes::copy_from_slice(second),
-            )),
-            len: (first.len() + second.len()) as u64,
-        }
-    }
-}
-
-impl Body for Reply {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let this = self.get_mut();
-        if let Some(first) = this.first.take() {
-            return Poll::Ready(Some(Ok(Frame::data(first))));
-        }
-        if let Some((pause, _)) = &mut this.second {
-            ready!(pause.as_mut().poll(cx));
-        }
-        Poll::Ready(this.second.take().map(|(_, b)| Ok(Frame::data(b))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.first.is_none() && self.second.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.len)
-    }
 }

@@ -202,6 +202,18 @@ pub enum Event<M> {
         /// The backoff delay.
         delay: Duration,
     },
+    /// A rolling reload started on SIGHUP ([`Settings::reload_on_hangup`]).
+    ///
+    /// [`Settings::reload_on_hangup`]: crate::Settings::reload_on_hangup
+    ReloadStarted,
+    /// The rolling reload started on SIGHUP ended: every worker was
+    /// replaced (`error` is `None`), or it stopped with `error` (what
+    /// [`Cluster::reload`](crate::Cluster::reload) would have returned) and
+    /// the old workers left keep running.
+    ReloadFinished {
+        /// Why it stopped early, if it did.
+        error: Option<Error>,
+    },
     /// The slot crashed too often within the window; it stays empty.
     GaveUp {
         /// The slot.

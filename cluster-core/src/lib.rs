@@ -40,6 +40,12 @@
 //!   a stalled reader of the primary's stdout pushes back to the chatty
 //!   workers, never to supervision. [`output::Output`] gives the primary's
 //!   own lines the same path (use it instead of `println!` in an event loop).
+//! - HTTP, behind cargo features off by default: `axum` (the worker's
+//!   [`Listener`] is an `axum::serve::Listener`, and `axum` has the drain's
+//!   layer) and `hyper` (`hyper::serve`, a hyper service over a worker's
+//!   connections). Both drain without failing a request, keep-alive clients
+//!   included ([`DrainSignal`]; the rules and their reasons are in
+//!   `docs/cluster.md`). [`Settings::reload_on_hangup`] reloads on SIGHUP.
 //!
 //! ```no_run
 //! use cluster_core::{Cluster, Event, Settings, Worker};
@@ -90,8 +96,12 @@ compile_error!(
     "cluster-core supports Linux only (the parent-death signal, and cluster-ipc's Linux socket flags)"
 );
 
+#[cfg(feature = "axum")]
+pub mod axum;
 mod error;
 mod event;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod launch;
 pub mod output;
 mod primary;

@@ -61,6 +61,8 @@ use handle::HandleInner;
 /// A command from the `Cluster` handle to its supervisor.
 pub(crate) enum Command {
     Shutdown(oneshot::Sender<()>),
+    /// Signal handlers installed by `Cluster::setup`, for the supervisor.
+    Signals(supervisor::Signals),
 }
 
 /// Whether a new worker takes over its slot now or only once it is ready.
@@ -89,6 +91,8 @@ pub(crate) struct Shared<M> {
     pub(crate) state: Mutex<State<M>>,
     pub(crate) notices: mpsc::UnboundedSender<Notice<M>>,
     pub(crate) balancer: Arc<Balancer>,
+    /// Held by the rolling reload in progress: one at a time.
+    reloading: tokio::sync::Mutex<()>,
     /// Dropped with the cluster: stops its readers on the network thread.
     net_stop: watch::Sender<()>,
 }
@@ -98,6 +102,56 @@ impl<M: Payload> Shared<M> {
         // A panic while holding the lock cannot leave the state half-updated
         // in a way that matters more than stopping would; keep going.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The rolling reload of [`Cluster::reload`] (also run on SIGHUP), one
+    /// at a time.
+    pub(crate) async fn reload(&self) -> Result<()> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let (plan, timeout) = {
+            let st = self.lock();
+            let plan: Vec<(SlotId, WorkerHandle<M>)> = st
+                .slots
+                .iter()
+                .filter_map(|(slot, s)| {
+                    let w = st.workers.get(&s.current?)?;
+                    Some((*slot, w.clone()))
+                })
+                .collect();
+            (plan, st.settings.ready_timeout)
+        };
+        for (slot, old) in plan {
+            if self.lock().stopping {
+                return Err(Error::Stopped);
+            }
+            let listening_needed = old.state() == WorkerState::Listening;
+            let new = self.start_worker(slot, Placement::Replacement)?;
+            // Killed unless it takes over: on failure, and if this future is
+            // dropped while it waits.
+            let pending = KillUnlessKept(Some(new.clone()));
+            let ready = tokio::time::timeout(timeout, new.wait_ready(listening_needed)).await;
+            if ready != Ok(true) {
+                return Err(Error::ReloadFailed {
+                    slot,
+                    replacement: new.id(),
+                });
+            }
+            pending.keep();
+            {
+                let mut st = self.lock();
+                if let Some(s) = st.slots.get_mut(&slot) {
+                    s.current = Some(new.id());
+                    s.guard.started(Instant::now());
+                }
+            }
+            // The old one may have died meanwhile; that is fine. A task of
+            // its own: it is told even if this future is dropped now.
+            let _ = tokio::spawn(async move {
+                let _ = old.disconnect().await;
+            })
+            .await;
+        }
+        Ok(())
     }
 
     /// Open a new slot and start its first worker.
@@ -275,11 +329,9 @@ impl<M: Payload> Cluster<M> {
         let (notices_tx, notices_rx) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let signals = if settings.handle_signals {
-            Some(supervisor::Signals::install().map_err(Error::Signals)?)
-        } else {
-            None
-        };
+        let signals =
+            supervisor::Signals::install(settings.handle_signals, settings.reload_on_hangup)
+                .map_err(Error::Signals)?;
         let balancer = Arc::new(Balancer::default());
         balancer.set_choice(settings.resolve_policy()?);
         let shared = Arc::new(Shared {
@@ -293,6 +345,7 @@ impl<M: Payload> Cluster<M> {
             }),
             notices: notices_tx,
             balancer,
+            reloading: tokio::sync::Mutex::new(()),
             net_stop: watch::channel(()).0,
         });
         tokio::spawn(supervisor::run(
@@ -311,6 +364,9 @@ impl<M: Payload> Cluster<M> {
 
     /// Change the settings (Node's `setupPrimary`): the changes merge into the
     /// current ones. Fails with [`Error::SettingsFrozen`] after the first fork.
+    /// [`Settings::handle_signals`] and [`Settings::reload_on_hangup`] turned
+    /// on here install their handlers now (an [`Error::Signals`] if they
+    /// cannot be).
     pub fn setup(&self, change: impl FnOnce(&mut Settings)) -> Result<()> {
         let mut st = self.shared.lock();
         if st.next_id > 1 || st.program.is_some() {
@@ -318,7 +374,16 @@ impl<M: Payload> Cluster<M> {
         }
         let mut changed = st.settings.clone();
         change(&mut changed);
-        self.shared.balancer.set_choice(changed.resolve_policy()?);
+        let policy = changed.resolve_policy()?;
+        let shutdown_on = changed.handle_signals && !st.settings.handle_signals;
+        let reload_on = changed.reload_on_hangup && !st.settings.reload_on_hangup;
+        if let Some(signals) =
+            supervisor::Signals::install(shutdown_on, reload_on).map_err(Error::Signals)?
+        {
+            // A supervisor already gone has nothing left to signal.
+            let _ = self.commands.send(Command::Signals(signals));
+        }
+        self.shared.balancer.set_choice(policy);
         st.settings = changed;
         Ok(())
     }
@@ -332,6 +397,29 @@ impl<M: Payload> Cluster<M> {
     pub fn start(&self) -> Result<Vec<WorkerHandle<M>>> {
         let n = self.shared.lock().settings.n_workers;
         (0..n).map(|_| self.fork()).collect()
+    }
+
+    /// Run the cluster to its end, for a primary that only supervises:
+    /// [`start`](Self::start) the workers, then hand every event to
+    /// `on_event` until the cluster has shut down and every event was
+    /// delivered (with [`Settings::handle_signals`]: after SIGTERM or
+    /// Ctrl-C). Fails only if the workers cannot be started.
+    ///
+    /// ```no_run
+    /// # async fn f() -> cluster_core::Result<()> {
+    /// use cluster_core::{Cluster, Settings};
+    ///
+    /// let mut settings = Settings::new();
+    /// settings.handle_signals().reload_on_hangup();
+    /// Cluster::<()>::new(settings)?.run(|event| println!("{event:?}")).await
+    /// # }
+    /// ```
+    pub async fn run(mut self, mut on_event: impl FnMut(Event<M>)) -> Result<()> {
+        self.start()?;
+        while let Some(event) = self.next_event().await {
+            on_event(event);
+        }
+        Ok(())
     }
 
     /// Start one more worker, in a new slot that the guard keeps filled.
@@ -416,6 +504,10 @@ impl<M: Payload> Cluster<M> {
     /// replacement fails, it is killed, the reload stops with
     /// [`Error::ReloadFailed`] and the remaining old workers keep running.
     ///
+    /// One reload runs at a time (a second call, or a SIGHUP with
+    /// [`Settings::reload_on_hangup`], waits for the first to end); once the
+    /// cluster is shutting down it stops with [`Error::Stopped`].
+    ///
     /// # Cancel safety
     ///
     /// Not cancel-safe in the sense that dropping it stops the reload half
@@ -426,47 +518,7 @@ impl<M: Payload> Cluster<M> {
     /// task of its own). Calling `reload` again starts over with the workers
     /// current then.
     pub async fn reload(&self) -> Result<()> {
-        let (plan, timeout) = {
-            let st = self.shared.lock();
-            let plan: Vec<(SlotId, WorkerHandle<M>)> = st
-                .slots
-                .iter()
-                .filter_map(|(slot, s)| {
-                    let w = st.workers.get(&s.current?)?;
-                    Some((*slot, w.clone()))
-                })
-                .collect();
-            (plan, st.settings.ready_timeout)
-        };
-        for (slot, old) in plan {
-            let listening_needed = old.state() == WorkerState::Listening;
-            let new = self.shared.start_worker(slot, Placement::Replacement)?;
-            // Killed unless it takes over: on failure, and if this future is
-            // dropped while it waits.
-            let pending = KillUnlessKept(Some(new.clone()));
-            let ready = tokio::time::timeout(timeout, new.wait_ready(listening_needed)).await;
-            if ready != Ok(true) {
-                return Err(Error::ReloadFailed {
-                    slot,
-                    replacement: new.id(),
-                });
-            }
-            pending.keep();
-            {
-                let mut st = self.shared.lock();
-                if let Some(s) = st.slots.get_mut(&slot) {
-                    s.current = Some(new.id());
-                    s.guard.started(Instant::now());
-                }
-            }
-            // The old one may have died meanwhile; that is fine. A task of
-            // its own: it is told even if this future is dropped now.
-            let _ = tokio::spawn(async move {
-                let _ = old.disconnect().await;
-            })
-            .await;
-        }
-        Ok(())
+        self.shared.reload().await
     }
 }
 

@@ -136,6 +136,7 @@ pub struct Settings {
     pub(crate) shutdown_deadline: Duration,
     pub(crate) ready_timeout: Duration,
     pub(crate) handle_signals: bool,
+    pub(crate) reload_on_hangup: bool,
     pub(crate) message_credits: usize,
     pub(crate) scheduling: Option<PolicyChoice>,
 }
@@ -156,6 +157,7 @@ impl Default for Settings {
             shutdown_deadline: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(30),
             handle_signals: false,
+            reload_on_hangup: false,
             message_credits: 64,
             scheduling: None,
         }
@@ -258,10 +260,30 @@ impl Settings {
         self
     }
 
-    /// Shut down gracefully on SIGTERM and SIGINT. Default: off (the signals
-    /// keep their usual effect on the primary; its workers die with it).
+    /// Shut down gracefully on SIGTERM and SIGINT (as [`Cluster::shutdown`]
+    /// does). Default: off (the signals keep their usual effect on the
+    /// primary; its workers die with it). Applies when set, through
+    /// `Cluster::new` or `Cluster::setup`: the handlers are installed then.
+    ///
+    /// [`Cluster::shutdown`]: crate::Cluster::shutdown
     pub fn handle_signals(&mut self) -> &mut Self {
         self.handle_signals = true;
+        self
+    }
+
+    /// Reload every worker, one by one, on SIGHUP (as [`Cluster::reload`]
+    /// does; the usual meaning of SIGHUP for a server, as for nginx or
+    /// Gunicorn): the primary reports it with [`Event::ReloadStarted`] and
+    /// [`Event::ReloadFinished`]. A SIGHUP during a reload starts another
+    /// one after it; one during a shutdown is ignored. Default: off (SIGHUP
+    /// keeps its usual effect: it ends the primary). Applies when set,
+    /// through `Cluster::new` or `Cluster::setup`.
+    ///
+    /// [`Cluster::reload`]: crate::Cluster::reload
+    /// [`Event::ReloadStarted`]: crate::Event::ReloadStarted
+    /// [`Event::ReloadFinished`]: crate::Event::ReloadFinished
+    pub fn reload_on_hangup(&mut self) -> &mut Self {
+        self.reload_on_hangup = true;
         self
     }
 
@@ -362,6 +384,7 @@ impl Settings {
             shutdown_deadline,
             ready_timeout,
             handle_signals,
+            reload_on_hangup,
             message_credits
         );
         self

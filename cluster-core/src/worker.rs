@@ -226,6 +226,35 @@ impl<M: Payload> Worker<M> {
         self.net.drain_signal()
     }
 
+    /// How long, once this worker drains, a connection may stay idle before
+    /// the HTTP integrations close it (see [`DrainSignal`]): long enough for
+    /// a keep-alive client to send its next request and be told, with
+    /// `Connection: close`, to move to a new connection, and for a
+    /// connection handed over just before the drain to bring its first
+    /// request. Keep it below the primary's
+    /// [`shutdown_deadline`](crate::Settings::shutdown_deadline). Default:
+    /// 5 s (Node's `server.keepAliveTimeout`).
+    pub fn set_drain_grace(&self, grace: Duration) -> &Self {
+        self.net.set_drain_grace(grace);
+        self
+    }
+
+    /// Resolves when this worker should stop serving: it drains, then every
+    /// connection it took over has closed or the drain grace has passed
+    /// ([`DrainSignal::done`]). Give it to axum's `with_graceful_shutdown`:
+    /// requests then in flight finish, and the connections still idle close.
+    pub fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.net.drain_signal().done()
+    }
+
+    /// The tower layer that marks every response sent while this worker
+    /// drains with `Connection: close` (see [`crate::axum`]): add it to the
+    /// axum app served on this worker's listener.
+    #[cfg(feature = "axum")]
+    pub fn drain_layer(&self) -> crate::axum::DrainLayer {
+        crate::axum::DrainLayer::new(self.drain_signal())
+    }
+
     /// Tell the primary this worker listens on `addr` (its `Listening` event;
     /// a reload then waits for the replacement to listen too). Only for a
     /// socket the worker bound by itself: [`listen`](Self::listen) reports

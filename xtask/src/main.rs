@@ -69,6 +69,12 @@ fn test(root: &Path) -> anyhow::Result<()> {
             ],
         ),
     ];
+    // The libraries as their users get them: without dev-dependencies,
+    // which turn cluster-core's HTTP features on for its examples and tests.
+    steps.push((
+        "clippy (default features)",
+        vec!["clippy", "--workspace", "--locked", "--", "-D", "warnings"],
+    ));
     if nextest {
         steps.push((
             "tests (nextest)",

@@ -33,9 +33,12 @@
 //! `spew-inline` (prints those lines from the runtime's only thread, so a
 //! blocked write blocks the runtime and its heartbeat, then `echo`).
 //!
-//! The primary prints `fork <id> <pid>`, `online <id>` and `exit <id> <exit>`
-//! lines, handles SIGTERM/SIGINT with a 1 s deadline, and prints `done` when
-//! every worker has exited. `cluster-helper supervise <n>` is a primary whose
+//! The primary prints `fork <id> <pid>`, `online <id>`, `exit <id> <exit>`,
+//! `reload started` and `reload done` (or `reload failed <error>`) lines,
+//! handles SIGTERM/SIGINT with a 1 s deadline and reloads on SIGHUP, and
+//! prints `done` when every worker has exited. With `setup` after `<n>`, it
+//! turns the signal handling on through `Cluster::setup` rather than in the
+//! settings given to `Cluster::new`. `cluster-helper supervise <n>` is a primary whose
 //! stdout carries only the forwarded worker output (piped): it reports its
 //! events on stderr (`fork`, `online`, `listening <id> <addr>`, `exit`,
 //! `unresponsive <id>`, `restart <slot>`, `gave-up <slot>`, `pong <id> <n>`,
@@ -94,13 +97,14 @@ fn main() -> BoxResult {
         }
         Some("primary") => {
             let n: usize = args.get(1).map_or(Ok(2), |s| s.parse())?;
-            tokio::runtime::Runtime::new()?.block_on(primary(n))
+            let via_setup = args.get(2).is_some_and(|a| a == "setup");
+            tokio::runtime::Runtime::new()?.block_on(primary(n, via_setup))
         }
         Some("supervise") => {
             let n: usize = args.get(1).map_or(Ok(2), |s| s.parse())?;
             tokio::runtime::Runtime::new()?.block_on(supervise(n))
         }
-        _ => Err("usage: cluster-helper primary|supervise <n>".into()),
+        _ => Err("usage: cluster-helper primary <n> [setup] | supervise <n>".into()),
     }
 }
 
@@ -421,22 +425,32 @@ async fn supervise(n: usize) -> BoxResult {
     Ok(())
 }
 
-async fn primary(n: usize) -> BoxResult {
+async fn primary(n: usize, via_setup: bool) -> BoxResult {
     let mut settings = Settings::new();
     settings
         .n_workers(n)
-        .handle_signals()
         .shutdown_deadline(Duration::from_secs(1));
+    if !via_setup {
+        settings.handle_signals().reload_on_hangup();
+    }
     if let Ok(mode) = std::env::var("HELPER_WORKER_MODE") {
         settings.env("HELPER_MODE", mode);
     }
     let mut cluster = Cluster::<Msg>::new(settings)?;
+    if via_setup {
+        cluster.setup(|s| {
+            s.handle_signals().reload_on_hangup();
+        })?;
+    }
     cluster.start()?;
     while let Some(ev) = cluster.next_event().await {
         match ev {
             Event::Fork { worker, pid, .. } => println!("fork {worker} {pid}"),
             Event::Online { worker } => println!("online {worker}"),
             Event::Exit { worker, exit, .. } => println!("exit {worker} {exit}"),
+            Event::ReloadStarted => println!("reload started"),
+            Event::ReloadFinished { error: None } => println!("reload done"),
+            Event::ReloadFinished { error: Some(e) } => println!("reload failed {e}"),
             _ => {}
         }
     }

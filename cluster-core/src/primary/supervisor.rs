@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spawn_core::Signal;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal as UnixSignal, SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Payload;
@@ -24,31 +24,97 @@ const SPAWN_FAILED: Exit = Exit::Code(127);
 /// The least delay before retrying a slot whose worker could not be started.
 const SPAWN_RETRY_FLOOR: Duration = Duration::from_millis(100);
 
-/// SIGTERM and SIGINT, when the user asked the primary to handle them.
+/// The signals the user asked the primary to handle: SIGTERM and SIGINT
+/// (`Settings::handle_signals`), SIGHUP (`Settings::reload_on_hangup`).
 pub(crate) struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
+    shutdown: Option<(UnixSignal, UnixSignal)>,
+    hangup: Option<UnixSignal>,
+}
+
+/// What a caught signal asks for.
+enum SignalAction {
+    Shutdown,
+    Reload,
 }
 
 impl Signals {
-    pub(crate) fn install() -> std::io::Result<Self> {
-        Ok(Self {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
+    /// Install the handlers asked for; `None` if none is.
+    pub(crate) fn install(shutdown: bool, reload: bool) -> std::io::Result<Option<Self>> {
+        if !shutdown && !reload {
+            return Ok(None);
+        }
+        // tokio's `signal` needs a runtime (and panics without one).
+        tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+        let shutdown = if shutdown {
+            Some((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ))
+        } else {
+            None
+        };
+        let hangup = if reload {
+            Some(signal(SignalKind::hangup())?)
+        } else {
+            None
+        };
+        Ok(Some(Self { shutdown, hangup }))
     }
 
-    async fn recv(signals: &mut Option<Self>) {
+    /// Add the handlers of `more` (installed later, by `Cluster::setup`).
+    fn merge(signals: &mut Option<Self>, more: Self) {
         match signals {
             Some(s) => {
-                tokio::select! {
-                    _ = s.term.recv() => {}
-                    _ = s.int.recv() => {}
+                if more.shutdown.is_some() {
+                    s.shutdown = more.shutdown;
+                }
+                if more.hangup.is_some() {
+                    s.hangup = more.hangup;
                 }
             }
-            None => std::future::pending().await,
+            None => *signals = Some(more),
         }
     }
+
+    async fn recv(signals: &mut Option<Self>) -> SignalAction {
+        let Some(s) = signals else {
+            return std::future::pending().await;
+        };
+        let shutdown = async {
+            match &mut s.shutdown {
+                Some((term, int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let hangup = async {
+            match &mut s.hangup {
+                Some(hup) => {
+                    hup.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown => SignalAction::Shutdown,
+            () = hangup => SignalAction::Reload,
+        }
+    }
+}
+
+/// The rolling reload asked for by SIGHUP, reported as events (reloads run
+/// one at a time: a second SIGHUP waits for the first reload to end).
+async fn reload_on_hangup<M: Payload>(
+    shared: Arc<Shared<M>>,
+    events: mpsc::UnboundedSender<Event<M>>,
+) {
+    let _ = events.send(Event::ReloadStarted);
+    let error = shared.reload().await.err();
+    let _ = events.send(Event::ReloadFinished { error });
 }
 
 struct Supervisor<M> {
@@ -97,6 +163,7 @@ pub(crate) async fn run<M: Payload>(
                     sup.waiters.push(reply);
                     sup.begin_shutdown();
                 }
+                Some(Command::Signals(more)) => Signals::merge(&mut signals, more),
                 None => {
                     // The Cluster was dropped: no worker outlives it.
                     commands_open = false;
@@ -104,7 +171,14 @@ pub(crate) async fn run<M: Payload>(
                     sup.kill_all();
                 }
             },
-            () = Signals::recv(&mut signals) => sup.begin_shutdown(),
+            action = Signals::recv(&mut signals) => match action {
+                SignalAction::Shutdown => sup.begin_shutdown(),
+                SignalAction::Reload => {
+                    if !sup.shared.lock().stopping {
+                        tokio::spawn(reload_on_hangup(Arc::clone(&sup.shared), sup.events.clone()));
+                    }
+                }
+            },
             _ = async { tick.as_mut().expect("guarded").tick().await }, if tick.is_some() => {
                 if let Some(h) = heartbeat {
                     sup.check_heartbeats(h.timeout);

@@ -13,6 +13,19 @@ fn defaults() {
     assert_eq!(s.restart, RestartPolicy::OnFailure);
     assert!(s.heartbeat.is_none());
     assert!(!s.handle_signals);
+    assert!(!s.reload_on_hangup);
+}
+
+#[test]
+fn signal_handling_merges_in() {
+    let mut s = Settings::new();
+    let mut patch = Settings::new();
+    patch.reload_on_hangup();
+    s.merge(&patch);
+    assert!(s.reload_on_hangup && !s.handle_signals);
+    patch.handle_signals();
+    s.merge(&patch);
+    assert!(s.reload_on_hangup && s.handle_signals);
 }
 
 #[test]

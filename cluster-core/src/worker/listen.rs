@@ -9,14 +9,21 @@
 //! a refusal) and the primary re-routes them. Under `none` the
 //! primary sends the listening socket itself and `accept` calls the kernel.
 //! Either way the user sees the same `Listener`.
+//!
+//! The drain (see [`DrainSignal`]): once the worker drains, `accept` ends
+//! after the connections already taken over; every connection still open
+//! is counted, so the HTTP integrations can tell when the last one closed,
+//! and the drain grace bounds how long an idle one is kept.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use cluster_ipc::{ControlMsg, ListenReply, Sender, TrySendError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -28,6 +35,11 @@ use crate::error::{Error, Result};
 #[cfg(test)]
 mod tests;
 
+/// How long a draining worker keeps an idle connection open, by default:
+/// Node's `server.keepAliveTimeout`, so a client pool that honours that
+/// timeout never reuses a connection the drain is about to close.
+pub(crate) const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(5);
+
 /// What the receive loop resolves a listen request with.
 pub(crate) type ListenAnswer = Result<Listener>;
 
@@ -35,6 +47,7 @@ pub(crate) type ListenAnswer = Result<Listener>;
 pub(crate) struct Net {
     tx: Sender,
     state: Mutex<NetState>,
+    drain: DrainSignal,
     draining: watch::Sender<bool>,
 }
 
@@ -50,13 +63,19 @@ struct NetState {
 impl std::fmt::Debug for Net {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Net")
-            .field("draining", &*self.draining.borrow())
+            .field("drain", &self.drain)
             .finish_non_exhaustive()
     }
 }
 
 impl Net {
     pub(crate) fn new(tx: Sender) -> Arc<Self> {
+        let draining = watch::Sender::new(false);
+        let drain = DrainSignal {
+            draining: draining.subscribe(),
+            open: OpenCount::default(),
+            grace_ms: Arc::new(AtomicU64::new(DEFAULT_DRAIN_GRACE.as_millis() as u64)),
+        };
         Arc::new(Net {
             tx,
             state: Mutex::new(NetState {
@@ -65,7 +84,8 @@ impl Net {
                 waiting: HashMap::new(),
                 handed: HashMap::new(),
             }),
-            draining: watch::Sender::new(false),
+            drain,
+            draining,
         })
     }
 
@@ -75,7 +95,13 @@ impl Net {
 
     /// A signal that resolves once the worker drains.
     pub(crate) fn drain_signal(&self) -> DrainSignal {
-        DrainSignal(self.draining.subscribe())
+        self.drain.clone()
+    }
+
+    /// Set the drain grace of every listener of this worker.
+    pub(crate) fn set_drain_grace(&self, grace: Duration) {
+        let ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        self.drain.grace_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Register a listen request; its id and the answer to wait for.
@@ -116,6 +142,8 @@ impl Net {
             Ok(ok) if ok.fd_attached => match fds.into_iter().next() {
                 Some(fd) => shared_listener(fd).map(|l| Listener {
                     addr: ok.addr,
+                    drain: self.drain_signal(),
+                    accepting: Some(self.drain.open.track_listener()),
                     source: Source::Shared {
                         listener: l,
                         draining: self.draining.subscribe(),
@@ -134,6 +162,8 @@ impl Net {
                 }
                 Ok(Listener {
                     addr: ok.addr,
+                    drain: self.drain_signal(),
+                    accepting: Some(self.drain.open.track_listener()),
                     source: Source::Handed {
                         queue: conn_rx,
                         tx: self.tx.clone(),
@@ -170,6 +200,7 @@ impl Net {
                         stream,
                         peer,
                         conn_id,
+                        open: self.drain.open.track(),
                     })
                     .is_ok(),
                 Err(_) => false,
@@ -192,6 +223,69 @@ struct Handed {
     stream: TcpStream,
     peer: SocketAddr,
     conn_id: u64,
+    /// Counts it among the worker's open connections from the hand-over on.
+    open: Open,
+}
+
+/// What a worker still has in hand: the connections it took over (queued
+/// or accepted) and has not closed, and the listeners whose `accept` has not
+/// ended yet (one may still return a connection the kernel or the primary
+/// gave it as the drain started). Cheap to clone: the clones share it.
+#[derive(Debug, Clone, Default)]
+struct OpenCount(Arc<watch::Sender<Counts>>);
+
+/// The two counts of [`OpenCount`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counts {
+    connections: usize,
+    accepting: usize,
+}
+
+impl OpenCount {
+    /// Count one more connection, until the returned guard is dropped.
+    fn track(&self) -> Open {
+        self.count(false)
+    }
+
+    /// Count one more listener still accepting, until the guard is dropped.
+    fn track_listener(&self) -> Open {
+        self.count(true)
+    }
+
+    fn count(&self, listener: bool) -> Open {
+        self.0.send_modify(|n| {
+            if listener {
+                n.accepting += 1;
+            } else {
+                n.connections += 1;
+            }
+        });
+        Open {
+            count: Arc::clone(&self.0),
+            listener,
+        }
+    }
+}
+
+/// One open connection, or one listener still accepting, in its worker's
+/// [`OpenCount`].
+#[derive(Debug)]
+struct Open {
+    count: Arc<watch::Sender<Counts>>,
+    listener: bool,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.count.send_modify(|n| {
+            let c = if self.listener {
+                &mut n.accepting
+            } else {
+                &mut n.connections
+            };
+            *c = c.saturating_sub(1);
+        });
+    }
 }
 
 /// Send a control message without waiting: queued now, or by a task when
@@ -231,26 +325,74 @@ fn adopt(fd: OwnedFd) -> io::Result<TcpStream> {
     TcpStream::from_std(std)
 }
 
-/// Resolves when the worker starts draining: the primary asked it to
-/// disconnect (graceful shutdown, rolling reload) or it called
-/// `Worker::disconnect`. From then on its listeners' `accept` returns `None`
-/// and the primary sends it no new connection; hand it to each connection's
-/// task to end keep-alive connections gracefully (hyper's
-/// `graceful_shutdown`) instead of waiting for clients to close them.
-/// Cheap to clone.
+/// The worker's drain: when it starts, how long an idle connection may
+/// still be kept (the drain grace), and when the last connection closed.
+///
+/// The worker drains when the primary asks it to disconnect (graceful
+/// shutdown, rolling reload) or when it calls `Worker::disconnect`. From then
+/// on its listeners' `accept` returns `None` (after the connections already
+/// handed over) and the primary sends it no new connection. What the HTTP
+/// integrations (`cluster_core::hyper`, `cluster_core::axum`) do with it,
+/// and why, is in `docs/cluster.md` ("Draining without failing a request"):
+/// a response sent while draining carries `Connection: close`; a connection
+/// still idle when the grace ends is closed; the worker ends when its last
+/// connection closed, or at the grace's end.
+///
+/// Cheap to clone; every clone sees the same drain.
 #[derive(Debug, Clone)]
-pub struct DrainSignal(watch::Receiver<bool>);
+pub struct DrainSignal {
+    draining: watch::Receiver<bool>,
+    open: OpenCount,
+    grace_ms: Arc<AtomicU64>,
+}
 
 impl DrainSignal {
     /// Whether the worker is draining now.
     pub fn is_draining(&self) -> bool {
-        *self.0.borrow()
+        *self.draining.borrow()
     }
 
     /// Wait until the worker drains (at once if it already does).
     pub async fn wait(&mut self) {
         // An error means the worker's state is gone: as good as drained.
-        let _ = self.0.wait_for(|d| *d).await;
+        let _ = self.draining.wait_for(|d| *d).await;
+    }
+
+    /// How long, once draining, a connection may stay idle before it is
+    /// closed (`Worker::set_drain_grace`; default 5 s).
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.grace_ms.load(Ordering::Relaxed))
+    }
+
+    /// How many connections this worker took over (accepted, or handed over
+    /// and waiting for `accept`) and has not closed yet.
+    pub fn open_connections(&self) -> usize {
+        self.open.0.borrow().connections
+    }
+
+    /// Wait until the worker drains, then for the drain grace: when this
+    /// returns, a connection still idle is to be closed.
+    pub async fn wait_grace(&mut self) {
+        self.wait().await;
+        tokio::time::sleep(self.grace()).await;
+    }
+
+    /// Wait until the worker drains, then until every listener's `accept`
+    /// has ended (returned `None`, or the listener was dropped) and every
+    /// connection it took over has closed, or the drain grace has passed,
+    /// whichever comes first:
+    /// the moment to stop serving (axum's `with_graceful_shutdown` takes it,
+    /// through `Worker::shutdown_signal`). Requests then in flight still
+    /// finish; idle connections close.
+    pub async fn done(mut self) {
+        self.wait().await;
+        let mut open = self.open.0.subscribe();
+        let grace = tokio::time::sleep(self.grace());
+        tokio::select! {
+            () = grace => {}
+            // The sender lives in `self`: the wait ends only on zero.
+            _ = open.wait_for(|n| *n == Counts::default()) => {}
+        }
     }
 }
 
@@ -282,6 +424,9 @@ enum Source {
 #[derive(Debug)]
 pub struct Listener {
     addr: SocketAddr,
+    drain: DrainSignal,
+    /// Held until `accept` ends: see [`DrainSignal::done`].
+    accepting: Option<Open>,
     source: Source,
 }
 
@@ -298,6 +443,12 @@ impl Listener {
         matches!(self.source, Source::Handed { .. })
     }
 
+    /// The drain of this listener's worker (the same as
+    /// `Worker::drain_signal`).
+    pub fn drain_signal(&self) -> DrainSignal {
+        self.drain.clone()
+    }
+
     /// The next connection and its peer address; `None` once the worker is
     /// draining. Under `none`, a failed `accept` (out of descriptors, a
     /// connection reset before it was accepted) is retried after a short
@@ -310,6 +461,14 @@ impl Listener {
     /// stays queued (and unacknowledged) until a later call takes it; under
     /// `none`, it stays in the kernel's backlog.
     pub async fn accept(&mut self) -> Option<(Connection, SocketAddr)> {
+        let accepted = self.accept_inner().await;
+        if accepted.is_none() {
+            self.accepting = None;
+        }
+        accepted
+    }
+
+    async fn accept_inner(&mut self) -> Option<(Connection, SocketAddr)> {
         match &mut self.source {
             Source::Handed { queue, tx } => {
                 let h = queue.recv().await?;
@@ -328,6 +487,7 @@ impl Listener {
                         conn_id: h.conn_id,
                         tx: tx.clone(),
                     }),
+                    _open: h.open,
                 };
                 Some((conn, h.peer))
             }
@@ -343,7 +503,8 @@ impl Listener {
                     biased;
                     res = listener.accept() => match res {
                         Ok((stream, peer)) => {
-                            return Some((Connection { stream, peer, _notice: None }, peer));
+                            let _open = self.drain.open.track();
+                            return Some((Connection { stream, peer, _notice: None, _open }, peer));
                         }
                         Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
                     },
@@ -415,6 +576,8 @@ pub struct Connection {
     peer: SocketAddr,
     /// Sends `ConnectionClosed` when dropped (with the connection).
     _notice: Option<CloseNotice>,
+    /// Counts it among the worker's open connections.
+    _open: Open,
 }
 
 impl Connection {

@@ -6,7 +6,7 @@
 //! The example's binary is the one cargo built beside this test:
 //! `cargo test` and `cargo nextest run` (so `cargo xtask test`) build every
 //! example of the package before running any test, into
-//! `target/<profile>/examples/` (see [`demo_binary`]): as a plain binary by
+//! `target/<profile>/examples/` (see [`example_binary`]): as a plain binary by
 //! default, or with `--all-targets` as a test target, which for this
 //! example (`harness = false`) is still the demo, serving when passed
 //! `--serve`. Each demo listens on `PORT=0` and the test reads the real
@@ -27,44 +27,45 @@ use tokio::sync::{mpsc, watch};
 
 use crate::support::BOUND;
 
-/// The example's binary. Cargo puts an example built for `cargo test` (or
-/// nextest) in `target/<profile>/examples/` as `hello_cluster-<hash>` (and
-/// `cargo run --example` adds `hello-cluster`); this test binary lives in
-/// `target/<profile>/deps/`. The newest candidate is the one built with
-/// this test (a build links anew only what changed since); one older than
-/// the example's source is refused.
-fn demo_binary() -> PathBuf {
+/// An example's binary (`hello-cluster`, `axum`). Cargo puts an example
+/// built for `cargo test` (or nextest) in `target/<profile>/examples/` as
+/// `<name with underscores>-<hash>` (and `cargo run --example` adds
+/// `<name>`); this test binary lives in `target/<profile>/deps/`. The newest
+/// candidate is the one built with this test (a build links anew only what
+/// changed since); one older than the example's source is refused.
+pub(crate) fn example_binary(name: &str) -> PathBuf {
     let me = std::env::current_exe().expect("the test binary's path");
     let profile_dir = me
         .parent()
         .and_then(|deps| deps.parent())
         .expect("the test binary lives in target/<profile>/deps");
     let examples = profile_dir.join("examples");
+    let hashed = format!("{}-", name.replace('-', "_"));
     let newest = std::fs::read_dir(&examples)
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            (name == "hello-cluster" || name.starts_with("hello_cluster-")) && !name.contains('.')
+            let file = e.file_name().to_string_lossy().into_owned();
+            (file == name || file.starts_with(&hashed)) && !file.contains('.')
         })
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .max();
     let Some((built, path)) = newest else {
         panic!(
-            "no hello-cluster example in {}: run the tests with `cargo test` or \
+            "no {name} example in {}: run the tests with `cargo test` or \
              `cargo nextest run` without `--test` (they build the examples), or \
-             build it with `cargo build --example hello-cluster`",
+             build it with `cargo build --example {name}`",
             examples.display()
         )
     };
     // `--test it` alone builds no example: refuse an outdated one.
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello-cluster.rs");
-    let edited = std::fs::metadata(source).and_then(|m| m.modified());
+    let source = format!("{}/examples/{name}.rs", env!("CARGO_MANIFEST_DIR"));
+    let edited = std::fs::metadata(&source).and_then(|m| m.modified());
     assert!(
         edited.is_ok_and(|edited| edited <= built),
         "{} is older than {source}: build it again with \
-         `cargo build --example hello-cluster` (or run the tests without `--test`)",
+         `cargo build --example {name}` (or run the tests without `--test`)",
         path.display()
     );
     path
@@ -83,7 +84,7 @@ impl Demo {
     /// Start the demo with `workers` workers under `policy`; returns once
     /// every worker listens.
     async fn start(policy: &str, workers: usize) -> Demo {
-        let mut child = Command::new(demo_binary())
+        let mut child = Command::new(example_binary("hello-cluster"))
             .arg("--serve")
             .env("PORT", "0")
             .env("WORKERS", workers.to_string())
@@ -176,7 +177,7 @@ fn hello_parts(body: &str) -> (u64, i32) {
 
 /// One `GET path` on a new connection: the status code and the body, or
 /// what went wrong. Bounded in time.
-async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr)
             .await

@@ -1,6 +1,8 @@
 //! The primary as a process of its own (the helper binary run as
 //! `cluster-helper primary <n>`): no orphans when it is SIGKILLed, graceful
-//! shutdown on SIGTERM, piped worker output prefixed per line.
+//! shutdown on SIGTERM, a rolling reload on SIGHUP (signal handling turned
+//! on in the settings or through `Cluster::setup`), piped worker output
+//! prefixed per line.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -17,8 +19,12 @@ struct Primary {
 
 impl Primary {
     fn start(worker_mode: &str, n: usize) -> Primary {
+        Self::start_with(worker_mode, &["primary", &n.to_string()])
+    }
+
+    fn start_with(worker_mode: &str, args: &[&str]) -> Primary {
         let mut child = Command::new(HELPER)
-            .args(["primary", &n.to_string()])
+            .args(args)
             .env("HELPER_WORKER_MODE", worker_mode)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -154,4 +160,60 @@ async fn piped_output_is_prefixed_per_line_and_sigint_is_graceful() {
         .unwrap()
         .unwrap();
     assert!(status.success());
+}
+
+/// SIGHUP reloads every worker, SIGTERM then shuts down and the primary
+/// exits 0: with the handling turned on in the settings given to
+/// `Cluster::new`, or through `Cluster::setup` (which used to be ignored:
+/// SIGHUP then killed the primary).
+async fn sighup_reloads_and_sigterm_shuts_down(args: &[&str]) {
+    let mut primary = Primary::start_with("echo", args);
+    let old = primary.online(2).await;
+    primary.signal(nix::sys::signal::Signal::SIGHUP);
+    let mut lines = Vec::new();
+    loop {
+        let line = primary.line().await.expect("the primary ended early");
+        lines.push(line.clone());
+        if line.starts_with("reload done") || line.starts_with("reload failed") {
+            break;
+        }
+    }
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("reload done"),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        lines.first().map(String::as_str),
+        Some("reload started"),
+        "{lines:#?}"
+    );
+    for new in ["online 3", "online 4"] {
+        assert!(lines.iter().any(|l| l == new), "{lines:#?}");
+    }
+    primary.signal(nix::sys::signal::Signal::SIGTERM);
+    while let Some(line) = primary.line().await {
+        if line == "done" {
+            break;
+        }
+    }
+    let status = tokio::time::timeout(BOUND, primary.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        all_gone(&old, BOUND).await,
+        "the replaced workers {old:?} are still alive"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_with_signals_in_the_settings() {
+    sighup_reloads_and_sigterm_shuts_down(&["primary", "2"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_with_signals_turned_on_through_setup() {
+    sighup_reloads_and_sigterm_shuts_down(&["primary", "2", "setup"]).await;
 }

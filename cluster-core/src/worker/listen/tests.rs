@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cluster_ipc::{Config, ControlMsg, Handshake, Incoming};
 
-use super::{CloseNotice, Connection};
+use super::{CloseNotice, Connection, OpenCount};
 
 /// A channel pair over a socketpair, both ends past the handshake.
 async fn channel() -> (cluster_ipc::Sender, cluster_ipc::Receiver) {
@@ -43,6 +43,7 @@ async fn a_dropped_connection_ends_while_the_primary_still_holds_a_duplicate() {
         stream,
         peer,
         _notice: Some(CloseNotice { conn_id: 7, tx }),
+        _open: OpenCount::default().track(),
     };
     drop(conn);
     let seen = tokio::task::spawn_blocking(move || client.join())

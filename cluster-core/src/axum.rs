@@ -1,0 +1,126 @@
+//! axum on a worker's listener, with the drain (feature `axum`): the
+//! cluster's [`Listener`] is an [`axum::serve::Listener`], and
+//! [`DrainLayer`] marks the responses sent while draining.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use cluster_core::Worker;
+//!
+//! async fn worker() -> std::io::Result<()> {
+//!     let worker = Worker::<()>::connect().await.map_err(std::io::Error::other)?;
+//!     let app = Router::new().route("/", get(|| async { "hello\n" }));
+//!     let listener = worker.listen("127.0.0.1:3000".parse().unwrap()).await
+//!         .map_err(std::io::Error::other)?;
+//!     axum::serve(listener, app.layer(worker.drain_layer()))
+//!         .with_graceful_shutdown(worker.shutdown_signal())
+//!         .await
+//! }
+//! ```
+//!
+//! What each part does in the drain (rules and reasons in
+//! `docs/cluster.md`): [`DrainLayer`] adds `Connection: close` to every
+//! HTTP/1 response sent while the worker drains, so a keep-alive client
+//! moves to a new connection after its next response instead of racing a
+//! close; [`Worker::shutdown_signal`](crate::Worker::shutdown_signal)
+//! resolves once every connection has closed or the drain grace has
+//! passed, and only then does axum close the connections still idle; and
+//! `accept` pends once the worker drains (axum's loop expects a listener
+//! that never ends), after the connections already handed over.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use ::axum::http::header::{CONNECTION, HeaderValue};
+use ::axum::http::{Request, Response, StatusCode, Version};
+use tower::{Layer, Service};
+
+use crate::worker::{Connection, DrainSignal, Listener};
+
+impl ::axum::serve::Listener for Listener {
+    type Io = Connection;
+    type Addr = SocketAddr;
+
+    /// The next connection; once the worker drains (after the connections
+    /// already handed over), it never resolves: axum stops accepting when
+    /// its graceful-shutdown future resolves.
+    async fn accept(&mut self) -> (Connection, SocketAddr) {
+        match Listener::accept(self).await {
+            Some(accepted) => accepted,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(Listener::local_addr(self))
+    }
+}
+
+/// A tower layer that adds `Connection: close` to every HTTP/1 response sent
+/// while the worker drains (made by
+/// [`Worker::drain_layer`](crate::Worker::drain_layer) or
+/// [`DrainLayer::new`]). hyper then closes the connection after that
+/// response, and the client opens a new one, to another worker.
+#[derive(Debug, Clone)]
+pub struct DrainLayer {
+    drain: DrainSignal,
+}
+
+impl DrainLayer {
+    /// The layer for this drain.
+    pub fn new(drain: DrainSignal) -> Self {
+        Self { drain }
+    }
+}
+
+impl<S> Layer<S> for DrainLayer {
+    type Service = CloseWhenDraining<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CloseWhenDraining {
+            inner,
+            drain: self.drain.clone(),
+        }
+    }
+}
+
+/// The service of [`DrainLayer`].
+#[derive(Debug, Clone)]
+pub struct CloseWhenDraining<S> {
+    inner: S,
+    drain: DrainSignal,
+}
+
+impl<S, B, R> Service<Request<B>> for CloseWhenDraining<S>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<R>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<R>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let http1 = req.version() < Version::HTTP_2;
+        let response = self.inner.call(req);
+        let drain = self.drain.clone();
+        Box::pin(async move {
+            let mut response = response.await?;
+            // Read when the response is ready: a request in flight as the
+            // drain starts gets it too.
+            // An upgrade (`101`) keeps its `Connection: upgrade`.
+            if http1 && drain.is_draining() && response.status() != StatusCode::SWITCHING_PROTOCOLS
+            {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(response)
+        })
+    }
+}
