@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version announced in the handshake. Bumped on any change
 /// that an older peer would misread.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The first frame each way: who is talking and which protocol it speaks.
 ///
@@ -70,6 +70,11 @@ pub enum ControlMsg {
         listener_id: u64,
         /// The client's address.
         peer: SocketAddr,
+        /// The hand-off deadline, in nanoseconds of `CLOCK_MONOTONIC`
+        /// (one clock for every process of the machine): a worker refuses
+        /// the connection if it would hand it to its user after this
+        /// instant, since the primary may have taken it back by then.
+        deadline_ns: u64,
     },
     /// Worker → primary: the worker took (or refused) a connection.
     ConnectionAck {
