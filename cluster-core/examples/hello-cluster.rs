@@ -9,7 +9,12 @@
 //! - `PORT` (default 3000; 0 picks a free port, printed in the listening
 //!   lines), `WORKERS` (default: the available parallelism) and
 //!   `CLUSTER_SCHED_POLICY` (`rr`, `none`, `sticky`, `least-conn`, `p2c`;
-//!   default `rr`). Only 127.0.0.1 is bound.
+//!   default `rr`). Only 127.0.0.1 is bound. The cluster's own variables
+//!   apply too (`cluster_core::env_vars`: `CLUSTER_HANDOFF_WINDOW`,
+//!   `CLUSTER_HANDOFF_DEADLINE_MS`, `CLUSTER_HEARTBEAT_INTERVAL_MS`,
+//!   `CLUSTER_HEARTBEAT_TIMEOUT_MS`, `CLUSTER_CRASH_LOOP_LIMIT`,
+//!   `CLUSTER_CRASH_LOOP_WINDOW_MS`). When every slot gave up (workers that
+//!   cannot start), the primary exits 1.
 //! - `GET /` answers `hello from worker <id> (pid <pid>)` and a newline;
 //!   `GET /slow` answers the same line, then `done` a second later (to watch
 //!   a drain finish a request in flight); anything else is a 404.
@@ -136,11 +141,13 @@ async fn primary() -> anyhow::Result<()> {
                 }
             }
         }
-        if log.gave_up == n_workers {
+        if cluster.has_given_up() {
             println!("every slot gave up: stopping");
-            cluster.shutdown().await?;
             anyhow::bail!("no worker could be kept running");
         }
+    }
+    if cluster.has_given_up() {
+        anyhow::bail!("no worker could be kept running");
     }
     println!("every worker exited: bye");
     Ok(())
@@ -150,7 +157,6 @@ async fn primary() -> anyhow::Result<()> {
 #[derive(Default)]
 struct EventLog {
     pids: HashMap<WorkerId, u32>,
-    gave_up: usize,
 }
 
 impl EventLog {
@@ -192,7 +198,6 @@ impl EventLog {
                 println!("slot {slot}: restart in {} ms", delay.as_millis());
             }
             Event::GaveUp { slot, last_exit } => {
-                self.gave_up += 1;
                 println!("slot {slot}: gave up (crash loop), last {last_exit}");
             }
             Event::Unresponsive { worker } => println!("{} unresponsive", who(worker, pids)),

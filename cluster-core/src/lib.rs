@@ -76,6 +76,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod clock;
 mod error;
 mod event;
 mod launch;
@@ -93,7 +94,9 @@ pub use primary::{Cluster, ConnectionStats, WorkerHandle};
 pub use restart::{Backoff, CrashLoopLimit, RestartPolicy};
 pub use role::{Role, WORKER_ENV, is_primary, is_worker, role};
 pub use sched_policy::{self, Policy, PolicyKind};
-pub use settings::{Heartbeat, Settings, WorkerStdio};
+pub use settings::{
+    DEFAULT_HANDOFF_DEADLINE, DEFAULT_HANDOFF_WINDOW, Heartbeat, Settings, WorkerStdio, env_vars,
+};
 pub use spawn_core::Signal;
 pub use state::WorkerState;
 pub use worker::{Connection, DrainSignal, Listener, Worker};

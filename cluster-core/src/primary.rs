@@ -19,8 +19,9 @@
 //!   With a heartbeat configured, a worker whose messages wait that way
 //!   also has its heartbeats wait behind them, and is eventually declared
 //!   unresponsive: keep the event loop going.
-//! - The heartbeat clock starts at the fork: the timeout must cover the
-//!   worker's start-up, not only the interval.
+//! - The heartbeat is on by default. Its clock starts when the worker is
+//!   online; until then a worker has [`Settings::ready_timeout`] to come
+//!   online, or it is reported unresponsive and killed too.
 //! - With [`Settings::handle_signals`], SIGTERM and SIGINT stay caught by
 //!   tokio after the shutdown they triggered (tokio never restores a
 //!   disposition).
@@ -52,7 +53,7 @@ use crate::state::WorkerState;
 pub use balancer::ConnectionStats;
 pub use handle::WorkerHandle;
 
-use balancer::{Balancer, Counters};
+use balancer::{Balancer, Counters, HandoffLimits};
 
 use driver::Notice;
 use handle::HandleInner;
@@ -73,6 +74,8 @@ pub(crate) struct Slot {
     pub(crate) guard: RestartGuard,
     pub(crate) current: Option<WorkerId>,
     pub(crate) extra_env: Vec<(OsString, OsString)>,
+    /// The crash-loop limit gave up on it: it stays empty.
+    pub(crate) gave_up: bool,
 }
 
 pub(crate) struct State<M> {
@@ -82,6 +85,8 @@ pub(crate) struct State<M> {
     pub(crate) workers: BTreeMap<WorkerId, WorkerHandle<M>>,
     pub(crate) slots: BTreeMap<SlotId, Slot>,
     pub(crate) stopping: bool,
+    /// Every slot gave up: the cluster cannot run.
+    pub(crate) gave_up: bool,
 }
 
 pub(crate) struct Shared<M> {
@@ -117,6 +122,7 @@ impl<M: Payload> Shared<M> {
                 guard,
                 current: None,
                 extra_env,
+                gave_up: false,
             },
         );
         let res = self.start_locked(&mut st, slot, Placement::Current);
@@ -254,7 +260,8 @@ impl<M: Payload> Cluster<M> {
     /// A cluster with these settings and no workers yet. Must be called inside
     /// a tokio runtime; with [`Settings::handle_signals`] it installs the
     /// SIGTERM and SIGINT handlers now.
-    pub fn new(settings: Settings) -> Result<Self> {
+    pub fn new(mut settings: Settings) -> Result<Self> {
+        settings.apply_env()?;
         let (notices_tx, notices_rx) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
@@ -265,6 +272,7 @@ impl<M: Payload> Cluster<M> {
         };
         let balancer = Arc::new(Balancer::default());
         balancer.set_choice(settings.resolve_policy()?);
+        balancer.set_limits(limits(&settings));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 settings,
@@ -273,6 +281,7 @@ impl<M: Payload> Cluster<M> {
                 workers: BTreeMap::new(),
                 slots: BTreeMap::new(),
                 stopping: false,
+                gave_up: false,
             }),
             notices: notices_tx,
             balancer,
@@ -302,6 +311,7 @@ impl<M: Payload> Cluster<M> {
         let mut changed = st.settings.clone();
         change(&mut changed);
         self.shared.balancer.set_choice(changed.resolve_policy()?);
+        self.shared.balancer.set_limits(limits(&changed));
         st.settings = changed;
         Ok(())
     }
@@ -368,10 +378,20 @@ impl<M: Payload> Cluster<M> {
         reached
     }
 
-    /// The next event; `None` once the cluster has shut down and every event
-    /// was delivered.
+    /// The next event; `None` once the cluster has shut down (or every slot
+    /// gave up, after [`Event::AllSlotsGaveUp`]) and every event was
+    /// delivered.
     pub async fn next_event(&mut self) -> Option<Event<M>> {
         self.events.recv().await
+    }
+
+    /// Whether every slot gave up (the crash-loop limit): the cluster cannot
+    /// run. Its listeners are closed (clients are refused), it starts no
+    /// worker any more ([`fork`](Self::fork) fails with [`Error::Stopped`]),
+    /// and [`Event::AllSlotsGaveUp`] was its last event. A program should
+    /// then exit with a failure.
+    pub fn has_given_up(&self) -> bool {
+        self.shared.lock().gave_up
     }
 
     /// Shut down gracefully: no more restarts, every worker is told to
@@ -421,11 +441,21 @@ impl<M: Payload> Cluster<M> {
                 if let Some(s) = st.slots.get_mut(&slot) {
                     s.current = Some(new.id());
                     s.guard.started(Instant::now());
+                    // It is ready: its end is no failed start.
+                    s.guard.ready();
                 }
             }
             // The old one may have died meanwhile; that is fine.
             let _ = old.disconnect().await;
         }
         Ok(())
+    }
+}
+
+/// The balancer's hand-off bounds in `settings`.
+fn limits(settings: &Settings) -> HandoffLimits {
+    HandoffLimits {
+        window: settings.handoff_window,
+        deadline: settings.handoff_deadline,
     }
 }

@@ -230,9 +230,13 @@ async fn receive_loop<M: Payload>(mut rx: Receiver, inbox: mpsc::Sender<M>, net:
                     conn_id,
                     listener_id,
                     peer,
+                    deadline_ns,
                 },
                 fds,
-            )) => net.on_connection(conn_id, listener_id, peer, fds).await,
+            )) => {
+                net.on_connection(conn_id, listener_id, peer, deadline_ns, fds)
+                    .await;
+            }
             Ok(Incoming::Control(..)) => {}
             Err(e) if e.is_peer_closed() => std::process::exit(0),
             Err(e) => {

@@ -16,7 +16,9 @@
 //! connection), `refuse` (listen through the primary, drop the listener, so
 //! every connection handed over is refused, then `echo`), `listen-report` (listen on
 //! `HELPER_ADDR` and send `Text("ok <addr>")` or
-//! `Text("error <kind> <io kind>")`, then `echo`).
+//! `Text("error <kind> <io kind>")`, then `echo`), `listen-twice` (listen
+//! through the primary on `HELPER_ADDR`, then on `HELPER_ADDR2`; exit 1
+//! when that fails).
 //!
 //! The primary prints `fork <id> <pid>`, `online <id>` and `exit <id> <exit>`
 //! lines, handles SIGTERM/SIGINT with a 1 s deadline, and prints `done` when
@@ -115,6 +117,14 @@ fn worker(mode: &str) -> BoxResult {
                 return Ok(());
             }
             "refuse" => drop(w.listen(helper_addr()?).await?),
+            // Listen (the primary binds), then fail to listen on
+            // HELPER_ADDR2 (a port taken): exit 1 soon after listening.
+            "listen-twice" => {
+                let first = w.listen(helper_addr()?).await?;
+                let second: std::net::SocketAddr = std::env::var("HELPER_ADDR2")?.parse()?;
+                w.listen(second).await?;
+                _listener = Some(Box::new(first));
+            }
             "listen-report" => {
                 let report = match w.listen(helper_addr()?).await {
                     Ok(l) => {

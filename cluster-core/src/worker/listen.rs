@@ -6,7 +6,10 @@
 //! queues it for [`Listener::accept`], which acknowledges it when it hands it
 //! to the user. Until then the primary still owns it: a worker that dies, or
 //! a `Listener` dropped, with connections queued gives them back (no ack, or
-//! a refusal) and the primary re-routes them. Under `none` the
+//! a refusal) and the primary re-routes them. So does a connection that
+//! reaches `accept` after its hand-off deadline (the worker was stopped or
+//! its runtime blocked): it is refused, since the primary may have taken it
+//! back and given it to another worker. Under `none` the
 //! primary sends the listening socket itself and `accept` calls the kernel.
 //! Either way the user sees the same `Listener`.
 
@@ -145,6 +148,7 @@ impl Net {
         conn_id: u64,
         listener_id: u64,
         peer: SocketAddr,
+        deadline_ns: u64,
         fds: Vec<OwnedFd>,
     ) {
         let queue = self.lock().handed.get(&listener_id).cloned();
@@ -155,6 +159,7 @@ impl Net {
                         stream,
                         peer,
                         conn_id,
+                        deadline_ns,
                     })
                     .is_ok(),
                 Err(_) => false,
@@ -177,6 +182,8 @@ struct Handed {
     stream: TcpStream,
     peer: SocketAddr,
     conn_id: u64,
+    /// The hand-off deadline (`CLOCK_MONOTONIC` ns): refused past it.
+    deadline_ns: u64,
 }
 
 /// Send a control message without waiting: queued now, or by a task when
@@ -288,8 +295,21 @@ impl Listener {
     /// pause rather than reported.
     pub async fn accept(&mut self) -> Option<(Connection, SocketAddr)> {
         match &mut self.source {
-            Source::Handed { queue, tx } => {
+            Source::Handed { queue, tx } => loop {
                 let h = queue.recv().await?;
+                if crate::clock::monotonic_ns() > h.deadline_ns {
+                    // Too late: the primary may have given it to another
+                    // worker. Refused (and dropped here; the primary keeps
+                    // its own descriptor of it).
+                    send_soon(
+                        tx,
+                        ControlMsg::ConnectionAck {
+                            conn_id: h.conn_id,
+                            accepted: false,
+                        },
+                    );
+                    continue;
+                }
                 // Taken: from now on the connection is this worker's.
                 send_soon(
                     tx,
@@ -306,8 +326,8 @@ impl Listener {
                         tx: tx.clone(),
                     }),
                 };
-                Some((conn, h.peer))
-            }
+                return Some((conn, h.peer));
+            },
             Source::Shared { listener, draining } => loop {
                 if *draining.borrow() {
                     return None;

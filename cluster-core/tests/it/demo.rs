@@ -33,7 +33,7 @@ use crate::support::BOUND;
 /// `target/<profile>/deps/`. The newest candidate is the one built with
 /// this test (a build links anew only what changed since); one older than
 /// the example's source is refused.
-fn demo_binary() -> PathBuf {
+pub(crate) fn demo_binary() -> PathBuf {
     let me = std::env::current_exe().expect("the test binary's path");
     let profile_dir = me
         .parent()

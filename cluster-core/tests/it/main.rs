@@ -2,6 +2,7 @@
 //! `cluster-helper` binary), real signals, every wait bounded in time.
 
 mod demo;
+mod faults;
 mod guard;
 mod lifecycle;
 mod listen;
