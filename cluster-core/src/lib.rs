@@ -27,9 +27,14 @@
 //!   `CLUSTER_SCHED_POLICY` variable; per-worker counters from
 //!   [`Cluster::connection_stats`].
 //! - Guarding is built in ([`restart`]): a [`RestartPolicy`], exponential
-//!   [`Backoff`] reset after a minimum uptime, a [`CrashLoopLimit`] after which
-//!   the slot is given up, an optional heartbeat timeout, a graceful shutdown
-//!   with a deadline, and a rolling reload.
+//!   [`Backoff`] reset after a minimum uptime, a [`CrashLoopLimit`] on failed
+//!   starts after which the slot is given up ([`Event::AllSlotsGaveUp`] when
+//!   every slot did), a heartbeat timeout (on by default), a graceful
+//!   shutdown with a deadline, and a rolling reload.
+//! - Hung and slow workers are bounded: a hand-off window and deadline per
+//!   worker ([`Settings::handoff_window`], [`Settings::handoff_deadline`]);
+//!   the primary stops accepting while no worker has room, so its
+//!   descriptors stay bounded (`docs/cluster.md`, "Bounds and rules").
 //! - No orphans: every worker gets the parent-death signal SIGKILL (Linux)
 //!   and exits by itself when the primary's channel closes.
 //!

@@ -124,6 +124,7 @@ async fn a_stopped_worker_delays_no_client_and_is_replaced() {
             other => panic!("a connection was not served: {other:?}"),
         }
     }
+    eprintln!("descriptors: base {base}, peak {peak}, bound {bound}");
     assert!(!served.contains_key(&stopped.0), "{served:?}");
     assert_eq!(served.values().sum::<usize>(), CONNECTIONS);
     assert!(
