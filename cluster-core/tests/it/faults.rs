@@ -84,36 +84,16 @@ async fn serving(
     (cluster, addr.expect("an address"), slots)
 }
 
-/// Round-robin, 4 workers, one SIGSTOPped: every connection of a bounded
-/// load is answered by the others (none waits on the stopped worker: at
-/// most its window is handed to it, and taken back at the deadline), the
-/// primary's descriptors stay under the bound throughout, and the stopped
-/// worker is reported unresponsive, killed and replaced.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_worker_delays_no_client_and_is_replaced() {
-    const WINDOW: u32 = 2;
-    const CONCURRENCY: usize = 8;
-    const CONNECTIONS: usize = 400;
-    let mut s = settings("serve", 4);
-    s.handoff_window(WINDOW)
-        .handoff_deadline(Duration::from_millis(200))
-        .heartbeat(Duration::from_millis(100), Duration::from_secs(2));
-    let (mut cluster, addr, slots) = serving(s, 4).await;
-    let base = open_fds();
-    let stopped = slots[&SlotId(1)];
-    let pid = cluster.worker(stopped).unwrap().pid();
-    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
-
-    // The bound of docs/cluster.md: per worker its window (one descriptor
-    // each, and one more while its frame waits in the channel's queue),
-    // one accept batch, and the clients of this very process.
-    let bound = base + 4 * 2 * WINDOW as usize + 64 + CONCURRENCY + 16;
-    let mut peak = base;
+/// Run `n` connections, `concurrency` at a time, each one answered (or the
+/// test fails): how many each worker answered, and the most descriptors
+/// the process (the primary) had open after any of them.
+async fn load(addr: SocketAddr, n: usize, concurrency: usize) -> (BTreeMap<u64, usize>, usize) {
     let mut served = BTreeMap::<u64, usize>::new();
+    let mut peak = 0;
     let mut clients = JoinSet::new();
     let mut started = 0;
-    while started < CONNECTIONS || !clients.is_empty() {
-        while started < CONNECTIONS && clients.len() < CONCURRENCY {
+    while started < n || !clients.is_empty() {
+        while started < n && clients.len() < concurrency {
             clients.spawn(visit(addr));
             started += 1;
         }
@@ -124,21 +104,83 @@ async fn a_stopped_worker_delays_no_client_and_is_replaced() {
             other => panic!("a connection was not served: {other:?}"),
         }
     }
+    (served, peak)
+}
+
+/// Round-robin, 4 workers, one SIGSTOPped and the heartbeat off (so only
+/// the hand-off bounds protect its clients): every connection of a
+/// bounded load is answered by the others (at most the stopped worker's
+/// window is handed to it, and taken back at the deadline), the primary's
+/// descriptors stay under the bound throughout; continued, the worker
+/// refuses what came too late and takes connections again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_delays_no_client_and_bounds_the_primary() {
+    const WINDOW: u32 = 2;
+    const CONCURRENCY: usize = 8;
+    let mut s = settings("serve", 4);
+    s.handoff_window(WINDOW)
+        .handoff_deadline(Duration::from_millis(200))
+        .no_heartbeat();
+    let (cluster, addr, slots) = serving(s, 4).await;
+    let base = open_fds();
+    let stopped = slots[&SlotId(1)];
+    let pid = Pid::from_raw(cluster.worker(stopped).unwrap().pid() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+
+    // The bound of docs/cluster.md: per worker twice its window (pending,
+    // and as many parked), each one descriptor and one more while its
+    // frame is queued; one accept batch; and the clients of this very
+    // process.
+    let bound = base + 4 * 4 * WINDOW as usize + 64 + CONCURRENCY + 16;
+    let (served, peak) = load(addr, 400, CONCURRENCY).await;
     eprintln!("descriptors: base {base}, peak {peak}, bound {bound}");
     assert!(!served.contains_key(&stopped.0), "{served:?}");
-    assert_eq!(served.values().sum::<usize>(), CONNECTIONS);
+    assert_eq!(served.values().sum::<usize>(), 400);
     assert!(
         peak <= bound,
         "the primary held {peak} descriptors, over its bound {bound} (base {base})"
     );
 
-    // Detected, killed and replaced; its slot serves again.
+    // Continued: it refuses the connections that reached it too late (the
+    // others served them), which shows it alive, and it serves again.
+    kill(pid, Signal::SIGCONT).unwrap();
+    let mut seen = BTreeMap::new();
+    for _ in 0..200 {
+        match visit(addr).await {
+            Outcome::Answered(id) => *seen.entry(id).or_insert(0) += 1,
+            other => panic!("not served after SIGCONT: {other:?}"),
+        }
+        if seen.contains_key(&stopped.0) {
+            break;
+        }
+    }
+    assert!(seen.contains_key(&stopped.0), "{seen:?}");
+    support::shutdown(cluster).await;
+}
+
+/// A SIGSTOPped worker under the default liveness check (short here): it
+/// is reported unresponsive, killed and replaced, and the connections it
+/// held unacknowledged go to the others at once (the hand-off deadline is
+/// a minute here, so only that re-routing can serve them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_is_reported_unresponsive_and_replaced() {
+    let mut s = settings("serve", 4);
+    s.handoff_window(2)
+        .handoff_deadline(Duration::from_secs(60))
+        .heartbeat(Duration::from_millis(100), Duration::from_secs(1));
+    let (mut cluster, addr, slots) = serving(s, 4).await;
+    let stopped = slots[&SlotId(1)];
+    let pid = cluster.worker(stopped).unwrap().pid();
+    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+
+    let (served, _) = load(addr, 40, 8).await;
+    assert!(!served.contains_key(&stopped.0), "{served:?}");
+
     let events = until(
         &mut cluster,
         |ev| matches!(ev, Event::Listening { worker, .. } if *worker > stopped),
     )
     .await;
-    let briefs: Vec<_> = events.iter().map(support::brief).collect();
     support::assert_in_order(
         &events,
         &[
@@ -146,17 +188,12 @@ async fn a_stopped_worker_delays_no_client_and_is_replaced() {
             &format!("exit {stopped} signal 9 after_disconnect=false"),
         ],
     );
+    let briefs: Vec<_> = events.iter().map(support::brief).collect();
     assert!(
         !briefs.iter().any(|b| b.starts_with("gave up")),
         "{briefs:?}"
     );
-    let mut again = BTreeMap::<u64, usize>::new();
-    for _ in 0..8 {
-        match visit(addr).await {
-            Outcome::Answered(id) => *again.entry(id).or_default() += 1,
-            other => panic!("not served after the replacement: {other:?}"),
-        }
-    }
+    let (again, _) = load(addr, 8, 1).await;
     assert_eq!(again.len(), 4, "every slot serves again: {again:?}");
     support::shutdown(cluster).await;
 }
