@@ -9,7 +9,12 @@
 //! - `PORT` (default 3000; 0 picks a free port, printed in the listening
 //!   lines), `WORKERS` (default: the available parallelism) and
 //!   `CLUSTER_SCHED_POLICY` (`rr`, `none`, `sticky`, `least-conn`, `p2c`;
-//!   default `rr`). Only 127.0.0.1 is bound.
+//!   default `rr`). Only 127.0.0.1 is bound. The cluster's own variables
+//!   apply too (`cluster_core::env_vars`: `CLUSTER_HANDOFF_WINDOW`,
+//!   `CLUSTER_HANDOFF_DEADLINE_MS`, `CLUSTER_HEARTBEAT_INTERVAL_MS`,
+//!   `CLUSTER_HEARTBEAT_TIMEOUT_MS`, `CLUSTER_CRASH_LOOP_LIMIT`,
+//!   `CLUSTER_CRASH_LOOP_WINDOW_MS`). When every slot gave up (workers that
+//!   cannot start), the primary exits 1.
 //! - `GET /` answers `hello from worker <id> (pid <pid>)` and a newline;
 //!   `GET /slow` answers the same line, then `done` a second later (to watch
 //!   a drain finish a request in flight); anything else is a 404.
@@ -89,9 +94,8 @@ async fn primary() -> anyhow::Result<()> {
         std::process::id()
     );
     cluster.start()?;
-    let (mut pids, mut gave_up) = (HashMap::new(), 0);
+    let mut pids = HashMap::new();
     while let Some(event) = cluster.next_event().await {
-        gave_up += usize::from(matches!(event, Event::GaveUp { .. }));
         if let Event::Fork { worker, pid, .. } = event {
             pids.insert(worker, pid);
         }
@@ -101,12 +105,15 @@ async fn primary() -> anyhow::Result<()> {
         if let Event::Exit { worker, .. } = event {
             pids.remove(&worker);
         }
-        if gave_up == n_workers {
+        if cluster.has_given_up() {
             say!("every slot gave up: stopping");
-            cluster.shutdown().await?;
             flush_output().await;
             anyhow::bail!("no worker could be kept running");
         }
+    }
+    if cluster.has_given_up() {
+        flush_output().await;
+        anyhow::bail!("no worker could be kept running");
     }
     say!("every worker exited: bye");
     flush_output().await;

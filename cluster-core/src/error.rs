@@ -115,6 +115,15 @@ pub enum Error {
         #[source]
         source: sched_policy::Error,
     },
+    /// A setting's environment variable holds something else than a
+    /// non-negative integer.
+    #[error("{name} is not a number: {value:?}")]
+    EnvVar {
+        /// The variable.
+        name: &'static str,
+        /// What it holds.
+        value: String,
+    },
 }
 
 /// The crate's result type.

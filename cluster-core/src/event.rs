@@ -121,7 +121,8 @@ impl<M> Message<M> {
 /// What happens in a cluster, in order per worker: `Fork`, `Online`,
 /// (`Listening`, `Message`, `MessageError`…), `Disconnect`, `Exit`, then for
 /// its slot perhaps `RestartScheduled` or `GaveUp`. `Exit` comes after every
-/// message the worker sent, however late the events are read.
+/// message the worker sent, however late the events are read. When every
+/// slot gave up, `AllSlotsGaveUp` is the last event.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Event<M> {
@@ -165,7 +166,9 @@ pub enum Event<M> {
         /// an intended end and will not be restarted.
         exited_after_disconnect: bool,
     },
-    /// The worker stayed silent past the heartbeat timeout and was killed.
+    /// The worker stayed silent past the heartbeat timeout (or did not come
+    /// online within the ready timeout) and was killed; the connections
+    /// it had not acknowledged went to other workers at once.
     Unresponsive {
         /// The worker.
         worker: WorkerId,
@@ -214,11 +217,17 @@ pub enum Event<M> {
         /// Why it stopped early, if it did.
         error: Option<Error>,
     },
-    /// The slot crashed too often within the window; it stays empty.
+    /// The slot's workers failed to start too often within the window (see
+    /// `CrashLoopLimit`); it stays empty.
     GaveUp {
         /// The slot.
         slot: SlotId,
         /// How its last worker ended.
         last_exit: Exit,
     },
+    /// Every slot gave up: the cluster cannot run. Its listeners are closed
+    /// (clients are refused), no worker is started any more, and this is
+    /// the last event (`next_event` then returns `None`). A program should
+    /// exit with a failure; `Cluster::has_given_up` tells it too.
+    AllSlotsGaveUp,
 }

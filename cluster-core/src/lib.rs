@@ -30,9 +30,14 @@
 //!   `CLUSTER_SCHED_POLICY` variable; per-worker counters from
 //!   [`Cluster::connection_stats`].
 //! - Guarding is built in ([`restart`]): a [`RestartPolicy`], exponential
-//!   [`Backoff`] reset after a minimum uptime, a [`CrashLoopLimit`] after which
-//!   the slot is given up, an optional heartbeat timeout, a graceful shutdown
-//!   with a deadline, and a rolling reload.
+//!   [`Backoff`] reset after a minimum uptime, a [`CrashLoopLimit`] on failed
+//!   starts after which the slot is given up ([`Event::AllSlotsGaveUp`] when
+//!   every slot did), a heartbeat timeout (on by default), a graceful
+//!   shutdown with a deadline, and a rolling reload.
+//! - Hung and slow workers are bounded: a hand-off window and deadline per
+//!   worker ([`Settings::handoff_window`], [`Settings::handoff_deadline`]);
+//!   the primary stops accepting while no worker has room, so its
+//!   descriptors stay bounded (`docs/cluster.md`, "Bounds and rules").
 //! - No orphans: every worker gets the parent-death signal SIGKILL (Linux),
 //!   and drains when the primary's channel closes.
 //! - The primary never blocks on output: piped worker output is forwarded
@@ -98,6 +103,7 @@ compile_error!(
 
 #[cfg(feature = "axum")]
 pub mod axum;
+mod clock;
 mod error;
 mod event;
 #[cfg(feature = "hyper")]
@@ -118,7 +124,9 @@ pub use primary::{Cluster, ConnectionStats, WorkerHandle};
 pub use restart::{Backoff, CrashLoopLimit, RestartPolicy};
 pub use role::{Role, WORKER_ENV, is_primary, is_worker, role};
 pub use sched_policy::{self, Policy, PolicyKind};
-pub use settings::{Heartbeat, Settings, WorkerStdio};
+pub use settings::{
+    DEFAULT_HANDOFF_DEADLINE, DEFAULT_HANDOFF_WINDOW, Heartbeat, Settings, WorkerStdio, env_vars,
+};
 pub use spawn_core::Signal;
 pub use state::WorkerState;
 pub use worker::{Connection, DrainSignal, Listener, Worker};

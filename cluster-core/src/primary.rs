@@ -19,8 +19,9 @@
 //!   With a heartbeat configured, a worker whose messages wait that way
 //!   also has its heartbeats wait behind them, and is eventually declared
 //!   unresponsive: keep the event loop going.
-//! - The heartbeat clock starts at the fork: the timeout must cover the
-//!   worker's start-up, not only the interval.
+//! - The heartbeat is on by default. Its clock starts when the worker is
+//!   online; until then a worker has [`Settings::ready_timeout`] to come
+//!   online, or it is reported unresponsive and killed too.
 //! - With [`Settings::handle_signals`], SIGTERM and SIGINT stay caught by
 //!   tokio after the shutdown they triggered (tokio never restores a
 //!   disposition).
@@ -53,7 +54,7 @@ use crate::state::WorkerState;
 pub use balancer::ConnectionStats;
 pub use handle::WorkerHandle;
 
-use balancer::{Balancer, Counters};
+use balancer::{Balancer, Counters, HandoffLimits};
 
 use driver::Notice;
 use handle::HandleInner;
@@ -76,6 +77,8 @@ pub(crate) struct Slot {
     pub(crate) guard: RestartGuard,
     pub(crate) current: Option<WorkerId>,
     pub(crate) extra_env: Vec<(OsString, OsString)>,
+    /// The crash-loop limit gave up on it: it stays empty.
+    pub(crate) gave_up: bool,
 }
 
 pub(crate) struct State<M> {
@@ -85,6 +88,8 @@ pub(crate) struct State<M> {
     pub(crate) workers: BTreeMap<WorkerId, WorkerHandle<M>>,
     pub(crate) slots: BTreeMap<SlotId, Slot>,
     pub(crate) stopping: bool,
+    /// Every slot gave up: the cluster cannot run.
+    pub(crate) gave_up: bool,
 }
 
 pub(crate) struct Shared<M> {
@@ -142,6 +147,8 @@ impl<M: Payload> Shared<M> {
                 if let Some(s) = st.slots.get_mut(&slot) {
                     s.current = Some(new.id());
                     s.guard.started(Instant::now());
+                    // It is ready: its end is no failed start.
+                    s.guard.ready();
                 }
             }
             // The old one may have died meanwhile; that is fine. A task of
@@ -172,6 +179,7 @@ impl<M: Payload> Shared<M> {
                 guard,
                 current: None,
                 extra_env,
+                gave_up: false,
             },
         );
         let res = self.start_locked(&mut st, slot, Placement::Current);
@@ -325,7 +333,8 @@ impl<M: Payload> Cluster<M> {
     /// A cluster with these settings and no workers yet. Must be called inside
     /// a tokio runtime; with [`Settings::handle_signals`] it installs the
     /// SIGTERM and SIGINT handlers now.
-    pub fn new(settings: Settings) -> Result<Self> {
+    pub fn new(mut settings: Settings) -> Result<Self> {
+        settings.apply_env()?;
         let (notices_tx, notices_rx) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
@@ -334,6 +343,7 @@ impl<M: Payload> Cluster<M> {
                 .map_err(Error::Signals)?;
         let balancer = Arc::new(Balancer::default());
         balancer.set_choice(settings.resolve_policy()?);
+        balancer.set_limits(limits(&settings));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 settings,
@@ -342,6 +352,7 @@ impl<M: Payload> Cluster<M> {
                 workers: BTreeMap::new(),
                 slots: BTreeMap::new(),
                 stopping: false,
+                gave_up: false,
             }),
             notices: notices_tx,
             balancer,
@@ -384,6 +395,7 @@ impl<M: Payload> Cluster<M> {
             let _ = self.commands.send(Command::Signals(signals));
         }
         self.shared.balancer.set_choice(policy);
+        self.shared.balancer.set_limits(limits(&changed));
         st.settings = changed;
         Ok(())
     }
@@ -474,8 +486,9 @@ impl<M: Payload> Cluster<M> {
         reached
     }
 
-    /// The next event; `None` once the cluster has shut down and every event
-    /// was delivered.
+    /// The next event; `None` once the cluster has shut down (or every slot
+    /// gave up, after [`Event::AllSlotsGaveUp`]) and every event was
+    /// delivered.
     ///
     /// # Cancel safety
     ///
@@ -483,6 +496,15 @@ impl<M: Payload> Cluster<M> {
     /// other branch won), no event is lost; the next call returns it.
     pub async fn next_event(&mut self) -> Option<Event<M>> {
         self.events.recv().await
+    }
+
+    /// Whether every slot gave up (the crash-loop limit): the cluster cannot
+    /// run. Its listeners are closed (clients are refused), it starts no
+    /// worker any more ([`fork`](Self::fork) fails with [`Error::Stopped`]),
+    /// and [`Event::AllSlotsGaveUp`] was its last event. A program should
+    /// then exit with a failure.
+    pub fn has_given_up(&self) -> bool {
+        self.shared.lock().gave_up
     }
 
     /// Shut down gracefully: no more restarts, every worker is told to
@@ -537,5 +559,13 @@ impl<M: Payload> Drop for KillUnlessKept<M> {
         if let Some(w) = self.0.take() {
             let _ = w.kill(Signal::SIGKILL);
         }
+    }
+}
+
+/// The balancer's hand-off bounds in `settings`.
+fn limits(settings: &Settings) -> HandoffLimits {
+    HandoffLimits {
+        window: settings.handoff_window,
+        deadline: settings.handoff_deadline,
     }
 }

@@ -14,9 +14,15 @@
 //! - Backoff: the first restart after a healthy run is immediate; each further
 //!   consecutive restart waits `initial`, then `initial * factor`, … up to `cap`.
 //!   A worker that stayed up for at least `min_uptime` resets the sequence.
-//! - Crash-loop limit: if the slot was already restarted `max_restarts` times
-//!   within the last `window`, the next failure gives up instead: the slot stays
-//!   empty and the primary reports it. The primary never spins.
+//! - Crash-loop limit: it counts only *failed starts*: runs that ended
+//!   before the worker was ready (listening, or online for `min_uptime`
+//!   without listening), or that ended by themselves (an exit code, not a
+//!   signal) within `min_uptime` of the start. If the slot already had `max_restarts` such
+//!   runs restarted within the last `window`, the next one gives up instead:
+//!   the slot stays empty and the primary reports it. A worker killed from
+//!   outside after it was ready is always restarted (with the backoff), so a
+//!   service under a kill storm keeps its slots. The primary never spins:
+//!   the backoff applies to every restart.
 
 #[cfg(test)]
 mod tests;
@@ -84,11 +90,16 @@ impl Backoff {
     }
 }
 
-/// The crash-loop limit: at most `max_restarts` restarts of a slot within
-/// `window`. Default: 10 restarts per 60 s.
+/// The crash-loop limit: at most `max_restarts` restarts of a slot after
+/// failed starts within `window`. A failed start is a run that ended before
+/// the worker was ready (listening, or online for [`Backoff::min_uptime`]
+/// without listening), or that exited by itself (an exit code) within
+/// `min_uptime` of its start; a worker killed by a signal after it was
+/// ready never counts. Default: 10 per 60 s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CrashLoopLimit {
-    /// Restarts allowed within the window; one more gives up.
+    /// Restarts after failed starts allowed within the window; one more
+    /// gives up.
     pub max_restarts: u32,
     /// The sliding window.
     pub window: Duration,
@@ -133,6 +144,8 @@ pub struct RestartGuard {
     backoff: Backoff,
     limit: CrashLoopLimit,
     started_at: Option<Instant>,
+    online_at: Option<Instant>,
+    listening: bool,
     consecutive: u32,
     restarts: VecDeque<Instant>,
 }
@@ -145,6 +158,8 @@ impl RestartGuard {
             backoff,
             limit,
             started_at: None,
+            online_at: None,
+            listening: false,
             consecutive: 0,
             restarts: VecDeque::new(),
         }
@@ -153,15 +168,46 @@ impl RestartGuard {
     /// Record that a worker of this slot started at `now`.
     pub fn started(&mut self, now: Instant) {
         self.started_at = Some(now);
+        self.online_at = None;
+        self.listening = false;
     }
 
-    /// Decide what follows the exit of the slot's worker at `now`. A `Restart`
-    /// decision is counted against the crash-loop limit.
+    /// Record that the slot's worker came online at `now`: it is ready once
+    /// it listens, or once it stayed up [`Backoff::min_uptime`] from now.
+    pub fn online(&mut self, now: Instant) {
+        self.online_at.get_or_insert(now);
+    }
+
+    /// Record that the slot's worker listens (or was otherwise found
+    /// ready, like a reload's replacement): its end no longer counts toward
+    /// the crash-loop limit.
+    pub fn ready(&mut self) {
+        self.listening = true;
+    }
+
+    /// Whether the current run was ready at `now`.
+    fn was_ready(&self, now: Instant) -> bool {
+        self.listening
+            || self
+                .online_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.backoff.min_uptime)
+    }
+
+    /// Decide what follows the exit of the slot's worker at `now`. A
+    /// `Restart` after a run that was not ready is counted against the
+    /// crash-loop limit.
     pub fn exited(&mut self, now: Instant, exit: Exit, after_disconnect: bool) -> Decision {
+        let ready = self.was_ready(now);
+        self.online_at = None;
+        self.listening = false;
         let uptime = self
             .started_at
             .take()
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        // A failed start: it never got ready, or it ended by itself (an
+        // exit code, not a signal from outside) within min_uptime, like a
+        // worker that listens on one port and cannot on the next.
+        let failed_start = !ready || (exit.code().is_some() && uptime < self.backoff.min_uptime);
         if uptime >= self.backoff.min_uptime {
             self.consecutive = 0;
         }
@@ -183,10 +229,12 @@ impl RestartGuard {
                 break;
             }
         }
-        if self.restarts.len() >= self.limit.max_restarts as usize {
-            return Decision::GiveUp;
+        if failed_start {
+            if self.restarts.len() >= self.limit.max_restarts as usize {
+                return Decision::GiveUp;
+            }
+            self.restarts.push_back(now);
         }
-        self.restarts.push_back(now);
         let delay = self.backoff.delay(self.consecutive);
         self.consecutive = self.consecutive.saturating_add(1);
         Decision::Restart { delay }

@@ -99,8 +99,12 @@ pub enum WorkerStdio {
 }
 
 /// Liveness checking: a worker sends a heartbeat every `interval` from its own
-/// runtime; one silent for longer than `timeout` is killed (and restarted by
-/// the guard, like Gunicorn's worker timeout).
+/// runtime; one silent for longer than `timeout` is reported
+/// `Event::Unresponsive`, killed (and restarted by the guard, like
+/// Gunicorn's worker timeout). The clock starts when the worker is online;
+/// before that, a worker gets [`Settings::ready_timeout`] to come online.
+/// Default: on, every 1 s, 5 s of silence tolerated (see `docs/cluster.md`,
+/// "Bounds and rules").
 ///
 /// A worker blocked writing to a stalled output (see
 /// [`WorkerStdio::Piped`]) keeps its heartbeat as long as its runtime has a
@@ -109,15 +113,49 @@ pub enum WorkerStdio {
 /// task runs on another, so the worker stays in service. On a
 /// current-thread runtime, a blocking `println!` in a task blocks the whole
 /// runtime: the heartbeat stops, the worker is declared unresponsive,
-/// SIGKILLed and replaced under the restart guard (backoff, then the
-/// crash-loop limit gives the slot up), so a stalled log never makes the
-/// primary spin.
+/// SIGKILLed and replaced under the restart guard's backoff, so a stalled
+/// log never makes the primary spin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heartbeat {
-    /// How often the worker reports.
+    /// How often the worker reports. Default: 1 s.
     pub interval: Duration,
-    /// How long the primary tolerates silence.
+    /// How long the primary tolerates silence. Default: 5 s.
     pub timeout: Duration,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How many connections a worker may have handed over and not yet
+/// acknowledged, per listener, by default.
+pub const DEFAULT_HANDOFF_WINDOW: u32 = 16;
+
+/// How long a worker has to acknowledge a connection handed to it, by
+/// default.
+pub const DEFAULT_HANDOFF_DEADLINE: Duration = Duration::from_secs(1);
+
+/// The environment variables [`Settings`] reads in `Cluster::new` for what
+/// was not set in code (a setting in code wins; a malformed value is an
+/// error). Durations are in milliseconds.
+pub mod env_vars {
+    /// [`Settings::handoff_window`](super::Settings::handoff_window).
+    pub const HANDOFF_WINDOW: &str = "CLUSTER_HANDOFF_WINDOW";
+    /// [`Settings::handoff_deadline`](super::Settings::handoff_deadline), ms.
+    pub const HANDOFF_DEADLINE_MS: &str = "CLUSTER_HANDOFF_DEADLINE_MS";
+    /// The heartbeat interval, ms ([`Settings::heartbeat`](super::Settings::heartbeat)).
+    pub const HEARTBEAT_INTERVAL_MS: &str = "CLUSTER_HEARTBEAT_INTERVAL_MS";
+    /// The heartbeat timeout, ms; `0` turns the heartbeat off.
+    pub const HEARTBEAT_TIMEOUT_MS: &str = "CLUSTER_HEARTBEAT_TIMEOUT_MS";
+    /// [`CrashLoopLimit::max_restarts`](crate::CrashLoopLimit::max_restarts).
+    pub const CRASH_LOOP_LIMIT: &str = "CLUSTER_CRASH_LOOP_LIMIT";
+    /// [`CrashLoopLimit::window`](crate::CrashLoopLimit::window), ms.
+    pub const CRASH_LOOP_WINDOW_MS: &str = "CLUSTER_CRASH_LOOP_WINDOW_MS";
 }
 
 /// The settings of a primary. See the module docs.
@@ -133,6 +171,8 @@ pub struct Settings {
     pub(crate) backoff: Backoff,
     pub(crate) crash_loop: CrashLoopLimit,
     pub(crate) heartbeat: Option<Heartbeat>,
+    pub(crate) handoff_window: u32,
+    pub(crate) handoff_deadline: Duration,
     pub(crate) shutdown_deadline: Duration,
     pub(crate) ready_timeout: Duration,
     pub(crate) handle_signals: bool,
@@ -153,7 +193,9 @@ impl Default for Settings {
             restart: RestartPolicy::default(),
             backoff: Backoff::default(),
             crash_loop: CrashLoopLimit::default(),
-            heartbeat: None,
+            heartbeat: Some(Heartbeat::default()),
+            handoff_window: DEFAULT_HANDOFF_WINDOW,
+            handoff_deadline: DEFAULT_HANDOFF_DEADLINE,
             shutdown_deadline: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(30),
             handle_signals: false,
@@ -234,15 +276,48 @@ impl Settings {
         self
     }
 
-    /// The crash-loop limit. Default: 10 restarts per 60 s.
+    /// The crash-loop limit: how many runs that ended before the worker
+    /// was ready (see [`CrashLoopLimit`]) a slot tolerates within a window
+    /// before it gives up. Default: 10 per 60 s, or the variables
+    /// `CLUSTER_CRASH_LOOP_LIMIT` and `CLUSTER_CRASH_LOOP_WINDOW_MS`.
     pub fn crash_loop_limit(&mut self, limit: CrashLoopLimit) -> &mut Self {
         self.crash_loop = limit;
         self
     }
 
-    /// Turn on heartbeats. Default: off.
+    /// Heartbeats every `interval`, a worker silent for `timeout` killed.
+    /// Default: on, 1 s and 5 s (or `CLUSTER_HEARTBEAT_INTERVAL_MS` and
+    /// `CLUSTER_HEARTBEAT_TIMEOUT_MS`); see [`Heartbeat`].
     pub fn heartbeat(&mut self, interval: Duration, timeout: Duration) -> &mut Self {
         self.heartbeat = Some(Heartbeat { interval, timeout });
+        self
+    }
+
+    /// Turn the heartbeat off: a hung worker is then never detected (its
+    /// connections still go elsewhere after the hand-off deadline).
+    /// Default: on.
+    pub fn no_heartbeat(&mut self) -> &mut Self {
+        self.heartbeat = None;
+        self
+    }
+
+    /// How many connections the primary may have handed to one worker, on
+    /// one listener, that the worker has not acknowledged yet; a worker at
+    /// its window gets no new connection until it acknowledges one (at
+    /// least 1). Bounds what a hung worker can hold up, and with it the
+    /// primary's descriptors. Default: 16, or `CLUSTER_HANDOFF_WINDOW`.
+    pub fn handoff_window(&mut self, window: u32) -> &mut Self {
+        self.handoff_window = window.max(1);
+        self
+    }
+
+    /// How long a worker has to acknowledge a connection handed to it
+    /// before the primary takes it back and gives it to another (the worker
+    /// refuses it if it comes to it later), and the worker gets no new
+    /// connection until it acknowledges something. Default: 1 s, or
+    /// `CLUSTER_HANDOFF_DEADLINE_MS`.
+    pub fn handoff_deadline(&mut self, deadline: Duration) -> &mut Self {
+        self.handoff_deadline = deadline.max(Duration::from_millis(1));
         self
     }
 
@@ -350,6 +425,46 @@ impl Settings {
         }
     }
 
+    /// Fill what was not set in code (still at its default) from the
+    /// variables of [`env_vars`]; a malformed value is an error.
+    pub(crate) fn apply_env(&mut self) -> crate::Result<()> {
+        let d = Settings::default();
+        if self.handoff_window == d.handoff_window
+            && let Some(n) = env_number(env_vars::HANDOFF_WINDOW)?
+        {
+            self.handoff_window(u32::try_from(n).unwrap_or(u32::MAX));
+        }
+        if self.handoff_deadline == d.handoff_deadline
+            && let Some(ms) = env_number(env_vars::HANDOFF_DEADLINE_MS)?
+        {
+            self.handoff_deadline(Duration::from_millis(ms));
+        }
+        if self.heartbeat == d.heartbeat {
+            let interval = env_number(env_vars::HEARTBEAT_INTERVAL_MS)?;
+            let timeout = env_number(env_vars::HEARTBEAT_TIMEOUT_MS)?;
+            let hb = self.heartbeat.unwrap_or_default();
+            match timeout {
+                Some(0) => self.heartbeat = None,
+                _ if interval.is_none() && timeout.is_none() => {}
+                _ => {
+                    self.heartbeat(
+                        interval.map_or(hb.interval, |ms| Duration::from_millis(ms.max(1))),
+                        timeout.map_or(hb.timeout, Duration::from_millis),
+                    );
+                }
+            }
+        }
+        if self.crash_loop == d.crash_loop {
+            if let Some(n) = env_number(env_vars::CRASH_LOOP_LIMIT)? {
+                self.crash_loop.max_restarts = u32::try_from(n).unwrap_or(u32::MAX);
+            }
+            if let Some(ms) = env_number(env_vars::CRASH_LOOP_WINDOW_MS)? {
+                self.crash_loop.window = Duration::from_millis(ms);
+            }
+        }
+        Ok(())
+    }
+
     /// Merge `other` into `self`: args and env accumulate, every other field
     /// that `other` changed from the default replaces ours.
     pub fn merge(&mut self, other: &Settings) -> &mut Self {
@@ -381,6 +496,8 @@ impl Settings {
             backoff,
             crash_loop,
             heartbeat,
+            handoff_window,
+            handoff_deadline,
             shutdown_deadline,
             ready_timeout,
             handle_signals,
@@ -388,5 +505,23 @@ impl Settings {
             message_credits
         );
         self
+    }
+}
+
+/// The number in the variable `name`: `None` when unset or empty, an error
+/// when it is not a non-negative integer.
+fn env_number(name: &'static str) -> crate::Result<Option<u64>> {
+    match std::env::var(name) {
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| crate::Error::EnvVar { name, value: v }),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(v)) => Err(crate::Error::EnvVar {
+            name,
+            value: v.to_string_lossy().into_owned(),
+        }),
     }
 }

@@ -312,9 +312,13 @@ async fn receive_loop<M: Payload>(
                     conn_id,
                     listener_id,
                     peer,
+                    deadline_ns,
                 },
                 fds,
-            )) => net.on_connection(conn_id, listener_id, peer, fds).await,
+            )) => {
+                net.on_connection(conn_id, listener_id, peer, deadline_ns, fds)
+                    .await;
+            }
             Ok(Incoming::Control(..)) => {}
             // One message that is not an `M`: the channel goes on.
             Err(e) if is_message_error(&e) => deliver(&inbox, Err(Error::Ipc(e))).await,

@@ -83,6 +83,11 @@ pub enum ControlMsg {
         listener_id: u64,
         /// The client's address.
         peer: SocketAddr,
+        /// The hand-off deadline, in nanoseconds of `CLOCK_MONOTONIC`
+        /// (one clock for every process of the machine): a worker refuses
+        /// the connection if it would hand it to its user after this
+        /// instant, since the primary may have taken it back by then.
+        deadline_ns: u64,
     },
     /// Worker → primary: the worker took (or refused) a connection.
     ConnectionAck {

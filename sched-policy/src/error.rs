@@ -36,4 +36,11 @@ pub enum Error {
         /// The worker's slot.
         slot: Slot,
     },
+    /// A hand-off was reported answered (or failed) on a worker with none
+    /// pending.
+    #[error("worker in slot {slot} has no pending hand-off")]
+    NoPendingConnection {
+        /// The worker's slot.
+        slot: Slot,
+    },
 }

@@ -8,10 +8,12 @@
 //!
 //! - [`WorkerTable`]: the workers by [`Slot`] (a stable place, inherited by a
 //!   replacement process), with their [`WorkerState`], counters (open,
-//!   handed) and optional connection cap. The cluster keeps it up to date.
+//!   handed, pending: handed and not yet acknowledged), optional connection
+//!   cap and hand-off window, and whether a hand-off to them expired
+//!   (stalled). The cluster keeps it up to date.
 //! - [`Policy`]: the pluggable choice, `pick(Eligible, &Connection) ->
-//!   Option<Slot>`, over the [`Eligible`] view (ready, below cap, not
-//!   excluded). Built-ins: [`RoundRobin`], [`LeastConnections`],
+//!   Option<Slot>`, over the [`Eligible`] view (ready, below cap, with room
+//!   in the window, not stalled, not excluded). Built-ins: [`RoundRobin`], [`LeastConnections`],
 //!   [`PowerOfTwoChoices`], [`Sticky`] (rendezvous hashing by client IP).
 //! - [`SchedulingPolicy`]: the mode, `None` (share the listener, the kernel
 //!   picks) or `Distributed(policy)`, parsed from the names of
@@ -20,8 +22,8 @@
 //! - [`Scheduler`]: a table and a policy kept in step, with re-routing of a
 //!   connection whose hand-off failed.
 //!
-//! Picking never allocates, and never returns a draining, not-ready, capped
-//! or excluded worker; `None` means no worker can take the connection.
+//! Picking never allocates, and never returns a draining, not-ready, capped,
+//! full (at its window), stalled or excluded worker; `None` means no worker can take the connection.
 //!
 //! ```
 //! use std::net::SocketAddr;

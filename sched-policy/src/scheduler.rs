@@ -22,6 +22,14 @@ use crate::{Connection, Eligible, Error, Policy, Slot, WorkerState, WorkerTable}
 /// sched.hand_off_failed(Slot::new(1))?;
 /// assert_eq!(sched.reassign(&conn, &[Slot::new(1)]), Some(Slot::new(0)));
 /// assert_eq!(sched.table().get(Slot::new(0)).map(|w| w.open()), Some(2));
+/// // With a window of 2 hand-offs not yet acknowledged, slot 0 is full…
+/// sched.set_window(Slot::new(0), Some(2))?;
+/// sched.set_window(Slot::new(1), Some(2))?;
+/// assert_eq!(sched.table().get(Slot::new(0)).map(|w| w.pending()), Some(2));
+/// assert_eq!(sched.assign(&conn), Some(Slot::new(1)));
+/// // …until it acknowledges one.
+/// sched.hand_off_acknowledged(Slot::new(0))?;
+/// assert!(sched.eligible().contains(Slot::new(0)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -104,10 +112,42 @@ impl<P: Policy> Scheduler<P> {
         Some(slot)
     }
 
+    /// Sets or lifts the hand-off window of the worker in `slot`: how many
+    /// connections it may have handed over and not yet acknowledged before
+    /// it is not eligible.
+    pub fn set_window(&mut self, slot: Slot, window: Option<u32>) -> Result<(), Error> {
+        self.table.set_window(slot, window)
+    }
+
+    /// The worker in `slot` acknowledged a connection: it is no longer
+    /// pending (it stays open), and the worker is not stalled.
+    pub fn hand_off_acknowledged(&mut self, slot: Slot) -> Result<(), Error> {
+        self.table.hand_off_acknowledged(slot)
+    }
+
     /// A hand-off to `slot` failed (the worker died or refused before
-    /// acknowledging): the connection is no longer counted as open there.
+    /// acknowledging): the connection is no longer counted as pending nor
+    /// open there.
     pub fn hand_off_failed(&mut self, slot: Slot) -> Result<(), Error> {
-        self.connection_closed(slot)
+        self.table.hand_off_failed(slot)?;
+        self.policy.connection_closed(slot);
+        Ok(())
+    }
+
+    /// A hand-off to `slot` was not acknowledged in time and was taken
+    /// back: like [`hand_off_failed`](Scheduler::hand_off_failed), and the
+    /// worker is not eligible until it answers something
+    /// ([`worker_responded`](Scheduler::worker_responded)).
+    pub fn hand_off_expired(&mut self, slot: Slot) -> Result<(), Error> {
+        self.table.hand_off_expired(slot)?;
+        self.policy.connection_closed(slot);
+        Ok(())
+    }
+
+    /// The worker in `slot` answered something (an acknowledgement or a
+    /// refusal): it is not stalled any more.
+    pub fn worker_responded(&mut self, slot: Slot) -> Result<(), Error> {
+        self.table.worker_responded(slot)
     }
 
     /// A connection of the worker in `slot` closed.

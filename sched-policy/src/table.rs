@@ -65,7 +65,7 @@ pub enum WorkerState {
     Draining,
 }
 
-/// One worker's row: its slot, state, cap and counters.
+/// One worker's row: its slot, state, cap, hand-off window and counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerInfo {
     slot: Slot,
@@ -73,6 +73,9 @@ pub struct WorkerInfo {
     open: u32,
     handed: u64,
     cap: Option<u32>,
+    pending: u32,
+    window: Option<u32>,
+    stalled: bool,
 }
 
 impl WorkerInfo {
@@ -83,6 +86,9 @@ impl WorkerInfo {
             open: 0,
             handed: 0,
             cap: None,
+            pending: 0,
+            window: None,
+            stalled: false,
         }
     }
 
@@ -117,9 +123,35 @@ impl WorkerInfo {
         self.cap.is_none_or(|cap| self.open < cap)
     }
 
-    /// Whether the worker may be picked: ready and below its cap.
+    /// Connections handed to the worker that it has not acknowledged yet
+    /// (counted in [`open`](WorkerInfo::open) too).
+    pub fn pending(&self) -> u32 {
+        self.pending
+    }
+
+    /// The most connections the worker may have pending (handed, not yet
+    /// acknowledged) at once; `None` (the default) for no window.
+    pub fn window(&self) -> Option<u32> {
+        self.window
+    }
+
+    /// Whether a hand-off to the worker expired unacknowledged and the
+    /// worker has not acknowledged anything since: a worker that may be
+    /// hung is not picked until it shows it is alive.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled
+    }
+
+    /// Whether the worker has room in its hand-off window (always, without
+    /// one) and is not stalled.
+    pub fn can_take_hand_off(&self) -> bool {
+        !self.stalled && self.window.is_none_or(|w| self.pending < w)
+    }
+
+    /// Whether the worker may be picked: ready, below its cap, with room in
+    /// its hand-off window and not stalled.
     pub fn is_eligible(&self) -> bool {
-        self.state == WorkerState::Ready && self.below_cap()
+        self.state == WorkerState::Ready && self.below_cap() && self.can_take_hand_off()
     }
 }
 
@@ -194,12 +226,68 @@ impl WorkerTable {
         Ok(())
     }
 
+    /// Sets (or with `None` lifts) the hand-off window of the worker in
+    /// `slot`: how many connections it may have handed over and not yet
+    /// acknowledged.
+    pub fn set_window(&mut self, slot: Slot, window: Option<u32>) -> Result<(), Error> {
+        self.row_mut(slot)?.window = window;
+        Ok(())
+    }
+
     /// Records that a connection was handed to the worker in `slot`: one more
-    /// open, one more handed.
+    /// open, one more handed, one more pending (until
+    /// [`hand_off_acknowledged`](WorkerTable::hand_off_acknowledged),
+    /// [`hand_off_failed`](WorkerTable::hand_off_failed) or
+    /// [`hand_off_expired`](WorkerTable::hand_off_expired)).
     pub fn connection_handed(&mut self, slot: Slot) -> Result<(), Error> {
         let row = self.row_mut(slot)?;
         row.open = row.open.saturating_add(1);
         row.handed = row.handed.saturating_add(1);
+        row.pending = row.pending.saturating_add(1);
+        Ok(())
+    }
+
+    /// Records that the worker in `slot` acknowledged a connection handed
+    /// to it: one less pending (it stays open), and the worker is no longer
+    /// stalled.
+    pub fn hand_off_acknowledged(&mut self, slot: Slot) -> Result<(), Error> {
+        let row = self.row_mut(slot)?;
+        row.pending = row
+            .pending
+            .checked_sub(1)
+            .ok_or(Error::NoPendingConnection { slot })?;
+        row.stalled = false;
+        Ok(())
+    }
+
+    /// Records that a hand-off to the worker in `slot` failed (refused, or
+    /// the worker died before acknowledging): one less pending, one less
+    /// open; the connection goes elsewhere.
+    pub fn hand_off_failed(&mut self, slot: Slot) -> Result<(), Error> {
+        let row = self.row_mut(slot)?;
+        row.pending = row
+            .pending
+            .checked_sub(1)
+            .ok_or(Error::NoPendingConnection { slot })?;
+        row.open = row.open.saturating_sub(1);
+        Ok(())
+    }
+
+    /// Records that a hand-off to the worker in `slot` was not acknowledged
+    /// within its deadline and was taken back: like
+    /// [`hand_off_failed`](WorkerTable::hand_off_failed), and the worker is
+    /// stalled (not eligible) until it answers something
+    /// ([`worker_responded`](WorkerTable::worker_responded)).
+    pub fn hand_off_expired(&mut self, slot: Slot) -> Result<(), Error> {
+        self.hand_off_failed(slot)?;
+        self.row_mut(slot)?.stalled = true;
+        Ok(())
+    }
+
+    /// Records that the worker in `slot` answered (an acknowledgement or a
+    /// refusal, even of a connection already taken back): it is not stalled.
+    pub fn worker_responded(&mut self, slot: Slot) -> Result<(), Error> {
+        self.row_mut(slot)?.stalled = false;
         Ok(())
     }
 
@@ -234,7 +322,8 @@ impl WorkerTable {
         self.rows.is_empty()
     }
 
-    /// The workers a policy may pick: ready and below their cap.
+    /// The workers a policy may pick: ready, below their cap, with room in
+    /// their hand-off window and not stalled.
     pub fn eligible(&self) -> Eligible<'_> {
         Eligible {
             rows: &self.rows,
@@ -275,8 +364,8 @@ fn find(rows: &[WorkerInfo], slot: Slot) -> Result<usize, usize> {
 }
 
 /// The workers a policy may pick from: a borrowed, allocation-free view of a
-/// [`WorkerTable`] that yields only ready workers below their cap and not
-/// excluded, in slot order.
+/// [`WorkerTable`] that yields only ready workers below their cap, with room
+/// in their hand-off window, not stalled and not excluded, in slot order.
 #[derive(Debug, Clone, Copy)]
 pub struct Eligible<'a> {
     rows: &'a [WorkerInfo],
@@ -308,6 +397,20 @@ impl<'a> Eligible<'a> {
     /// How many workers are eligible.
     pub fn count(&self) -> usize {
         self.iter().count()
+    }
+
+    /// How many connections could be handed over now before no worker is
+    /// eligible: summed over the eligible workers, the room left in each
+    /// one's hand-off window and under its cap (a worker with neither
+    /// counts `u32::MAX`), saturating.
+    pub fn room(&self) -> u64 {
+        self.iter()
+            .map(|w| {
+                let window = w.window.map_or(u32::MAX, |n| n.saturating_sub(w.pending));
+                let cap = w.cap.map_or(u32::MAX, |n| n.saturating_sub(w.open));
+                u64::from(window.min(cap))
+            })
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Whether no worker is eligible.

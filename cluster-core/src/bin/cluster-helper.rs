@@ -31,7 +31,9 @@
 //! while the runtime serves connections on `HELPER_ADDR` like `serve` and
 //! answers each `Ping` with `Pong { n: lines printed so far }`),
 //! `spew-inline` (prints those lines from the runtime's only thread, so a
-//! blocked write blocks the runtime and its heartbeat, then `echo`).
+//! blocked write blocks the runtime and its heartbeat, then `echo`),
+//! `listen-twice` (listen through the primary on `HELPER_ADDR`, then on
+//! `HELPER_ADDR2`; exit 1 when that fails).
 //!
 //! The primary prints `fork <id> <pid>`, `online <id>`, `exit <id> <exit>`,
 //! `reload started` and `reload done` (or `reload failed <error>`) lines,
@@ -171,6 +173,14 @@ fn worker(mode: &str) -> BoxResult {
             // The primary's `Msg` has a unit variant 3: not this.
             "garbage" => w.send(&Msg::HelperOnly(7)).await?,
             "refuse" => drop(w.listen(helper_addr()?).await?),
+            // Listen (the primary binds), then fail to listen on
+            // HELPER_ADDR2 (a port taken): exit 1 soon after listening.
+            "listen-twice" => {
+                let first = w.listen(helper_addr()?).await?;
+                let second: std::net::SocketAddr = std::env::var("HELPER_ADDR2")?.parse()?;
+                w.listen(second).await?;
+                _listener = Some(Box::new(first));
+            }
             "listen-report" => {
                 let report = match w.listen(helper_addr()?).await {
                     Ok(l) => {

@@ -11,7 +11,18 @@
 //!   worker (`NewConnection`, the descriptor attached) and keeps a duplicate
 //!   until the worker's `ConnectionAck`. A refusal, a failed send or the
 //!   worker's death before the ack re-routes the connection with that slot
-//!   excluded; it is closed only when no worker is left to take it.
+//!   excluded.
+//! - Bounds: a worker has at most `window` connections handed over and not
+//!   acknowledged (the scheduler's window); one not acknowledged by its
+//!   deadline (plus a margin) is taken back and re-routed, and the worker is
+//!   stalled (not eligible) until it answers. The accept task accepts only
+//!   as many connections as the eligible workers have room for: with none,
+//!   it stops accepting (the kernel's backlog holds the clients) until a
+//!   worker has room again. A connection with nowhere to go (its worker
+//!   died, none other eligible) is *parked* and handed over first when a
+//!   worker has room; it is closed only when the balancer closes (shutdown,
+//!   or every slot gave up). So the primary holds at most
+//!   `workers x window` (+ one accept batch) connections per listener.
 //! - `none`: every listening worker gets a duplicate of the listening socket
 //!   and accepts itself.
 //!
@@ -26,12 +37,14 @@
 //! schedules and hands the connections over and tracks their acks and
 //! closes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use sched_policy::{Policy, Scheduler, Slot, WorkerState};
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::event::{SlotId, WorkerId};
@@ -40,7 +53,7 @@ use crate::settings::PolicyChoice;
 mod bind;
 mod handoff;
 
-use handoff::{Open, Pending, close_open, hand_off_failed};
+use handoff::{Open, Pending, close_open, hand_off_failed, unpark};
 
 /// A worker's connection counters, shared with its `WorkerHandle`.
 #[derive(Debug, Default)]
@@ -99,6 +112,12 @@ struct ListenerEntry {
     /// The workers listening here, by slot, oldest first.
     routes: BTreeMap<SlotId, Vec<Route>>,
     accept_task: Option<AbortHandle>,
+    /// Connections that had nowhere to go, oldest first: handed over before
+    /// anything new is accepted.
+    parked: VecDeque<u64>,
+    /// Whether the accept task waits for room (on `room_notify`).
+    waiting: bool,
+    room_notify: Arc<Notify>,
 }
 
 struct WorkerNet {
@@ -106,11 +125,41 @@ struct WorkerNet {
     counters: Arc<Counters>,
     sender: Option<cluster_ipc::Sender>,
     draining: bool,
+    /// A hand-off to it expired; cleared when it answers anything.
+    stalled: bool,
+}
+
+/// The hand-off bounds, from the settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HandoffLimits {
+    /// Connections handed to a worker, per listener, not yet acknowledged.
+    pub(crate) window: u32,
+    /// How long a worker has to acknowledge one.
+    pub(crate) deadline: Duration,
+}
+
+impl Default for HandoffLimits {
+    fn default() -> Self {
+        Self {
+            window: crate::settings::DEFAULT_HANDOFF_WINDOW,
+            deadline: crate::settings::DEFAULT_HANDOFF_DEADLINE,
+        }
+    }
+}
+
+impl HandoffLimits {
+    /// How long after its deadline a hand-off is taken back: the time an
+    /// ack sent just before the deadline has to arrive (a quarter of the
+    /// deadline, at least 50 ms).
+    pub(crate) fn margin(&self) -> Duration {
+        (self.deadline / 4).max(Duration::from_millis(50))
+    }
 }
 
 #[derive(Default)]
 struct State {
     choice: Option<PolicyChoice>,
+    limits: HandoffLimits,
     listeners: Vec<ListenerEntry>,
     by_addr: HashMap<SocketAddr, usize>,
     workers: HashMap<WorkerId, WorkerNet>,
@@ -140,6 +189,11 @@ impl Balancer {
         self.lock().choice = Some(choice);
     }
 
+    /// The hand-off window and deadline of workers added from now on.
+    pub(crate) fn set_limits(&self, limits: HandoffLimits) {
+        self.lock().limits = limits;
+    }
+
     /// A worker was started.
     pub(crate) fn add_worker(&self, id: WorkerId, slot: SlotId, counters: Arc<Counters>) {
         self.lock().workers.insert(
@@ -149,6 +203,7 @@ impl Balancer {
                 counters,
                 sender: None,
                 draining: false,
+                stalled: false,
             },
         );
     }
@@ -173,7 +228,7 @@ impl Balancer {
         w.draining = true;
         let slot = w.slot;
         for entry in &mut st.listeners {
-            refresh_row(entry, slot, &st.workers);
+            refresh_row(entry, slot, &st.workers, st.limits.window);
         }
     }
 
@@ -198,31 +253,78 @@ impl Balancer {
             if let Some(routes) = entry.routes.get_mut(&w.slot) {
                 routes.retain(|r| r.worker != id);
             }
-            refresh_row(entry, w.slot, &st.workers);
+            refresh_row(entry, w.slot, &st.workers, st.limits.window);
         }
         let unacked: Vec<u64> = st
             .pending
             .iter()
-            .filter(|(_, p)| p.worker == id)
+            .filter(|(_, p)| p.worker == Some(id))
             .map(|(c, _)| *c)
             .collect();
         for conn_id in unacked {
             hand_off_failed(st, id, conn_id);
         }
+        wake_all(st);
     }
 
     /// Stop accepting: close every listener (new connections are refused by
-    /// the kernel). Connections already accepted are still handed over.
+    /// the kernel). Connections already handed over may still be
+    /// acknowledged or re-routed; parked ones, with no worker to go to, are
+    /// closed.
     pub(crate) fn close(&self) {
         let mut st = self.lock();
         st.closed = true;
+        let mut parked = Vec::new();
         for entry in &mut st.listeners {
             if let Some(task) = entry.accept_task.take() {
                 task.abort();
             }
             entry.shared = None;
+            parked.extend(entry.parked.drain(..));
         }
+        let dropped: Vec<_> = parked
+            .into_iter()
+            .filter_map(|c| st.pending.remove(&c))
+            .collect();
+        drop(st);
+        drop(dropped);
     }
+}
+
+/// Room may have appeared on every listener (a worker came, went, or
+/// answered): hand the parked connections over and wake the accept tasks
+/// that wait for room.
+fn wake_all(st: &mut State) {
+    for idx in 0..st.listeners.len() {
+        wake(st, idx);
+    }
+}
+
+/// Room may have appeared on listener `idx`: hand its parked connections
+/// over first, then wake its accept task if it waits and there is room
+/// left. Cheap when nothing waits.
+fn wake(st: &mut State, idx: usize) {
+    let Some(entry) = st.listeners.get(idx) else {
+        return;
+    };
+    if !entry.parked.is_empty() {
+        unpark(st, idx);
+    }
+    let entry = &mut st.listeners[idx];
+    if entry.waiting && room(entry) > 0 {
+        entry.waiting = false;
+        entry.room_notify.notify_one();
+    }
+}
+
+/// How many new connections listener `entry` may accept now: the room its
+/// eligible workers have, less what is parked.
+fn room(entry: &ListenerEntry) -> usize {
+    let Some(sched) = entry.sched.as_ref() else {
+        return 0;
+    };
+    let room = usize::try_from(sched.eligible().room()).unwrap_or(usize::MAX);
+    room.saturating_sub(entry.parked.len())
 }
 
 /// The worker of `slot` that takes new connections on this listener: the
@@ -243,7 +345,12 @@ fn route_of(
 /// Bring the slot's row of the listener's scheduler in line with its
 /// routes: ready with a live route, draining with only draining ones,
 /// removed with none.
-fn refresh_row(entry: &mut ListenerEntry, slot: SlotId, workers: &HashMap<WorkerId, WorkerNet>) {
+fn refresh_row(
+    entry: &mut ListenerEntry,
+    slot: SlotId,
+    workers: &HashMap<WorkerId, WorkerNet>,
+    window: u32,
+) {
     let ready = route_of(&entry.routes, slot, workers).is_some();
     let any = entry.routes.get(&slot).is_some_and(|r| !r.is_empty());
     if !any {
@@ -262,6 +369,7 @@ fn refresh_row(entry: &mut ListenerEntry, slot: SlotId, workers: &HashMap<Worker
         }
         (false, true) => {
             let _ = sched.add_worker(s);
+            let _ = sched.set_window(s, Some(window));
         }
         (true, true) => {}
     }

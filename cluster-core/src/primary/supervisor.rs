@@ -1,6 +1,7 @@
 //! The supervisor: the one task that orders events, keeps the slots filled
 //! (restart policy, backoff, crash-loop limit), enforces the heartbeat
-//! timeout and runs the graceful shutdown.
+//! timeout (and the start-up allowance before it), tells the program when
+//! every slot gave up, and runs the graceful shutdown.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::event::{Event, Exit, SlotId, WorkerId};
 use crate::primary::driver::Notice;
 use crate::primary::{Command, Placement, Shared};
 use crate::restart::Decision;
+use crate::settings::Heartbeat;
 use crate::state::WorkerState;
 
 /// How a worker that could not be started counts for its slot's guard (the
@@ -120,7 +122,13 @@ async fn reload_on_hangup<M: Payload>(
 struct Supervisor<M> {
     shared: Arc<Shared<M>>,
     events: mpsc::UnboundedSender<Event<M>>,
-    last_seen: HashMap<WorkerId, Instant>,
+    /// The heartbeat in force, read again at every fork (the settings may
+    /// change until the first one).
+    heartbeat: Option<Heartbeat>,
+    /// Per live worker: when it was last heard of, and how long it may stay
+    /// silent from then (the ready timeout until it is online, then the
+    /// heartbeat timeout).
+    last_seen: HashMap<WorkerId, (Instant, Duration)>,
     deadline: Option<tokio::time::Instant>,
     waiters: Vec<oneshot::Sender<()>>,
 }
@@ -142,14 +150,11 @@ pub(crate) async fn run<M: Payload>(
     mut signals: Option<Signals>,
 ) {
     let heartbeat = shared.lock().settings.heartbeat;
-    let mut tick = heartbeat.map(|h| {
-        let mut t = tokio::time::interval((h.timeout / 4).max(Duration::from_millis(5)));
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
-    });
+    let mut tick = heartbeat_tick(heartbeat);
     let mut sup = Supervisor {
         shared,
         events,
+        heartbeat,
         last_seen: HashMap::new(),
         deadline: None,
         waiters: Vec::new(),
@@ -157,7 +162,17 @@ pub(crate) async fn run<M: Payload>(
     let mut commands_open = true;
     loop {
         tokio::select! {
-            Some(notice) = notices.recv() => sup.on_notice(notice),
+            Some(notice) = notices.recv() => {
+                let forked = matches!(notice, Notice::Forked(_));
+                sup.on_notice(notice);
+                if forked {
+                    let heartbeat = sup.shared.lock().settings.heartbeat;
+                    if heartbeat != sup.heartbeat {
+                        sup.heartbeat = heartbeat;
+                        tick = heartbeat_tick(heartbeat);
+                    }
+                }
+            }
             cmd = commands.recv(), if commands_open => match cmd {
                 Some(Command::Shutdown(reply)) => {
                     sup.waiters.push(reply);
@@ -180,9 +195,7 @@ pub(crate) async fn run<M: Payload>(
                 }
             },
             _ = async { tick.as_mut().expect("guarded").tick().await }, if tick.is_some() => {
-                if let Some(h) = heartbeat {
-                    sup.check_heartbeats(h.timeout);
-                }
+                sup.check_heartbeats();
             }
             () = async { tokio::time::sleep_until(sup.deadline.expect("guarded")).await }, if sup.deadline.is_some() => {
                 sup.deadline = None;
@@ -203,6 +216,15 @@ pub(crate) async fn run<M: Payload>(
     }
 }
 
+/// The tick that checks the heartbeats: four times per timeout.
+fn heartbeat_tick(heartbeat: Option<Heartbeat>) -> Option<tokio::time::Interval> {
+    heartbeat.map(|h| {
+        let mut t = tokio::time::interval((h.timeout / 4).max(Duration::from_millis(5)));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    })
+}
+
 impl<M: Payload> Supervisor<M> {
     fn emit(&self, ev: Event<M>) {
         let _ = self.events.send(ev);
@@ -212,7 +234,8 @@ impl<M: Payload> Supervisor<M> {
         let now = Instant::now();
         match notice {
             Notice::Forked(handle) => {
-                self.last_seen.insert(handle.id(), now);
+                let ready_timeout = self.shared.lock().settings.ready_timeout;
+                self.last_seen.insert(handle.id(), (now, ready_timeout));
                 self.emit(Event::Fork {
                     worker: handle.id(),
                     slot: handle.slot(),
@@ -220,16 +243,20 @@ impl<M: Payload> Supervisor<M> {
                 });
             }
             Notice::Online(id) => {
-                self.last_seen.insert(id, now);
+                if let Some(h) = self.heartbeat {
+                    self.last_seen.insert(id, (now, h.timeout));
+                }
+                self.with_guard(id, |g| g.online(now));
                 self.advance(id, WorkerState::Online);
                 self.emit(Event::Online { worker: id });
             }
             Notice::Listening(id, addr) => {
+                self.with_guard(id, |g| g.ready());
                 self.advance(id, WorkerState::Listening);
                 self.emit(Event::Listening { worker: id, addr });
             }
             Notice::Heartbeat(id) => {
-                if let Some(t) = self.last_seen.get_mut(&id) {
+                if let Some((t, _)) = self.last_seen.get_mut(&id) {
                     *t = now;
                 }
             }
@@ -254,6 +281,19 @@ impl<M: Payload> Supervisor<M> {
                 self.on_exit(id, exit, now);
             }
             Notice::RestartDue(slot) => self.restart(slot),
+        }
+    }
+
+    /// Apply `f` to the guard of `id`'s slot, if `id` is its current worker.
+    fn with_guard(&self, id: WorkerId, f: impl FnOnce(&mut crate::restart::RestartGuard)) {
+        let mut st = self.shared.lock();
+        let Some(slot) = st.workers.get(&id).map(|w| w.slot()) else {
+            return;
+        };
+        if let Some(s) = st.slots.get_mut(&slot)
+            && s.current == Some(id)
+        {
+            f(&mut s.guard);
         }
     }
 
@@ -325,10 +365,13 @@ impl<M: Payload> Supervisor<M> {
                     });
                 }
             }
-            Decision::GiveUp => self.emit(Event::GaveUp {
-                slot,
-                last_exit: exit,
-            }),
+            Decision::GiveUp => {
+                self.emit(Event::GaveUp {
+                    slot,
+                    last_exit: exit,
+                });
+                self.gave_up(slot);
+            }
             Decision::Stop(_) => {}
         }
     }
@@ -360,18 +403,45 @@ impl<M: Payload> Supervisor<M> {
         }
     }
 
-    fn check_heartbeats(&mut self, timeout: Duration) {
+    /// `slot` gave up; when every slot has, the cluster cannot run: its
+    /// listeners close (clients are refused), nothing restarts, and
+    /// `AllSlotsGaveUp` is the last event (the loop ends with the last
+    /// worker).
+    fn gave_up(&mut self, slot: SlotId) {
+        {
+            let mut st = self.shared.lock();
+            if let Some(s) = st.slots.get_mut(&slot) {
+                s.gave_up = true;
+            }
+            if st.gave_up || !st.slots.values().all(|s| s.gave_up) {
+                return;
+            }
+            st.gave_up = true;
+            st.stopping = true;
+            self.shared.balancer.close();
+        }
+        self.emit(Event::AllSlotsGaveUp);
+    }
+
+    fn check_heartbeats(&mut self) {
+        if self.heartbeat.is_none() {
+            return;
+        }
         let now = Instant::now();
         let silent: Vec<WorkerId> = self
             .last_seen
             .iter()
-            .filter(|(_, t)| now.saturating_duration_since(**t) > timeout)
+            .filter(|(_, (t, allowed))| now.saturating_duration_since(*t) > *allowed)
             .map(|(id, _)| *id)
             .collect();
         for id in silent {
-            // Killed once; its exit removes it for good.
+            // Killed once; its exit removes it for good. What it had not
+            // acknowledged goes to other workers now, not when its exit is
+            // reaped (a stopped process is reaped only once it is
+            // continued or killed, which may take a while).
             self.last_seen.remove(&id);
             self.kill(id, Signal::SIGKILL);
+            self.shared.balancer.worker_gone(id);
             self.emit(Event::Unresponsive { worker: id });
         }
     }

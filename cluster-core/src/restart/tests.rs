@@ -153,3 +153,79 @@ fn restarts_outside_the_window_do_not_count() {
     let (d, _) = crash(&mut g, t + 11_000 * MS, MS);
     assert!(matches!(d, Decision::Restart { .. }), "{d:?}");
 }
+
+/// A worker killed from outside after it listened, however often: always
+/// restarted (with the backoff), never given up.
+#[test]
+fn runs_that_were_ready_never_count_toward_the_limit() {
+    let mut g = guard(RestartPolicy::OnFailure);
+    let mut t = Instant::now();
+    for i in 0..100 {
+        g.started(t);
+        g.online(t + MS);
+        g.ready();
+        t += 50 * MS;
+        let d = g.exited(t, Exit::Signal(9), false);
+        assert!(matches!(d, Decision::Restart { .. }), "run {i}: {d:?}");
+        // The backoff still applies (these runs were short), capped.
+        if let Decision::Restart { delay } = d {
+            assert!(delay <= 1000 * MS);
+            t += delay;
+        }
+    }
+}
+
+#[test]
+fn a_worker_online_but_never_listening_is_ready_after_min_uptime() {
+    let mut g = guard(RestartPolicy::OnFailure);
+    let t = Instant::now();
+    // Online, then dead within min_uptime (500 ms): a failed start, five
+    // times restarted, the sixth given up.
+    let mut at = t;
+    for _ in 0..5 {
+        g.started(at);
+        g.online(at);
+        assert!(matches!(
+            g.exited(at + 100 * MS, Exit::Code(1), false),
+            Decision::Restart { .. }
+        ));
+        at += 200 * MS;
+    }
+    g.started(at);
+    g.online(at);
+    // Up for min_uptime after online: ready, so restarted despite the limit.
+    assert!(matches!(
+        g.exited(at + 600 * MS, Exit::Code(1), false),
+        Decision::Restart { .. }
+    ));
+    g.started(at + 700 * MS);
+    g.online(at + 700 * MS);
+    assert_eq!(
+        g.exited(at + 750 * MS, Exit::Code(1), false),
+        Decision::GiveUp
+    );
+}
+
+/// Listening, then exiting by itself at once (a second port taken): a
+/// failed start although it listened.
+#[test]
+fn an_early_exit_code_counts_even_after_listening() {
+    let mut g = guard(RestartPolicy::OnFailure);
+    let mut t = Instant::now();
+    for _ in 0..5 {
+        g.started(t);
+        g.online(t);
+        g.ready();
+        assert!(matches!(
+            g.exited(t + 10 * MS, Exit::Code(1), false),
+            Decision::Restart { .. }
+        ));
+        t += 100 * MS;
+    }
+    g.started(t);
+    g.ready();
+    assert_eq!(
+        g.exited(t + 10 * MS, Exit::Code(1), false),
+        Decision::GiveUp
+    );
+}

@@ -11,7 +11,9 @@ fn defaults() {
     assert!(s.n_workers >= 1);
     assert_eq!(s.stdio, WorkerStdio::Piped);
     assert_eq!(s.restart, RestartPolicy::OnFailure);
-    assert!(s.heartbeat.is_none());
+    assert_eq!(s.heartbeat, Some(Heartbeat::default()));
+    assert_eq!(s.handoff_window, DEFAULT_HANDOFF_WINDOW);
+    assert_eq!(s.handoff_deadline, DEFAULT_HANDOFF_DEADLINE);
     assert!(!s.handle_signals);
     assert!(!s.reload_on_hangup);
 }

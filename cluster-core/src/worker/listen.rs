@@ -6,7 +6,10 @@
 //! queues it for [`Listener::accept`], which acknowledges it when it hands it
 //! to the user. Until then the primary still owns it: a worker that dies, or
 //! a `Listener` dropped, with connections queued gives them back (no ack, or
-//! a refusal) and the primary re-routes them. Under `none` the
+//! a refusal) and the primary re-routes them. So does a connection that
+//! reaches `accept` after its hand-off deadline (the worker was stopped or
+//! its runtime blocked): it is refused, since the primary may have taken it
+//! back and given it to another worker. Under `none` the
 //! primary sends the listening socket itself and `accept` calls the kernel.
 //! Either way the user sees the same `Listener`.
 //!
@@ -190,6 +193,7 @@ impl Net {
         conn_id: u64,
         listener_id: u64,
         peer: SocketAddr,
+        deadline_ns: u64,
         fds: Vec<OwnedFd>,
     ) {
         let queue = self.lock().handed.get(&listener_id).cloned();
@@ -201,6 +205,7 @@ impl Net {
                         peer,
                         conn_id,
                         open: self.drain.open.track(),
+                        deadline_ns,
                     })
                     .is_ok(),
                 Err(_) => false,
@@ -225,6 +230,8 @@ struct Handed {
     conn_id: u64,
     /// Counts it among the worker's open connections from the hand-over on.
     open: Open,
+    /// The hand-off deadline (`CLOCK_MONOTONIC` ns): refused past it.
+    deadline_ns: u64,
 }
 
 /// What a worker still has in hand: the connections it took over (queued
@@ -470,8 +477,21 @@ impl Listener {
 
     async fn accept_inner(&mut self) -> Option<(Connection, SocketAddr)> {
         match &mut self.source {
-            Source::Handed { queue, tx } => {
+            Source::Handed { queue, tx } => loop {
                 let h = queue.recv().await?;
+                if crate::clock::monotonic_ns() > h.deadline_ns {
+                    // Too late: the primary may have given it to another
+                    // worker. Refused (and dropped here; the primary keeps
+                    // its own descriptor of it).
+                    send_soon(
+                        tx,
+                        ControlMsg::ConnectionAck {
+                            conn_id: h.conn_id,
+                            accepted: false,
+                        },
+                    );
+                    continue;
+                }
                 // Taken: from now on the connection is this worker's.
                 send_soon(
                     tx,
@@ -489,8 +509,8 @@ impl Listener {
                     }),
                     _open: h.open,
                 };
-                Some((conn, h.peer))
-            }
+                return Some((conn, h.peer));
+            },
             Source::Shared { listener, draining } => loop {
                 if *draining.borrow() {
                     return None;

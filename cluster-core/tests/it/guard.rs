@@ -55,6 +55,13 @@ async fn a_crashing_worker_backs_off_then_is_given_up() {
         })
     ));
     assert!(cluster.workers().is_empty());
+    // Its only slot gave up: the cluster says so, last, and ends.
+    assert!(matches!(
+        support::next(&mut cluster).await,
+        Event::AllSlotsGaveUp
+    ));
+    assert!(cluster.has_given_up());
+    assert!(matches!(cluster.fork(), Err(cluster_core::Error::Stopped)));
     support::shutdown_with_no_more_events(cluster).await;
 }
 

@@ -7,6 +7,7 @@
 mod demo;
 #[cfg(all(feature = "hyper", feature = "axum"))]
 mod drain;
+mod faults;
 mod guard;
 mod lifecycle;
 mod listen;

@@ -92,6 +92,7 @@ fn examples() -> Vec<(&'static str, ControlMsg, usize)> {
                 conn_id: 300,
                 listener_id: 7,
                 peer: v4(50000),
+                deadline_ns: 1_500_000_000,
             },
             1,
         ),
@@ -209,13 +210,14 @@ fn arb_control() -> impl Strategy<Value = ControlMsg> {
         listen,
         reply,
         arb_addr().prop_map(|addr| ControlMsg::Listening { addr }),
-        (any::<u64>(), any::<u64>(), arb_addr()).prop_map(|(conn_id, listener_id, peer)| {
-            ControlMsg::NewConnection {
+        (any::<u64>(), any::<u64>(), arb_addr(), any::<u64>()).prop_map(
+            |(conn_id, listener_id, peer, deadline_ns)| ControlMsg::NewConnection {
                 conn_id,
                 listener_id,
                 peer,
+                deadline_ns,
             }
-        }),
+        ),
         (any::<u64>(), any::<bool>())
             .prop_map(|(conn_id, accepted)| ControlMsg::ConnectionAck { conn_id, accepted }),
         any::<u64>().prop_map(|conn_id| ControlMsg::ConnectionClosed { conn_id }),

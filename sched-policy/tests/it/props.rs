@@ -120,16 +120,20 @@ proptest! {
     fn no_policy_ever_picks_an_ineligible_worker(
         kind in prop::sample::select(PolicyKind::ALL.to_vec()),
         seed in any::<u64>(),
-        rows in prop::collection::vec((0u8..3, prop::option::of(0u32..4)), 0..12),
-        ops in prop::collection::vec((0u8..4, any::<u32>()), 0..200),
+        rows in prop::collection::vec(
+            (0u8..3, prop::option::of(0u32..4), prop::option::of(0u32..3)),
+            0..12,
+        ),
+        ops in prop::collection::vec((0u8..7, any::<u32>()), 0..200),
     ) {
         let mut table = WorkerTable::new();
-        for (i, (state, cap)) in rows.iter().enumerate() {
+        for (i, (state, cap, window)) in rows.iter().enumerate() {
             let slot = Slot::new(i as u32);
             table.add(slot).unwrap();
             let state = [WorkerState::Ready, WorkerState::Draining, WorkerState::NotReady][*state as usize];
             table.set_state(slot, state).unwrap();
             table.set_cap(slot, *cap).unwrap();
+            table.set_window(slot, *window).unwrap();
         }
         let mut policy = boxed(kind, seed);
         for (op, x) in ops {
@@ -146,17 +150,25 @@ proptest! {
                     };
                     let _ = table.set_state(slot, next);
                 }
+                // Answer a hand-off: acknowledged, expired, or the worker
+                // answered something.
+                4 => { let _ = table.hand_off_acknowledged(Slot::new(x % n)); }
+                5 => { let _ = table.hand_off_expired(Slot::new(x % n)); }
+                6 => { let _ = table.worker_responded(Slot::new(x % n)); }
                 // Pick, possibly excluding one slot, and hand the connection.
                 _ => {
                     let exclude = [Slot::new(x % n)];
                     let view = if op == 3 { table.eligible_except(&exclude) } else { table.eligible() };
                     let picked = policy.pick(view, &conn(x, x as u16));
+                    prop_assert_eq!(view.room() == 0, view.is_empty());
                     match picked {
                         None => prop_assert!(view.is_empty()),
                         Some(slot) => {
                             let w = table.get(slot).expect("a slot of the table");
                             prop_assert_eq!(w.state(), WorkerState::Ready);
                             prop_assert!(w.below_cap());
+                            prop_assert!(!w.is_stalled());
+                            prop_assert!(w.window().is_none_or(|n| w.pending() < n));
                             prop_assert!(op != 3 || slot != exclude[0]);
                             table.connection_handed(slot).unwrap();
                         }

@@ -7,7 +7,9 @@
 //! `notready S..`, `remove S..`, `cap S N`, `close S`, `pick N` (N new
 //! connections; the k-th of the whole script comes from `127.0.0.(2 + k % 6)`
 //! port `50000 + k`), `reroute S` (one connection, its hand-off to `S`
-//! failed: `S` excluded).
+//! failed: `S` excluded), `window S N`, and for every pending hand-off to
+//! `S`: `ack S` (acknowledged), `refuse S` (failed), `expire S` (taken back
+//! after its deadline); `answer S` (the worker answered something).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -51,6 +53,19 @@ fn check(name: &str, kind: &str, script: &str) {
             "remove" => slots.for_each(|s| sched.remove_worker(s).unwrap()),
             "cap" => sched.set_cap(Slot::new(nums[0]), Some(nums[1])).unwrap(),
             "close" => sched.connection_closed(Slot::new(nums[0])).unwrap(),
+            "window" => sched.set_window(Slot::new(nums[0]), Some(nums[1])).unwrap(),
+            "ack" | "refuse" | "expire" => {
+                let s = Slot::new(nums[0]);
+                let pending = sched.table().get(s).map_or(0, |w| w.pending());
+                for _ in 0..pending {
+                    match op {
+                        "ack" => sched.hand_off_acknowledged(s).unwrap(),
+                        "refuse" => sched.hand_off_failed(s).unwrap(),
+                        _ => sched.hand_off_expired(s).unwrap(),
+                    }
+                }
+            }
+            "answer" => sched.worker_responded(Slot::new(nums[0])).unwrap(),
             "pick" => {
                 write!(out, "->").unwrap();
                 for _ in 0..nums[0] {
@@ -75,6 +90,9 @@ fn check(name: &str, kind: &str, script: &str) {
     out.push_str("open:");
     for w in sched.table().workers() {
         write!(out, " {}={}/{}", w.slot(), w.open(), w.handed()).unwrap();
+        if w.window().is_some() {
+            write!(out, " pending={}", w.pending()).unwrap();
+        }
     }
     out.push('\n');
     insta::assert_snapshot!(name, out);
@@ -138,4 +156,34 @@ fn sticky_keeps_clients_across_churn() {
         pick 6
         ",
     );
+}
+
+/// A hand-off window of 2 per worker, one worker that stops acknowledging
+/// (slot 1): it fills its window, its hand-offs expire, it is skipped until
+/// it answers again.
+const HUNG: &str = "
+    ready 0 1 2
+    window 0 2
+    window 1 2
+    window 2 2
+    pick 7
+    ack 0
+    ack 2
+    refuse 1
+    pick 6
+    ack 0
+    ack 2
+    expire 1
+    pick 5
+    ack 0
+    ack 2
+    answer 1
+    pick 3
+";
+
+#[test]
+fn a_hung_worker_fills_its_window_and_stalls() {
+    check("rr_hung_window", "rr", HUNG);
+    check("least_conn_hung_window", "least-conn", HUNG);
+    check("sticky_hung_window", "sticky", HUNG);
 }

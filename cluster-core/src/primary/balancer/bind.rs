@@ -16,7 +16,7 @@ use sched_policy::Scheduler;
 use tokio::net::{TcpListener, TcpSocket};
 
 use super::handoff::accept_loop;
-use super::{Balancer, ListenerEntry, Route, refresh_row};
+use super::{Balancer, ListenerEntry, Route, refresh_row, wake};
 use crate::event::WorkerId;
 use crate::settings::PolicyChoice;
 
@@ -61,7 +61,8 @@ impl Balancer {
             worker: id,
             request_id: req.request_id,
         });
-        refresh_row(entry, slot, &st.workers);
+        refresh_row(entry, slot, &st.workers, st.limits.window);
+        wake(st, idx);
         Some(addr)
     }
 
@@ -94,15 +95,23 @@ impl Balancer {
                     sched: None,
                     routes: BTreeMap::new(),
                     accept_task: None,
+                    parked: Default::default(),
+                    waiting: false,
+                    room_notify: Default::default(),
                 };
+                let mut accepting = None;
                 if choice.is_none() {
                     entry.shared = Some(listener.into_std()?);
                 } else {
                     entry.sched = choice.build().map(Scheduler::new);
-                    let task = tokio::spawn(accept_loop(Arc::clone(self), idx, listener));
-                    entry.accept_task = Some(task.abort_handle());
+                    accepting = Some(listener);
                 }
                 st.listeners.push(entry);
+                if let Some(listener) = accepting {
+                    // Spawned once the entry exists: the task reads it.
+                    let task = tokio::spawn(accept_loop(Arc::clone(self), idx, listener));
+                    st.listeners[idx].accept_task = Some(task.abort_handle());
+                }
                 st.by_addr.insert(addr, idx);
                 st.by_addr.insert(real, idx);
                 idx

@@ -14,18 +14,28 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::TcpListener;
 
-use super::{Balancer, State, route_of};
+use super::{Balancer, State, room, route_of, wake, wake_all};
+use crate::clock::{monotonic_ns, nanos};
 use crate::event::{SlotId, WorkerId};
 
-/// A connection handed to a worker that has not acknowledged it yet: the
-/// primary still owns it (the duplicate kept here).
+/// A connection the primary accepted and still owns (the descriptor kept
+/// here): handed to a worker that has not acknowledged it yet, or parked
+/// while no worker can take it.
 pub(super) struct Pending {
     pub(super) stream: std::net::TcpStream,
     pub(super) peer: SocketAddr,
     pub(super) listener: usize,
     pub(super) slot: Slot,
-    pub(super) worker: WorkerId,
+    /// The worker it was handed to; `None` while parked or being routed.
+    pub(super) worker: Option<WorkerId>,
+    /// When the worker's hand-off expires (`CLOCK_MONOTONIC` ns).
+    pub(super) deadline_ns: u64,
     pub(super) excluded: Vec<Slot>,
+    /// In its listener's parked queue.
+    pub(super) parked: bool,
+    /// How many times its exclusions were cleared to try every worker
+    /// again.
+    pub(super) rounds: u8,
 }
 
 /// A connection a worker took over.
@@ -38,7 +48,11 @@ pub(super) struct Open {
 /// The most connections accepted in one go before they are scheduled and
 /// handed over together (one lock, and the frames for one worker queued
 /// together, which its channel's writer sends with one `sendmsg`).
-const ACCEPT_BATCH: usize = 64;
+pub(crate) const ACCEPT_BATCH: usize = 64;
+
+/// How many times a connection refused (or let expire) by every eligible
+/// worker is offered to them all again before it is closed.
+const MAX_ROUNDS: u8 = 3;
 
 /// A hand-off decided under the balancer's lock, sent after it.
 pub(super) struct Outgoing {
@@ -54,14 +68,15 @@ impl Balancer {
     /// lock, then hand them over outside it (a send takes the channel's own
     /// lock and may wake its writer: not while the read loops wait for this
     /// one). Each is pending before its frame is queued, so its ack always
-    /// finds it. Leaves both vectors empty, their capacity kept.
+    /// finds it. Leaves both vectors empty, their capacity kept. Returns how
+    /// many more the listener may accept now (0: wait for room).
     fn accepted(
         &self,
         idx: usize,
         batch: &mut Vec<(std::net::TcpStream, SocketAddr)>,
         out: &mut Vec<Outgoing>,
-    ) {
-        {
+    ) -> usize {
+        let room = {
             let mut st = self.lock();
             for (stream, peer) in batch.drain(..) {
                 let conn_id = st.next_conn;
@@ -73,13 +88,17 @@ impl Balancer {
                         peer,
                         listener: idx,
                         slot: Slot::default(),
-                        worker: WorkerId(0),
+                        worker: None,
+                        deadline_ns: 0,
                         excluded: Vec::new(),
+                        parked: false,
+                        rounds: 0,
                     },
                 );
                 out.extend(route(&mut st, conn_id));
             }
-        }
+            room_or_wait(&mut st, idx)
+        };
         for o in out.drain(..) {
             let (worker, conn_id) = (o.worker, o.conn_id);
             if send(o).is_err() {
@@ -87,12 +106,20 @@ impl Balancer {
                 hand_off_failed(&mut self.lock(), worker, conn_id);
             }
         }
+        room
+    }
+
+    /// How many connections listener `idx` may accept now; with none, its
+    /// accept task is marked waiting, to be woken when room appears.
+    fn room_now(&self, idx: usize) -> usize {
+        room_or_wait(&mut self.lock(), idx)
     }
 
     /// The worker answered a `NewConnection`.
     pub(crate) fn ack(&self, id: WorkerId, conn_id: u64, accepted: bool) {
         let duplicate = {
             let mut st = self.lock();
+            responded(&mut st, id);
             if accepted {
                 take_over(&mut st, id, conn_id)
             } else {
@@ -111,21 +138,101 @@ impl Balancer {
             // A close can overtake the worker's own ack: it took the
             // connection.
             let duplicate = take_over(&mut st, id, conn_id);
-            close_open(&mut st, conn_id);
+            if st.open.get(&conn_id).is_some_and(|o| o.worker == id) {
+                let listener = st.open.get(&conn_id).map(|o| o.listener);
+                close_open(&mut st, conn_id);
+                if let Some(idx) = listener {
+                    wake(&mut st, idx);
+                }
+            }
             duplicate
         };
         drop(duplicate);
     }
+
+    /// Take back every hand-off whose deadline (plus the margin) passed and
+    /// re-route it; its worker is stalled until it answers.
+    fn expire(&self) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let margin = nanos(st.limits.margin());
+        let now = monotonic_ns();
+        let expired: Vec<u64> = st
+            .pending
+            .iter()
+            .filter(|(_, p)| p.worker.is_some() && now > p.deadline_ns.saturating_add(margin))
+            .map(|(c, _)| *c)
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        for conn_id in expired {
+            let Some(p) = st.pending.get_mut(&conn_id) else {
+                continue;
+            };
+            let Some(worker) = p.worker.take() else {
+                continue;
+            };
+            let slot = p.slot;
+            p.excluded.push(slot);
+            if let Some(sched) = st
+                .listeners
+                .get_mut(p.listener)
+                .and_then(|e| e.sched.as_mut())
+            {
+                let _ = sched.hand_off_expired(slot);
+            }
+            if let Some(w) = st.workers.get_mut(&worker) {
+                w.stalled = true;
+            }
+            dispatch(st, conn_id);
+        }
+        wake_all(st);
+    }
 }
 
-/// Accept on a listener until the cluster closes it.
+/// Listener `idx`'s room now; marks its accept task waiting when there is
+/// none.
+fn room_or_wait(st: &mut State, idx: usize) -> usize {
+    let Some(entry) = st.listeners.get_mut(idx) else {
+        return 0;
+    };
+    let room = room(entry);
+    if room == 0 {
+        entry.waiting = true;
+    }
+    room
+}
+
+/// `worker` answered something: it is alive, so no longer stalled.
+fn responded(st: &mut State, worker: WorkerId) {
+    let Some(w) = st.workers.get_mut(&worker) else {
+        return;
+    };
+    if !w.stalled {
+        return;
+    }
+    w.stalled = false;
+    let slot = super::sched_slot(w.slot);
+    for entry in &mut st.listeners {
+        if let Some(sched) = entry.sched.as_mut() {
+            let _ = sched.worker_responded(slot);
+        }
+    }
+    wake_all(st);
+}
+
+/// Accept on a listener until the cluster closes it, as many connections
+/// as its workers have room for; with no room, the listener is left alone
+/// (the kernel's backlog holds the clients) until a worker has room again.
+/// Also takes back the hand-offs that expired, every margin.
 ///
 /// The accepted sockets only pass through the primary, so they are never
 /// registered with its reactor (tokio's `accept` would register each one and
 /// `into_std` deregister it: two wasted `epoll_ctl`s per connection): the
 /// listener is polled for readiness and drained with plain `accept4` calls,
-/// everything pending (up to [`ACCEPT_BATCH`]) before the batch is handed
-/// over.
+/// everything pending (up to [`ACCEPT_BATCH`] and the room) before the batch
+/// is handed over.
 pub(super) async fn accept_loop(balancer: Arc<Balancer>, idx: usize, listener: TcpListener) {
     let Ok(listener) = listener.into_std() else {
         return;
@@ -137,41 +244,62 @@ pub(super) async fn accept_loop(balancer: Arc<Balancer>, idx: usize, listener: T
     let Ok(listener) = registered else {
         return;
     };
-    let mut batch = Vec::with_capacity(ACCEPT_BATCH);
-    let mut out = Vec::with_capacity(ACCEPT_BATCH);
-    loop {
-        let Ok(mut ready) = listener.readable().await else {
+    let (notify, margin) = {
+        let st = balancer.lock();
+        let Some(entry) = st.listeners.get(idx) else {
             return;
         };
-        let mut failed = false;
-        while batch.len() < ACCEPT_BATCH {
-            match ready.get_inner().accept() {
-                Ok(conn) => batch.push(conn),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready.clear_ready();
-                    break;
+        (Arc::clone(&entry.room_notify), st.limits.margin())
+    };
+    let mut sweep = tokio::time::interval(margin);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(ACCEPT_BATCH);
+    let mut out = Vec::with_capacity(ACCEPT_BATCH);
+    let mut room = balancer.room_now(idx);
+    loop {
+        tokio::select! {
+            biased;
+            ready = listener.readable(), if room > 0 => {
+                let Ok(mut ready) = ready else {
+                    return;
+                };
+                let mut failed = false;
+                while batch.len() < ACCEPT_BATCH.min(room) {
+                    match ready.get_inner().accept() {
+                        Ok(conn) => batch.push(conn),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            ready.clear_ready();
+                            break;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => {
+                            failed = true;
+                            break;
+                        }
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    failed = true;
-                    break;
+                drop(ready);
+                if !batch.is_empty() {
+                    room = balancer.accepted(idx, &mut batch, &mut out);
+                }
+                if failed {
+                    // Out of descriptors or memory, or a connection reset
+                    // before it was accepted: wait a little rather than
+                    // spin, then go on.
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }
             }
-        }
-        drop(ready);
-        if !batch.is_empty() {
-            balancer.accepted(idx, &mut batch, &mut out);
-        }
-        if failed {
-            // Out of descriptors or memory, or a connection reset before it
-            // was accepted: wait a little rather than spin, then go on.
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            () = notify.notified(), if room == 0 => room = balancer.room_now(idx),
+            _ = sweep.tick() => {
+                balancer.expire();
+                room = balancer.room_now(idx);
+            }
         }
     }
 }
 
 /// Hand the pending connection `conn_id` to a worker, re-routing on the
-/// spot when a send fails; drop it (closing it) when no worker can take it.
+/// spot when a send fails; parked when no worker can take it now.
 fn dispatch(st: &mut State, conn_id: u64) {
     while let Some(o) = route(st, conn_id) {
         let worker = o.worker;
@@ -182,9 +310,31 @@ fn dispatch(st: &mut State, conn_id: u64) {
     }
 }
 
+/// Hand listener `idx`'s parked connections over, oldest first, while a
+/// worker can take them.
+pub(super) fn unpark(st: &mut State, idx: usize) {
+    let n = st.listeners.get(idx).map_or(0, |e| e.parked.len());
+    for _ in 0..n {
+        let Some(entry) = st.listeners.get_mut(idx) else {
+            return;
+        };
+        if entry.sched.as_ref().is_none_or(|s| s.eligible().is_empty()) {
+            return;
+        }
+        let Some(conn_id) = entry.parked.pop_front() else {
+            return;
+        };
+        if let Some(p) = st.pending.get_mut(&conn_id) {
+            p.parked = false;
+            dispatch(st, conn_id);
+        }
+    }
+}
+
 /// Choose the worker of the pending connection `conn_id` and make its
-/// `NewConnection` (a duplicate of the socket attached); `None` when no
-/// worker can take it, which drops it (closing it).
+/// `NewConnection` (a duplicate of the socket attached). `None` when no
+/// worker can take it now: it is parked, or closed if the balancer is
+/// closed or every eligible worker refused it [`MAX_ROUNDS`] times.
 fn route(st: &mut State, conn_id: u64) -> Option<Outgoing> {
     loop {
         let p = st.pending.get_mut(&conn_id)?;
@@ -196,10 +346,31 @@ fn route(st: &mut State, conn_id: u64) -> Option<Outgoing> {
             st.pending.remove(&conn_id);
             return None;
         };
+        if st.closed {
+            // Shutting down, or no worker can ever come back: closed.
+            st.pending.remove(&conn_id);
+            return None;
+        }
         let conn = Connection::new(p.peer, ListenerId(p.listener as u32));
         let Some(slot) = sched.reassign(&conn, &p.excluded) else {
-            // No worker can take it: closed.
-            st.pending.remove(&conn_id);
+            if !p.excluded.is_empty() && !sched.eligible().is_empty() {
+                // Every eligible worker is excluded: try them all again, a
+                // few times, then give up on this connection.
+                if p.rounds >= MAX_ROUNDS {
+                    st.pending.remove(&conn_id);
+                    return None;
+                }
+                p.rounds += 1;
+                p.excluded.clear();
+                continue;
+            }
+            // No worker can take it now: parked, handed over first when
+            // one can.
+            p.worker = None;
+            if !p.parked {
+                p.parked = true;
+                st.listeners[p.listener].parked.push_back(conn_id);
+            }
             return None;
         };
         let routes = &st.listeners[p.listener].routes;
@@ -213,12 +384,15 @@ fn route(st: &mut State, conn_id: u64) -> Option<Outgoing> {
             p.excluded.push(slot);
             continue;
         };
+        let deadline_ns = monotonic_ns().saturating_add(nanos(st.limits.deadline));
         p.slot = slot;
-        p.worker = route.worker;
+        p.worker = Some(route.worker);
+        p.deadline_ns = deadline_ns;
         let msg = ControlMsg::NewConnection {
             conn_id,
             listener_id: route.request_id,
             peer: p.peer,
+            deadline_ns,
         };
         return Some(Outgoing {
             conn_id,
@@ -254,9 +428,10 @@ fn exclude(st: &mut State, worker: WorkerId, conn_id: u64) -> bool {
     let Some(p) = st.pending.get_mut(&conn_id) else {
         return false;
     };
-    if p.worker != worker {
+    if p.worker != Some(worker) {
         return false;
     }
+    p.worker = None;
     let slot = p.slot;
     p.excluded.push(slot);
     if let Some(sched) = st
@@ -271,8 +446,12 @@ fn exclude(st: &mut State, worker: WorkerId, conn_id: u64) -> bool {
 
 /// The hand-off to `worker` of `conn_id` failed: re-route it.
 pub(super) fn hand_off_failed(st: &mut State, worker: WorkerId, conn_id: u64) {
+    let listener = st.pending.get(&conn_id).map(|p| p.listener);
     if exclude(st, worker, conn_id) {
         dispatch(st, conn_id);
+        if let Some(idx) = listener {
+            wake(st, idx);
+        }
     }
 }
 
@@ -280,12 +459,19 @@ pub(super) fn hand_off_failed(st: &mut State, worker: WorkerId, conn_id: u64) {
 /// is returned, for the caller to close outside the lock.
 fn take_over(st: &mut State, worker: WorkerId, conn_id: u64) -> Option<std::net::TcpStream> {
     let p = st.pending.get(&conn_id)?;
-    if p.worker != worker {
+    if p.worker != Some(worker) {
         return None;
     }
     let p = st.pending.remove(&conn_id)?;
     if let Some(w) = st.workers.get(&worker) {
         w.counters.opened();
+    }
+    if let Some(sched) = st
+        .listeners
+        .get_mut(p.listener)
+        .and_then(|e| e.sched.as_mut())
+    {
+        let _ = sched.hand_off_acknowledged(p.slot);
     }
     st.open.insert(
         conn_id,
@@ -295,9 +481,9 @@ fn take_over(st: &mut State, worker: WorkerId, conn_id: u64) -> Option<std::net:
             worker,
         },
     );
+    wake(st, p.listener);
     Some(p.stream)
 }
-
 /// A taken-over connection ended.
 pub(super) fn close_open(st: &mut State, conn_id: u64) {
     let Some(o) = st.open.remove(&conn_id) else {
