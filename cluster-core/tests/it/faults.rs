@@ -367,7 +367,7 @@ async fn when_every_slot_gives_up_the_cluster_says_so_and_refuses_clients() {
 async fn the_demo_exits_non_zero_when_no_worker_can_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let mut child = tokio::process::Command::new(crate::demo::demo_binary())
+    let mut child = tokio::process::Command::new(crate::demo::example_binary("hello-cluster"))
         .arg("--serve")
         .env("PORT", port.to_string())
         .env("WORKERS", "2")
