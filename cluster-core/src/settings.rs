@@ -113,8 +113,9 @@ pub enum WorkerStdio {
 /// task runs on another, so the worker stays in service. On a
 /// current-thread runtime, a blocking `println!` in a task blocks the whole
 /// runtime: the heartbeat stops, the worker is declared unresponsive,
-/// SIGKILLed and replaced under the restart guard's backoff, so a stalled
-/// log never makes the primary spin.
+/// SIGKILLed and replaced; each replacement lives until its own heartbeat
+/// times out, so a stalled log never makes the primary spin, and since the
+/// workers came up, the crash-loop limit does not give the slot up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heartbeat {
     /// How often the worker reports. Default: 1 s.

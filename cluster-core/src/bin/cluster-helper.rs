@@ -43,7 +43,7 @@
 //! settings given to `Cluster::new`. `cluster-helper supervise <n>` is a primary whose
 //! stdout carries only the forwarded worker output (piped): it reports its
 //! events on stderr (`fork`, `online`, `listening <id> <addr>`, `exit`,
-//! `unresponsive <id>`, `restart <slot>`, `gave-up <slot>`, `pong <id> <n>`,
+//! `unresponsive <id>`, `restart <slot> <delay ms>`, `gave-up <slot>`, `pong <id> <n>`,
 //! `done`) through `cluster_core::output`, broadcasts a `Ping` for each
 //! `ping` line on stdin, takes a heartbeat from `HELPER_HEARTBEAT_MS`
 //! (`<interval>,<timeout>`) and a crash-loop limit from
@@ -420,7 +420,9 @@ async fn supervise(n: usize) -> BoxResult {
             Event::Listening { worker, addr } => format!("listening {worker} {addr}"),
             Event::Exit { worker, exit, .. } => format!("exit {worker} {exit}"),
             Event::Unresponsive { worker } => format!("unresponsive {worker}"),
-            Event::RestartScheduled { slot, .. } => format!("restart {slot}"),
+            Event::RestartScheduled { slot, delay } => {
+                format!("restart {slot} {}", delay.as_millis())
+            }
             Event::GaveUp { slot, .. } => format!("gave-up {slot}"),
             Event::Message(m) => match m.value() {
                 Msg::Pong { worker, n } => format!("pong {worker} {n}"),
