@@ -11,7 +11,9 @@
 //!
 //! The [`Decoder`] owns the read buffer and the queue of received
 //! descriptors. It checks a header before it grows the buffer for the
-//! payload, so no announced length can make it allocate past `8 + cap`.
+//! payload, so no announced length can make it allocate past `8 + cap`, and
+//! it grows the buffer as the payload's bytes arrive, so an announced length
+//! costs nothing until they do.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -353,9 +355,12 @@ impl Decoder {
         Ok(n)
     }
 
-    /// The slice to read into next. Compacts, and grows the buffer to hold
-    /// the whole of a frame whose header has arrived (the header is checked
-    /// first, so growth never passes `HEADER_LEN + cap`).
+    /// The slice to read into next. Compacts, and grows the buffer for a
+    /// frame whose header has arrived as its bytes arrive: doubling when
+    /// full, never past the whole frame (the header is checked first, so
+    /// never past `HEADER_LEN + cap`). So the buffer holds at most twice the
+    /// bytes received (or the 256 KiB of a plain read, when fewer): a header announcing a
+    /// large frame costs nothing until the frame's bytes come.
     pub fn read_space(&mut self) -> Result<&mut [u8], Error> {
         let mut need = READ_BUF_LEN;
         if self.buffered() >= HEADER_LEN {
@@ -372,14 +377,16 @@ impl Decoder {
                 self.buf = Vec::new();
             }
         }
-        if self.buf.len() - self.start < need || self.end == self.buf.len() {
+        if self.start > 0 && (self.buf.len() - self.start < need || self.end == self.buf.len()) {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        if self.buf.len() < need {
-            self.buf.reserve_exact(need - self.buf.len());
-            self.buf.resize(need, 0);
+        if self.buf.len() < need && self.end == self.buf.len() {
+            // Full, and the frame needs more: double, up to the frame.
+            let len = need.min(READ_BUF_LEN.max(2 * self.buf.len()));
+            self.buf.reserve_exact(len - self.buf.len());
+            self.buf.resize(len, 0);
         }
         Ok(&mut self.buf[self.end..])
     }

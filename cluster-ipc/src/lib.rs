@@ -103,7 +103,10 @@
 //! Any byte sequence from the peer yields a frame or one [`Error`] (then the
 //! receiver is closed), never a panic. A header is checked (kind, reserved
 //! bytes, descriptor count, length against the cap) before the buffer grows
-//! for its payload, so the read buffer never exceeds `8 + cap` bytes.
+//! for its payload, so the read buffer never exceeds `8 + cap` bytes; and
+//! the buffer grows as the payload's bytes arrive (doubling when full, up to
+//! the frame), so a header announcing 64 MiB costs nothing until the bytes
+//! come: the buffer holds at most twice what arrived (or one 256 KiB read).
 //! Descriptors are owned from the moment they arrive: a frame dropped unread
 //! closes them.
 //!
