@@ -15,12 +15,14 @@
 //! it grows the buffer as the payload's bytes arrive, so an announced length
 //! costs nothing until they do.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::os::fd::OwnedFd;
 
 use serde::Serialize;
 
+use crate::depth::Limited;
 use crate::error::Error;
 
 /// Size of the frame header in bytes.
@@ -28,6 +30,11 @@ pub const HEADER_LEN: usize = 8;
 
 /// Default cap on a frame's payload: 64 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 64 * 1024 * 1024;
+
+/// Default limit on how deeply a received value may nest: 128 levels (as
+/// `serde_json`'s). Each nested struct, enum, sequence, tuple, map, option
+/// and newtype counts one level.
+pub const DEFAULT_MAX_DEPTH: u32 = 128;
 
 /// Most descriptors one frame may carry (the kernel's `SCM_MAX_FD`).
 pub const MAX_FDS_PER_FRAME: usize = 253;
@@ -455,20 +462,46 @@ impl Decoder {
     }
 }
 
-/// Decodes a whole payload as `T`, rejecting trailing bytes.
+/// Decodes a whole payload as `T`, rejecting trailing bytes, at the default
+/// nesting limit ([`DEFAULT_MAX_DEPTH`]).
 #[inline]
 pub(crate) fn decode_payload<'de, T: serde::Deserialize<'de>>(
     kind: FrameKind,
     bytes: &'de [u8],
 ) -> Result<T, Error> {
-    let malformed = |source| Error::MalformedPayload {
-        kind,
-        expected: std::any::type_name::<T>(),
-        source,
+    decode_limited(kind, bytes, DEFAULT_MAX_DEPTH)
+}
+
+/// Decodes a whole payload as `T`, rejecting trailing bytes and values
+/// nested deeper than `max_depth` levels (which would otherwise recurse
+/// until the stack overflows).
+#[inline]
+pub(crate) fn decode_limited<'de, T: serde::Deserialize<'de>>(
+    kind: FrameKind,
+    bytes: &'de [u8],
+    max_depth: u32,
+) -> Result<T, Error> {
+    let tripped = Cell::new(false);
+    let failed = |source| {
+        if tripped.get() {
+            Error::NestingTooDeep {
+                kind,
+                expected: std::any::type_name::<T>(),
+                limit: max_depth,
+            }
+        } else {
+            Error::MalformedPayload {
+                kind,
+                expected: std::any::type_name::<T>(),
+                source,
+            }
+        }
     };
-    let (value, rest) = postcard::take_from_bytes(bytes).map_err(malformed)?;
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    let value = T::deserialize(Limited::new(&mut de, max_depth, &tripped)).map_err(failed)?;
+    let rest = de.finalize().map_err(failed)?;
     if !rest.is_empty() {
-        return Err(malformed(postcard::Error::DeserializeBadEncoding));
+        return Err(failed(postcard::Error::DeserializeBadEncoding));
     }
     Ok(value)
 }

@@ -136,6 +136,7 @@
 mod blocking;
 mod channel;
 mod control;
+mod depth;
 mod endpoint;
 mod error;
 pub mod frame;
@@ -149,4 +150,4 @@ pub use control::{
 };
 pub use endpoint::{Config, Incoming, Receiver, Sender, UserFrame, handshake};
 pub use error::{Error, TrySendError};
-pub use frame::{DEFAULT_MAX_FRAME_LEN, MAX_FDS_PER_FRAME};
+pub use frame::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_FRAME_LEN, MAX_FDS_PER_FRAME};

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use super::{Incoming, Shared, UserFrame, parse_handshake};
 use crate::control::{ControlMsg, Handshake};
 use crate::error::Error;
-use crate::frame::{DecodedFrame, Decoder, FrameKind, decode_payload};
+use crate::frame::{DecodedFrame, Decoder, FrameKind, decode_limited, decode_payload};
 use crate::sys::{self, RecvError, Wait};
 
 /// The receiving half of an endpoint. One task owns it.
@@ -71,7 +71,8 @@ impl Receiver {
         match frame.header.kind {
             FrameKind::User => {
                 let payload = self.decoder.bytes(frame.payload).to_vec();
-                Ok(Incoming::User(UserFrame { payload }, frame.fds))
+                let frame_of = UserFrame::from_payload(payload, self.shared.max_depth);
+                Ok(Incoming::User(frame_of, frame.fds))
             }
             _ => self
                 .control(frame)
@@ -98,7 +99,8 @@ impl Receiver {
     fn decode<T: DeserializeOwned>(&mut self, frame: DecodedFrame) -> Result<Incoming<T>, Error> {
         match frame.header.kind {
             FrameKind::User => {
-                let msg = decode_payload(FrameKind::User, self.decoder.bytes(frame.payload))?;
+                let bytes = self.decoder.bytes(frame.payload);
+                let msg = decode_limited(FrameKind::User, bytes, self.shared.max_depth)?;
                 Ok(Incoming::User(msg, frame.fds))
             }
             _ => self
