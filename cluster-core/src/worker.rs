@@ -22,8 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_ipc::{
-    Config, ControlMsg, Handshake, Incoming, ListenMode, ListenRequest, Receiver, Sender,
-    SocketKind,
+    Config, ControlMsg, Handshake, Incoming, ListenRequest, Receiver, Sender, SocketKind,
 };
 use tokio::sync::mpsc;
 
@@ -157,9 +156,6 @@ impl<M: Payload> Worker<M> {
             request_id,
             addr,
             kind: SocketKind::Tcp,
-            // The primary decides the mode from its policy; the reply says
-            // which one it chose (a listening socket attached or not).
-            mode: ListenMode::RoundRobin,
         };
         self.tx
             .send_control(&ControlMsg::Listen(req), Vec::new())
@@ -233,7 +229,18 @@ async fn receive_loop<M: Payload>(mut rx: Receiver, inbox: mpsc::Sender<M>, net:
                 },
                 fds,
             )) => net.on_connection(conn_id, listener_id, peer, fds).await,
-            Ok(Incoming::Control(..)) => {}
+            // Only a worker sends these; a primary never does. Nothing here
+            // waits for one, so one from a broken peer is dropped (its
+            // descriptors closed) and the loop goes on.
+            Ok(Incoming::Control(
+                ControlMsg::Online
+                | ControlMsg::Listen(_)
+                | ControlMsg::Listening { .. }
+                | ControlMsg::ConnectionAck { .. }
+                | ControlMsg::ConnectionClosed { .. }
+                | ControlMsg::Heartbeat { .. },
+                _,
+            )) => {}
             Err(e) if e.is_peer_closed() => std::process::exit(0),
             Err(e) => {
                 eprintln!("cluster worker: channel to the primary failed: {e}");

@@ -78,6 +78,15 @@ pub enum Error {
         /// The kind that arrived.
         found: FrameKind,
     },
+    /// A control message arrived at the end that sends it (a worker's
+    /// message at a worker, a primary's at the primary): the peer breaks the
+    /// protocol. Reported by the receive loops that dispatch control
+    /// messages; the channel itself is intact.
+    #[error("{message} control message sent the wrong way")]
+    MisdirectedControl {
+        /// The message's name ([`ControlMsg::name`](crate::ControlMsg::name)).
+        message: &'static str,
+    },
     /// The peer speaks another version of the protocol.
     #[error("protocol version mismatch: ours is {ours}, the peer's is {theirs}")]
     VersionMismatch {

@@ -3,7 +3,7 @@
 //! One Unix socketpair per worker carries length-prefixed [postcard] frames:
 //! a versioned [`Handshake`] first, then [`ControlMsg`]s (what the cluster
 //! machinery says: listen requests, connection hand-offs, heartbeats,
-//! shutdown) and user messages of any serde type, kept apart by the frame
+//! disconnect) and user messages of any serde type, kept apart by the frame
 //! kind so user types never touch the control grammar. Frames may carry file
 //! descriptors (`SCM_RIGHTS`), which arrive with their frame as [`OwnedFd`]s.
 //!
@@ -145,8 +145,8 @@ mod sys;
 pub use blocking::BlockingChannel;
 pub use channel::{CHANNEL_FD_ENV, DEFAULT_CHILD_FD, channel_pair, from_env, pass_to_child};
 pub use control::{
-    ControlMsg, Handshake, ListenErrorKind, ListenFailure, ListenMode, ListenOk, ListenReply,
-    ListenRequest, PROTOCOL_VERSION, SocketKind,
+    ControlMsg, Handshake, ListenErrorKind, ListenFailure, ListenOk, ListenReply, ListenRequest,
+    PROTOCOL_VERSION, SocketKind,
 };
 pub use endpoint::{Config, Incoming, Receiver, Sender, UserFrame, handshake};
 pub use error::{Error, TrySendError};
