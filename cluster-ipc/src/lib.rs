@@ -9,9 +9,11 @@
 //!
 //! The main pieces:
 //!
-//! - [`channel_pair`], [`pass_to_child`] and [`from_env`]: create the pair,
-//!   hand one end to a child at a descriptor named by [`CHANNEL_FD_ENV`], and
-//!   adopt it in the worker.
+//! - [`channel_pair`] and [`from_env`]: create the pair, and adopt in the
+//!   worker the end found at the descriptor named by [`CHANNEL_FD_ENV`].
+//!   Placing that end in the child is the spawner's job (in this workspace,
+//!   `spawn_core::Command::inherit_fd`; any `dup2` before `exec` will do),
+//!   so descriptor placement has one implementation.
 //! - [`handshake`]: open an async endpoint on a channel end and exchange
 //!   handshakes; gives a clonable [`Sender`] and a [`Receiver`].
 //! - [`Sender::send`] / [`Sender::try_send`] (backpressure: a bounded queue;
@@ -25,7 +27,9 @@
 //! # Example: a primary and a worker talking
 //!
 //! Both ends live in one process here; in a cluster the child end goes to
-//! the worker through [`pass_to_child`] and comes back out of [`from_env`].
+//! the worker at descriptor [`DEFAULT_CHILD_FD`] (placed there by the
+//! spawner, with [`CHANNEL_FD_ENV`] set to the number) and comes back out
+//! of [`from_env`].
 //!
 //! ```
 //! use cluster_ipc::{channel_pair, handshake, Config, ControlMsg, Handshake, Incoming};
@@ -143,7 +147,7 @@ pub mod frame;
 mod sys;
 
 pub use blocking::BlockingChannel;
-pub use channel::{CHANNEL_FD_ENV, DEFAULT_CHILD_FD, channel_pair, from_env, pass_to_child};
+pub use channel::{CHANNEL_FD_ENV, DEFAULT_CHILD_FD, channel_pair, from_env};
 pub use control::{
     ControlMsg, Handshake, ListenErrorKind, ListenFailure, ListenOk, ListenReply, ListenRequest,
     PROTOCOL_VERSION, SocketKind,
