@@ -22,8 +22,9 @@ use crate::sys::{self, RecvError, Wait};
 /// the read side of the socket is shut down, so the peer's later sends fail
 /// ([`Error::PeerClosed`] on its side) instead of filling a buffer that
 /// nobody reads. This endpoint's [`Sender`](crate::Sender) still works.
-/// A user payload that does not decode as the requested type is not such an
-/// error: the frame is consumed (its descriptors closed), and the channel
+/// A user payload that does not decode as the requested type, or nests
+/// deeper than [`Config::max_depth`](crate::Config::max_depth), is not such
+/// an error: the frame is consumed (its descriptors closed), and the channel
 /// stays usable.
 pub struct Receiver {
     shared: Arc<Shared>,
