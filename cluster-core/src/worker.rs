@@ -32,8 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_ipc::{
-    Config, ControlMsg, Handshake, Incoming, ListenMode, ListenRequest, Receiver, Sender,
-    SocketKind,
+    Config, ControlMsg, Handshake, Incoming, ListenRequest, Receiver, Sender, SocketKind,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -209,9 +208,6 @@ impl<M: Payload> Worker<M> {
             request_id,
             addr,
             kind: SocketKind::Tcp,
-            // The primary decides the mode from its policy; the reply says
-            // which one it chose (a listening socket attached or not).
-            mode: ListenMode::RoundRobin,
         };
         self.tx
             .send_control(&ControlMsg::Listen(req), Vec::new())
@@ -319,7 +315,18 @@ async fn receive_loop<M: Payload>(
                 net.on_connection(conn_id, listener_id, peer, deadline_ns, fds)
                     .await;
             }
-            Ok(Incoming::Control(..)) => {}
+            // Only a worker sends these; a primary never does. Nothing here
+            // waits for one, so one from a broken peer is dropped (its
+            // descriptors closed) and the loop goes on.
+            Ok(Incoming::Control(
+                ControlMsg::Online
+                | ControlMsg::Listen(_)
+                | ControlMsg::Listening { .. }
+                | ControlMsg::ConnectionAck { .. }
+                | ControlMsg::ConnectionClosed { .. }
+                | ControlMsg::Heartbeat { .. },
+                _,
+            )) => {}
             // One message that is not an `M`: the channel goes on.
             Err(e) if is_message_error(&e) => deliver(&inbox, Err(Error::Ipc(e))).await,
             Err(e) if e.is_peer_closed() => break,

@@ -11,7 +11,9 @@ use serde::de::DeserializeOwned;
 use crate::control::{ControlMsg, Handshake};
 use crate::endpoint::{Config, Incoming, UserFrame, parse_handshake};
 use crate::error::Error;
-use crate::frame::{DecodedFrame, Decoder, FrameKind, decode_payload, encode_frame, next_send};
+use crate::frame::{
+    DecodedFrame, Decoder, FrameKind, decode_limited, decode_payload, encode_frame, next_send,
+};
 use crate::sys::{self, RecvError, Wait};
 
 /// Both halves of a channel end, blocking. Speaks the same wire as the
@@ -25,6 +27,7 @@ pub struct BlockingChannel {
     out: Vec<u8>,
     out_fds: Vec<(usize, OwnedFd)>,
     cap: u32,
+    max_depth: u32,
     closed: bool,
     /// A write failed: the stream may end inside a frame, so nothing more
     /// is sent (the error, kept to be given again).
@@ -52,6 +55,7 @@ impl BlockingChannel {
             out: Vec::new(),
             out_fds: Vec::new(),
             cap,
+            max_depth: config.depth_limit(),
             closed: false,
             send_failed: None,
         };
@@ -160,7 +164,8 @@ impl BlockingChannel {
         let frame = self.next_frame()?;
         match frame.header.kind {
             FrameKind::User => {
-                let msg = decode_payload(FrameKind::User, self.decoder.bytes(frame.payload))?;
+                let bytes = self.decoder.bytes(frame.payload);
+                let msg = decode_limited(FrameKind::User, bytes, self.max_depth)?;
                 Ok(Incoming::User(msg, frame.fds))
             }
             _ => self.control(frame),
@@ -173,7 +178,8 @@ impl BlockingChannel {
         match frame.header.kind {
             FrameKind::User => {
                 let payload = self.decoder.bytes(frame.payload).to_vec();
-                Ok(Incoming::User(UserFrame::from_payload(payload), frame.fds))
+                let user = UserFrame::from_payload(payload, self.max_depth);
+                Ok(Incoming::User(user, frame.fds))
             }
             _ => self.control(frame),
         }

@@ -61,8 +61,12 @@ impl Handshake {
 /// Descriptors travel beside the frame: [`ControlMsg::NewConnection`] carries
 /// the accepted socket, and a [`ControlMsg::ListenReply`] whose
 /// [`ListenOk::fd_attached`] is true carries the listening socket.
+///
+/// Not `#[non_exhaustive]`, on purpose: a receive loop matches every variant
+/// (those of the wrong direction too), so a new message is a compile error
+/// wherever it must be handled instead of falling into a catch-all arm. A
+/// new variant is a wire change anyway ([`PROTOCOL_VERSION`] goes up).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum ControlMsg {
     /// Worker → primary: the worker is up and its receive loop runs.
     Online,
@@ -103,16 +107,30 @@ pub enum ControlMsg {
     },
     /// Either way: no new work; finish what is in flight, then close.
     Disconnect,
-    /// Either way: liveness, echoed back with the same sequence number.
+    /// Worker → primary: liveness, once per heartbeat interval. Not
+    /// answered: the primary only counts the time since the last one, and a
+    /// worker learns that its primary is gone from the channel closing.
     Heartbeat {
-        /// Sequence number.
+        /// Sequence number, from 1, one more per heartbeat.
         seq: u64,
     },
-    /// Primary → worker: exit, within this many milliseconds.
-    Shutdown {
-        /// Time the worker has before it is killed, in milliseconds.
-        deadline_ms: u64,
-    },
+}
+
+impl ControlMsg {
+    /// The variant's name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ControlMsg::Online => "Online",
+            ControlMsg::Listen(_) => "Listen",
+            ControlMsg::ListenReply(_) => "ListenReply",
+            ControlMsg::Listening { .. } => "Listening",
+            ControlMsg::NewConnection { .. } => "NewConnection",
+            ControlMsg::ConnectionAck { .. } => "ConnectionAck",
+            ControlMsg::ConnectionClosed { .. } => "ConnectionClosed",
+            ControlMsg::Disconnect => "Disconnect",
+            ControlMsg::Heartbeat { .. } => "Heartbeat",
+        }
+    }
 }
 
 /// A worker's request that the primary listen on its behalf.
@@ -124,8 +142,6 @@ pub struct ListenRequest {
     pub addr: SocketAddr,
     /// The kind of socket.
     pub kind: SocketKind,
-    /// How connections reach the worker.
-    pub mode: ListenMode,
 }
 
 /// The kind of a listening socket.
@@ -134,15 +150,6 @@ pub struct ListenRequest {
 pub enum SocketKind {
     /// A TCP stream listener.
     Tcp,
-}
-
-/// How connections reach a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ListenMode {
-    /// The primary sends the listening socket itself; the worker accepts (Node's `SCHED_NONE`).
-    SharedListener,
-    /// The primary accepts and hands each connection over (Node's `SCHED_RR`).
-    RoundRobin,
 }
 
 /// The primary's answer to a [`ListenRequest`].
@@ -159,8 +166,11 @@ pub struct ListenReply {
 pub struct ListenOk {
     /// The bound address (a requested port 0 resolved to the real port).
     pub addr: SocketAddr,
-    /// True when the listening socket is attached to this frame
-    /// ([`ListenMode::SharedListener`]).
+    /// How connections reach the worker, as the primary's policy chose:
+    /// true when the listening socket is attached to this frame and the
+    /// worker accepts on it (Node's `SCHED_NONE`); false when the primary
+    /// accepts and hands each connection over with
+    /// [`ControlMsg::NewConnection`] (Node's `SCHED_RR`).
     pub fd_attached: bool,
 }
 

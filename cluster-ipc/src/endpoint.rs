@@ -16,7 +16,9 @@ pub use send::Sender;
 
 use crate::control::{ControlMsg, Handshake, PROTOCOL_VERSION};
 use crate::error::Error;
-use crate::frame::{DEFAULT_MAX_FRAME_LEN, FrameKind, decode_payload};
+use crate::frame::{
+    DEFAULT_MAX_DEPTH, DEFAULT_MAX_FRAME_LEN, FrameKind, decode_limited, decode_payload,
+};
 use crate::sys;
 
 /// Settings of an endpoint. Both ends should use the same frame cap.
@@ -24,6 +26,7 @@ use crate::sys;
 pub struct Config {
     max_frame_len: u32,
     send_queue_bytes: usize,
+    max_depth: u32,
 }
 
 impl Default for Config {
@@ -31,6 +34,7 @@ impl Default for Config {
         Config {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             send_queue_bytes: 256 * 1024,
+            max_depth: DEFAULT_MAX_DEPTH,
         }
     }
 }
@@ -56,9 +60,27 @@ impl Config {
         self
     }
 
+    /// How deeply a received user value may nest, in levels (each nested
+    /// struct, enum, sequence, tuple, map, option and newtype counts one).
+    /// Default: 128 ([`DEFAULT_MAX_DEPTH`]). Decoding a deeper value stops
+    /// at the limit with [`Error::NestingTooDeep`] (that frame is consumed,
+    /// the channel stays usable) instead of recursing until the stack
+    /// overflows: a recursive enum a million levels deep fits in a 1 MB
+    /// frame. Each level takes some stack while decoding (a few hundred
+    /// bytes in a release build), so raise it only with the stack to match.
+    pub fn max_depth(mut self, levels: u32) -> Self {
+        self.max_depth = levels;
+        self
+    }
+
     /// The configured frame cap.
     pub fn frame_cap(&self) -> u32 {
         self.max_frame_len
+    }
+
+    /// The configured nesting limit.
+    pub fn depth_limit(&self) -> u32 {
+        self.max_depth
     }
 }
 
@@ -66,6 +88,7 @@ impl Config {
 struct Shared {
     fd: AsyncFd<OwnedFd>,
     cap: u32,
+    max_depth: u32,
     /// Set by the receiver when a read brought bytes, taken by the sender's
     /// next send: a send that answers a message is written at once by the
     /// sending task (see `Sender::push`), a stream of sends is batched.
@@ -89,16 +112,19 @@ pub enum Incoming<U = UserFrame> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserFrame {
     payload: Vec<u8>,
+    max_depth: u32,
 }
 
 impl UserFrame {
-    pub(crate) fn from_payload(payload: Vec<u8>) -> Self {
-        UserFrame { payload }
+    pub(crate) fn from_payload(payload: Vec<u8>, max_depth: u32) -> Self {
+        UserFrame { payload, max_depth }
     }
 
-    /// Decodes the payload as `T`. Trailing bytes are an error.
+    /// Decodes the payload as `T`. Trailing bytes are an error, and so is a
+    /// value nested deeper than the receiving endpoint's
+    /// [`Config::max_depth`] ([`Error::NestingTooDeep`]).
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        decode_payload(FrameKind::User, &self.payload)
+        decode_limited(FrameKind::User, &self.payload, self.max_depth)
     }
 
     /// The encoded (postcard) payload.
@@ -155,6 +181,7 @@ fn open(fd: OwnedFd, config: Config) -> Result<(Sender, Receiver), Error> {
     let shared = Arc::new(Shared {
         fd,
         cap: config.max_frame_len,
+        max_depth: config.max_depth,
         answer_pending: AtomicBool::new(false),
     });
     let write_fd = shared

@@ -55,6 +55,20 @@ pub enum Error {
         #[source]
         source: postcard::Error,
     },
+    /// A payload nested deeper than the receiver's limit
+    /// ([`Config::max_depth`](crate::Config::max_depth)): decoding stopped
+    /// there instead of recursing until the stack overflows. For a user
+    /// frame, as for [`Error::MalformedPayload`], the frame is consumed and
+    /// the channel stays usable.
+    #[error("{kind} payload nested deeper than the limit of {limit} levels: expected {expected}")]
+    NestingTooDeep {
+        /// The kind of frame whose payload failed.
+        kind: FrameKind,
+        /// The type the payload should have held.
+        expected: &'static str,
+        /// The nesting limit in force.
+        limit: u32,
+    },
     /// A frame of one kind arrived where another was required (the handshake
     /// must come first, and only once).
     #[error("unexpected {found} frame: expected {expected}")]
@@ -63,6 +77,15 @@ pub enum Error {
         expected: &'static str,
         /// The kind that arrived.
         found: FrameKind,
+    },
+    /// A control message arrived at the end that sends it (a worker's
+    /// message at a worker, a primary's at the primary): the peer breaks the
+    /// protocol. Reported by the receive loops that dispatch control
+    /// messages; the channel itself is intact.
+    #[error("{message} control message sent the wrong way")]
+    MisdirectedControl {
+        /// The message's name ([`ControlMsg::name`](crate::ControlMsg::name)).
+        message: &'static str,
     },
     /// The peer speaks another version of the protocol.
     #[error("protocol version mismatch: ours is {ours}, the peer's is {theirs}")]

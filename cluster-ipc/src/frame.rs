@@ -11,14 +11,18 @@
 //!
 //! The [`Decoder`] owns the read buffer and the queue of received
 //! descriptors. It checks a header before it grows the buffer for the
-//! payload, so no announced length can make it allocate past `8 + cap`.
+//! payload, so no announced length can make it allocate past `8 + cap`, and
+//! it grows the buffer as the payload's bytes arrive, so an announced length
+//! costs nothing until they do.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::os::fd::OwnedFd;
 
 use serde::Serialize;
 
+use crate::depth::Limited;
 use crate::error::Error;
 
 /// Size of the frame header in bytes.
@@ -26,6 +30,11 @@ pub const HEADER_LEN: usize = 8;
 
 /// Default cap on a frame's payload: 64 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 64 * 1024 * 1024;
+
+/// Default limit on how deeply a received value may nest: 128 levels (as
+/// `serde_json`'s). Each nested struct, enum, sequence, tuple, map, option
+/// and newtype counts one level.
+pub const DEFAULT_MAX_DEPTH: u32 = 128;
 
 /// Most descriptors one frame may carry (the kernel's `SCM_MAX_FD`).
 pub const MAX_FDS_PER_FRAME: usize = 253;
@@ -353,9 +362,12 @@ impl Decoder {
         Ok(n)
     }
 
-    /// The slice to read into next. Compacts, and grows the buffer to hold
-    /// the whole of a frame whose header has arrived (the header is checked
-    /// first, so growth never passes `HEADER_LEN + cap`).
+    /// The slice to read into next. Compacts, and grows the buffer for a
+    /// frame whose header has arrived as its bytes arrive: doubling when
+    /// full, never past the whole frame (the header is checked first, so
+    /// never past `HEADER_LEN + cap`). So the buffer holds at most twice the
+    /// bytes received (or the 256 KiB of a plain read, when fewer): a header announcing a
+    /// large frame costs nothing until the frame's bytes come.
     pub fn read_space(&mut self) -> Result<&mut [u8], Error> {
         let mut need = READ_BUF_LEN;
         if self.buffered() >= HEADER_LEN {
@@ -372,14 +384,16 @@ impl Decoder {
                 self.buf = Vec::new();
             }
         }
-        if self.buf.len() - self.start < need || self.end == self.buf.len() {
+        if self.start > 0 && (self.buf.len() - self.start < need || self.end == self.buf.len()) {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        if self.buf.len() < need {
-            self.buf.reserve_exact(need - self.buf.len());
-            self.buf.resize(need, 0);
+        if self.buf.len() < need && self.end == self.buf.len() {
+            // Full, and the frame needs more: double, up to the frame.
+            let len = need.min(READ_BUF_LEN.max(2 * self.buf.len()));
+            self.buf.reserve_exact(len - self.buf.len());
+            self.buf.resize(len, 0);
         }
         Ok(&mut self.buf[self.end..])
     }
@@ -448,20 +462,46 @@ impl Decoder {
     }
 }
 
-/// Decodes a whole payload as `T`, rejecting trailing bytes.
+/// Decodes a whole payload as `T`, rejecting trailing bytes, at the default
+/// nesting limit ([`DEFAULT_MAX_DEPTH`]).
 #[inline]
 pub(crate) fn decode_payload<'de, T: serde::Deserialize<'de>>(
     kind: FrameKind,
     bytes: &'de [u8],
 ) -> Result<T, Error> {
-    let malformed = |source| Error::MalformedPayload {
-        kind,
-        expected: std::any::type_name::<T>(),
-        source,
+    decode_limited(kind, bytes, DEFAULT_MAX_DEPTH)
+}
+
+/// Decodes a whole payload as `T`, rejecting trailing bytes and values
+/// nested deeper than `max_depth` levels (which would otherwise recurse
+/// until the stack overflows).
+#[inline]
+pub(crate) fn decode_limited<'de, T: serde::Deserialize<'de>>(
+    kind: FrameKind,
+    bytes: &'de [u8],
+    max_depth: u32,
+) -> Result<T, Error> {
+    let tripped = Cell::new(false);
+    let failed = |source| {
+        if tripped.get() {
+            Error::NestingTooDeep {
+                kind,
+                expected: std::any::type_name::<T>(),
+                limit: max_depth,
+            }
+        } else {
+            Error::MalformedPayload {
+                kind,
+                expected: std::any::type_name::<T>(),
+                source,
+            }
+        }
     };
-    let (value, rest) = postcard::take_from_bytes(bytes).map_err(malformed)?;
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    let value = T::deserialize(Limited::new(&mut de, max_depth, &tripped)).map_err(failed)?;
+    let rest = de.finalize().map_err(failed)?;
     if !rest.is_empty() {
-        return Err(malformed(postcard::Error::DeserializeBadEncoding));
+        return Err(failed(postcard::Error::DeserializeBadEncoding));
     }
     Ok(value)
 }

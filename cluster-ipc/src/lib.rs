@@ -3,15 +3,17 @@
 //! One Unix socketpair per worker carries length-prefixed [postcard] frames:
 //! a versioned [`Handshake`] first, then [`ControlMsg`]s (what the cluster
 //! machinery says: listen requests, connection hand-offs, heartbeats,
-//! shutdown) and user messages of any serde type, kept apart by the frame
+//! disconnect) and user messages of any serde type, kept apart by the frame
 //! kind so user types never touch the control grammar. Frames may carry file
 //! descriptors (`SCM_RIGHTS`), which arrive with their frame as [`OwnedFd`]s.
 //!
 //! The main pieces:
 //!
-//! - [`channel_pair`], [`pass_to_child`] and [`from_env`]: create the pair,
-//!   hand one end to a child at a descriptor named by [`CHANNEL_FD_ENV`], and
-//!   adopt it in the worker.
+//! - [`channel_pair`] and [`from_env`]: create the pair, and adopt in the
+//!   worker the end found at the descriptor named by [`CHANNEL_FD_ENV`].
+//!   Placing that end in the child is the spawner's job (in this workspace,
+//!   `spawn_core::Command::inherit_fd`; any `dup2` before `exec` will do),
+//!   so descriptor placement has one implementation.
 //! - [`handshake`]: open an async endpoint on a channel end and exchange
 //!   handshakes; gives a clonable [`Sender`] and a [`Receiver`].
 //! - [`Sender::send`] / [`Sender::try_send`] (backpressure: a bounded queue;
@@ -25,7 +27,9 @@
 //! # Example: a primary and a worker talking
 //!
 //! Both ends live in one process here; in a cluster the child end goes to
-//! the worker through [`pass_to_child`] and comes back out of [`from_env`].
+//! the worker at descriptor [`DEFAULT_CHILD_FD`] (placed there by the
+//! spawner, with [`CHANNEL_FD_ENV`] set to the number) and comes back out
+//! of [`from_env`].
 //!
 //! ```
 //! use cluster_ipc::{channel_pair, handshake, Config, ControlMsg, Handshake, Incoming};
@@ -103,7 +107,10 @@
 //! Any byte sequence from the peer yields a frame or one [`Error`] (then the
 //! receiver is closed), never a panic. A header is checked (kind, reserved
 //! bytes, descriptor count, length against the cap) before the buffer grows
-//! for its payload, so the read buffer never exceeds `8 + cap` bytes.
+//! for its payload, so the read buffer never exceeds `8 + cap` bytes; and
+//! the buffer grows as the payload's bytes arrive (doubling when full, up to
+//! the frame), so a header announcing 64 MiB costs nothing until the bytes
+//! come: the buffer holds at most twice what arrived (or one 256 KiB read).
 //! Descriptors are owned from the moment they arrive: a frame dropped unread
 //! closes them.
 //!
@@ -146,20 +153,21 @@ compile_error!(
 mod blocking;
 mod channel;
 mod control;
+mod depth;
 mod endpoint;
 mod error;
 pub mod frame;
 mod sys;
 
 pub use blocking::BlockingChannel;
-pub use channel::{CHANNEL_FD_ENV, DEFAULT_CHILD_FD, channel_pair, from_env, pass_to_child};
+pub use channel::{CHANNEL_FD_ENV, DEFAULT_CHILD_FD, channel_pair, from_env};
 pub use control::{
-    ControlMsg, Handshake, ListenErrorKind, ListenFailure, ListenMode, ListenOk, ListenReply,
-    ListenRequest, PROTOCOL_VERSION, SocketKind,
+    ControlMsg, Handshake, ListenErrorKind, ListenFailure, ListenOk, ListenReply, ListenRequest,
+    PROTOCOL_VERSION, SocketKind,
 };
 pub use endpoint::{Config, Incoming, Receiver, Sender, UserFrame, handshake};
 pub use error::{Error, TrySendError};
-pub use frame::{DEFAULT_MAX_FRAME_LEN, MAX_FDS_PER_FRAME};
+pub use frame::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_FRAME_LEN, MAX_FDS_PER_FRAME};
 
 // The Rust snippets of the README and of docs/ipc.md are compiled (and run,
 // unless marked `no_run`) as doc tests, so the documentation cannot drift

@@ -1,5 +1,6 @@
 //! The OS seam: socketpair, `sendmsg`/`recvmsg` with `SCM_RIGHTS`, and
-//! descriptor checks. Every `unsafe` block of the crate lives here.
+//! descriptor checks. Every `unsafe` block of the crate lives here, except
+//! `from_env`'s adoption of the inherited descriptor number.
 
 use std::io;
 use std::mem;
@@ -135,23 +136,10 @@ fn update_status_flags(
     Ok(())
 }
 
-/// A close-on-exec duplicate of `fd` at the lowest free number `>= min`.
-pub(crate) fn dup_cloexec_at_least(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC takes an integer argument and no pointer.
-    let copy = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
-    // SAFETY: the kernel just returned this descriptor, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
-}
-
 /// Sets `FD_CLOEXEC` on a raw descriptor number (which need not be open:
 /// the error says so).
 pub(crate) fn set_cloexec_raw(fd: RawFd) -> io::Result<()> {
     update_fd_flags(fd, |flags| flags | libc::FD_CLOEXEC)
-}
-
-/// Clears `FD_CLOEXEC` on a raw descriptor number. Async-signal-safe.
-pub(crate) fn clear_cloexec_raw(fd: RawFd) -> io::Result<()> {
-    update_fd_flags(fd, |flags| flags & !libc::FD_CLOEXEC)
 }
 
 fn update_fd_flags(fd: RawFd, update: impl FnOnce(libc::c_int) -> libc::c_int) -> io::Result<()> {
@@ -315,16 +303,4 @@ pub(crate) enum RecvError {
     Io(io::Error),
     /// `MSG_CTRUNC`: the ancillary data did not fit.
     Truncated,
-}
-
-/// Duplicates `fd` onto `target` in a just-forked child (clearing
-/// close-on-exec on `target`). Async-signal-safe: only dup2 and fcntl.
-pub(crate) fn dup_onto_in_child(fd: RawFd, target: RawFd) -> io::Result<()> {
-    if fd == target {
-        return clear_cloexec_raw(target);
-    }
-    // SAFETY: dup2 takes no pointers; `target` is reserved for the channel by
-    // the caller of `pass_to_child`.
-    cvt(unsafe { libc::dup2(fd, target) })?;
-    Ok(())
 }

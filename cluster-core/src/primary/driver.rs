@@ -245,7 +245,16 @@ async fn read_frames<M: Payload>(
                     balancer.closed(id, conn_id);
                     continue;
                 }
-                _ => continue,
+                // Only the primary sends these: a worker that does breaks
+                // the protocol, which is a channel error like a frame that
+                // does not decode.
+                msg @ (ControlMsg::ListenReply(_) | ControlMsg::NewConnection { .. }) => {
+                    let error = cluster_ipc::Error::MisdirectedControl {
+                        message: msg.name(),
+                    };
+                    let _ = notices.send(Notice::ChannelError(id, Error::Ipc(error)));
+                    break;
+                }
             },
             Ok(Incoming::User(frame, _fds)) => {
                 let credit = reaped.credit(&credits).await;

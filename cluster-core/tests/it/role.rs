@@ -3,7 +3,6 @@
 //! channel), the launch token, and a worker whose primary goes away (the
 //! library drains it and leaves the decision to the program).
 
-use std::process::Stdio;
 
 use cluster_core::{Event, Exit, WORKER_ENV, WorkerId};
 use cluster_ipc::{Config, ControlMsg, Handshake, Incoming};
@@ -50,19 +49,18 @@ async fn a_tokio_main_worker_connects_and_its_children_are_primaries() {
 /// The helper started as worker 1 by this test process acting as its
 /// primary by hand: our pid and `token` in its variable, the channel at
 /// descriptor 3. Returns the child and our end of the channel.
-fn launch_by_hand(mode: &str, token: u64) -> (tokio::process::Child, std::os::fd::OwnedFd) {
+fn launch_by_hand(mode: &str, token: u64) -> (spawn_core::Child, std::os::fd::OwnedFd) {
     let (ours, theirs) = cluster_ipc::channel_pair().unwrap();
-    let mut cmd = std::process::Command::new(HELPER);
-    cmd.env("HELPER_MODE", mode)
+    let child = spawn_core::Command::new(HELPER)
+        .env("HELPER_MODE", mode)
         .env(
             WORKER_ENV,
             format!("1:0:0:{}:{token:x}", std::process::id()),
         )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
-    cluster_ipc::pass_to_child(&mut cmd, theirs, 3).unwrap();
-    let child = tokio::process::Command::from(cmd)
-        .kill_on_drop(true)
+        .env(cluster_ipc::CHANNEL_FD_ENV, "3")
+        .stdin(spawn_core::Stdio::Null)
+        .stdout(spawn_core::Stdio::Piped)
+        .inherit_fd(3, theirs)
         .spawn()
         .unwrap();
     (child, ours)
@@ -81,7 +79,7 @@ async fn a_worker_whose_primary_goes_away_drains_and_decides_itself() {
     .unwrap()
     .unwrap();
     assert_eq!(theirs.token, TOKEN);
-    assert_eq!(theirs.pid, child.id().unwrap());
+    assert_eq!(theirs.pid, child.pid());
     let online = tokio::time::timeout(BOUND, rx.recv_raw()).await.unwrap();
     assert!(
         matches!(online, Ok(Incoming::Control(ControlMsg::Online, _))),
@@ -92,7 +90,7 @@ async fn a_worker_whose_primary_goes_away_drains_and_decides_itself() {
     // The library ended neither the process nor the program's say: `recv`
     // returned `Ok(None)`, `primary_gone` resolved, the program printed,
     // then returned from main.
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.take_stdout().unwrap()).lines();
     let line = tokio::time::timeout(BOUND, lines.next_line())
         .await
         .unwrap()

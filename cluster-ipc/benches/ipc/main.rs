@@ -16,7 +16,7 @@
 //!
 //! Both ends are separate **processes**: the bench re-executes itself with
 //! `--peer <mode>` and hands the peer its channel end through
-//! `CLUSTER_IPC_FD`, as a cluster does. Ours and the raw baselines use the
+//! `CLUSTER_IPC_FD` (placed by spawn-core's `inherit_fd`), as a cluster does. Ours and the raw baselines use the
 //! same socketpair from `channel_pair()` (1 MiB send buffers). Each side of
 //! ours runs on a current-thread tokio runtime. Beside the pinned round trip,
 //! stderr also shows a bare tokio `UnixStream` ping-pong: the floor of any
@@ -33,13 +33,12 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use cluster_ipc::{
-    Config, DEFAULT_CHILD_FD, Handshake, Incoming, Receiver, Sender, channel_pair, handshake,
-    pass_to_child,
+    CHANNEL_FD_ENV, Config, DEFAULT_CHILD_FD, Handshake, Incoming, Receiver, Sender, channel_pair,
+    handshake,
 };
 use serde::{Deserialize, Serialize};
 

@@ -4,7 +4,7 @@
 use super::*;
 
 pub(crate) fn peer(args: &[String]) -> anyhow::Result<()> {
-    // SAFETY: the bench starts its peer through `pass_to_child` and the peer
+    // SAFETY: the bench starts its peer with the channel at `inherit_fd` and the peer
     // starts no program: the descriptor is its channel end, owned by nothing
     // else.
     let fd = unsafe { cluster_ipc::from_env() }?.context("CLUSTER_IPC_FD not set")?;

@@ -3,20 +3,35 @@
 
 use super::*;
 
-pub(crate) fn spawn_peer(args: &[&str]) -> anyhow::Result<(Child, OwnedFd)> {
-    let (primary, child_end) = channel_pair()?;
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("--peer").args(args);
-    pass_to_child(&mut cmd, child_end, DEFAULT_CHILD_FD)?;
-    let child = cmd.spawn().context("spawning the peer")?;
-    drop(cmd);
-    Ok((child, primary))
+/// A peer process, and the runtime that spawned it and reaps it (spawn-core
+/// spawns through tokio; the measuring runtime is a separate one).
+pub(crate) struct Child {
+    rt: tokio::runtime::Runtime,
+    child: spawn_core::Child,
 }
 
-pub(crate) fn reap(mut child: Child) -> anyhow::Result<()> {
-    let status = child.wait()?;
-    if !status.success() {
-        bail!("peer exited with {status}");
+/// Re-executes the bench as a peer, its channel end placed at the
+/// conventional number by spawn-core's `inherit_fd`, as a cluster does.
+pub(crate) fn spawn_peer(args: &[&str]) -> anyhow::Result<(Child, OwnedFd)> {
+    let (primary, child_end) = channel_pair()?;
+    let cmd = spawn_core::Command::new(std::env::current_exe()?)
+        .arg("--peer")
+        .args(args)
+        .inherit_fd(DEFAULT_CHILD_FD, child_end)
+        .env(CHANNEL_FD_ENV, DEFAULT_CHILD_FD.to_string());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let child = rt
+        .block_on(async { cmd.spawn() })
+        .context("spawning the peer")?;
+    Ok((Child { rt, child }, primary))
+}
+
+pub(crate) fn reap(mut peer: Child) -> anyhow::Result<()> {
+    let close = peer.rt.block_on(peer.child.wait())?;
+    if !close.success() {
+        bail!("peer closed with {close:?}");
     }
     Ok(())
 }

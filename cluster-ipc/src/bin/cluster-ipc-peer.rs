@@ -44,7 +44,7 @@ enum PeerMsg {
 
 fn main() -> Result<(), BoxError> {
     // SAFETY: this program is only ever started by the tests, through
-    // `pass_to_child`, and starts no program of its own: the descriptor is
+    // `inherit_fd`, and starts no program of its own: the descriptor is
     // its channel end and nothing else owns it.
     let fd = unsafe { cluster_ipc::from_env() }?.ok_or("CLUSTER_IPC_FD is not set")?;
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -58,7 +58,6 @@ fn examples() -> Vec<(&'static str, ControlMsg, usize)> {
                 request_id: 7,
                 addr: v4(0),
                 kind: SocketKind::Tcp,
-                mode: ListenMode::RoundRobin,
             }),
             0,
         ),
@@ -111,7 +110,6 @@ fn examples() -> Vec<(&'static str, ControlMsg, usize)> {
         ),
         ("disconnect", ControlMsg::Disconnect, 0),
         ("heartbeat", ControlMsg::Heartbeat { seq: 1_000_000 }, 0),
-        ("shutdown", ControlMsg::Shutdown { deadline_ms: 5000 }, 0),
     ]
 }
 
@@ -138,11 +136,10 @@ fn examples_cover_every_variant() {
             | ControlMsg::ConnectionAck { .. }
             | ControlMsg::ConnectionClosed { .. }
             | ControlMsg::Disconnect
-            | ControlMsg::Heartbeat { .. }
-            | ControlMsg::Shutdown { .. } => {}
+            | ControlMsg::Heartbeat { .. } => {}
         }
     }
-    assert_eq!(examples().len(), 11);
+    assert_eq!(examples().len(), 10);
 }
 
 #[test]
@@ -169,16 +166,11 @@ fn arb_addr() -> impl Strategy<Value = SocketAddr> {
 }
 
 fn arb_control() -> impl Strategy<Value = ControlMsg> {
-    let listen = (any::<u64>(), arb_addr(), any::<bool>()).prop_map(|(request_id, addr, rr)| {
+    let listen = (any::<u64>(), arb_addr()).prop_map(|(request_id, addr)| {
         ControlMsg::Listen(ListenRequest {
             request_id,
             addr,
             kind: SocketKind::Tcp,
-            mode: if rr {
-                ListenMode::RoundRobin
-            } else {
-                ListenMode::SharedListener
-            },
         })
     });
     let reply = (
@@ -223,7 +215,6 @@ fn arb_control() -> impl Strategy<Value = ControlMsg> {
         any::<u64>().prop_map(|conn_id| ControlMsg::ConnectionClosed { conn_id }),
         Just(ControlMsg::Disconnect),
         any::<u64>().prop_map(|seq| ControlMsg::Heartbeat { seq }),
-        any::<u64>().prop_map(|deadline_ms| ControlMsg::Shutdown { deadline_ms }),
     ]
 }
 

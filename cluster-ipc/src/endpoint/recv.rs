@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use super::{Incoming, Shared, UserFrame, parse_handshake};
 use crate::control::{ControlMsg, Handshake};
 use crate::error::Error;
-use crate::frame::{DecodedFrame, Decoder, FrameKind, decode_payload};
+use crate::frame::{DecodedFrame, Decoder, FrameKind, decode_limited, decode_payload};
 use crate::sys::{self, RecvError, Wait};
 
 /// The receiving half of an endpoint. One task owns it.
@@ -22,8 +22,9 @@ use crate::sys::{self, RecvError, Wait};
 /// the read side of the socket is shut down, so the peer's later sends fail
 /// ([`Error::PeerClosed`] on its side) instead of filling a buffer that
 /// nobody reads. This endpoint's [`Sender`](crate::Sender) still works.
-/// A user payload that does not decode as the requested type is not such an
-/// error: the frame is consumed (its descriptors closed), and the channel
+/// A user payload that does not decode as the requested type, or nests
+/// deeper than [`Config::max_depth`](crate::Config::max_depth), is not such
+/// an error: the frame is consumed (its descriptors closed), and the channel
 /// stays usable.
 pub struct Receiver {
     shared: Arc<Shared>,
@@ -71,7 +72,8 @@ impl Receiver {
         match frame.header.kind {
             FrameKind::User => {
                 let payload = self.decoder.bytes(frame.payload).to_vec();
-                Ok(Incoming::User(UserFrame { payload }, frame.fds))
+                let frame_of = UserFrame::from_payload(payload, self.shared.max_depth);
+                Ok(Incoming::User(frame_of, frame.fds))
             }
             _ => self
                 .control(frame)
@@ -98,7 +100,8 @@ impl Receiver {
     fn decode<T: DeserializeOwned>(&mut self, frame: DecodedFrame) -> Result<Incoming<T>, Error> {
         match frame.header.kind {
             FrameKind::User => {
-                let msg = decode_payload(FrameKind::User, self.decoder.bytes(frame.payload))?;
+                let bytes = self.decoder.bytes(frame.payload);
+                let msg = decode_limited(FrameKind::User, bytes, self.shared.max_depth)?;
                 Ok(Incoming::User(msg, frame.fds))
             }
             _ => self

@@ -65,6 +65,63 @@ fn header_over_the_cap_is_rejected_before_allocation() {
 }
 
 #[test]
+fn a_header_announcing_the_cap_allocates_nothing_until_the_bytes_come() {
+    // 8 bytes in must not mean 64 MiB out: the buffer grows with the bytes.
+    let cap = DEFAULT_MAX_FRAME_LEN;
+    let mut decoder = Decoder::new(cap);
+    let mut wire = Header {
+        len: cap,
+        kind: FrameKind::User,
+        n_fds: 0,
+    }
+    .to_bytes()
+    .to_vec();
+    wire.extend_from_slice(&[7; 100]);
+    assert_eq!(decoder.push_bytes(&wire).unwrap(), wire.len());
+    assert!(decoder.next_frame().unwrap().is_none());
+    assert!(!decoder.read_space().unwrap().is_empty());
+    assert!(
+        decoder.buffer_capacity() <= READ_BUF_LEN,
+        "{} bytes allocated for {} received",
+        decoder.buffer_capacity(),
+        wire.len()
+    );
+    // As the frame comes, the buffer stays within twice what arrived.
+    let chunk = vec![1; 100_000];
+    let mut received = wire.len();
+    for _ in 0..20 {
+        received += decoder.push_bytes(&chunk).unwrap();
+        assert!(decoder.buffer_capacity() <= READ_BUF_LEN.max(2 * received));
+    }
+}
+
+#[test]
+fn a_large_frame_arriving_in_pieces_comes_out_whole() {
+    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut wire = Vec::new();
+    encode_frame(&mut wire, FrameKind::User, &payload, 0, 1 << 23).unwrap();
+    let frame_len = wire.len();
+    // A small frame behind it, in the same bytes.
+    encode_frame(&mut wire, FrameKind::User, &7u8, 0, 1 << 23).unwrap();
+    let mut decoder = Decoder::new(1 << 23);
+    let mut rest = &wire[..];
+    let mut frames = Vec::new();
+    while !rest.is_empty() {
+        let n = decoder.push_bytes(&rest[..rest.len().min(70_000)]).unwrap();
+        rest = &rest[n..];
+        frames.extend(decoder.drain_frames().unwrap());
+        assert!(decoder.buffer_capacity() <= 2 * frame_len);
+    }
+    assert_eq!(frames.len(), 2);
+    let got: Vec<u8> = decode_payload(FrameKind::User, &frames[0].1).unwrap();
+    assert!(got == payload, "the large payload differs");
+    assert_eq!(
+        decode_payload::<u8>(FrameKind::User, &frames[1].1).unwrap(),
+        7
+    );
+}
+
+#[test]
 fn header_faults_are_typed() {
     let good = Header {
         len: 0,
@@ -198,7 +255,7 @@ fn each_descriptor_goes_in_a_sendmsg_that_starts_at_or_before_its_frame() {
 /// checking the memory bound after every step. Returns the frames decoded
 /// before the first error, and the error.
 fn feed(bytes: &[u8], chunk: usize, cap: u32) -> (Vec<Header>, Option<Error>) {
-    let bound = READ_BUF_LEN.max(HEADER_LEN + cap as usize);
+    let cap_bound = READ_BUF_LEN.max(HEADER_LEN + cap as usize);
     let mut decoder = Decoder::new(cap);
     let mut headers = Vec::new();
     let mut rest = bytes;
@@ -217,6 +274,8 @@ fn feed(bytes: &[u8], chunk: usize, cap: u32) -> (Vec<Header>, Option<Error>) {
         };
         assert!(n > 0, "the decoder made no room for bytes");
         rest = &rest[n..];
+        // Never past the cap, nor past twice the bytes that came.
+        let bound = cap_bound.min(READ_BUF_LEN.max(2 * (bytes.len() - rest.len())));
         assert!(
             decoder.buffer_capacity() <= bound,
             "buffer of {} bytes passes the bound of {bound}",

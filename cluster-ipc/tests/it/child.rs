@@ -1,5 +1,5 @@
 //! Across a real child process: the `cluster-ipc-peer` helper adopts its end
-//! from `CLUSTER_IPC_FD`.
+//! from `CLUSTER_IPC_FD`, placed there by spawn-core's `inherit_fd`.
 
 use std::io::Read;
 use std::os::fd::OwnedFd;
@@ -8,11 +8,11 @@ use std::process::Stdio;
 use std::task::{Context, Waker};
 
 use cluster_ipc::{
-    Config, ControlMsg, DEFAULT_CHILD_FD, Error, Handshake, Incoming, Receiver, Sender,
-    TrySendError, channel_pair, handshake, pass_to_child,
+    CHANNEL_FD_ENV, Config, ControlMsg, DEFAULT_CHILD_FD, Error, Handshake, Incoming, Receiver,
+    Sender, TrySendError, channel_pair, handshake,
 };
 use serde::{Deserialize, Serialize};
-use tokio::process::Child;
+use spawn_core::{Child, Command};
 
 use crate::bounded;
 
@@ -30,13 +30,21 @@ enum PeerMsg {
 /// the child end) is dropped before returning.
 fn spawn_peer(args: &[&str]) -> (Child, OwnedFd) {
     let (primary_end, child_end) = channel_pair().unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cluster-ipc-peer"));
-    cmd.args(args).stdin(Stdio::piped());
-    pass_to_child(&mut cmd, child_end, DEFAULT_CHILD_FD).unwrap();
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.kill_on_drop(true);
-    let child = cmd.spawn().unwrap();
+    let child = peer_command(child_end)
+        .args(args)
+        .stdin(spawn_core::Stdio::Piped)
+        .spawn()
+        .unwrap();
     (child, primary_end)
+}
+
+/// The helper with `fd` at the conventional channel number, named in
+/// `CLUSTER_IPC_FD`, killed if a test drops it.
+fn peer_command(fd: OwnedFd) -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cluster-ipc-peer"))
+        .inherit_fd(DEFAULT_CHILD_FD, fd)
+        .env(CHANNEL_FD_ENV, DEFAULT_CHILD_FD.to_string())
+        .kill_on_drop(true)
 }
 
 async fn open(fd: OwnedFd, cap: u32) -> (Sender, Receiver, Handshake) {
@@ -57,14 +65,14 @@ async fn recv_user(rx: &mut Receiver) -> (PeerMsg, Vec<OwnedFd>) {
 }
 
 async fn finish(mut child: Child) {
-    let status = bounded(child.wait()).await.unwrap();
-    assert!(status.success(), "helper exited with {status}");
+    let close = bounded(child.wait()).await.unwrap();
+    assert!(close.success(), "helper closed with {close:?}");
 }
 
 #[tokio::test]
 async fn the_child_adopts_its_end_and_handshakes() {
     let (child, fd) = spawn_peer(&["echo", "1024"]);
-    let pid = child.id().unwrap();
+    let pid = child.pid();
     let (tx, mut rx, peer) = open(fd, 1024).await;
     assert_eq!(peer.pid, pid);
     assert_eq!(peer.worker_id, 1);
@@ -240,7 +248,7 @@ async fn a_full_queue_gives_backpressure_not_unbounded_memory() {
     let mut cx = Context::from_waker(Waker::noop());
     assert!(pending.as_mut().poll(&mut cx).is_pending());
     // The helper exits: the queue closes and hands messages back as closed.
-    drop(child.stdin.take());
+    drop(child.take_stdin());
     finish(child).await;
     let err = bounded(pending).await.unwrap_err();
     assert!(err.is_peer_closed(), "{err:?}");
@@ -250,7 +258,7 @@ async fn a_full_queue_gives_backpressure_not_unbounded_memory() {
 #[tokio::test]
 async fn a_worker_refuses_an_inherited_stdio_descriptor() {
     // Descriptor 1 of the helper is a Unix stream socket, so only its number
-    // is wrong: 0-2 are stdio, which `pass_to_child` refuses to set up too.
+    // is wrong: 0-2 are stdio.
     // (`spawn`, not `output`: tokio's `output` would make stdout a pipe.)
     let (stdout_end, ours) = UnixStream::pair().unwrap();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cluster-ipc-peer"))
@@ -277,34 +285,12 @@ async fn a_worker_refuses_an_inherited_stdio_descriptor() {
 async fn a_worker_refuses_an_inherited_descriptor_that_is_not_a_socket() {
     // A pipe where the channel should be.
     let (read_end, write_end) = std::io::pipe().unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cluster-ipc-peer"));
-    cmd.args(["echo", "1024"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    pass_to_child(&mut cmd, OwnedFd::from(read_end), DEFAULT_CHILD_FD).unwrap();
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.kill_on_drop(true);
-    let output = bounded(cmd.output()).await.unwrap();
+    let output = peer_command(OwnedFd::from(read_end))
+        .args(["echo", "1024"])
+        .output(1 << 20);
+    let output = bounded(output).await.unwrap();
     drop(write_end);
-    assert!(!output.status.success());
+    assert!(!output.close.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not a socket"), "stderr: {stderr}");
-}
-
-#[test]
-fn a_failed_exec_is_reported_when_the_target_is_where_std_reports_errors() {
-    // std reports a failed exec through a close-on-exec pipe made just
-    // before the fork, at the two lowest free numbers. Find them and ask for
-    // the channel at the number the pipe's write end will get: the hook's
-    // dup2 there must not hide the failed exec (nor write std's error
-    // report into the channel).
-    let (_primary_end, child_end) = channel_pair().unwrap();
-    let (probe_read, probe_write) = UnixStream::pair().unwrap();
-    let target = std::os::fd::AsRawFd::as_raw_fd(&probe_write);
-    drop((probe_read, probe_write));
-    let mut cmd = std::process::Command::new("no-such-program-cluster-ipc");
-    pass_to_child(&mut cmd, child_end, target).unwrap();
-    let err = cmd.spawn().expect_err("the program does not exist");
-    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err:?}");
 }

@@ -415,3 +415,66 @@ async fn answers_written_by_the_sending_task_stay_whole_when_the_socket_fills() 
         .unwrap()
         .unwrap();
 }
+
+/// A recursive user type: each `Node` nests one level deeper.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+enum Nest {
+    Leaf,
+    Node(Box<Nest>),
+}
+
+/// Bytes sent as they are: a tuple of `u8`s is its bytes in postcard.
+struct RawPayload(Vec<u8>);
+
+impl serde::Serialize for RawPayload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut tuple = serializer.serialize_tuple(self.0.len())?;
+        for byte in &self.0 {
+            tuple.serialize_element(byte)?;
+        }
+        tuple.end()
+    }
+}
+
+#[test]
+fn a_million_levels_of_nesting_are_an_error_for_that_frame_only() {
+    // On a thread with the default 2 MiB stack (the runtime polls on it):
+    // decoding the nested payload once aborted the process.
+    let worker = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let ((tx, _rx), (_tx_b, mut rx_b)) = open_pair().await;
+                // `Node` a million times, then `Leaf`: 1 MB.
+                let mut deep = vec![1u8; 1_000_000];
+                deep.push(0);
+                bounded(tx.send(&RawPayload(deep))).await.unwrap();
+                bounded(tx.send(&Nest::Node(Box::new(Nest::Leaf))))
+                    .await
+                    .unwrap();
+                let err = bounded(rx_b.recv::<Nest>()).await.unwrap_err();
+                assert!(
+                    matches!(
+                        err,
+                        Error::NestingTooDeep {
+                            limit: cluster_ipc::DEFAULT_MAX_DEPTH,
+                            ..
+                        }
+                    ),
+                    "{err:?}"
+                );
+                // The channel stays usable: the next frame decodes.
+                match bounded(rx_b.recv::<Nest>()).await.unwrap() {
+                    Incoming::User(msg, _) => assert_eq!(msg, Nest::Node(Box::new(Nest::Leaf))),
+                    other => panic!("unexpected {other:?}"),
+                }
+            });
+        })
+        .unwrap();
+    worker.join().expect("the receiving thread panicked");
+}
