@@ -141,8 +141,9 @@ mod sys;
 pub use blocking::BlockingChannel;
 pub use channel::{CHANNEL_FD_ENV, DEFAULT_CHILD_FD, channel_pair, from_env, pass_to_child};
 pub use control::{
-    ControlMsg, Handshake, ListenErrorKind, ListenFailure, ListenMode, ListenOk, ListenReply,
-    ListenRequest, PROTOCOL_VERSION, SocketKind,
+    Bound, ControlMsg, Handshake, ListenErrorKind, ListenFailure, ListenMode, ListenOk, ListenOnOk,
+    ListenOnReply, ListenOnRequest, ListenReply, ListenRequest, ListenTarget, PROTOCOL_VERSION,
+    SocketKind, UnixAddr,
 };
 pub use endpoint::{Config, Incoming, Receiver, Sender, UserFrame, handshake};
 pub use error::{Error, TrySendError};
