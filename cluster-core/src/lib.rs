@@ -76,6 +76,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod endpoint;
 mod error;
 mod event;
 mod launch;
@@ -86,17 +87,20 @@ mod settings;
 mod state;
 mod worker;
 
+pub use endpoint::{Endpoint, ListenTarget, UnixAddr};
 pub use error::ListenErrorKind;
 pub use error::{Error, Result};
 pub use event::{Event, Exit, Message, SlotId, WorkerId};
-pub use primary::{Cluster, ConnectionStats, WorkerHandle};
+pub use primary::{Cluster, ConnectionStats, InheritedSocket, WorkerHandle};
 pub use restart::{Backoff, CrashLoopLimit, RestartPolicy};
 pub use role::{Role, WORKER_ENV, is_primary, is_worker, role};
 pub use sched_policy::{self, Policy, PolicyKind};
 pub use settings::{Heartbeat, Settings, WorkerStdio};
 pub use spawn_core::Signal;
 pub use state::WorkerState;
-pub use worker::{Connection, DrainSignal, Listener, Worker};
+pub use worker::{
+    Connection, DrainSignal, FdListener, Listener, UnixConnection, UnixListener, Worker,
+};
 
 /// A message type of a cluster: serialisable both ways and sendable between
 /// tasks. Implemented for every such type.

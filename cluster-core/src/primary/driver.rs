@@ -23,6 +23,7 @@ pub(crate) enum Notice<M> {
     Forked(WorkerHandle<M>),
     Online(WorkerId),
     Listening(WorkerId, std::net::SocketAddr),
+    ListeningOn(WorkerId, crate::Endpoint),
     Heartbeat(WorkerId),
     /// The worker itself asked to disconnect.
     WorkerDisconnect(WorkerId),
@@ -133,6 +134,16 @@ async fn read_frames<M: Payload>(
                     Some(addr) => Notice::Listening(id, addr),
                     None => continue,
                 },
+                ControlMsg::ListenOn(req) => {
+                    match balancer
+                        .listen_on(id, &tx, req)
+                        .await
+                        .and_then(|b| listening_on(id, b))
+                    {
+                        Some(notice) => notice,
+                        None => continue,
+                    }
+                }
                 ControlMsg::ConnectionAck { conn_id, accepted } => {
                     balancer.ack(id, conn_id, accepted);
                     continue;
@@ -165,6 +176,20 @@ async fn read_frames<M: Payload>(
             return;
         }
     }
+}
+
+/// The notice of a worker listening on what a `ListenOn` request bound.
+fn listening_on<M>(id: WorkerId, bound: cluster_ipc::Bound) -> Option<Notice<M>> {
+    use crate::{Endpoint, UnixAddr};
+    Some(match bound {
+        cluster_ipc::Bound::Unix(addr) => {
+            Notice::ListeningOn(id, Endpoint::Unix(UnixAddr::from_wire(addr)))
+        }
+        cluster_ipc::Bound::Udp(addr) => Notice::ListeningOn(id, Endpoint::Udp(addr)),
+        // A descriptor that is a TCP listener.
+        cluster_ipc::Bound::Tcp(addr) => Notice::Listening(id, addr),
+        _ => return None,
+    })
 }
 
 /// The longest piece of output forwarded as one line.

@@ -9,3 +9,4 @@ mod messages;
 mod orphans;
 mod reload;
 mod support;
+mod unix;

@@ -4,15 +4,14 @@
 //! closes keep the counters and the scheduler's open counts true.
 
 use std::io;
-use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use cluster_ipc::{ControlMsg, TrySendError};
 use sched_policy::{Connection, ListenerId, Slot};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::net::TcpListener;
 
 use super::{Balancer, State, route_of};
 use crate::event::{SlotId, WorkerId};
@@ -20,8 +19,9 @@ use crate::event::{SlotId, WorkerId};
 /// A connection handed to a worker that has not acknowledged it yet: the
 /// primary still owns it (the duplicate kept here).
 pub(super) struct Pending {
-    pub(super) stream: std::net::TcpStream,
-    pub(super) peer: SocketAddr,
+    pub(super) stream: OwnedFd,
+    /// The client's address; `None` on a Unix-domain listener.
+    pub(super) peer: Option<SocketAddr>,
     pub(super) listener: usize,
     pub(super) slot: Slot,
     pub(super) worker: WorkerId,
@@ -58,7 +58,7 @@ impl Balancer {
     fn accepted(
         &self,
         idx: usize,
-        batch: &mut Vec<(std::net::TcpStream, SocketAddr)>,
+        batch: &mut Vec<(OwnedFd, Option<SocketAddr>)>,
         out: &mut Vec<Outgoing>,
     ) {
         {
@@ -118,6 +118,28 @@ impl Balancer {
     }
 }
 
+/// What a Unix-domain connection shows a scheduling policy as its peer.
+const UNIX_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
+/// A listening socket the accept loop drains: TCP or Unix-domain stream.
+pub(super) trait Accept: AsRawFd + Send + 'static {
+    /// Accept one connection (close-on-exec): its socket, and its peer's
+    /// address when it has one.
+    fn accept_one(&self) -> io::Result<(OwnedFd, Option<SocketAddr>)>;
+}
+
+impl Accept for std::net::TcpListener {
+    fn accept_one(&self) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
+        self.accept().map(|(s, peer)| (s.into(), Some(peer)))
+    }
+}
+
+impl Accept for std::os::unix::net::UnixListener {
+    fn accept_one(&self) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
+        self.accept().map(|(s, _)| (s.into(), None))
+    }
+}
+
 /// Accept on a listener until the cluster closes it.
 ///
 /// The accepted sockets only pass through the primary, so they are never
@@ -126,10 +148,7 @@ impl Balancer {
 /// listener is polled for readiness and drained with plain `accept4` calls,
 /// everything pending (up to [`ACCEPT_BATCH`]) before the batch is handed
 /// over.
-pub(super) async fn accept_loop(balancer: Arc<Balancer>, idx: usize, listener: TcpListener) {
-    let Ok(listener) = listener.into_std() else {
-        return;
-    };
+pub(super) async fn accept_loop<L: Accept>(balancer: Arc<Balancer>, idx: usize, listener: L) {
     // SAFETY: the AsyncFd owns the listener, so its descriptor stays open
     // (and is not reused) for as long as it is registered; it is
     // deregistered when the AsyncFd drops, before the listener closes.
@@ -145,7 +164,7 @@ pub(super) async fn accept_loop(balancer: Arc<Balancer>, idx: usize, listener: T
         };
         let mut failed = false;
         while batch.len() < ACCEPT_BATCH {
-            match ready.get_inner().accept() {
+            match ready.get_inner().accept_one() {
                 Ok(conn) => batch.push(conn),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     ready.clear_ready();
@@ -196,7 +215,10 @@ fn route(st: &mut State, conn_id: u64) -> Option<Outgoing> {
             st.pending.remove(&conn_id);
             return None;
         };
-        let conn = Connection::new(p.peer, ListenerId(p.listener as u32));
+        // A Unix-domain client has no address: policies see the
+        // unspecified one (sticky is replaced by round-robin there).
+        let peer = p.peer.unwrap_or(UNIX_PEER);
+        let conn = Connection::new(peer, ListenerId(p.listener as u32));
         let Some(slot) = sched.reassign(&conn, &p.excluded) else {
             // No worker can take it: closed.
             st.pending.remove(&conn_id);
@@ -205,7 +227,7 @@ fn route(st: &mut State, conn_id: u64) -> Option<Outgoing> {
         let routes = &st.listeners[p.listener].routes;
         let route = route_of(routes, SlotId(slot.get() as usize), &st.workers);
         let sender = route.and_then(|r| st.workers.get(&r.worker)?.sender.clone());
-        let fd = p.stream.try_clone().ok().map(OwnedFd::from);
+        let fd = p.stream.try_clone().ok();
         let (Some(route), Some(sender), Some(fd)) = (route, sender, fd) else {
             if let Some(sched) = st.listeners[p.listener].sched.as_mut() {
                 let _ = sched.hand_off_failed(slot);
@@ -215,10 +237,16 @@ fn route(st: &mut State, conn_id: u64) -> Option<Outgoing> {
         };
         p.slot = slot;
         p.worker = route.worker;
-        let msg = ControlMsg::NewConnection {
-            conn_id,
-            listener_id: route.request_id,
-            peer: p.peer,
+        let msg = match p.peer {
+            Some(peer) => ControlMsg::NewConnection {
+                conn_id,
+                listener_id: route.request_id,
+                peer,
+            },
+            None => ControlMsg::NewUnixConnection {
+                conn_id,
+                listener_id: route.request_id,
+            },
         };
         return Some(Outgoing {
             conn_id,
@@ -278,7 +306,7 @@ pub(super) fn hand_off_failed(st: &mut State, worker: WorkerId, conn_id: u64) {
 
 /// `worker` acknowledged `conn_id`: it owns it now; the primary's duplicate
 /// is returned, for the caller to close outside the lock.
-fn take_over(st: &mut State, worker: WorkerId, conn_id: u64) -> Option<std::net::TcpStream> {
+fn take_over(st: &mut State, worker: WorkerId, conn_id: u64) -> Option<OwnedFd> {
     let p = st.pending.get(&conn_id)?;
     if p.worker != worker {
         return None;
