@@ -9,7 +9,9 @@
 //! - `PORT` (default 3000; 0 picks a free port, printed in the listening
 //!   lines), `WORKERS` (default: the available parallelism) and
 //!   `CLUSTER_SCHED_POLICY` (`rr`, `none`, `sticky`, `least-conn`, `p2c`;
-//!   default `rr`). Only 127.0.0.1 is bound.
+//!   default `rr`). Only 127.0.0.1 is bound. `SOCKET_PATH` serves on that
+//!   Unix-domain socket instead (`curl --unix-socket $SOCKET_PATH
+//!   http://localhost/`).
 //! - `GET /` answers `hello from worker <id> (pid <pid>)` and a newline;
 //!   `GET /slow` answers the same line, then `done` a second later (to watch
 //!   a drain finish a request in flight); anything else is a 404.
@@ -208,6 +210,9 @@ impl EventLog {
 
 async fn worker() -> anyhow::Result<()> {
     let me = Worker::<()>::connect().await?;
+    if let Ok(path) = std::env::var("SOCKET_PATH") {
+        return serve_unix(me, path).await;
+    }
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port()?));
     let mut listener = me.listen(addr).await?;
     let hello: Arc<str> = format!(
@@ -332,4 +337,40 @@ impl Body for Reply {
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.len)
     }
+}
+
+/// `SOCKET_PATH`: the same service on a Unix-domain socket, through the
+/// primary like a TCP port, drained the same way.
+async fn serve_unix(me: Worker<()>, path: String) -> anyhow::Result<()> {
+    let mut listener = me.listen_unix(path.as_str()).await?;
+    let hello: Arc<str> = format!(
+        "hello from worker {} (pid {})\n",
+        me.id(),
+        std::process::id()
+    )
+    .into();
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Some(conn) = accepted else { break };
+                let hello = Arc::clone(&hello);
+                let service = service_fn(move |req| answer(req, Arc::clone(&hello)));
+                let mut drain = me.drain_signal();
+                connections.spawn(async move {
+                    let conn = http1::Builder::new().serve_connection(TokioIo::new(conn), service);
+                    let mut conn = std::pin::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        () = drain.wait() => {}
+                    }
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }
