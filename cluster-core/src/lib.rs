@@ -26,6 +26,11 @@
 //!   The policy comes from [`Settings::scheduling_policy`] or the
 //!   `CLUSTER_SCHED_POLICY` variable; per-worker counters from
 //!   [`Cluster::connection_stats`].
+//! - The other kinds of listener go through the primary too:
+//!   [`Worker::listen_unix`] (a Unix-domain stream socket, handed over like
+//!   TCP: [`UnixListener`], [`UnixConnection`]), [`Worker::bind_udp`] (one
+//!   UDP socket shared by every worker) and [`Worker::listen_fd`] (a socket
+//!   given to [`Cluster::inherit_socket`]: [`FdListener`]).
 //! - Guarding is built in ([`restart`]): a [`RestartPolicy`], exponential
 //!   [`Backoff`] reset after a minimum uptime, a [`CrashLoopLimit`] after which
 //!   the slot is given up, an optional heartbeat timeout, a graceful shutdown
