@@ -18,7 +18,7 @@ pub enum UnixAddr {
     /// A socket file at this path (at most 107 bytes: `sun_path`).
     Path(PathBuf),
     /// A name in Linux's abstract namespace, without the leading NUL (at
-    /// most 106 bytes): no file, no permissions, gone when the last socket
+    /// most 107 bytes): no file, no permissions, gone when the last socket
     /// bound to it closes.
     Abstract(Vec<u8>),
 }

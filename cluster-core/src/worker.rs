@@ -187,7 +187,7 @@ impl<M: Payload> Worker<M> {
     ///
     /// Fails with [`Error::ListenOn`], whose `kind` is `AddrInUse`,
     /// `NotFound` (no such directory), `PermissionDenied` or `PathTooLong`
-    /// (longer than `sun_path`, 107 bytes).
+    /// (longer than `sun_path`'s 107 bytes).
     pub async fn listen_unix(&self, addr: impl Into<UnixAddr>) -> Result<UnixListener> {
         self.listen_unix_inner(addr.into(), None).await
     }

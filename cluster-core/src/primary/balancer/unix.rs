@@ -16,7 +16,6 @@
 //!   (its owner, e.g. systemd, created it).
 
 use std::io;
-use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixListener, UnixStream};
@@ -28,6 +27,8 @@ use super::State;
 
 /// The longest path or abstract name that fits in `sun_path` (108 bytes on
 /// Linux, with a terminating NUL for a path, the leading NUL for a name).
+/// The kernel would take a path of 108 bytes without its NUL; `std` does
+/// not, and neither do we.
 pub(super) const MAX_PATH: usize = 107;
 
 /// The Unix side of a listener entry.
@@ -98,11 +99,10 @@ pub(super) fn bind(
 ) -> Result<(UnixListener, UnixSide), UnixBindError> {
     match addr {
         UnixAddr::Abstract(name) => {
-            if name.len() > MAX_PATH - 1 {
+            if name.len() > MAX_PATH {
                 return Err(UnixBindError::TooLong);
             }
-            let sa = UnixSocketAddr::from_abstract_name(name)?;
-            let listener = UnixListener::bind_addr(&sa)?;
+            let listener = bind_abstract(name)?;
             listener.set_nonblocking(true)?;
             let side = UnixSide {
                 addr: addr.clone(),
@@ -113,7 +113,7 @@ pub(super) fn bind(
             Ok((listener, side))
         }
         UnixAddr::Path(bytes) => {
-            if bytes.len() > MAX_PATH - 1 {
+            if bytes.len() > MAX_PATH {
                 return Err(UnixBindError::TooLong);
             }
             let path = Path::new(std::ffi::OsStr::from_bytes(bytes));
@@ -141,6 +141,19 @@ pub(super) fn bind(
     }
 }
 
+/// Bind a name in Linux's abstract namespace.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn bind_abstract(name: &[u8]) -> io::Result<UnixListener> {
+    use std::os::linux::net::SocketAddrExt;
+    UnixListener::bind_addr(&UnixSocketAddr::from_abstract_name(name)?)
+}
+
+/// No abstract namespace here.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn bind_abstract(_name: &[u8]) -> io::Result<UnixListener> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
 /// Whether `path` is a socket file nobody listens on (a connect is
 /// refused).
 fn is_stale(path: &Path) -> bool {
@@ -155,8 +168,18 @@ pub(super) fn addr_of(listener: &UnixListener) -> Option<UnixAddr> {
     if let Some(path) = sa.as_pathname() {
         return Some(UnixAddr::Path(path.as_os_str().as_bytes().to_vec()));
     }
-    sa.as_abstract_name()
-        .map(|name| UnixAddr::Abstract(name.to_vec()))
+    abstract_name(&sa).map(UnixAddr::Abstract)
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn abstract_name(sa: &UnixSocketAddr) -> Option<Vec<u8>> {
+    use std::os::linux::net::SocketAddrExt;
+    sa.as_abstract_name().map(<[u8]>::to_vec)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn abstract_name(_sa: &UnixSocketAddr) -> Option<Vec<u8>> {
+    None
 }
 
 /// Close the Unix-domain listeners the primary bound that no worker listens
