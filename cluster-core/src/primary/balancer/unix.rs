@@ -201,3 +201,6 @@ pub(super) fn release_unused(st: &mut State) {
         st.by_key.retain(|_, i| *i != idx);
     }
 }
+
+#[cfg(test)]
+mod tests;
