@@ -15,6 +15,9 @@
 //!   `CLUSTER_HEARTBEAT_TIMEOUT_MS`, `CLUSTER_CRASH_LOOP_LIMIT`,
 //!   `CLUSTER_CRASH_LOOP_WINDOW_MS`). When every slot gave up (workers that
 //!   cannot start), the primary exits 1.
+//!   `SOCKET_PATH` serves on that
+//!   Unix-domain socket instead (`curl --unix-socket $SOCKET_PATH
+//!   http://localhost/`).
 //! - `GET /` answers `hello from worker <id> (pid <pid>)` and a newline;
 //!   `GET /slow` answers the same line, then `done` a second later (to watch
 //!   a drain finish a request in flight); anything else is a 404.
@@ -170,6 +173,9 @@ fn describe(event: &Event<()>, pids: &HashMap<WorkerId, u32>) -> Option<String> 
 
 async fn worker() -> anyhow::Result<()> {
     let me = Worker::<()>::connect().await?;
+    if let Ok(path) = std::env::var("SOCKET_PATH") {
+        return serve_unix(me, path).await;
+    }
     let listener = me
         .listen(SocketAddr::from((Ipv4Addr::LOCALHOST, env("PORT", 3000)?)))
         .await?;
@@ -213,4 +219,41 @@ async fn answer(req: Request<Incoming>, hello: Arc<str>) -> Result<Response<Body
             r
         }
     })
+}
+
+/// `SOCKET_PATH`: the same service on a Unix-domain socket, through the
+/// primary like a TCP port, drained the same way.
+async fn serve_unix(me: Worker<()>, path: String) -> anyhow::Result<()> {
+    let mut listener = me.listen_unix(path.as_str()).await?;
+    let hello: Arc<str> = format!(
+        "hello from worker {} (pid {})\n",
+        me.id(),
+        std::process::id()
+    )
+    .into();
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Some(conn) = accepted else { break };
+                let hello = Arc::clone(&hello);
+                let service = service_fn(move |req| answer(req, Arc::clone(&hello)));
+                let mut drain = me.drain_signal();
+                connections.spawn(async move {
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(conn), service);
+                    let mut conn = std::pin::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        () = drain.wait() => {}
+                    }
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }

@@ -106,6 +106,22 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The primary could not listen on the Unix-domain socket, UDP address
+    /// or descriptor a worker asked for (seen from the worker). `kind` tells
+    /// the typed cases: `AddrInUse` (a live server owns the path),
+    /// `NotFound` (a directory of the path does not exist),
+    /// `PermissionDenied`, `PathTooLong` (longer than `sun_path`),
+    /// `UnknownDescriptor` (the primary holds no socket under that number).
+    #[error("could not listen on {target} ({kind:?})")]
+    ListenOn {
+        /// What was asked for.
+        target: crate::endpoint::ListenTarget,
+        /// The class of failure, as the primary reported it.
+        kind: ListenErrorKind,
+        /// The OS error, or a description when the OS reported none.
+        #[source]
+        source: io::Error,
+    },
     /// The scheduling policy named in an environment variable is unknown.
     #[error("unknown scheduling policy in {name}")]
     SchedulingPolicy {

@@ -147,6 +147,14 @@ pub enum Event<M> {
         /// Where it listens.
         addr: SocketAddr,
     },
+    /// The worker listens on a Unix-domain socket or a UDP address through
+    /// the primary (TCP is [`Event::Listening`]).
+    ListeningOn {
+        /// The worker.
+        worker: WorkerId,
+        /// What it listens on.
+        endpoint: crate::Endpoint,
+    },
     /// The worker sent a message.
     Message(Message<M>),
     /// The worker's channel closed (it disconnected or died).

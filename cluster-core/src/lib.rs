@@ -29,6 +29,11 @@
 //!   The policy comes from [`Settings::scheduling_policy`] or the
 //!   `CLUSTER_SCHED_POLICY` variable; per-worker counters from
 //!   [`Cluster::connection_stats`].
+//! - The other kinds of listener go through the primary too:
+//!   [`Worker::listen_unix`] (a Unix-domain stream socket, handed over like
+//!   TCP: [`UnixListener`], [`UnixConnection`]), [`Worker::bind_udp`] (one
+//!   UDP socket shared by every worker) and [`Worker::listen_fd`] (a socket
+//!   given to [`Cluster::inherit_socket`]: [`FdListener`]).
 //! - Guarding is built in ([`restart`]): a [`RestartPolicy`], exponential
 //!   [`Backoff`] reset after a minimum uptime, a [`CrashLoopLimit`] on failed
 //!   starts after which the slot is given up ([`Event::AllSlotsGaveUp`] when
@@ -104,6 +109,7 @@ compile_error!(
 #[cfg(feature = "axum")]
 pub mod axum;
 mod clock;
+mod endpoint;
 mod error;
 mod event;
 #[cfg(feature = "hyper")]
@@ -117,10 +123,11 @@ mod settings;
 mod state;
 mod worker;
 
+pub use endpoint::{Endpoint, ListenTarget, UnixAddr};
 pub use error::ListenErrorKind;
 pub use error::{Error, Result};
 pub use event::{Event, Exit, Message, SlotId, WorkerId};
-pub use primary::{Cluster, ConnectionStats, WorkerHandle};
+pub use primary::{Cluster, ConnectionStats, InheritedSocket, WorkerHandle};
 pub use restart::{Backoff, CrashLoopLimit, RestartPolicy};
 pub use role::{Role, WORKER_ENV, is_primary, is_worker, role};
 pub use sched_policy::{self, Policy, PolicyKind};
@@ -129,7 +136,9 @@ pub use settings::{
 };
 pub use spawn_core::Signal;
 pub use state::WorkerState;
-pub use worker::{Connection, DrainSignal, Listener, Worker};
+pub use worker::{
+    Connection, DrainSignal, FdListener, Listener, UnixConnection, UnixListener, Worker,
+};
 
 /// A message type of a cluster: serialisable both ways and sendable between
 /// tasks. Implemented for every such type.

@@ -51,7 +51,7 @@ use crate::role::WorkerEnv;
 use crate::settings::{Settings, WorkerStdio};
 use crate::state::WorkerState;
 
-pub use balancer::ConnectionStats;
+pub use balancer::{ConnectionStats, InheritedSocket};
 pub use handle::WorkerHandle;
 
 use balancer::{Balancer, Counters, HandoffLimits};
@@ -454,6 +454,21 @@ impl<M: Payload> Cluster<M> {
     /// The live workers (not yet reaped), by id.
     pub fn workers(&self) -> BTreeMap<WorkerId, WorkerHandle<M>> {
         self.shared.lock().workers.clone()
+    }
+
+    /// Give the cluster a socket it already holds to listen on for its
+    /// workers (Node's `listen({ fd })`, the path of a systemd socket
+    /// unit's descriptors): already bound, and listening for a stream
+    /// socket. Returns its descriptor number, the key of a worker's
+    /// [`Worker::listen_fd`](crate::Worker::listen_fd); a worker's
+    /// [`listen`](crate::Worker::listen), [`listen_unix`](crate::Worker::listen_unix)
+    /// or [`bind_udp`](crate::Worker::bind_udp) on the address it is bound
+    /// to uses it too, instead of binding again. It is served like a socket
+    /// the primary bound (handed over under a distributed policy, shared
+    /// under `none`; UDP always shared), except that the file of a
+    /// Unix-domain socket given this way is never removed by the cluster.
+    pub fn inherit_socket(&self, socket: InheritedSocket) -> std::os::fd::RawFd {
+        self.shared.balancer.inherit(socket)
     }
 
     /// One live worker.

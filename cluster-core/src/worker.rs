@@ -32,17 +32,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_ipc::{
-    Config, ControlMsg, Handshake, Incoming, ListenRequest, Receiver, Sender, SocketKind,
+    Config, ControlMsg, Handshake, Incoming, ListenOnRequest, ListenRequest, ListenTarget,
+    Receiver, Sender, SocketKind,
 };
 use tokio::sync::{mpsc, watch};
 
 use crate::Payload;
+use crate::endpoint::UnixAddr;
 use crate::error::{Error, Result};
 use crate::event::{SlotId, WorkerId};
 use crate::role::{take_channel, worker_env};
 
 use listen::Net;
-pub use listen::{Connection, DrainSignal, Listener};
+pub use listen::{Connection, DrainSignal, FdListener, Listener, UnixConnection, UnixListener};
 
 /// How many decoded messages wait in the worker before the channel stops
 /// being read (and the primary's `send` waits).
@@ -216,6 +218,104 @@ impl<M: Payload> Worker<M> {
         answer.await.map_err(|_| Error::PrimaryGone)?
     }
 
+    /// Listen on a Unix-domain stream socket through the primary (Node's
+    /// `server.listen({ path })` in a worker): a filesystem path or, on
+    /// Linux, an abstract name ([`UnixAddr`]). The primary binds it once for
+    /// every worker that asks, and the connections come as with
+    /// [`listen`](Self::listen): handed over under a distributed policy
+    /// (sticky has no client address to key on here and uses round-robin),
+    /// accepted here on the shared socket under `none`. The primary then
+    /// reports [`Event::ListeningOn`](crate::Event::ListeningOn).
+    ///
+    /// A socket file left by a crashed run (nothing accepts on it: a
+    /// connect is refused) is replaced; a live one fails with
+    /// [`ListenErrorKind::AddrInUse`](crate::ListenErrorKind). The file is
+    /// removed when the last worker listening there is gone and at
+    /// shutdown. The file's permissions are what the primary's umask gives;
+    /// see [`listen_unix_with_mode`](Self::listen_unix_with_mode).
+    ///
+    /// Fails with [`Error::ListenOn`], whose `kind` is `AddrInUse`,
+    /// `NotFound` (no such directory), `PermissionDenied` or `PathTooLong`
+    /// (longer than `sun_path`'s 107 bytes).
+    pub async fn listen_unix(&self, addr: impl Into<UnixAddr>) -> Result<UnixListener> {
+        self.listen_unix_inner(addr.into(), None).await
+    }
+
+    /// [`listen_unix`](Self::listen_unix), and the primary sets the socket
+    /// file's permission bits to `mode` after binding it (Node's
+    /// `readableAll`/`writableAll`: `0o666` lets every user connect). Only
+    /// the first worker's request binds, so only its mode counts; ignored
+    /// for an abstract name, which has no file.
+    pub async fn listen_unix_with_mode(
+        &self,
+        addr: impl Into<UnixAddr>,
+        mode: u32,
+    ) -> Result<UnixListener> {
+        self.listen_unix_inner(addr.into(), Some(mode)).await
+    }
+
+    async fn listen_unix_inner(&self, addr: UnixAddr, mode: Option<u32>) -> Result<UnixListener> {
+        let wire = ListenTarget::Unix {
+            addr: addr.to_wire(),
+            mode,
+        };
+        let target = crate::ListenTarget::Unix(addr);
+        match self.listen_on(target.clone(), wire).await? {
+            FdListener::Unix(l) => Ok(l),
+            _ => Err(wrong_kind(target)),
+        }
+    }
+
+    /// Bind a UDP address through the primary (Node's `dgram` bind in a
+    /// worker, which is always shared): the primary binds it once (port 0:
+    /// once, the same real port for every worker) and every worker that
+    /// binds it receives on a duplicate of that one socket, whatever the
+    /// scheduling policy — there is nothing to hand over; the kernel gives
+    /// each datagram to one of the waiting readers. Replies sent from it
+    /// come from the shared address. The primary then reports
+    /// [`Event::ListeningOn`](crate::Event::ListeningOn).
+    pub async fn bind_udp(&self, addr: SocketAddr) -> Result<tokio::net::UdpSocket> {
+        let target = crate::ListenTarget::Udp(addr);
+        match self
+            .listen_on(target.clone(), ListenTarget::Udp(addr))
+            .await?
+        {
+            FdListener::Udp(s) => Ok(s),
+            _ => Err(wrong_kind(target)),
+        }
+    }
+
+    /// Listen on a socket the primary holds, by its descriptor number in
+    /// the primary (Node's `listen({ fd })`): one given to
+    /// [`Cluster::inherit_socket`](crate::Cluster::inherit_socket), which
+    /// returned that number. What it is decides the [`FdListener`]: TCP and
+    /// Unix-domain stream sockets are served as by
+    /// [`listen`](Self::listen) and [`listen_unix`](Self::listen_unix), a UDP
+    /// socket as by [`bind_udp`](Self::bind_udp). Fails with
+    /// [`Error::ListenOn`] of kind `UnknownDescriptor` for a number the
+    /// primary was not given.
+    pub async fn listen_fd(&self, fd: i32) -> Result<FdListener> {
+        self.listen_on(crate::ListenTarget::Fd(fd), ListenTarget::Fd(fd))
+            .await
+    }
+
+    async fn listen_on(
+        &self,
+        target: crate::ListenTarget,
+        wire: ListenTarget,
+    ) -> Result<FdListener> {
+        let (request_id, answer) = self.net.request_on(target);
+        let req = ListenOnRequest {
+            request_id,
+            target: wire,
+        };
+        self.tx
+            .send_control(&ControlMsg::ListenOn(req), Vec::new())
+            .await
+            .map_err(gone)?;
+        answer.await.map_err(|_| Error::PrimaryGone)?
+    }
+
     /// A signal that resolves when this worker starts draining (see
     /// [`DrainSignal`]).
     pub fn drain_signal(&self) -> DrainSignal {
@@ -274,6 +374,15 @@ impl<M: Payload> Worker<M> {
     }
 }
 
+/// The primary answered with another kind of socket than asked for.
+fn wrong_kind(target: crate::ListenTarget) -> Error {
+    Error::ListenOn {
+        target,
+        kind: cluster_ipc::ListenErrorKind::Unsupported,
+        source: std::io::Error::other("the primary answered with another kind of socket"),
+    }
+}
+
 fn gone(e: cluster_ipc::Error) -> Error {
     match e {
         cluster_ipc::Error::PeerClosed { .. } | cluster_ipc::Error::Closed => Error::PrimaryGone,
@@ -315,6 +424,20 @@ async fn receive_loop<M: Payload>(
                 net.on_connection(conn_id, listener_id, peer, deadline_ns, fds)
                     .await;
             }
+            Ok(Incoming::Control(ControlMsg::ListenOnReply(reply), fds)) => {
+                net.on_listen_on_reply(reply, fds);
+            }
+            Ok(Incoming::Control(
+                ControlMsg::NewUnixConnection {
+                    conn_id,
+                    listener_id,
+                    deadline_ns,
+                },
+                fds,
+            )) => {
+                net.on_unix_connection(conn_id, listener_id, deadline_ns, fds)
+                    .await;
+            }
             // Only a worker sends these; a primary never does. Nothing here
             // waits for one, so one from a broken peer is dropped (its
             // descriptors closed) and the loop goes on.
@@ -324,7 +447,8 @@ async fn receive_loop<M: Payload>(
                 | ControlMsg::Listening { .. }
                 | ControlMsg::ConnectionAck { .. }
                 | ControlMsg::ConnectionClosed { .. }
-                | ControlMsg::Heartbeat { .. },
+                | ControlMsg::Heartbeat { .. }
+                | ControlMsg::ListenOn(_),
                 _,
             )) => {}
             // One message that is not an `M`: the channel goes on.

@@ -114,6 +114,23 @@ pub enum ControlMsg {
         /// Sequence number, from 1, one more per heartbeat.
         seq: u64,
     },
+    /// Worker → primary: please listen on something other than a TCP
+    /// address for me (a Unix-domain path, a UDP address, a descriptor the
+    /// primary holds).
+    ListenOn(ListenOnRequest),
+    /// Primary → worker: the answer to a [`ControlMsg::ListenOn`].
+    ListenOnReply(ListenOnReply),
+    /// Primary → worker: an accepted Unix-domain connection (it has no IP
+    /// peer); its socket is attached.
+    NewUnixConnection {
+        /// Primary-assigned id of the connection (acknowledged and closed
+        /// like a [`ControlMsg::NewConnection`]'s).
+        conn_id: u64,
+        /// The `request_id` of the listen request it was accepted for.
+        listener_id: u64,
+        /// The hand-off deadline, as for a [`ControlMsg::NewConnection`].
+        deadline_ns: u64,
+    },
 }
 
 impl ControlMsg {
@@ -129,6 +146,9 @@ impl ControlMsg {
             ControlMsg::ConnectionClosed { .. } => "ConnectionClosed",
             ControlMsg::Disconnect => "Disconnect",
             ControlMsg::Heartbeat { .. } => "Heartbeat",
+            ControlMsg::ListenOn(_) => "ListenOn",
+            ControlMsg::ListenOnReply(_) => "ListenOnReply",
+            ControlMsg::NewUnixConnection { .. } => "NewUnixConnection",
         }
     }
 }
@@ -199,6 +219,87 @@ pub enum ListenErrorKind {
     Unsupported,
     /// Anything else; see `errno` and `message`.
     Other,
+    /// A directory of the Unix-domain socket's path does not exist
+    /// (`ENOENT`).
+    NotFound,
+    /// The Unix-domain socket's path (or abstract name) does not fit in
+    /// `sun_path` (107 bytes and a terminating NUL on Linux).
+    PathTooLong,
+    /// The primary holds no listening socket under that descriptor number.
+    UnknownDescriptor,
+}
+
+/// A worker's request that the primary listen on something other than a
+/// TCP address ([`ControlMsg::ListenOn`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenOnRequest {
+    /// Worker-chosen id, echoed in the reply (the same id space as
+    /// [`ListenRequest::request_id`]).
+    pub request_id: u64,
+    /// What to listen on.
+    pub target: ListenTarget,
+}
+
+/// What a [`ListenOnRequest`] asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ListenTarget {
+    /// A Unix-domain stream socket.
+    Unix {
+        /// Where.
+        addr: UnixAddr,
+        /// The permission bits the primary sets on the socket file after
+        /// binding it (filesystem paths only); `None` leaves what the umask
+        /// gave.
+        mode: Option<u32>,
+    },
+    /// A UDP socket, shared by every worker that binds this address.
+    Udp(SocketAddr),
+    /// A listening socket the primary already holds, by its descriptor
+    /// number in the primary (Node's `listen({ fd })`).
+    Fd(i32),
+}
+
+/// The address of a Unix-domain socket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum UnixAddr {
+    /// A filesystem path, as the OS's bytes.
+    Path(Vec<u8>),
+    /// A name in Linux's abstract namespace (without the leading NUL).
+    Abstract(Vec<u8>),
+}
+
+/// The primary's answer to a [`ListenOnRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenOnReply {
+    /// The request answered.
+    pub request_id: u64,
+    /// What happened.
+    pub result: Result<ListenOnOk, ListenFailure>,
+}
+
+/// A [`ListenOnRequest`] that worked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenOnOk {
+    /// What the primary listens on.
+    pub bound: Bound,
+    /// True when the socket itself is attached to this frame (UDP always; a
+    /// stream socket under the shared-listener mode).
+    pub fd_attached: bool,
+}
+
+/// What a listening socket of the primary is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Bound {
+    /// A TCP listener (a descriptor target may be one): its connections
+    /// come as [`ControlMsg::NewConnection`].
+    Tcp(SocketAddr),
+    /// A Unix-domain stream listener: its connections come as
+    /// [`ControlMsg::NewUnixConnection`].
+    Unix(UnixAddr),
+    /// A UDP socket (a requested port 0 resolved).
+    Udp(SocketAddr),
 }
 
 #[cfg(test)]

@@ -162,8 +162,9 @@ mod sys;
 pub use blocking::BlockingChannel;
 pub use channel::{CHANNEL_FD_ENV, DEFAULT_CHILD_FD, channel_pair, from_env};
 pub use control::{
-    ControlMsg, Handshake, ListenErrorKind, ListenFailure, ListenOk, ListenReply, ListenRequest,
-    PROTOCOL_VERSION, SocketKind,
+    Bound, ControlMsg, Handshake, ListenErrorKind, ListenFailure, ListenOk, ListenOnOk,
+    ListenOnReply, ListenOnRequest, ListenReply, ListenRequest, ListenTarget, PROTOCOL_VERSION,
+    SocketKind, UnixAddr,
 };
 pub use endpoint::{Config, Incoming, Receiver, Sender, UserFrame, handshake};
 pub use error::{Error, TrySendError};

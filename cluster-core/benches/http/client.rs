@@ -1,11 +1,13 @@
-//! The load client: `concurrency` threads, each opening a new TCP connection
-//! per request (`GET / HTTP/1.1`, `Connection: close`) and reading the answer
+//! The load client: `concurrency` threads, each opening a new TCP (or
+//! Unix-domain) connection per request (`GET / HTTP/1.1`, `Connection: close`) and reading the answer
 //! to EOF. Bounded in requests and in time; counts the answers per worker tag
 //! (the body), which gives the fairness figure.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -47,9 +49,17 @@ impl Outcome {
     }
 }
 
-/// Run `load` against 127.0.0.1:`port`.
-pub(crate) fn run(port: u16, load: Load) -> Outcome {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+/// Where a server listens.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// 127.0.0.1 and this port.
+    Tcp(u16),
+    /// This Unix-domain socket.
+    Unix(PathBuf),
+}
+
+/// Run `load` against `target`.
+pub(crate) fn run(target: &Target, load: Load) -> Outcome {
     let claimed = AtomicUsize::new(0);
     let start = Instant::now();
     let parts: Vec<Outcome> = std::thread::scope(|s| {
@@ -61,7 +71,7 @@ pub(crate) fn run(port: u16, load: Load) -> Outcome {
                     while claimed.fetch_add(1, Ordering::Relaxed) < load.total
                         && start.elapsed() < load.budget
                     {
-                        match get(addr) {
+                        match get(target) {
                             Some(worker) => {
                                 out.done += 1;
                                 *out.per_worker.entry(worker).or_default() += 1;
@@ -94,9 +104,23 @@ pub(crate) fn run(port: u16, load: Load) -> Outcome {
 
 /// One request on a new connection; the body (the worker's tag) if the
 /// answer was a complete `200`.
-fn get(addr: SocketAddr) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+fn get(target: &Target) -> Option<String> {
+    match target {
+        Target::Tcp(port) => {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, *port));
+            let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            exchange(stream)
+        }
+        Target::Unix(path) => {
+            let stream = UnixStream::connect(path).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            exchange(stream)
+        }
+    }
+}
+
+fn exchange<S: Read + Write>(mut stream: S) -> Option<String> {
     stream.write_all(REQUEST).ok()?;
     let mut answer = Vec::with_capacity(128);
     stream.read_to_end(&mut answer).ok()?;

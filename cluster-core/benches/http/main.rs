@@ -12,13 +12,19 @@
 //! - (b) our cluster, `none`: the workers accept on the shared listener;
 //! - (c) raw hand-off: a bare accept loop passing each descriptor with one
 //!   `sendmsg` (`SCM_RIGHTS`) to bare worker processes (`raw.rs`);
-//! - (d) raw shared accept: bare worker processes accepting on one listener.
+//! - (d) raw shared accept: bare worker processes accepting on one listener;
+//! - (e) our cluster, round-robin, on a Unix-domain socket (the client
+//!   connects to a path; `Worker::listen_unix`);
+//! - (f) raw hand-off on a Unix-domain socket: (c)'s loop on a Unix-domain
+//!   listener.
 //!
 //! Rows (one JSON line each on stdout):
 //! - `http.rr_conn_per_s`: (a) against (c). Good: >= 0.9 x raw (Node.js 20:
 //!   12.5k/s against a C hand-off of 26k/s on a 2-vCPU machine, 0.48 x).
 //! - `http.none_conn_per_s`: (b) against (d). Good: >= 0.9 x raw (Node.js:
 //!   23.7k/s against a C shared accept of 39k/s).
+//! - `http.unix_rr_conn_per_s`: (e) against (f). Good: >= 0.9 x raw (no
+//!   Node.js figure: its cluster script serves TCP only).
 //! - `http.rr_fairness`: under round-robin, the busiest worker's answers over
 //!   the quietest's (counted from the bodies, which name the worker), the
 //!   worst of a light load (1 connection at a time), the rate runs' load (8)
@@ -44,7 +50,7 @@ mod serve;
 
 use std::time::Duration;
 
-use client::Load;
+use client::{Load, Target};
 
 /// Workers per server.
 const WORKERS: usize = 2;
@@ -96,17 +102,29 @@ fn main() -> anyhow::Result<()> {
     let none = ours::start(&rt, sched_policy::PolicyKind::None, WORKERS)?;
     let handoff = raw::start_handoff(WORKERS)?;
     let shared = raw::start_shared(WORKERS)?;
+    let sock = |name: &str| {
+        std::env::temp_dir().join(format!("procwork-bench-{}-{name}.sock", std::process::id()))
+    };
+    let unix_rr = ours::start_unix(
+        &rt,
+        sched_policy::PolicyKind::RoundRobin,
+        WORKERS,
+        &sock("ours"),
+    )?;
+    let unix_handoff = raw::start_unix_handoff(WORKERS, sock("raw"))?;
 
     let servers = [
-        ("ours rr", rr.port),
-        ("raw hand-off", handoff.port),
-        ("ours none", none.port),
-        ("raw shared", shared.port),
+        ("ours rr", Target::Tcp(rr.port)),
+        ("raw hand-off", Target::Tcp(handoff.port)),
+        ("ours none", Target::Tcp(none.port)),
+        ("raw shared", Target::Tcp(shared.port)),
+        ("ours unix rr", Target::Unix(sock("ours"))),
+        ("raw unix hand-off", Target::Unix(unix_handoff.path.clone())),
     ];
     // Warm-up: page cache, the runtimes, the listeners' queues.
-    for (_, port) in servers {
+    for (_, target) in &servers {
         client::run(
-            port,
+            target,
             Load {
                 total: 50,
                 ..rate_load
@@ -114,13 +132,13 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    let mut rates: [Vec<f64>; 4] = Default::default();
+    let mut rates: [Vec<f64>; 6] = Default::default();
     let mut fairness = Vec::new();
     let mut failed = 0;
     for rep in 0..reps {
         let mut line = format!("rep {rep}:");
-        for (i, (name, port)) in servers.iter().enumerate() {
-            let out = client::run(*port, rate_load);
+        for (i, (name, target)) in servers.iter().enumerate() {
+            let out = client::run(target, rate_load);
             failed += out.failed;
             rates[i].push(out.rate());
             line += &format!(" {name} {:.0}/s", out.rate());
@@ -132,8 +150,8 @@ fn main() -> anyhow::Result<()> {
     }
     let mut light_heavy = Vec::new();
     for rep in 0..reps {
-        let l = client::run(rr.port, light);
-        let h = client::run(rr.port, heavy);
+        let l = client::run(&Target::Tcp(rr.port), light);
+        let h = client::run(&Target::Tcp(rr.port), heavy);
         failed += l.failed + h.failed;
         eprintln!(
             "rep {rep}: round-robin fairness light {:.3} {:?}, heavy {:.3} {:?}",
@@ -147,7 +165,14 @@ fn main() -> anyhow::Result<()> {
     if failed > 0 {
         eprintln!("warning: {failed} request(s) failed during the bench");
     }
-    let [rr_rates, handoff_rates, none_rates, shared_rates] = rates;
+    let [
+        rr_rates,
+        handoff_rates,
+        none_rates,
+        shared_rates,
+        unix_rr_rates,
+        unix_handoff_rates,
+    ] = rates;
     row(
         "http.rr_conn_per_s",
         "New connection per request, round-robin hand-off",
@@ -166,6 +191,15 @@ fn main() -> anyhow::Result<()> {
         Some(&shared_rates),
         ">= 0.9x raw",
     );
+    row(
+        "http.unix_rr_conn_per_s",
+        "New connection per request, round-robin hand-off, Unix-domain socket",
+        "per_s",
+        "higher",
+        &unix_rr_rates,
+        Some(&unix_handoff_rates),
+        ">= 0.9x raw",
+    );
     // The worst of the three loads, repetition by repetition.
     let worst: Vec<f64> = fairness
         .iter()
@@ -181,10 +215,11 @@ fn main() -> anyhow::Result<()> {
         None,
         "<= 1.05",
     );
-    drop((handoff, shared));
+    drop((handoff, shared, unix_handoff));
     rt.block_on(async {
         rr.shutdown().await;
         none.shutdown().await;
+        unix_rr.shutdown().await;
     });
     Ok(())
 }

@@ -11,7 +11,11 @@ use cluster_core::{Cluster, Event, PolicyKind, Settings, Worker};
 
 use crate::serve::Answer;
 
-/// A running cluster and the port its workers listen on.
+/// The variable that makes the workers listen on a Unix-domain socket.
+const UNIX_ENV: &str = "BENCH_UNIX_PATH";
+
+/// A running cluster and the port its workers listen on (0 on a
+/// Unix-domain socket).
 pub(crate) struct OurServer {
     pub(crate) port: u16,
     cluster: Cluster<()>,
@@ -30,12 +34,34 @@ pub(crate) fn start(
     policy: PolicyKind,
     n: usize,
 ) -> anyhow::Result<OurServer> {
+    start_on(rt, policy, n, None)
+}
+
+/// [`start`], the workers listening on the Unix-domain socket `path`.
+pub(crate) fn start_unix(
+    rt: &tokio::runtime::Runtime,
+    policy: PolicyKind,
+    n: usize,
+    path: &std::path::Path,
+) -> anyhow::Result<OurServer> {
+    start_on(rt, policy, n, Some(path))
+}
+
+fn start_on(
+    rt: &tokio::runtime::Runtime,
+    policy: PolicyKind,
+    n: usize,
+    unix: Option<&std::path::Path>,
+) -> anyhow::Result<OurServer> {
     rt.block_on(async {
         let mut settings = Settings::new();
         settings
             .n_workers(n)
             .scheduling_policy(policy)
             .shutdown_deadline(Duration::from_secs(5));
+        if let Some(path) = unix {
+            settings.env(UNIX_ENV, path);
+        }
         let mut cluster = Cluster::<()>::new(settings)?;
         cluster.start()?;
         let mut port = 0;
@@ -49,6 +75,7 @@ pub(crate) fn start(
                     port = addr.port();
                     listening += 1;
                 }
+                Event::ListeningOn { .. } => listening += 1,
                 Event::Exit { worker, exit, .. } => {
                     anyhow::bail!("{policy} worker {worker} ended early: {exit}")
                 }
@@ -61,8 +88,8 @@ pub(crate) fn start(
     })
 }
 
-/// The body of a cluster worker: listen on 127.0.0.1:0 through the primary
-/// and serve connections one at a time until asked to leave.
+/// The body of a cluster worker: listen on 127.0.0.1:0 (or on the
+/// Unix-domain socket `BENCH_UNIX_PATH`) through the primary and serve connections one at a time until asked to leave.
 pub(crate) fn worker_main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -70,6 +97,13 @@ pub(crate) fn worker_main() -> anyhow::Result<()> {
     rt.block_on(async {
         let me = Worker::<()>::connect().await?;
         let answer = Answer::new(&me.id().to_string());
+        if let Some(path) = std::env::var_os(UNIX_ENV) {
+            let mut listener = me.listen_unix(std::path::PathBuf::from(path)).await?;
+            while let Some(mut conn) = listener.accept().await {
+                let _ = answer.serve_async(&mut conn).await;
+            }
+            return Ok(());
+        }
         let mut listener = me
             .listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await?;

@@ -6,7 +6,9 @@
 //!   bare worker processes, which `recvmsg` it and serve it; no
 //!   acknowledgement, no bookkeeping;
 //! - shared accept: the bare worker processes inherit one listening socket
-//!   and each accepts on it in a loop; the kernel picks.
+//!   and each accepts on it in a loop; the kernel picks;
+//! - Unix-domain hand-off: the hand-off loop on a Unix-domain listener
+//!   instead of a TCP one.
 //!
 //! The workers are this bench binary re-executed with `--raw-worker`; the
 //! socket they need arrives as their standard input, so no descriptor number
@@ -103,6 +105,63 @@ pub(crate) fn start_handoff(n: usize) -> anyhow::Result<RawServer> {
     })
 }
 
+/// The bare Unix-domain hand-off: where it listens, and what to stop (the
+/// socket file is removed on drop).
+pub(crate) struct RawUnixServer {
+    pub(crate) path: std::path::PathBuf,
+    stop: Arc<AtomicBool>,
+    _children: Children,
+}
+
+impl Drop for RawUnixServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = UnixStream::connect(&self.path);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Start the bare accept-and-pass loop on the Unix-domain socket `path`,
+/// with `n` worker processes.
+pub(crate) fn start_unix_handoff(
+    n: usize,
+    path: std::path::PathBuf,
+) -> anyhow::Result<RawUnixServer> {
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path)?;
+    let mut children = Children(Vec::new());
+    let mut channels = Vec::new();
+    for tag in 0..n {
+        let (ours, theirs) = UnixStream::pair()?;
+        children
+            .0
+            .push(spawn_worker("handoff-unix", tag, OwnedFd::from(theirs))?);
+        channels.push(ours);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        let mut next = 0;
+        for conn in listener.incoming() {
+            if flag.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(conn) = conn else { continue };
+            let fds = [conn.as_raw_fd()];
+            let cmsg = [ControlMessage::ScmRights(&fds)];
+            let iov = [IoSlice::new(&[0])];
+            let to = channels[next % channels.len()].as_raw_fd();
+            next += 1;
+            let _ = sendmsg::<UnixAddr>(to, &iov, &cmsg, MsgFlags::empty(), None);
+        }
+    });
+    Ok(RawUnixServer {
+        path,
+        stop,
+        _children: children,
+    })
+}
+
 /// Start `n` bare worker processes accepting on one shared listener.
 pub(crate) fn start_shared(n: usize) -> anyhow::Result<RawServer> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
@@ -135,7 +194,14 @@ pub(crate) fn worker_main(kind: &str, tag: &str) -> anyhow::Result<()> {
         "handoff" => {
             let channel = UnixStream::from(inherited);
             while let Some(conn) = receive_conn(&channel)? {
-                let _ = answer.serve(conn);
+                let _ = answer.serve(TcpStream::from(conn));
+            }
+            Ok(())
+        }
+        "handoff-unix" => {
+            let channel = UnixStream::from(inherited);
+            while let Some(conn) = receive_conn(&channel)? {
+                let _ = answer.serve_unix(UnixStream::from(conn));
             }
             Ok(())
         }
@@ -144,7 +210,7 @@ pub(crate) fn worker_main(kind: &str, tag: &str) -> anyhow::Result<()> {
 }
 
 /// One passed connection; `None` when the primary's end closed.
-fn receive_conn(channel: &UnixStream) -> anyhow::Result<Option<TcpStream>> {
+fn receive_conn(channel: &UnixStream) -> anyhow::Result<Option<OwnedFd>> {
     loop {
         let mut byte = [0u8; 1];
         let mut iov = [IoSliceMut::new(&mut byte)];
@@ -166,7 +232,7 @@ fn receive_conn(channel: &UnixStream) -> anyhow::Result<Option<TcpStream>> {
                 // us (SCM_RIGHTS, one descriptor per message); nothing else
                 // owns it.
                 let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                return Ok(Some(TcpStream::from(owned)));
+                return Ok(Some(owned));
             }
         }
     }

@@ -4,6 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 /// The largest request head a server reads before dropping the connection.
@@ -26,8 +27,18 @@ impl Answer {
 
     /// Serve one connection: read until the end of the request head, answer,
     /// close. A client that gives up or sends an oversized head is dropped.
-    pub(crate) fn serve(&self, mut stream: TcpStream) -> io::Result<()> {
+    pub(crate) fn serve(&self, stream: TcpStream) -> io::Result<()> {
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        self.serve_stream(stream)
+    }
+
+    /// [`serve`](Self::serve) on a Unix-domain connection.
+    pub(crate) fn serve_unix(&self, stream: UnixStream) -> io::Result<()> {
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        self.serve_stream(stream)
+    }
+
+    fn serve_stream<S: Read + Write>(&self, mut stream: S) -> io::Result<()> {
         let mut buf = [0u8; MAX_HEAD];
         let mut len = 0;
         loop {

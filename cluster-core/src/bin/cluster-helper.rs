@@ -35,6 +35,16 @@
 //! `listen-twice` (listen through the primary on `HELPER_ADDR`, then on
 //! `HELPER_ADDR2`; exit 1 when that fails).
 //!
+//! Other kinds of listener: `serve-unix` and `serve-unix-report` (`serve`
+//! on the Unix-domain socket `HELPER_UNIX`, a path, or an abstract name
+//! after `@`; with `HELPER_UNIX_MODE`, octal, as its file's mode),
+//! `listen-unix-report` (`listen-report` for `HELPER_UNIX`; `HELPER_FD`
+//! set: for that descriptor of the primary), `serve-fd` (`serve` on the
+//! primary's descriptor `HELPER_FD`, a TCP or Unix-domain listener), `udp`
+//! (bind `HELPER_ADDR` as UDP through the primary and answer each datagram
+//! with `<worker id> <source port>`, pausing 2 ms after each so the others
+//! take their share; when disconnected, exit 0).
+//!
 //! The primary prints `fork <id> <pid>`, `online <id>`, `exit <id> <exit>`,
 //! `reload started` and `reload done` (or `reload failed <error>`) lines,
 //! handles SIGTERM/SIGINT with a 1 s deadline and reloads on SIGHUP, and
@@ -148,6 +158,9 @@ fn worker(mode: &str) -> BoxResult {
             w.flush().await?;
             return Ok(());
         }
+        if mode.starts_with("serve-unix") || mode == "serve-fd" {
+            return other::serve(w, mode).await;
+        }
         if mode.starts_with("serve") {
             return serve(w, mode).await;
         }
@@ -159,6 +172,9 @@ fn worker(mode: &str) -> BoxResult {
             for n in 0..SPEW_LINES {
                 println!("{}", spew_line(w.id().0, n));
             }
+        }
+        if mode == "udp" {
+            return other::udp(w).await;
         }
         // Kept open while the worker runs.
         let mut _listener: Option<Box<dyn std::any::Any>> = None;
@@ -193,6 +209,11 @@ fn worker(mode: &str) -> BoxResult {
                     }
                     Err(e) => return Err(e.into()),
                 };
+                w.send(&Msg::Text(report)).await?;
+            }
+            "listen-unix-report" => {
+                let (report, l) = other::listen_report(&w).await?;
+                _listener = l;
                 w.send(&Msg::Text(report)).await?;
             }
             "listen" => {
@@ -285,6 +306,7 @@ fn fd3() -> &'static str {
         _ => "none",
     }
 }
+
 
 fn helper_addr() -> BoxResult<std::net::SocketAddr> {
     Ok(std::env::var("HELPER_ADDR")
@@ -468,4 +490,121 @@ async fn primary(n: usize, via_setup: bool) -> BoxResult {
     }
     println!("done");
     Ok(())
+}
+
+mod other {
+    //! The modes of the other kinds of listener (Unix-domain, UDP,
+    //! descriptors).
+
+    use cluster_core::{FdListener, UnixAddr, Worker};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    use super::{BoxResult, Msg};
+
+    fn unix_addr() -> BoxResult<UnixAddr> {
+        let v = std::env::var("HELPER_UNIX")?;
+        Ok(match v.strip_prefix('@') {
+            Some(name) => UnixAddr::abstract_name(name),
+            None => UnixAddr::from(v.as_str()),
+        })
+    }
+
+    async fn listen_unix(w: &Worker<Msg>) -> cluster_core::Result<cluster_core::UnixListener> {
+        let addr = unix_addr().map_err(|_| cluster_core::Error::NotAWorker)?;
+        match std::env::var("HELPER_UNIX_MODE") {
+            Ok(m) => {
+                let mode = u32::from_str_radix(&m, 8).unwrap_or(0o600);
+                w.listen_unix_with_mode(addr, mode).await
+            }
+            Err(_) => w.listen_unix(addr).await,
+        }
+    }
+
+    fn helper_fd() -> Option<i32> {
+        std::env::var("HELPER_FD").ok()?.parse().ok()
+    }
+
+    /// `ok <what>` or `error <kind> <io kind>`, and the listener to keep.
+    pub(super) async fn listen_report(
+        w: &Worker<Msg>,
+    ) -> BoxResult<(String, Option<Box<dyn std::any::Any>>)> {
+        let res = match helper_fd() {
+            Some(fd) => w
+                .listen_fd(fd)
+                .await
+                .map(|l| -> Box<dyn std::any::Any> { Box::new(l) }),
+            None => listen_unix(w)
+                .await
+                .map(|l| -> Box<dyn std::any::Any> { Box::new(l) }),
+        };
+        Ok(match res {
+            Ok(l) => ("ok".into(), Some(l)),
+            Err(cluster_core::Error::ListenOn { kind, source, .. }) => {
+                (format!("error {kind:?} {:?}", source.kind()), None)
+            }
+            Err(e) => return Err(e.into()),
+        })
+    }
+
+    /// Answer a connection with the worker id, keep it until the client
+    /// closes.
+    async fn answer<C: AsyncRead + AsyncWrite + Unpin>(mut conn: C, id: u64) {
+        let _ = conn.write_all(format!("{id}\n").as_bytes()).await;
+        let mut sink = [0u8; 64];
+        while matches!(conn.read(&mut sink).await, Ok(n) if n > 0) {}
+    }
+
+    /// `serve` on a Unix-domain socket, or on the primary's descriptor.
+    pub(super) async fn serve(w: Worker<Msg>, mode: &str) -> BoxResult {
+        let id = w.id().0;
+        let report = mode.ends_with("-report");
+        let mut open = tokio::task::JoinSet::new();
+        let mut unix = match helper_fd().filter(|_| mode == "serve-fd") {
+            Some(fd) => match w.listen_fd(fd).await? {
+                FdListener::Unix(l) => l,
+                FdListener::Tcp(mut l) => {
+                    while let Some((conn, _)) = l.accept().await {
+                        open.spawn(answer(conn, id));
+                    }
+                    while open.join_next().await.is_some() {}
+                    w.flush().await?;
+                    return Ok(());
+                }
+                other => return Err(format!("not a stream listener: {other:?}").into()),
+            },
+            None => listen_unix(&w).await?,
+        };
+        while let Some(conn) = unix.accept().await {
+            if report {
+                w.send(&Msg::Text("accepted".into())).await?;
+            }
+            open.spawn(answer(conn, id));
+        }
+        while open.join_next().await.is_some() {}
+        w.flush().await?;
+        Ok(())
+    }
+
+    /// Answer each datagram on the shared UDP socket with
+    /// `<worker id> <source port>`.
+    pub(super) async fn udp(mut w: Worker<Msg>) -> BoxResult {
+        let socket = w.bind_udp(super::helper_addr()?).await?;
+        let id = w.id().0;
+        let mut buf = [0u8; 512];
+        loop {
+            tokio::select! {
+                res = socket.recv_from(&mut buf) => {
+                    let (_, peer) = res?;
+                    socket.send_to(format!("{id} {}", peer.port()).as_bytes(), peer).await?;
+                    // Busy for a moment: the other workers take the next ones.
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                msg = w.recv() => {
+                    if matches!(msg, Ok(None)) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
 }

@@ -35,7 +35,11 @@
 //! This file keeps the tables and the workers' membership; `bind.rs` binds
 //! the listeners and answers listen requests, `handoff.rs` accepts,
 //! schedules and hands the connections over and tracks their acks and
-//! closes.
+//! closes. The other kinds of listener (`ListenOn` requests) live beside:
+//! `listen_on.rs` answers them and keeps the sockets the primary was given
+//! (inherited descriptors), `unix.rs` binds Unix-domain stream sockets
+//! (their connections take the same hand-off path as TCP's), `udp.rs` binds
+//! the UDP sockets every worker of an address shares.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -52,6 +56,12 @@ use crate::settings::PolicyChoice;
 
 mod bind;
 mod handoff;
+mod listen_on;
+mod udp;
+mod unix;
+
+pub use listen_on::InheritedSocket;
+pub(crate) use listen_on::ListenKey;
 
 use handoff::{Open, Pending, close_open, hand_off_failed, unpark};
 
@@ -104,9 +114,12 @@ struct Route {
 }
 
 struct ListenerEntry {
+    /// TCP: the bound address (unspecified for a Unix-domain listener).
     addr: SocketAddr,
+    /// A Unix-domain listener: its address and socket file.
+    unix: Option<unix::UnixSide>,
     /// `none`: the listening socket, duplicated to each worker.
-    shared: Option<std::net::TcpListener>,
+    shared: Option<std::os::fd::OwnedFd>,
     /// Distributed: the scheduler of this listener's connections.
     sched: Option<Scheduler<Box<dyn Policy>>>,
     /// The workers listening here, by slot, oldest first.
@@ -162,6 +175,12 @@ struct State {
     limits: HandoffLimits,
     listeners: Vec<ListenerEntry>,
     by_addr: HashMap<SocketAddr, usize>,
+    /// The listeners of `ListenOn` requests (Unix-domain, descriptors).
+    by_key: HashMap<ListenKey, usize>,
+    /// The UDP sockets, by requested and bound address (and descriptor).
+    udp: HashMap<ListenKey, Arc<std::net::UdpSocket>>,
+    /// Sockets given to the primary that no worker asked for yet.
+    inherited: Vec<listen_on::Inherited>,
     workers: HashMap<WorkerId, WorkerNet>,
     pending: HashMap<u64, Pending>,
     open: HashMap<u64, Open>,
@@ -255,6 +274,7 @@ impl Balancer {
             }
             refresh_row(entry, w.slot, &st.workers, st.limits.window);
         }
+        unix::release_unused(st);
         let unacked: Vec<u64> = st
             .pending
             .iter()
@@ -281,7 +301,10 @@ impl Balancer {
             }
             entry.shared = None;
             parked.extend(entry.parked.drain(..));
+            // A socket file the primary created goes with its listener.
+            entry.unix = None;
         }
+        st.udp.clear();
         let dropped: Vec<_> = parked
             .into_iter()
             .filter_map(|c| st.pending.remove(&c))

@@ -24,6 +24,7 @@ pub(crate) enum Notice<M> {
     Forked(WorkerHandle<M>),
     Online(WorkerId),
     Listening(WorkerId, std::net::SocketAddr),
+    ListeningOn(WorkerId, crate::Endpoint),
     Heartbeat(WorkerId),
     /// The worker itself asked to disconnect.
     WorkerDisconnect(WorkerId),
@@ -237,6 +238,16 @@ async fn read_frames<M: Payload>(
                     Some(addr) => Notice::Listening(id, addr),
                     None => continue,
                 },
+                ControlMsg::ListenOn(req) => {
+                    match balancer
+                        .listen_on(id, &tx, req)
+                        .await
+                        .and_then(|b| listening_on(id, b))
+                    {
+                        Some(notice) => notice,
+                        None => continue,
+                    }
+                }
                 ControlMsg::ConnectionAck { conn_id, accepted } => {
                     balancer.ack(id, conn_id, accepted);
                     continue;
@@ -248,7 +259,10 @@ async fn read_frames<M: Payload>(
                 // Only the primary sends these: a worker that does breaks
                 // the protocol, which is a channel error like a frame that
                 // does not decode.
-                msg @ (ControlMsg::ListenReply(_) | ControlMsg::NewConnection { .. }) => {
+                msg @ (ControlMsg::ListenReply(_)
+                | ControlMsg::NewConnection { .. }
+                | ControlMsg::ListenOnReply(_)
+                | ControlMsg::NewUnixConnection { .. }) => {
                     let error = cluster_ipc::Error::MisdirectedControl {
                         message: msg.name(),
                     };
@@ -277,6 +291,20 @@ async fn read_frames<M: Payload>(
 }
 
 pub(crate) use crate::output::Stream;
+
+/// The notice of a worker listening on what a `ListenOn` request bound.
+fn listening_on<M>(id: WorkerId, bound: cluster_ipc::Bound) -> Option<Notice<M>> {
+    use crate::{Endpoint, UnixAddr};
+    Some(match bound {
+        cluster_ipc::Bound::Unix(addr) => {
+            Notice::ListeningOn(id, Endpoint::Unix(UnixAddr::from_wire(addr)))
+        }
+        cluster_ipc::Bound::Udp(addr) => Notice::ListeningOn(id, Endpoint::Udp(addr)),
+        // A descriptor that is a TCP listener.
+        cluster_ipc::Bound::Tcp(addr) => Notice::Listening(id, addr),
+        _ => return None,
+    })
+}
 
 /// Copy a worker's output line by line to the primary's `stream`, each line
 /// framed by `format` and queued whole for the stream's writer thread

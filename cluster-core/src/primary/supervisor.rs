@@ -255,6 +255,13 @@ impl<M: Payload> Supervisor<M> {
                 self.advance(id, WorkerState::Listening);
                 self.emit(Event::Listening { worker: id, addr });
             }
+            Notice::ListeningOn(id, endpoint) => {
+                self.advance(id, WorkerState::Listening);
+                self.emit(Event::ListeningOn {
+                    worker: id,
+                    endpoint,
+                });
+            }
             Notice::Heartbeat(id) => {
                 if let Some((t, _)) = self.last_seen.get_mut(&id) {
                     *t = now;

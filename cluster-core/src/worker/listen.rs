@@ -35,8 +35,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
 
+mod listen_on;
 #[cfg(test)]
 mod tests;
+mod unix;
+
+pub use listen_on::FdListener;
+pub use unix::{UnixConnection, UnixListener};
 
 /// How long a draining worker keeps an idle connection open, by default:
 /// Node's `server.keepAliveTimeout`, so a client pool that honours that
@@ -61,6 +66,10 @@ struct NetState {
     waiting: HashMap<u64, (SocketAddr, oneshot::Sender<ListenAnswer>)>,
     /// Listeners fed by the primary's hand-off, by listen request id.
     handed: HashMap<u64, mpsc::UnboundedSender<Handed>>,
+    /// `ListenOn` requests (Unix-domain, UDP, descriptors) in flight.
+    waiting_on: HashMap<u64, listen_on::Waiting>,
+    /// Unix-domain listeners fed by the hand-off, by listen request id.
+    handed_unix: HashMap<u64, mpsc::UnboundedSender<unix::HandedUnix>>,
 }
 
 impl std::fmt::Debug for Net {
@@ -86,6 +95,8 @@ impl Net {
                 primary_gone: false,
                 waiting: HashMap::new(),
                 handed: HashMap::new(),
+                waiting_on: HashMap::new(),
+                handed_unix: HashMap::new(),
             }),
             drain,
             draining,
@@ -124,7 +135,9 @@ impl Net {
     /// connections already taken over), and new hand-offs are refused.
     pub(crate) fn drain(&self) {
         self.draining.send_replace(true);
-        self.lock().handed.clear();
+        let mut st = self.lock();
+        st.handed.clear();
+        st.handed_unix.clear();
     }
 
     /// The channel from the primary closed: drain, and fail the listen

@@ -17,3 +17,4 @@ mod output;
 mod reload;
 mod role;
 mod support;
+mod unix;

@@ -110,6 +110,76 @@ fn examples() -> Vec<(&'static str, ControlMsg, usize)> {
         ),
         ("disconnect", ControlMsg::Disconnect, 0),
         ("heartbeat", ControlMsg::Heartbeat { seq: 1_000_000 }, 0),
+        (
+            "listen_on_unix",
+            ControlMsg::ListenOn(ListenOnRequest {
+                request_id: 9,
+                target: ListenTarget::Unix {
+                    addr: UnixAddr::Path(b"/run/app.sock".to_vec()),
+                    mode: Some(0o660),
+                },
+            }),
+            0,
+        ),
+        (
+            "listen_on_udp",
+            ControlMsg::ListenOn(ListenOnRequest {
+                request_id: 10,
+                target: ListenTarget::Udp(v4(0)),
+            }),
+            0,
+        ),
+        (
+            "listen_on_fd",
+            ControlMsg::ListenOn(ListenOnRequest {
+                request_id: 11,
+                target: ListenTarget::Fd(3),
+            }),
+            0,
+        ),
+        (
+            "listen_on_reply_unix",
+            ControlMsg::ListenOnReply(ListenOnReply {
+                request_id: 9,
+                result: Ok(ListenOnOk {
+                    bound: Bound::Unix(UnixAddr::Abstract(b"app".to_vec())),
+                    fd_attached: false,
+                }),
+            }),
+            0,
+        ),
+        (
+            "listen_on_reply_udp",
+            ControlMsg::ListenOnReply(ListenOnReply {
+                request_id: 10,
+                result: Ok(ListenOnOk {
+                    bound: Bound::Udp(v4(5353)),
+                    fd_attached: true,
+                }),
+            }),
+            1,
+        ),
+        (
+            "listen_on_reply_err",
+            ControlMsg::ListenOnReply(ListenOnReply {
+                request_id: 11,
+                result: Err(ListenFailure {
+                    kind: ListenErrorKind::PathTooLong,
+                    errno: None,
+                    message: "path too long".into(),
+                }),
+            }),
+            0,
+        ),
+        (
+            "new_unix_connection",
+            ControlMsg::NewUnixConnection {
+                conn_id: 301,
+                listener_id: 9,
+                deadline_ns: 1_234_567_890,
+            },
+            1,
+        ),
     ]
 }
 
@@ -136,10 +206,13 @@ fn examples_cover_every_variant() {
             | ControlMsg::ConnectionAck { .. }
             | ControlMsg::ConnectionClosed { .. }
             | ControlMsg::Disconnect
-            | ControlMsg::Heartbeat { .. } => {}
+            | ControlMsg::Heartbeat { .. }
+            | ControlMsg::ListenOn(_)
+            | ControlMsg::ListenOnReply(_)
+            | ControlMsg::NewUnixConnection { .. } => {}
         }
     }
-    assert_eq!(examples().len(), 10);
+    assert_eq!(examples().len(), 17);
 }
 
 #[test]
@@ -162,6 +235,30 @@ fn arb_addr() -> impl Strategy<Value = SocketAddr> {
             0,
             0
         ))),
+    ]
+}
+
+fn arb_unix() -> impl Strategy<Value = UnixAddr> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..40).prop_map(UnixAddr::Path),
+        proptest::collection::vec(any::<u8>(), 0..40).prop_map(UnixAddr::Abstract),
+    ]
+}
+
+fn arb_target() -> impl Strategy<Value = ListenTarget> {
+    prop_oneof![
+        (arb_unix(), any::<Option<u32>>())
+            .prop_map(|(addr, mode)| ListenTarget::Unix { addr, mode }),
+        arb_addr().prop_map(ListenTarget::Udp),
+        any::<i32>().prop_map(ListenTarget::Fd),
+    ]
+}
+
+fn arb_bound() -> impl Strategy<Value = Bound> {
+    prop_oneof![
+        arb_addr().prop_map(Bound::Tcp),
+        arb_unix().prop_map(Bound::Unix),
+        arb_addr().prop_map(Bound::Udp),
     ]
 }
 
@@ -215,6 +312,22 @@ fn arb_control() -> impl Strategy<Value = ControlMsg> {
         any::<u64>().prop_map(|conn_id| ControlMsg::ConnectionClosed { conn_id }),
         Just(ControlMsg::Disconnect),
         any::<u64>().prop_map(|seq| ControlMsg::Heartbeat { seq }),
+        (any::<u64>(), arb_target()).prop_map(|(request_id, target)| ControlMsg::ListenOn(
+            ListenOnRequest { request_id, target }
+        )),
+        (any::<u64>(), arb_bound(), any::<bool>()).prop_map(|(request_id, bound, fd_attached)| {
+            ControlMsg::ListenOnReply(ListenOnReply {
+                request_id,
+                result: Ok(ListenOnOk { bound, fd_attached }),
+            })
+        }),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(conn_id, listener_id, deadline_ns)| ControlMsg::NewUnixConnection {
+                conn_id,
+                listener_id,
+                deadline_ns,
+            }
+        ),
     ]
 }
 

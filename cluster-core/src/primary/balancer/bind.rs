@@ -16,7 +16,7 @@ use sched_policy::Scheduler;
 use tokio::net::{TcpListener, TcpSocket};
 
 use super::handoff::accept_loop;
-use super::{Balancer, ListenerEntry, Route, refresh_row, wake};
+use super::{Balancer, ListenKey, ListenerEntry, Route, refresh_row, wake};
 use crate::event::WorkerId;
 use crate::settings::PolicyChoice;
 
@@ -81,6 +81,9 @@ impl Balancer {
         }
         let idx = match st.by_addr.get(&addr) {
             Some(&idx) => idx,
+            None if st.holds(&ListenKey::Tcp(addr)) => {
+                self.adopt(&mut st, &ListenKey::Tcp(addr))?
+            }
             None => {
                 let choice = st
                     .choice
@@ -91,6 +94,7 @@ impl Balancer {
                 let idx = st.listeners.len();
                 let mut entry = ListenerEntry {
                     addr: real,
+                    unix: None,
                     shared: None,
                     sched: None,
                     routes: BTreeMap::new(),
@@ -101,10 +105,10 @@ impl Balancer {
                 };
                 let mut accepting = None;
                 if choice.is_none() {
-                    entry.shared = Some(listener.into_std()?);
+                    entry.shared = Some(listener.into_std()?.into());
                 } else {
                     entry.sched = choice.build().map(Scheduler::new);
-                    accepting = Some(listener);
+                    accepting = Some(listener.into_std()?);
                 }
                 st.listeners.push(entry);
                 if let Some(listener) = accepting {
@@ -119,7 +123,7 @@ impl Balancer {
         };
         let entry = &st.listeners[idx];
         let fd = match &entry.shared {
-            Some(l) => Some(OwnedFd::from(l.try_clone()?)),
+            Some(l) => Some(l.try_clone()?),
             None => None,
         };
         Ok((idx, entry.addr, fd))
@@ -139,12 +143,13 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// How a failed bind is told to the worker.
-fn failure(e: &io::Error) -> ListenFailure {
+pub(super) fn failure(e: &io::Error) -> ListenFailure {
     let kind = match e.kind() {
         io::ErrorKind::AddrInUse => ListenErrorKind::AddrInUse,
         io::ErrorKind::AddrNotAvailable => ListenErrorKind::AddrNotAvailable,
         io::ErrorKind::PermissionDenied => ListenErrorKind::PermissionDenied,
         io::ErrorKind::Unsupported => ListenErrorKind::Unsupported,
+        io::ErrorKind::NotFound => ListenErrorKind::NotFound,
         _ => ListenErrorKind::Other,
     };
     ListenFailure {

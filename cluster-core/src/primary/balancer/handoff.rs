@@ -4,15 +4,14 @@
 //! closes keep the counters and the scheduler's open counts true.
 
 use std::io;
-use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use cluster_ipc::{ControlMsg, TrySendError};
 use sched_policy::{Connection, ListenerId, Slot};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::net::TcpListener;
 
 use super::{Balancer, State, room, route_of, wake, wake_all};
 use crate::clock::{monotonic_ns, nanos};
@@ -22,8 +21,9 @@ use crate::event::{SlotId, WorkerId};
 /// here): handed to a worker that has not acknowledged it yet, or parked
 /// while no worker can take it.
 pub(super) struct Pending {
-    pub(super) stream: std::net::TcpStream,
-    pub(super) peer: SocketAddr,
+    pub(super) stream: OwnedFd,
+    /// The client's address; `None` on a Unix-domain listener.
+    pub(super) peer: Option<SocketAddr>,
     pub(super) listener: usize,
     pub(super) slot: Slot,
     /// The worker it was handed to; `None` while parked or being routed.
@@ -73,7 +73,7 @@ impl Balancer {
     fn accepted(
         &self,
         idx: usize,
-        batch: &mut Vec<(std::net::TcpStream, SocketAddr)>,
+        batch: &mut Vec<(OwnedFd, Option<SocketAddr>)>,
         out: &mut Vec<Outgoing>,
     ) -> usize {
         let room = {
@@ -222,6 +222,28 @@ fn responded(st: &mut State, worker: WorkerId) {
     wake_all(st);
 }
 
+/// What a Unix-domain connection shows a scheduling policy as its peer.
+const UNIX_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
+/// A listening socket the accept loop drains: TCP or Unix-domain stream.
+pub(super) trait Accept: AsRawFd + Send + 'static {
+    /// Accept one connection (close-on-exec): its socket, and its peer's
+    /// address when it has one.
+    fn accept_one(&self) -> io::Result<(OwnedFd, Option<SocketAddr>)>;
+}
+
+impl Accept for std::net::TcpListener {
+    fn accept_one(&self) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
+        self.accept().map(|(s, peer)| (s.into(), Some(peer)))
+    }
+}
+
+impl Accept for std::os::unix::net::UnixListener {
+    fn accept_one(&self) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
+        self.accept().map(|(s, _)| (s.into(), None))
+    }
+}
+
 /// Accept on a listener until the cluster closes it, as many connections
 /// as its workers have room for; with no room, the listener is left alone
 /// (the kernel's backlog holds the clients) until a worker has room again.
@@ -233,10 +255,7 @@ fn responded(st: &mut State, worker: WorkerId) {
 /// listener is polled for readiness and drained with plain `accept4` calls,
 /// everything pending (up to [`ACCEPT_BATCH`] and the room) before the batch
 /// is handed over.
-pub(super) async fn accept_loop(balancer: Arc<Balancer>, idx: usize, listener: TcpListener) {
-    let Ok(listener) = listener.into_std() else {
-        return;
-    };
+pub(super) async fn accept_loop<L: Accept>(balancer: Arc<Balancer>, idx: usize, listener: L) {
     // SAFETY: the AsyncFd owns the listener, so its descriptor stays open
     // (and is not reused) for as long as it is registered; it is
     // deregistered when the AsyncFd drops, before the listener closes.
@@ -265,7 +284,7 @@ pub(super) async fn accept_loop(balancer: Arc<Balancer>, idx: usize, listener: T
                 };
                 let mut failed = false;
                 while batch.len() < ACCEPT_BATCH.min(room) {
-                    match ready.get_inner().accept() {
+                    match ready.get_inner().accept_one() {
                         Ok(conn) => batch.push(conn),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             ready.clear_ready();
@@ -351,7 +370,10 @@ fn route(st: &mut State, conn_id: u64) -> Option<Outgoing> {
             st.pending.remove(&conn_id);
             return None;
         }
-        let conn = Connection::new(p.peer, ListenerId(p.listener as u32));
+        // A Unix-domain client has no address: policies see the
+        // unspecified one (sticky is replaced by round-robin there).
+        let peer = p.peer.unwrap_or(UNIX_PEER);
+        let conn = Connection::new(peer, ListenerId(p.listener as u32));
         let Some(slot) = sched.reassign(&conn, &p.excluded) else {
             if !p.excluded.is_empty() && !sched.eligible().is_empty() {
                 // Every eligible worker is excluded: try them all again, a
@@ -376,7 +398,7 @@ fn route(st: &mut State, conn_id: u64) -> Option<Outgoing> {
         let routes = &st.listeners[p.listener].routes;
         let route = route_of(routes, SlotId(slot.get() as usize), &st.workers);
         let sender = route.and_then(|r| st.workers.get(&r.worker)?.sender.clone());
-        let fd = p.stream.try_clone().ok().map(OwnedFd::from);
+        let fd = p.stream.try_clone().ok();
         let (Some(route), Some(sender), Some(fd)) = (route, sender, fd) else {
             if let Some(sched) = st.listeners[p.listener].sched.as_mut() {
                 let _ = sched.hand_off_failed(slot);
@@ -388,11 +410,18 @@ fn route(st: &mut State, conn_id: u64) -> Option<Outgoing> {
         p.slot = slot;
         p.worker = Some(route.worker);
         p.deadline_ns = deadline_ns;
-        let msg = ControlMsg::NewConnection {
-            conn_id,
-            listener_id: route.request_id,
-            peer: p.peer,
-            deadline_ns,
+        let msg = match p.peer {
+            Some(peer) => ControlMsg::NewConnection {
+                conn_id,
+                listener_id: route.request_id,
+                peer,
+                deadline_ns,
+            },
+            None => ControlMsg::NewUnixConnection {
+                conn_id,
+                listener_id: route.request_id,
+                deadline_ns,
+            },
         };
         return Some(Outgoing {
             conn_id,
@@ -457,7 +486,7 @@ pub(super) fn hand_off_failed(st: &mut State, worker: WorkerId, conn_id: u64) {
 
 /// `worker` acknowledged `conn_id`: it owns it now; the primary's duplicate
 /// is returned, for the caller to close outside the lock.
-fn take_over(st: &mut State, worker: WorkerId, conn_id: u64) -> Option<std::net::TcpStream> {
+fn take_over(st: &mut State, worker: WorkerId, conn_id: u64) -> Option<OwnedFd> {
     let p = st.pending.get(&conn_id)?;
     if p.worker != Some(worker) {
         return None;
