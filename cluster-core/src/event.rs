@@ -197,4 +197,15 @@ pub enum Event<M> {
         /// How its last worker ended.
         last_exit: Exit,
     },
+    /// A zero-downtime upgrade handed the service to a new primary, which
+    /// is ready: this one now drains its workers and its event stream ends.
+    Upgraded {
+        /// The new primary's process id.
+        pid: u32,
+    },
+    /// A zero-downtime upgrade failed; this primary keeps serving.
+    UpgradeFailed {
+        /// Why.
+        reason: String,
+    },
 }

@@ -99,6 +99,9 @@ struct ListenerEntry {
     /// The workers listening here, by slot, oldest first.
     routes: BTreeMap<SlotId, Vec<Route>>,
     accept_task: Option<AbortHandle>,
+    /// A duplicate of the listening socket, handed on by an upgrade
+    /// (`upgrade.rs`); dropped when the listener closes.
+    kept: Option<std::os::fd::OwnedFd>,
 }
 
 struct WorkerNet {
@@ -221,7 +224,20 @@ impl Balancer {
                 task.abort();
             }
             entry.shared = None;
+            entry.kept = None;
         }
+    }
+
+    /// Duplicates of the open listening sockets, for a new primary.
+    pub(crate) fn listening_fds(
+        &self,
+    ) -> std::io::Result<Vec<(Option<String>, std::os::fd::OwnedFd)>> {
+        let st = self.lock();
+        st.listeners
+            .iter()
+            .filter_map(|e| e.kept.as_ref())
+            .map(|fd| Ok((None, fd.try_clone()?)))
+            .collect()
     }
 }
 

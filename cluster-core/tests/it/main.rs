@@ -8,4 +8,5 @@ mod listen;
 mod messages;
 mod orphans;
 mod reload;
+mod service;
 mod support;
