@@ -23,6 +23,15 @@
 //!   request of a connection handed over just before), exits; then the
 //!   primary exits 0.
 //!
+//! - Run as a service (see `docs/deploy.md`): it takes its listening socket
+//!   from systemd (socket activation) and reports to it (`NOTIFY_SOCKET`),
+//!   by itself. SIGUSR2 upgrades the primary itself with no downtime: the
+//!   program now on disk starts as a new primary on the same socket, and
+//!   this one drains once the new one's workers listen. `VERSION` (or the
+//!   first line of the file named by `VERSION_FILE`, read when the primary
+//!   starts, so a new primary reads it anew) is appended to each answer,
+//!   only when set; `PID_FILE` names a pid file.
+//!
 //! Workers are this program, re-executed by the primary; hyper serves each
 //! connection the primary hands over (`Worker::listen`), one current-thread
 //! runtime per worker process, like one Node.js process per CPU.
@@ -101,12 +110,23 @@ async fn primary() -> anyhow::Result<()> {
     settings
         .n_workers(n_workers)
         .scheduling_policy(policy)
-        .handle_signals();
+        .handle_signals()
+        .upgrade_on_signal();
+    // Upgrade support: the version this primary's workers report, and the
+    // pid file.
+    if let Ok(path) = std::env::var("VERSION_FILE") {
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("VERSION_FILE={path}"))?;
+        settings.env("VERSION", text.lines().next().unwrap_or("").trim());
+    }
+    if let Ok(path) = std::env::var("PID_FILE") {
+        settings.pid_file(path);
+    }
     let mut cluster = Cluster::<()>::new(settings)?;
     let mut hangup = signal(SignalKind::hangup())?;
     println!(
         "primary (pid {}): {n_workers} worker(s) on 127.0.0.1:{port}, scheduling {policy}; \
-         SIGHUP reloads, SIGTERM or Ctrl-C drains",
+         SIGHUP reloads, SIGUSR2 upgrades, SIGTERM or Ctrl-C drains",
         std::process::id()
     );
     cluster.start()?;
@@ -201,6 +221,10 @@ impl EventLog {
             }
             Event::ForkError { slot, error } => println!("slot {slot}: fork failed: {error}"),
             Event::Message(_) => {}
+            Event::Upgraded { pid } => {
+                println!("upgraded: the new primary (pid {pid}) serves; draining");
+            }
+            Event::UpgradeFailed { reason } => println!("upgrade failed: {reason}"),
             other => println!("{other:?}"),
         }
     }
@@ -210,8 +234,13 @@ async fn worker() -> anyhow::Result<()> {
     let me = Worker::<()>::connect().await?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port()?));
     let mut listener = me.listen(addr).await?;
+    // `VERSION` is appended only when set: the default body is unchanged.
+    let version = match std::env::var("VERSION") {
+        Ok(v) if !v.is_empty() => format!(" version {v}"),
+        _ => String::new(),
+    };
     let hello: Arc<str> = format!(
-        "hello from worker {} (pid {})\n",
+        "hello from worker {} (pid {}){version}\n",
         me.id(),
         std::process::id()
     )
