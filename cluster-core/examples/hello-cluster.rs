@@ -9,7 +9,8 @@
 //! - `PORT` (default 3000; 0 picks a free port, printed in the listening
 //!   lines), `WORKERS` (default: the available parallelism) and
 //!   `CLUSTER_SCHED_POLICY` (`rr`, `none`, `sticky`, `least-conn`, `p2c`;
-//!   default `rr`). Only 127.0.0.1 is bound.
+//!   default `rr`). Only 127.0.0.1 is bound, unless `HOST` names another
+//!   address (a deployment's, see `docs/deploy.md`).
 //! - `GET /` answers `hello from worker <id> (pid <pid>)` and a newline;
 //!   `GET /slow` answers the same line, then `done` a second later (to watch
 //!   a drain finish a request in flight); anything else is a 404.
@@ -38,7 +39,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -90,6 +91,14 @@ fn port() -> anyhow::Result<u16> {
     }
 }
 
+/// `HOST`, default 127.0.0.1.
+fn host() -> anyhow::Result<IpAddr> {
+    match std::env::var("HOST") {
+        Ok(h) => h.trim().parse().with_context(|| format!("HOST={h}")),
+        Err(_) => Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+    }
+}
+
 async fn primary() -> anyhow::Result<()> {
     let port = port()?;
     let n_workers = match std::env::var("WORKERS") {
@@ -125,9 +134,10 @@ async fn primary() -> anyhow::Result<()> {
     let mut cluster = Cluster::<()>::new(settings)?;
     let mut hangup = signal(SignalKind::hangup())?;
     println!(
-        "primary (pid {}): {n_workers} worker(s) on 127.0.0.1:{port}, scheduling {policy}; \
+        "primary (pid {}): {n_workers} worker(s) on {}:{port}, scheduling {policy}; \
          SIGHUP reloads, SIGUSR2 upgrades, SIGTERM or Ctrl-C drains",
-        std::process::id()
+        std::process::id(),
+        host()?
     );
     cluster.start()?;
 
@@ -232,7 +242,7 @@ impl EventLog {
 
 async fn worker() -> anyhow::Result<()> {
     let me = Worker::<()>::connect().await?;
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port()?));
+    let addr = SocketAddr::new(host()?, port()?);
     let mut listener = me.listen(addr).await?;
     // `VERSION` is appended only when set: the default body is unchanged.
     let version = match std::env::var("VERSION") {
