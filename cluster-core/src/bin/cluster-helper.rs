@@ -31,8 +31,10 @@
 //! `cluster-helper upgradable <n>` is a primary of `n` `versioned` workers
 //! that can upgrade itself: its version is the first word of the file named
 //! by `HELPER_VERSION_FILE` (read at start; the word `exit` makes it exit 7
-//! at once, a broken new binary), its workers listen on `HELPER_ADDR`, it
-//! writes `HELPER_PID_FILE` if set. SIGUSR2 upgrades it through
+//! at once, a broken new binary, and `hang` makes it sleep, one never
+//! ready), its workers listen on `HELPER_ADDR`, it writes `HELPER_PID_FILE`
+//! if set; `HELPER_UPGRADE_TIMEOUT_MS` is its upgrade timeout (default
+//! 20 s). SIGUSR2 upgrades it through
 //! `Settings::upgrade_on_signal`, SIGUSR1 through `Cluster::upgrade`,
 //! SIGWINCH reloads it, SIGTERM drains it. Each line it prints starts with
 //! its pid: `<pid> ready <version> <addr>`, `<pid> upgraded <new pid>`,
@@ -107,6 +109,9 @@ fn main() -> BoxResult {
             };
             if version == "exit" {
                 std::process::exit(7);
+            }
+            if version == "hang" {
+                std::thread::sleep(Duration::from_secs(600));
             }
             tokio::runtime::Runtime::new()?.block_on(upgradable(n, version))
         }
@@ -310,7 +315,12 @@ async fn upgradable(n: usize, version: String) -> BoxResult {
         .n_workers(n)
         .handle_signals()
         .upgrade_on_signal()
-        .upgrade_timeout(Duration::from_secs(20))
+        .upgrade_timeout(Duration::from_millis(
+            std::env::var("HELPER_UPGRADE_TIMEOUT_MS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(20_000),
+        ))
         .shutdown_deadline(Duration::from_secs(10))
         .env("HELPER_MODE", "versioned")
         .env("HELPER_VERSION", &version);

@@ -98,7 +98,8 @@ impl Primaries {
     }
 
     /// The first line not taken yet of `pid` (any primary if `None`) whose
-    /// first word after the pid is `what`: its words, the pid first.
+    /// first word after the pid is `what` (or one of `a|b`): its words, the
+    /// pid first.
     /// Bounded.
     async fn wait(&mut self, pid: Option<i32>, what: &str) -> Vec<String> {
         let deadline = tokio::time::Instant::now() + BOUND;
@@ -125,7 +126,7 @@ impl Primaries {
             let words: Vec<String> = self.seen[i].split_whitespace().map(str::to_owned).collect();
             let matches = !self.taken[i]
                 && words.len() >= 2
-                && words[1] == what
+                && what.split('|').any(|w| words[1] == w)
                 && pid.is_none_or(|p| words[0] == p.to_string());
             if matches {
                 self.taken[i] = true;
@@ -503,33 +504,42 @@ async fn socket_activation(policy: &str) {
     let scratch = Scratch::new(&format!("activate-{policy}"));
     let version_file = scratch.path("version");
     std::fs::write(&version_file, "v1").unwrap();
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut cmd = Command::new("systemd-socket-activate");
-    // It passes on only the variables named with `-E`.
-    cmd.arg("-l")
-        .arg(addr.to_string())
-        .arg("-E")
-        .arg(format!("HELPER_VERSION_FILE={}", version_file.display()))
-        .args(["-E", "HELPER_ADDR=127.0.0.1:0", "-E"])
-        .arg(format!("CLUSTER_SCHED_POLICY={policy}"))
-        .args([HELPER, "upgradable", "2"])
-        .stderr(Stdio::piped());
-    let mut primaries = Primaries::spawn(cmd);
-    // `systemd-socket-activate` listens, and starts the program at the
-    // first connection (which waits in the backlog meanwhile).
-    let stderr = primaries._first.stderr.take().expect("piped stderr");
-    let mut err_lines = BufReader::new(stderr).lines();
-    let listening = tokio::time::timeout(BOUND, err_lines.next_line())
-        .await
-        .expect("systemd-socket-activate in time")
-        .expect("its stderr");
-    assert!(
-        listening
+    // The free port may be taken again before `systemd-socket-activate`
+    // binds it (tests run in parallel): then try another one.
+    let mut started = None;
+    for _ in 0..5 {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut cmd = Command::new("systemd-socket-activate");
+        // It passes on only the variables named with `-E`.
+        cmd.arg("-l")
+            .arg(addr.to_string())
+            .arg("-E")
+            .arg(format!("HELPER_VERSION_FILE={}", version_file.display()))
+            .args(["-E", "HELPER_ADDR=127.0.0.1:0", "-E"])
+            .arg(format!("CLUSTER_SCHED_POLICY={policy}"))
+            .args([HELPER, "upgradable", "2"])
+            .stderr(Stdio::piped());
+        let mut primaries = Primaries::spawn(cmd);
+        // `systemd-socket-activate` listens, and starts the program at the
+        // first connection (which waits in the backlog meanwhile).
+        let stderr = primaries._first.stderr.take().expect("piped stderr");
+        let mut err_lines = BufReader::new(stderr).lines();
+        let listening = tokio::time::timeout(BOUND, err_lines.next_line())
+            .await
+            .expect("systemd-socket-activate in time")
+            .expect("its stderr");
+        if listening
             .as_deref()
-            .is_some_and(|l| l.starts_with("Listening on")),
-        "{listening:?}"
-    );
+            .is_some_and(|l| l.starts_with("Listening on"))
+        {
+            // Kept open: it writes more there (and dies of SIGPIPE if the
+            // pipe is closed).
+            started = Some((primaries, addr, err_lines));
+            break;
+        }
+        eprintln!("systemd-socket-activate: {listening:?}; another port");
+    }
+    let (mut primaries, addr, _stderr) = started.expect("systemd-socket-activate listens");
     // Ten clients before any worker exists: none is refused, all answered.
     let mut early = Vec::new();
     for _ in 0..10 {
@@ -562,4 +572,62 @@ async fn socket_activation_round_robin_serves_the_backlog() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_activation_shared_listener_serves_the_backlog() {
     socket_activation("none").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_primary_never_ready_is_killed_and_a_second_upgrade_is_refused_meanwhile() {
+    let scratch = Scratch::new("upgrade-hang");
+    let version_file = scratch.path("version");
+    std::fs::write(&version_file, "v1").unwrap();
+    let mut cmd = helper(&version_file);
+    cmd.env("HELPER_UPGRADE_TIMEOUT_MS", "1500");
+    let mut primaries = Primaries::spawn(cmd);
+    let (pid, _, addr) = primaries.ready(None).await;
+    let mut load = Load::start(addr);
+    load.until_version("v1").await;
+
+    std::fs::write(&version_file, "hang").unwrap();
+    signal(pid, Signal::SIGUSR2);
+    // Its new primary hangs: an upgrade through the API meanwhile is
+    // refused (one at a time).
+    let mut refused = Vec::new();
+    for _ in 0..100 {
+        signal(pid, Signal::SIGUSR1);
+        let failed = primaries.wait(Some(pid), "upgrade-failed").await.join(" ");
+        if failed.contains("already in progress") {
+            refused.push(failed);
+            break;
+        }
+        // The hanging one failed first (a slow machine): start it again.
+        assert!(failed.contains("was not ready within"), "{failed}");
+        signal(pid, Signal::SIGUSR2);
+    }
+    assert_eq!(refused.len(), 1, "{:#?}", primaries.seen);
+    let failed = primaries.wait(Some(pid), "upgrade-failed").await.join(" ");
+    assert!(failed.contains("was not ready within"), "{failed}");
+
+    // The old primary serves on, and upgrades later.
+    let mut conn = connect(addr).await.unwrap();
+    assert_eq!(ask(&mut conn).await.unwrap()[0], "v1");
+    drop(conn);
+    // (Its short timeout may fail a real upgrade on a slow machine: retry.)
+    std::fs::write(&version_file, "v2").unwrap();
+    let mut new = None;
+    for _ in 0..5 {
+        signal(pid, Signal::SIGUSR2);
+        let words = primaries.wait(Some(pid), "upgraded|upgrade-failed").await;
+        if words[1] == "upgraded" {
+            new = Some(words[2].parse::<i32>().unwrap());
+            break;
+        }
+    }
+    let new = new.unwrap_or_else(|| panic!("no upgrade succeeded: {:#?}", primaries.seen));
+    load.until_version("v2").await;
+    let (per_request, keep_alive) = load.finish().await;
+    for seen in [&per_request, &keep_alive] {
+        assert!(seen.failures.is_empty(), "{:#?}", seen.failures);
+    }
+    primaries.wait(Some(pid), "done").await;
+    signal(new, Signal::SIGTERM);
+    primaries.wait(Some(new), "done").await;
 }
