@@ -9,14 +9,14 @@
 //! - `PORT` (default 3000; 0 picks a free port, printed in the listening
 //!   lines), `WORKERS` (default: the available parallelism) and
 //!   `CLUSTER_SCHED_POLICY` (`rr`, `none`, `sticky`, `least-conn`, `p2c`;
-//!   default `rr`). Only 127.0.0.1 is bound. The cluster's own variables
+//!   default `rr`). Only 127.0.0.1 is bound, unless `HOST` names another
+//!   address (a deployment's, see `docs/deploy.md`). The cluster's own variables
 //!   apply too (`cluster_core::env_vars`: `CLUSTER_HANDOFF_WINDOW`,
 //!   `CLUSTER_HANDOFF_DEADLINE_MS`, `CLUSTER_HEARTBEAT_INTERVAL_MS`,
 //!   `CLUSTER_HEARTBEAT_TIMEOUT_MS`, `CLUSTER_CRASH_LOOP_LIMIT`,
 //!   `CLUSTER_CRASH_LOOP_WINDOW_MS`). When every slot gave up (workers that
 //!   cannot start), the primary exits 1.
-//!   `SOCKET_PATH` serves on that
-//!   Unix-domain socket instead (`curl --unix-socket $SOCKET_PATH
+//!   `SOCKET_PATH` serves on that Unix-domain socket instead (`curl --unix-socket $SOCKET_PATH
 //!   http://localhost/`).
 //! - `GET /` answers `hello from worker <id> (pid <pid>)` and a newline;
 //!   `GET /slow` answers the same line, then `done` a second later (to watch
@@ -29,12 +29,21 @@
 //!   keep-alive clients included: `cluster_core::hyper::serve` drains each
 //!   worker (see docs/cluster.md, "Draining without failing a request").
 //!
+//! - Run as a service (see `docs/deploy.md`): it takes its listening socket
+//!   from systemd (socket activation) and reports to it (`NOTIFY_SOCKET`),
+//!   by itself. SIGUSR2 upgrades the primary itself with no downtime: the
+//!   program now on disk starts as a new primary on the same socket, and
+//!   this one drains once the new one's workers listen. `VERSION` (or the
+//!   first line of the file named by `VERSION_FILE`, read when the primary
+//!   starts, so a new primary reads it anew) is appended to each answer,
+//!   only when set; `PID_FILE` names a pid file.
+//!
 //! Workers are this program, re-executed by the primary, one current-thread
 //! runtime per worker process, like one Node.js process per CPU.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,6 +87,11 @@ fn env<T: std::str::FromStr<Err: std::fmt::Display>>(name: &str, default: T) -> 
     v.trim().parse().map_err(|e| anyhow!("{name}={v}: {e}"))
 }
 
+/// `HOST`, default 127.0.0.1.
+fn host() -> anyhow::Result<IpAddr> {
+    env("HOST", IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
 async fn primary() -> anyhow::Result<()> {
     let port: u16 = env("PORT", 3000)?;
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
@@ -89,12 +103,25 @@ async fn primary() -> anyhow::Result<()> {
     let policy = env(cluster_core::sched_policy::ENV_VAR, PolicyKind::RoundRobin)?;
     let mut settings = Settings::new();
     settings.n_workers(n_workers).scheduling_policy(policy);
-    settings.handle_signals().reload_on_hangup();
+    settings
+        .handle_signals()
+        .reload_on_hangup()
+        .upgrade_on_signal();
+    // Upgrade support: the version this primary's workers report, and the
+    // pid file.
+    if let Ok(path) = std::env::var("VERSION_FILE") {
+        let text = std::fs::read_to_string(&path).map_err(|e| anyhow!("VERSION_FILE={path}: {e}"))?;
+        settings.env("VERSION", text.lines().next().unwrap_or("").trim());
+    }
+    if let Ok(path) = std::env::var("PID_FILE") {
+        settings.pid_file(path);
+    }
     let mut cluster = Cluster::<()>::new(settings)?;
     say!(
-        "primary (pid {}): {n_workers} worker(s) on 127.0.0.1:{port}, scheduling {policy}; \
-         SIGHUP reloads, SIGTERM or Ctrl-C drains",
-        std::process::id()
+        "primary (pid {}): {n_workers} worker(s) on {}:{port}, scheduling {policy}; \
+         SIGHUP reloads, SIGUSR2 upgrades, SIGTERM or Ctrl-C drains",
+        std::process::id(),
+        host()?
     );
     cluster.start()?;
     let mut pids = HashMap::new();
@@ -166,6 +193,8 @@ fn describe(event: &Event<()>, pids: &HashMap<WorkerId, u32>) -> Option<String> 
         Event::ReloadStarted => "SIGHUP: rolling reload".to_owned(),
         Event::ReloadFinished { error: None } => "reload done".to_owned(),
         Event::ReloadFinished { error: Some(e) } => format!("reload failed: {e}"),
+        Event::Upgraded { pid } => format!("upgraded: the new primary (pid {pid}) serves; draining"),
+        Event::UpgradeFailed { reason } => format!("upgrade failed: {reason}"),
         Event::Message(_) => return None,
         other => format!("{other:?}"),
     })
@@ -177,10 +206,15 @@ async fn worker() -> anyhow::Result<()> {
         return serve_unix(me, path).await;
     }
     let listener = me
-        .listen(SocketAddr::from((Ipv4Addr::LOCALHOST, env("PORT", 3000)?)))
+        .listen(SocketAddr::new(host()?, env("PORT", 3000)?))
         .await?;
+    // `VERSION` is appended only when set: the default body is unchanged.
+    let version = match std::env::var("VERSION") {
+        Ok(v) if !v.is_empty() => format!(" version {v}"),
+        _ => String::new(),
+    };
     let hello: Arc<str> = format!(
-        "hello from worker {} (pid {})\n",
+        "hello from worker {} (pid {}){version}\n",
         me.id(),
         std::process::id()
     )

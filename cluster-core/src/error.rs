@@ -122,6 +122,17 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A zero-downtime upgrade of the primary failed; the old primary keeps
+    /// serving. `reason` says why (the new primary exited, closed its
+    /// channel, was not ready in time, or could not be started).
+    #[error("upgrade failed: {reason}")]
+    Upgrade {
+        /// Why, in words (the new primary's pid and exit when known).
+        reason: String,
+    },
+    /// An upgrade is already running in this process.
+    #[error("an upgrade is already in progress")]
+    UpgradeInProgress,
     /// The scheduling policy named in an environment variable is unknown.
     #[error("unknown scheduling policy in {name}")]
     SchedulingPolicy {

@@ -238,4 +238,15 @@ pub enum Event<M> {
     /// the last event (`next_event` then returns `None`). A program should
     /// exit with a failure; `Cluster::has_given_up` tells it too.
     AllSlotsGaveUp,
+    /// A zero-downtime upgrade handed the service to a new primary, which
+    /// is ready: this one now drains its workers and its event stream ends.
+    Upgraded {
+        /// The new primary's process id.
+        pid: u32,
+    },
+    /// A zero-downtime upgrade failed; this primary keeps serving.
+    UpgradeFailed {
+        /// Why.
+        reason: String,
+    },
 }

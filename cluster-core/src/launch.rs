@@ -72,6 +72,10 @@ pub(crate) fn launch(
     if settings.stdio == WorkerStdio::Piped {
         cmd = cmd.stdout(Stdio::Piped).stderr(Stdio::Piped);
     }
+    // Socket activation and notify are the primary's: no worker sees them.
+    for key in crate::primary::CHILD_ENV_REMOVE {
+        cmd = cmd.env_remove(key);
+    }
     let child = cmd.spawn().map_err(LaunchError::Spawn)?;
     Ok(Launched { child, channel })
 }

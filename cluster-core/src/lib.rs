@@ -56,6 +56,13 @@
 //!   connections). Both drain without failing a request, keep-alive clients
 //!   included ([`DrainSignal`]; the rules and their reasons are in
 //!   `docs/cluster.md`). [`Settings::reload_on_hangup`] reloads on SIGHUP.
+//! - Runs as a service (see `docs/deploy.md`): the primary adopts sockets
+//!   passed by systemd's socket activation (`LISTEN_FDS`), reports to its
+//!   service manager (`NOTIFY_SOCKET`: ready, status, reloading, stopping,
+//!   watchdog, main pid) and a [pid file](Settings::pid_file), and upgrades
+//!   itself with no downtime ([`Cluster::upgrade`], or SIGUSR2 with
+//!   [`Settings::upgrade_on_signal`]): the program now on disk takes over
+//!   the listening sockets, and this primary drains once it is ready.
 //!
 //! ```no_run
 //! use cluster_core::{Cluster, Event, Settings, Worker};

@@ -26,11 +26,16 @@
 //!   tokio after the shutdown they triggered (tokio never restores a
 //!   disposition).
 
+mod activation;
 mod balancer;
 mod driver;
 mod handle;
 mod net;
+mod notify;
 mod supervisor;
+mod upgrade;
+
+pub(crate) use activation::CHILD_ENV_REMOVE;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -98,6 +103,8 @@ pub(crate) struct Shared<M> {
     pub(crate) balancer: Arc<Balancer>,
     /// Held by the rolling reload in progress: one at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// The service manager, the pid file and an upgrade's ready message.
+    pub(crate) service: notify::Service,
     /// Dropped with the cluster: stops its readers on the network thread.
     net_stop: watch::Sender<()>,
 }
@@ -113,6 +120,17 @@ impl<M: Payload> Shared<M> {
     /// at a time.
     pub(crate) async fn reload(&self) -> Result<()> {
         let _one_at_a_time = self.reloading.lock().await;
+        // The service manager hears of every reload (the API's, SIGHUP's).
+        self.service.reloading();
+        let result = self.reload_slots().await;
+        self.service.reloaded(match &result {
+            Ok(()) => "done",
+            Err(_) => "failed",
+        });
+        result
+    }
+
+    async fn reload_slots(&self) -> Result<()> {
         let (plan, timeout) = {
             let st = self.lock();
             let plan: Vec<(SlotId, WorkerHandle<M>)> = st
@@ -344,6 +362,15 @@ impl<M: Payload> Cluster<M> {
         let balancer = Arc::new(Balancer::default());
         balancer.set_choice(settings.resolve_policy()?);
         balancer.set_limits(limits(&settings));
+        // Socket activation and upgrades: adopt what was inherited, once.
+        activation::adopt();
+        upgrade::remember_exe();
+        let service = notify::Service::from_env(
+            settings.pid_file.clone(),
+            activation::take_upgrade_channel(),
+        );
+        let watchdog = service.watchdog_interval();
+        let on_usr2 = settings.upgrade_on_signal;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 settings,
@@ -357,8 +384,15 @@ impl<M: Payload> Cluster<M> {
             notices: notices_tx,
             balancer,
             reloading: tokio::sync::Mutex::new(()),
+            service,
             net_stop: watch::channel(()).0,
         });
+        if on_usr2 {
+            upgrade::on_signal(Arc::downgrade(&shared)).map_err(Error::Signals)?;
+        }
+        if let Some(every) = watchdog {
+            supervisor::watchdog(shared.notices.clone(), every);
+        }
         tokio::spawn(supervisor::run(
             Arc::clone(&shared),
             notices_rx,
@@ -556,6 +590,27 @@ impl<M: Payload> Cluster<M> {
     /// current then.
     pub async fn reload(&self) -> Result<()> {
         self.shared.reload().await
+    }
+
+    /// Zero-downtime upgrade of the primary itself (nginx's SIGUSR2
+    /// binary upgrade): start the program now on disk as a new primary,
+    /// handing it the listening sockets (systemd's `LISTEN_FDS` variables);
+    /// once its workers listen, it says so and this cluster begins its
+    /// graceful shutdown (no more restarts, workers drained, then the event
+    /// stream ends: the program should then exit). No connection is refused
+    /// meanwhile: the sockets stay open in the new primary. Returns the new
+    /// primary's pid (also reported as [`Event::Upgraded`], as `MAINPID=` to
+    /// the service manager and in the [pid file](Settings::pid_file)).
+    ///
+    /// If the new primary exits, or is not ready within
+    /// [`Settings::upgrade_timeout`], it is killed and this one keeps
+    /// serving: [`Error::Upgrade`] (and [`Event::UpgradeFailed`]) says why.
+    /// One upgrade at a time ([`Error::UpgradeInProgress`]). The new
+    /// primary must be a program that builds a `Cluster` whose workers listen
+    /// on the same addresses. [`Settings::upgrade_on_signal`] runs this on
+    /// SIGUSR2.
+    pub async fn upgrade(&self) -> Result<u32> {
+        upgrade::upgrade(&self.shared).await
     }
 }
 

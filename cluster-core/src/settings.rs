@@ -180,6 +180,9 @@ pub struct Settings {
     pub(crate) reload_on_hangup: bool,
     pub(crate) message_credits: usize,
     pub(crate) scheduling: Option<PolicyChoice>,
+    pub(crate) upgrade_on_signal: bool,
+    pub(crate) upgrade_timeout: Duration,
+    pub(crate) pid_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -203,6 +206,9 @@ impl Default for Settings {
             reload_on_hangup: false,
             message_credits: 64,
             scheduling: None,
+            upgrade_on_signal: false,
+            upgrade_timeout: Duration::from_secs(60),
+            pid_file: None,
         }
     }
 }
@@ -408,6 +414,31 @@ impl Settings {
         self
     }
 
+    /// Upgrade the primary itself on SIGUSR2, like nginx: the program now on
+    /// disk is started as a new primary with the listening sockets, and this
+    /// one drains once it is ready (see `Cluster::upgrade`). Default: off
+    /// (SIGUSR2 keeps its usual effect).
+    pub fn upgrade_on_signal(&mut self) -> &mut Self {
+        self.upgrade_on_signal = true;
+        self
+    }
+
+    /// How long an upgrade waits for the new primary to be ready before it
+    /// kills it and keeps serving. Default: 60 s.
+    pub fn upgrade_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.upgrade_timeout = timeout;
+        self
+    }
+
+    /// Write the primary's pid to this file once its workers are ready (and
+    /// the new primary's pid at an upgrade), for a service manager that
+    /// tracks pid files (systemd's `PIDFile=`). Written atomically. Default:
+    /// none.
+    pub fn pid_file(&mut self, path: impl AsRef<Path>) -> &mut Self {
+        self.pid_file = Some(path.as_ref().to_path_buf());
+        self
+    }
+
     /// The policy in force: the setting, else `CLUSTER_SCHED_POLICY`, else
     /// round-robin. An unknown name in the variable is an error.
     pub(crate) fn resolve_policy(&self) -> crate::Result<PolicyChoice> {
@@ -483,6 +514,9 @@ impl Settings {
         if other.scheduling.is_some() {
             self.scheduling.clone_from(&other.scheduling);
         }
+        if other.pid_file.is_some() {
+            self.pid_file.clone_from(&other.pid_file);
+        }
         macro_rules! take_if_set {
             ($($f:ident),*) => {$(
                 if other.$f != d.$f {
@@ -503,7 +537,9 @@ impl Settings {
             ready_timeout,
             handle_signals,
             reload_on_hangup,
-            message_credits
+            message_credits,
+            upgrade_on_signal,
+            upgrade_timeout
         );
         self
     }

@@ -8,6 +8,9 @@
 //! - `cargo xtask bench [--quick] [--out DIR]`: every bench of the workspace
 //!   and its Node.js counterpart in one Markdown table and one SVG chart
 //!   (see `bench.rs`).
+//! - `cargo xtask deploy-sim`: as root, a three-host rolling deploy of the
+//!   demo behind HAProxy in network namespaces (see `deploy.rs`). Not part
+//!   of `test` (it needs root and installs `haproxy`).
 //!
 //! Like rust-analyzer's xtask, this crate stays light: `anyhow`, plus
 //! `serde_json` (cargo metadata and the benches' JSON lines) and `plotters`
@@ -15,6 +18,7 @@
 //! `$CARGO` so that it uses the same toolchain that started it.
 
 mod bench;
+mod deploy;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +34,8 @@ tasks:
   tidy    check the codebase's own conventions
   bench   every bench and its Node.js counterpart: table and chart
           (`cargo xtask bench --help` for options)
+  deploy-sim  as root: 3 hosts (network namespaces) behind HAProxy, a
+          rolling upgrade, reload and a killed primary under load
 ";
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +49,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some("bench") => bench::run(&root, &args[1..]),
+        Some("deploy-sim") if args.iter().any(|a| a == "--help" || a == "-h") => {
+            print!("{}", deploy::USAGE);
+            Ok(())
+        }
+        Some("deploy-sim") => deploy::run(&root),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             Ok(())

@@ -35,6 +35,11 @@
 //! `listen-twice` (listen through the primary on `HELPER_ADDR`, then on
 //! `HELPER_ADDR2`; exit 1 when that fails).
 //!
+//! `versioned` (listen through the primary on `HELPER_ADDR`; on each
+//! connection answer every line with `<HELPER_VERSION> <worker id> <pid>`;
+//! once draining, answer the next request with ` close` appended and close,
+//! or close after 5 s without one).
+//!
 //! Other kinds of listener: `serve-unix` and `serve-unix-report` (`serve`
 //! on the Unix-domain socket `HELPER_UNIX`, a path, or an abstract name
 //! after `@`; with `HELPER_UNIX_MODE`, octal, as its file's mode),
@@ -61,6 +66,18 @@
 //! and exits (the bench's bare-process baseline). `cluster-helper
 //! report-role` prints `<role> fd3=<socket|none>`: its role, and whether
 //! it inherited a socket at descriptor 3 (the channel's number).
+//!
+//! `cluster-helper upgradable <n>` is a primary of `n` `versioned` workers
+//! that can upgrade itself: its version is the first word of the file named
+//! by `HELPER_VERSION_FILE` (read at start; the word `exit` makes it exit 7
+//! at once, a broken new binary, and `hang` makes it sleep, one never
+//! ready), its workers listen on `HELPER_ADDR`, it writes `HELPER_PID_FILE`
+//! if set; `HELPER_UPGRADE_TIMEOUT_MS` is its upgrade timeout (default
+//! 20 s). SIGUSR2 upgrades it through
+//! `Settings::upgrade_on_signal`, SIGUSR1 through `Cluster::upgrade`,
+//! SIGWINCH reloads it, SIGTERM drains it. Each line it prints starts with
+//! its pid: `<pid> ready <version> <addr>`, `<pid> upgraded <new pid>`,
+//! `<pid> upgrade-failed <reason>`, `<pid> done`.
 
 use std::time::Duration;
 
@@ -97,6 +114,18 @@ fn main() -> BoxResult {
         _ => {}
     }
     if cluster_core::is_worker() {
+        // Socket activation and notify are the primary's alone.
+        if [
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "NOTIFY_SOCKET",
+            "PROCWORK_UPGRADE_FD",
+        ]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some())
+        {
+            std::process::exit(9);
+        }
         let mode = std::env::var("HELPER_MODE").unwrap_or_else(|_| "echo".into());
         return worker(&mode);
     }
@@ -116,7 +145,25 @@ fn main() -> BoxResult {
             let n: usize = args.get(1).map_or(Ok(2), |s| s.parse())?;
             tokio::runtime::Runtime::new()?.block_on(supervise(n))
         }
-        _ => Err("usage: cluster-helper primary <n> [setup] | supervise <n>".into()),
+        Some("upgradable") => {
+            let n: usize = args.get(1).map_or(Ok(2), |s| s.parse())?;
+            let version = match std::env::var("HELPER_VERSION_FILE") {
+                Ok(path) => std::fs::read_to_string(path)?
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("v0")
+                    .to_owned(),
+                Err(_) => "v0".to_owned(),
+            };
+            if version == "exit" {
+                std::process::exit(7);
+            }
+            if version == "hang" {
+                std::thread::sleep(Duration::from_secs(600));
+            }
+            tokio::runtime::Runtime::new()?.block_on(upgradable(n, version))
+        }
+        _ => Err("usage: cluster-helper primary <n> [setup] | supervise <n> | upgradable <n>".into()),
     }
 }
 
@@ -175,6 +222,9 @@ fn worker(mode: &str) -> BoxResult {
         }
         if mode == "udp" {
             return other::udp(w).await;
+        }
+        if mode == "versioned" {
+            return versioned(w).await;
         }
         // Kept open while the worker runs.
         let mut _listener: Option<Box<dyn std::any::Any>> = None;
@@ -607,4 +657,107 @@ mod other {
             }
         }
     }
+}
+/// The `versioned` worker: a line protocol with keep-alive and a clean
+/// close when draining (see the module docs).
+async fn versioned(w: Worker<Msg>) -> BoxResult {
+    let mut listener = w.listen(helper_addr()?).await?;
+    let version = std::env::var("HELPER_VERSION").unwrap_or_else(|_| "v0".into());
+    let hello: std::sync::Arc<str> = format!("{version} {} {}", w.id(), std::process::id()).into();
+    let mut open = tokio::task::JoinSet::new();
+    while let Some((conn, _peer)) = listener.accept().await {
+        open.spawn(versioned_conn(conn, hello.clone(), w.drain_signal()));
+    }
+    while open.join_next().await.is_some() {}
+    w.flush().await?;
+    Ok(())
+}
+
+async fn versioned_conn(
+    conn: cluster_core::Connection,
+    hello: std::sync::Arc<str>,
+    mut drain: cluster_core::DrainSignal,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (read, mut write) = tokio::io::split(conn);
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    loop {
+        let line = if drain.is_draining() {
+            match tokio::time::timeout(Duration::from_secs(5), lines.next_line()).await {
+                Ok(line) => line,
+                Err(_) => return,
+            }
+        } else {
+            tokio::select! {
+                line = lines.next_line() => line,
+                () = drain.wait() => continue,
+            }
+        };
+        if !matches!(line, Ok(Some(_))) {
+            return;
+        }
+        let closing = drain.is_draining();
+        let answer = if closing {
+            format!("{hello} close\n")
+        } else {
+            format!("{hello}\n")
+        };
+        if write.write_all(answer.as_bytes()).await.is_err() || closing {
+            let _ = write.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// The `upgradable` primary (see the module docs).
+async fn upgradable(n: usize, version: String) -> BoxResult {
+    use tokio::signal::unix::{SignalKind, signal};
+    let me = std::process::id();
+    let mut settings = Settings::new();
+    settings
+        .n_workers(n)
+        .handle_signals()
+        .upgrade_on_signal()
+        .upgrade_timeout(Duration::from_millis(
+            std::env::var("HELPER_UPGRADE_TIMEOUT_MS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(20_000),
+        ))
+        .shutdown_deadline(Duration::from_secs(10))
+        .env("HELPER_MODE", "versioned")
+        .env("HELPER_VERSION", &version);
+    if let Ok(path) = std::env::var("HELPER_PID_FILE") {
+        settings.pid_file(path);
+    }
+    let mut cluster = Cluster::<Msg>::new(settings)?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut winch = signal(SignalKind::window_change())?;
+    cluster.start()?;
+    let mut listening = 0;
+    loop {
+        tokio::select! {
+            ev = cluster.next_event() => match ev {
+                Some(Event::Listening { addr, .. }) => {
+                    listening += 1;
+                    if listening == n {
+                        println!("{me} ready {version} {addr}");
+                    }
+                }
+                Some(Event::Upgraded { pid }) => println!("{me} upgraded {pid}"),
+                Some(Event::UpgradeFailed { reason }) => println!("{me} upgrade-failed {reason}"),
+                Some(_) => {}
+                None => break,
+            },
+            // The API path; its outcome comes as an event too.
+            _ = usr1.recv() => {
+                let _ = cluster.upgrade().await;
+            }
+            _ = winch.recv() => {
+                let _ = cluster.reload().await;
+            }
+        }
+    }
+    println!("{me} done");
+    Ok(())
 }

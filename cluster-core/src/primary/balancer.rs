@@ -131,6 +131,9 @@ struct ListenerEntry {
     /// Whether the accept task waits for room (on `room_notify`).
     waiting: bool,
     room_notify: Arc<Notify>,
+    /// A duplicate of the listening socket, handed on by an upgrade
+    /// (`upgrade.rs`); dropped when the listener closes.
+    kept: Option<std::os::fd::OwnedFd>,
 }
 
 struct WorkerNet {
@@ -303,6 +306,7 @@ impl Balancer {
             parked.extend(entry.parked.drain(..));
             // A socket file the primary created goes with its listener.
             entry.unix = None;
+            entry.kept = None;
         }
         st.udp.clear();
         let dropped: Vec<_> = parked
@@ -311,6 +315,18 @@ impl Balancer {
             .collect();
         drop(st);
         drop(dropped);
+    }
+
+    /// Duplicates of the open listening sockets, for a new primary.
+    pub(crate) fn listening_fds(
+        &self,
+    ) -> std::io::Result<Vec<(Option<String>, std::os::fd::OwnedFd)>> {
+        let st = self.lock();
+        st.listeners
+            .iter()
+            .filter_map(|e| e.kept.as_ref())
+            .map(|fd| Ok((None, fd.try_clone()?)))
+            .collect()
     }
 }
 

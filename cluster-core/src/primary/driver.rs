@@ -35,6 +35,10 @@ pub(crate) enum Notice<M> {
     ChannelClosed(WorkerId),
     Exited(WorkerId, Exit),
     RestartDue(SlotId),
+    /// Time to tell the service manager's watchdog the supervisor runs.
+    Watchdog,
+    /// An upgrade ended: the new primary's pid, or why it failed.
+    Upgrade(std::result::Result<u32, String>),
 }
 
 /// Once the process is reaped, the longest the reader waits for the next

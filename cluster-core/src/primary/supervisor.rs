@@ -241,6 +241,7 @@ impl<M: Payload> Supervisor<M> {
                     slot: handle.slot(),
                     pid: handle.pid(),
                 });
+                self.service(&format!("worker {} started", handle.id()));
             }
             Notice::Online(id) => {
                 if let Some(h) = self.heartbeat {
@@ -253,10 +254,15 @@ impl<M: Payload> Supervisor<M> {
             Notice::Listening(id, addr) => {
                 self.with_guard(id, |g| g.ready());
                 self.advance(id, WorkerState::Listening);
+                // The service manager, pid file and upgrade hear of
+                // readiness before the event stream does.
+                self.service(&format!("worker {id} listening on {addr}"));
                 self.emit(Event::Listening { worker: id, addr });
             }
             Notice::ListeningOn(id, endpoint) => {
+                self.with_guard(id, |g| g.ready());
                 self.advance(id, WorkerState::Listening);
+                self.service(&format!("worker {id} listening on {endpoint:?}"));
                 self.emit(Event::ListeningOn {
                     worker: id,
                     endpoint,
@@ -286,8 +292,19 @@ impl<M: Payload> Supervisor<M> {
             Notice::Exited(id, exit) => {
                 self.shared.balancer.worker_gone(id);
                 self.on_exit(id, exit, now);
+                self.service(&format!("worker {id} exited ({exit})"));
             }
             Notice::RestartDue(slot) => self.restart(slot),
+            Notice::Watchdog => self.shared.service.watchdog(),
+            Notice::Upgrade(Ok(pid)) => {
+                self.shared.service.handed_over(pid);
+                self.emit(Event::Upgraded { pid });
+                self.begin_shutdown();
+            }
+            Notice::Upgrade(Err(reason)) => {
+                self.shared.service.upgrade_failed(&reason);
+                self.emit(Event::UpgradeFailed { reason });
+            }
         }
     }
 
@@ -302,6 +319,22 @@ impl<M: Payload> Supervisor<M> {
         {
             f(&mut s.guard);
         }
+    }
+
+    /// Tell the service manager (`notify.rs`): workers ready of total, the
+    /// last event, and readiness once every slot's worker listens.
+    fn service(&self, last: &str) {
+        let (ready, total) = {
+            let st = self.shared.lock();
+            let ready = st
+                .slots
+                .values()
+                .filter_map(|s| st.workers.get(&s.current?))
+                .filter(|w| w.state() == WorkerState::Listening)
+                .count();
+            (ready, st.slots.len())
+        };
+        self.shared.service.progress(ready, total, last);
     }
 
     fn advance(&self, id: WorkerId, next: WorkerState) {
@@ -465,6 +498,7 @@ impl<M: Payload> Supervisor<M> {
             let w: Vec<_> = st.workers.values().cloned().collect();
             (w, st.settings.shutdown_deadline)
         };
+        self.shared.service.stopping();
         self.deadline = Some(tokio::time::Instant::now() + deadline);
         for w in workers {
             w.mark_disconnected();
@@ -480,4 +514,19 @@ impl<M: Payload> Supervisor<M> {
             let _ = w.kill_group(Signal::SIGKILL);
         }
     }
+}
+
+/// Ask the supervisor every `every` to send `WATCHDOG=1`: a supervisor that
+/// no longer runs its loop sends none, and the service manager steps in.
+pub(crate) fn watchdog<M: Payload>(notices: mpsc::UnboundedSender<Notice<M>>, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if notices.send(Notice::Watchdog).is_err() {
+                return;
+            }
+        }
+    });
 }

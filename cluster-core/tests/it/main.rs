@@ -16,5 +16,6 @@ mod orphans;
 mod output;
 mod reload;
 mod role;
+mod service;
 mod support;
 mod unix;

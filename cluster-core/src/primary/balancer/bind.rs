@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::sync::Arc;
 
 use cluster_ipc::{
@@ -89,7 +89,13 @@ impl Balancer {
                     .choice
                     .clone()
                     .unwrap_or(PolicyChoice::Kind(sched_policy::PolicyKind::RoundRobin));
-                let listener = bind(addr)?;
+                // Socket activation (systemd, or an upgrading primary): an
+                // inherited socket bound to `addr` is used instead of binding.
+                let listener = match crate::primary::activation::take_listener(addr) {
+                    Some(inherited) => TcpListener::from_std(inherited)?,
+                    None => bind(addr)?,
+                };
+                let kept = listener.as_fd().try_clone_to_owned()?;
                 let real = listener.local_addr()?;
                 let idx = st.listeners.len();
                 let mut entry = ListenerEntry {
@@ -102,6 +108,7 @@ impl Balancer {
                     parked: Default::default(),
                     waiting: false,
                     room_notify: Default::default(),
+                    kept: Some(kept),
                 };
                 let mut accepting = None;
                 if choice.is_none() {

@@ -188,6 +188,9 @@ impl Balancer {
             parked: Default::default(),
             waiting: false,
             room_notify: Default::default(),
+            // Not handed on by an upgrade (TCP listeners bound for an
+            // address only: see `upgrade.rs`).
+            kept: None,
         };
         // Spawned once the entry exists (the task reads it).
         let mut accepting: Option<Box<dyn FnOnce() -> tokio::task::AbortHandle + Send>> = None;

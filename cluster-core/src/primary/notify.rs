@@ -1,0 +1,202 @@
+//! Telling the service manager what the primary does: systemd's notify
+//! protocol (`NOTIFY_SOCKET`), the pid file, and the ready message of an
+//! upgrade.
+//!
+//! Read once from the environment when the cluster is made, never changed:
+//! `NOTIFY_SOCKET` (a path, or `@name` in the abstract namespace),
+//! `WATCHDOG_USEC` (used when `WATCHDOG_PID` is unset or this process).
+//! Each state is one datagram, sent best effort (a service manager that is
+//! gone must not stop the cluster):
+//! - `READY=1` and `STATUS=` once every slot's worker listens (the first
+//!   time; again at the end of each reload);
+//! - `STATUS=<ready>/<total> workers ready; <last event>` on each worker
+//!   event;
+//! - `RELOADING=1` with `MONOTONIC_USEC=` when a reload starts
+//!   (`Type=notify-reload`);
+//! - `STOPPING=1` when the graceful shutdown starts, unless the service was
+//!   handed to a new primary, which then reported `MAINPID=`;
+//! - `WATCHDOG=1` at half of `WATCHDOG_USEC`, sent by the supervisor task
+//!   itself, so a stuck supervisor stops them.
+//!
+//! The protocol is a few lines of `std` (`UnixDatagram`); no crate needed.
+
+#[cfg(test)]
+mod tests;
+
+use std::io::Write as _;
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The service manager's socket, parsed from `NOTIFY_SOCKET`.
+pub(crate) fn notify_addr(value: &str) -> Option<UnixAddr> {
+    if let Some(name) = value.strip_prefix('@') {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::linux::net::SocketAddrExt as _;
+            return UnixAddr::from_abstract_name(name.as_bytes()).ok();
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = name;
+            return None;
+        }
+    }
+    if value.starts_with('/') {
+        return UnixAddr::from_pathname(value).ok();
+    }
+    None
+}
+
+/// Half of `WATCHDOG_USEC`, when the watchdog is meant for this process.
+pub(crate) fn watchdog_interval(
+    usec: Option<&str>,
+    pid: Option<&str>,
+    me: u32,
+) -> Option<Duration> {
+    let usec: u64 = usec?.trim().parse().ok()?;
+    if usec == 0 {
+        return None;
+    }
+    if let Some(pid) = pid
+        && pid.trim().parse::<u32>().ok() != Some(me)
+    {
+        return None;
+    }
+    Some(Duration::from_micros(usec / 2))
+}
+
+/// `CLOCK_MONOTONIC` in microseconds, as `MONOTONIC_USEC` wants it.
+fn monotonic_usec() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        (t.tv_sec() as u64) * 1_000_000 + (t.tv_nsec() as u64) / 1_000
+    })
+}
+
+#[derive(Default)]
+struct State {
+    ready: bool,
+    handed_over: bool,
+    /// Set in a primary started by an upgrade: told "ready" once.
+    upgrade: Option<UnixStream>,
+}
+
+/// The primary's link to its service manager. See the module docs.
+pub(crate) struct Service {
+    socket: Option<(UnixDatagram, UnixAddr)>,
+    watchdog: Option<Duration>,
+    pid_file: Option<PathBuf>,
+    state: Mutex<State>,
+}
+
+impl Service {
+    /// From the environment (read, never changed).
+    pub(crate) fn from_env(pid_file: Option<PathBuf>, upgrade: Option<UnixStream>) -> Self {
+        let socket = std::env::var("NOTIFY_SOCKET")
+            .ok()
+            .as_deref()
+            .and_then(notify_addr)
+            .and_then(|addr| Some((UnixDatagram::unbound().ok()?, addr)));
+        let watchdog = watchdog_interval(
+            std::env::var("WATCHDOG_USEC").ok().as_deref(),
+            std::env::var("WATCHDOG_PID").ok().as_deref(),
+            std::process::id(),
+        );
+        Self {
+            socket,
+            watchdog,
+            pid_file,
+            state: Mutex::new(State {
+                upgrade,
+                ..State::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Send one notification (best effort).
+    fn send(&self, msg: &str) {
+        if let Some((sock, addr)) = &self.socket {
+            let _ = sock.send_to_addr(msg.as_bytes(), addr);
+        }
+    }
+
+    /// How often the supervisor should send `WATCHDOG=1`.
+    pub(crate) fn watchdog_interval(&self) -> Option<Duration> {
+        self.watchdog
+    }
+
+    /// `WATCHDOG=1`.
+    pub(crate) fn watchdog(&self) {
+        self.send("WATCHDOG=1");
+    }
+
+    /// A worker event: the summary, and readiness the first time every slot
+    /// listens (pid file, the upgrade's ready message, `READY=1`).
+    pub(crate) fn progress(&self, ready: usize, total: usize, last: &str) {
+        let status = format!("STATUS={ready}/{total} workers ready; {last}");
+        let mut st = self.lock();
+        if st.ready || total == 0 || ready < total {
+            drop(st);
+            self.send(&status);
+            return;
+        }
+        st.ready = true;
+        if let Some(path) = &self.pid_file {
+            let _ = write_pid_file(path, std::process::id());
+        }
+        if let Some(mut up) = st.upgrade.take() {
+            let _ = up.write_all(b"ready\n");
+        }
+        drop(st);
+        self.send(&format!("READY=1\n{status}"));
+    }
+
+    /// A reload starts.
+    pub(crate) fn reloading(&self) {
+        self.send(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading",
+            monotonic_usec()
+        ));
+    }
+
+    /// A reload ended (done or failed, the cluster serves either way).
+    pub(crate) fn reloaded(&self, outcome: &str) {
+        self.send(&format!("READY=1\nSTATUS=reload {outcome}"));
+    }
+
+    /// The graceful shutdown starts.
+    pub(crate) fn stopping(&self) {
+        if !self.lock().handed_over {
+            self.send("STOPPING=1\nSTATUS=draining");
+        }
+    }
+
+    /// An upgrade handed the service to the primary `pid`.
+    pub(crate) fn handed_over(&self, pid: u32) {
+        self.lock().handed_over = true;
+        if let Some(path) = &self.pid_file {
+            let _ = write_pid_file(path, pid);
+        }
+        self.send(&format!(
+            "MAINPID={pid}\nSTATUS=handed over to the new primary (pid {pid}); draining"
+        ));
+    }
+
+    /// An upgrade failed: say why.
+    pub(crate) fn upgrade_failed(&self, reason: &str) {
+        self.send(&format!("STATUS=upgrade failed: {reason}"));
+    }
+}
+
+/// Write `pid` to `path` atomically (a temporary file renamed over it).
+pub(crate) fn write_pid_file(path: &Path, pid: u32) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, format!("{pid}\n"))?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,55 @@
+//! The notify protocol's parsing, and one datagram to a bound socket.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use super::{notify_addr, watchdog_interval, write_pid_file};
+
+#[test]
+fn parses_paths_and_abstract_names() {
+    let a = notify_addr("/run/systemd/notify").unwrap();
+    assert_eq!(
+        a.as_pathname().unwrap().to_str(),
+        Some("/run/systemd/notify")
+    );
+    assert!(notify_addr("@abstract").is_some());
+    assert!(notify_addr("relative").is_none());
+    assert!(notify_addr("").is_none());
+}
+
+#[test]
+fn watchdog_is_half_the_period_and_for_this_pid_only() {
+    assert_eq!(
+        watchdog_interval(Some("2000000"), None, 5),
+        Some(Duration::from_secs(1))
+    );
+    assert_eq!(
+        watchdog_interval(Some("2000000"), Some("5"), 5),
+        Some(Duration::from_secs(1))
+    );
+    assert_eq!(watchdog_interval(Some("2000000"), Some("6"), 5), None);
+    assert_eq!(watchdog_interval(Some("0"), None, 5), None);
+    assert_eq!(watchdog_interval(None, None, 5), None);
+}
+
+#[test]
+fn a_datagram_reaches_a_bound_socket() {
+    let dir = std::env::temp_dir().join(format!("procwork-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let server = UnixDatagram::bind(&path).unwrap();
+    let addr = notify_addr(path.to_str().unwrap()).unwrap();
+    UnixDatagram::unbound()
+        .unwrap()
+        .send_to_addr(b"READY=1", &addr)
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = server.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1");
+
+    let pid_file = dir.join("pid");
+    write_pid_file(&pid_file, 4242).unwrap();
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), "4242\n");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

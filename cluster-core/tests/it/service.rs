@@ -1,0 +1,633 @@
+//! Running as a service: systemd's notify protocol against a datagram
+//! socket the test binds, socket activation through `systemd-socket-activate`
+//! (connections made before the workers are ready wait in the backlog), and
+//! zero-downtime upgrades of the primary itself under load (five in a row
+//! lose no request and switch the answers to the new version; a new binary
+//! that exits at start leaves the old primary serving).
+//!
+//! The primary is `cluster-helper upgradable 2` (see its docs): every line
+//! it prints starts with its pid, and a primary started by an upgrade
+//! writes to the same stdout, so one reader sees them all.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, watch};
+
+use crate::support::{BOUND, HELPER};
+
+/// A scratch directory of one test, removed at the end.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("procwork-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The primaries of a test (the first one our child, the others started by
+/// upgrades) and their output. Every primary still known is SIGKILLed on
+/// drop (their workers die with them).
+struct Primaries {
+    _first: Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+    /// Per line of `seen`: whether a wait returned it already.
+    taken: Vec<bool>,
+    pids: BTreeSet<i32>,
+}
+
+impl Drop for Primaries {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+    }
+}
+
+impl Primaries {
+    /// Start `cmd` (the helper, maybe behind `systemd-socket-activate`)
+    /// with its stdout read line by line.
+    fn spawn(mut cmd: Command) -> Primaries {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the primary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let pid = child.id().expect("a pid") as i32;
+        Primaries {
+            _first: child,
+            lines,
+            seen: Vec::new(),
+            taken: Vec::new(),
+            pids: BTreeSet::from([pid]),
+        }
+    }
+
+    /// The first line not taken yet of `pid` (any primary if `None`) whose
+    /// first word after the pid is `what` (or one of `a|b`): its words, the
+    /// pid first.
+    /// Bounded.
+    async fn wait(&mut self, pid: Option<i32>, what: &str) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + BOUND;
+        let mut i = 0;
+        loop {
+            while i == self.seen.len() {
+                let line = tokio::time::timeout_at(deadline, self.lines.recv())
+                    .await
+                    .unwrap_or_else(|_| panic!("no {what:?} line in time; seen: {:#?}", self.seen))
+                    .unwrap_or_else(|| panic!("the output ended; seen: {:#?}", self.seen));
+                let words: Vec<&str> = line.split_whitespace().collect();
+                if let [from, verb, ..] = words[..]
+                    && let Ok(from) = from.parse::<i32>()
+                {
+                    match verb {
+                        "ready" => self.pids.insert(from),
+                        "done" => self.pids.remove(&from),
+                        _ => false,
+                    };
+                }
+                self.seen.push(line);
+                self.taken.push(false);
+            }
+            let words: Vec<String> = self.seen[i].split_whitespace().map(str::to_owned).collect();
+            let matches = !self.taken[i]
+                && words.len() >= 2
+                && what.split('|').any(|w| words[1] == w)
+                && pid.is_none_or(|p| words[0] == p.to_string());
+            if matches {
+                self.taken[i] = true;
+                return words;
+            }
+            i += 1;
+        }
+    }
+
+    /// Wait for a `ready` line: (pid, version, address).
+    async fn ready(&mut self, pid: Option<i32>) -> (i32, String, SocketAddr) {
+        let w = self.wait(pid, "ready").await;
+        (
+            w[0].parse().expect("a pid"),
+            w[2].clone(),
+            w[3].parse().expect("an address"),
+        )
+    }
+}
+
+fn signal(pid: i32, sig: Signal) {
+    kill(Pid::from_raw(pid), sig).expect("signal the primary");
+}
+
+/// The helper's primary, with its version file.
+fn helper(version_file: &Path) -> Command {
+    let mut cmd = Command::new(HELPER);
+    cmd.args(["upgradable", "2"])
+        .env("HELPER_VERSION_FILE", version_file)
+        .env("HELPER_ADDR", "127.0.0.1:0")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID");
+    cmd
+}
+
+/// One request on `stream`: the answer's words. Bounded.
+async fn ask(stream: &mut BufReader<TcpStream>) -> Result<Vec<String>, String> {
+    let exchange = async {
+        stream
+            .get_mut()
+            .write_all(b"GET\n")
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut line = String::new();
+        let n = stream
+            .read_line(&mut line)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("closed before an answer".to_owned());
+        }
+        Ok(line.split_whitespace().map(str::to_owned).collect())
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| "timed out (hung)".to_owned())?
+}
+
+async fn connect(addr: SocketAddr) -> Result<BufReader<TcpStream>, String> {
+    TcpStream::connect(addr)
+        .await
+        .map(BufReader::new)
+        .map_err(|e| format!("connect: {e}"))
+}
+
+/// What a load loop saw.
+#[derive(Debug, Default)]
+struct Seen {
+    ok: usize,
+    failures: Vec<String>,
+    versions: BTreeSet<String>,
+}
+
+/// Sequential requests until told to stop (bounded in count and time):
+/// a new connection per request, or one kept alive (a new one when the
+/// server says `close`). Publishes the latest version answered.
+async fn load(
+    addr: SocketAddr,
+    keep_alive: bool,
+    latest: watch::Sender<String>,
+    mut stop: watch::Receiver<bool>,
+) -> Seen {
+    const MAX_REQUESTS: usize = 50_000;
+    let started = Instant::now();
+    let mut seen = Seen::default();
+    let mut conn: Option<BufReader<TcpStream>> = None;
+    for n in 1..=MAX_REQUESTS {
+        if *stop.borrow_and_update() || started.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        let stream = match conn.take() {
+            Some(s) => Ok(s),
+            None => connect(addr).await,
+        };
+        let result = match stream {
+            Ok(mut s) => {
+                let r = ask(&mut s).await;
+                if keep_alive && matches!(&r, Ok(w) if w.last().is_none_or(|l| l != "close")) {
+                    conn = Some(s);
+                }
+                r
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(words) if words.len() >= 3 => {
+                seen.ok += 1;
+                seen.versions.insert(words[0].clone());
+                latest.send_replace(words[0].clone());
+            }
+            Ok(words) => seen.failures.push(format!("#{n}: bad answer {words:?}")),
+            Err(e) => seen.failures.push(format!("#{n}: {e}")),
+        }
+    }
+    seen
+}
+
+/// Two loads (connection per request, keep-alive) against `addr`.
+struct Load {
+    stop: watch::Sender<bool>,
+    latest: Vec<watch::Receiver<String>>,
+    tasks: Vec<tokio::task::JoinHandle<Seen>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr) -> Load {
+        let (stop, stop_rx) = watch::channel(false);
+        let mut latest = Vec::new();
+        let mut tasks = Vec::new();
+        for keep_alive in [false, true] {
+            let (tx, rx) = watch::channel(String::new());
+            latest.push(rx);
+            tasks.push(tokio::spawn(load(addr, keep_alive, tx, stop_rx.clone())));
+        }
+        Load {
+            stop,
+            latest,
+            tasks,
+        }
+    }
+
+    /// Until both loads have been answered by `version`. Bounded.
+    async fn until_version(&mut self, version: &str) {
+        for rx in &mut self.latest {
+            tokio::time::timeout(BOUND, rx.wait_for(|v| v == version))
+                .await
+                .unwrap_or_else(|_| panic!("no answer from {version} in time"))
+                .expect("the load runs");
+        }
+    }
+
+    async fn finish(self) -> (Seen, Seen) {
+        self.stop.send_replace(true);
+        let mut out = Vec::new();
+        for t in self.tasks {
+            out.push(
+                tokio::time::timeout(BOUND, t)
+                    .await
+                    .expect("the load stopped")
+                    .expect("the load task"),
+            );
+        }
+        let keep_alive = out.pop().expect("two");
+        (out.pop().expect("two"), keep_alive)
+    }
+}
+
+/// `upgrades` upgrades in a row under both loads, then a broken one.
+async fn upgrades_under_load(policy: &str, upgrades: usize) {
+    let scratch = Scratch::new(&format!("upgrade-{policy}"));
+    let version_file = scratch.path("version");
+    let pid_file = scratch.path("pid");
+    std::fs::write(&version_file, "v1").unwrap();
+    let mut cmd = helper(&version_file);
+    cmd.env("HELPER_PID_FILE", &pid_file)
+        .env("CLUSTER_SCHED_POLICY", policy);
+    let mut primaries = Primaries::spawn(cmd);
+    let (mut current, version, addr) = primaries.ready(None).await;
+    assert_eq!(version, "v1");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        current.to_string()
+    );
+    let mut load = Load::start(addr);
+    load.until_version("v1").await;
+
+    let last = upgrades + 1;
+    for round in 2..=last {
+        let v = format!("v{round}");
+        std::fs::write(&version_file, &v).unwrap();
+        // SIGUSR2 (the setting) and SIGUSR1 (`Cluster::upgrade`) in turn.
+        let sig = if round % 2 == 0 {
+            Signal::SIGUSR2
+        } else {
+            Signal::SIGUSR1
+        };
+        signal(current, sig);
+        let new: i32 = primaries.wait(Some(current), "upgraded").await[2]
+            .parse()
+            .unwrap();
+        let (ready_pid, ready_version, ready_addr) = primaries.ready(Some(new)).await;
+        assert_eq!(
+            (ready_pid, ready_version.as_str(), ready_addr),
+            (new, v.as_str(), addr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&pid_file).unwrap().trim(),
+            new.to_string(),
+            "the pid file names the new primary"
+        );
+        primaries.wait(Some(current), "done").await;
+        current = new;
+        load.until_version(&v).await;
+    }
+
+    // A new binary that exits at start: the old primary says why and serves.
+    std::fs::write(&version_file, "exit").unwrap();
+    signal(current, Signal::SIGUSR2);
+    let failed = primaries.wait(Some(current), "upgrade-failed").await;
+    assert!(
+        failed
+            .join(" ")
+            .contains("exited before it was ready (exit code 7)"),
+        "{failed:?}"
+    );
+    let mut conn = connect(addr).await.unwrap();
+    assert_eq!(ask(&mut conn).await.unwrap()[0], format!("v{last}"));
+    drop(conn);
+
+    let (per_request, keep_alive) = load.finish().await;
+    for (what, seen) in [("per request", &per_request), ("keep-alive", &keep_alive)] {
+        eprintln!(
+            "{policy} {what}: {} ok, {} failed, versions {:?}",
+            seen.ok,
+            seen.failures.len(),
+            seen.versions
+        );
+        assert!(
+            seen.failures.is_empty(),
+            "{what}: {} failed: {:#?}",
+            seen.failures.len(),
+            seen.failures
+        );
+        assert_eq!(seen.versions.len(), last, "{what}: {:?}", seen.versions);
+    }
+    signal(current, Signal::SIGTERM);
+    primaries.wait(Some(current), "done").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_upgrades_under_load_lose_no_request_and_a_broken_one_keeps_the_old() {
+    upgrades_under_load("rr", 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_under_load_lose_no_request_shared_listener() {
+    upgrades_under_load("none", 2).await;
+}
+
+/// The datagrams a test's notify socket received, in order.
+struct NotifySocket {
+    socket: UnixDatagram,
+    got: Vec<String>,
+}
+
+impl NotifySocket {
+    fn bind(path: &Path) -> NotifySocket {
+        let socket = UnixDatagram::bind(path).expect("bind the notify socket");
+        socket
+            .set_read_timeout(Some(BOUND))
+            .expect("a read timeout");
+        NotifySocket {
+            socket,
+            got: Vec::new(),
+        }
+    }
+
+    /// Receive what is already queued (sent by a primary now gone).
+    fn drain_pending(&mut self) {
+        self.socket.set_nonblocking(true).expect("non-blocking");
+        let mut buf = vec![0u8; 4096];
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            self.got
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        self.socket.set_nonblocking(false).expect("blocking");
+    }
+
+    /// The next datagram with a line matching `pred` (blocking, bounded:
+    /// call from `spawn_blocking` or accept the short block).
+    fn until(&mut self, pred: impl Fn(&str) -> bool) -> String {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = self
+                .socket
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no such notification ({e}); got {:#?}", self.got));
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            self.got.push(msg.clone());
+            if msg.lines().any(&pred) {
+                return msg;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_reports_ready_reload_watchdog_upgrade_and_stopping() {
+    let scratch = Scratch::new("notify");
+    let version_file = scratch.path("version");
+    std::fs::write(&version_file, "v1").unwrap();
+    let sock_path = scratch.path("notify.sock");
+    let mut notify = NotifySocket::bind(&sock_path);
+    let mut cmd = helper(&version_file);
+    cmd.env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("WATCHDOG_PID");
+    let mut primaries = Primaries::spawn(cmd);
+    let (first, _, _) = primaries.ready(None).await;
+
+    let ready = tokio::task::block_in_place(|| notify.until(|l| l == "READY=1"));
+    assert!(ready.contains("STATUS=2/2 workers ready"), "{ready:?}");
+    tokio::task::block_in_place(|| notify.until(|l| l == "WATCHDOG=1"));
+
+    // A reload: RELOADING=1 with the monotonic clock, then READY=1.
+    signal(first, Signal::SIGWINCH);
+    let reloading = tokio::task::block_in_place(|| notify.until(|l| l == "RELOADING=1"));
+    let usec = reloading
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .unwrap_or_else(|| panic!("no MONOTONIC_USEC in {reloading:?}"));
+    assert!(usec.parse::<u64>().is_ok_and(|u| u > 0), "{reloading:?}");
+    let reloaded = tokio::task::block_in_place(|| notify.until(|l| l == "READY=1"));
+    assert!(reloaded.contains("STATUS=reload done"), "{reloaded:?}");
+
+    // An upgrade: the old primary names the new main pid, and does not say
+    // it is stopping (the service goes on).
+    std::fs::write(&version_file, "v2").unwrap();
+    signal(first, Signal::SIGUSR2);
+    let new: i32 = primaries.wait(Some(first), "upgraded").await[2]
+        .parse()
+        .unwrap();
+    tokio::task::block_in_place(|| notify.until(|l| l == format!("MAINPID={new}")));
+    primaries.wait(Some(first), "done").await;
+
+    // The new primary pings the watchdog (WATCHDOG_PID is now its own) and
+    // says STOPPING=1 when it drains.
+    notify.drain_pending();
+    tokio::task::block_in_place(|| notify.until(|l| l == "WATCHDOG=1"));
+    signal(new, Signal::SIGTERM);
+    tokio::task::block_in_place(|| notify.until(|l| l == "STOPPING=1"));
+    primaries.wait(Some(new), "done").await;
+    assert!(
+        !notify
+            .got
+            .iter()
+            .take_while(|m| !m.contains(&format!("MAINPID={new}")))
+            .any(|m| m.contains("STOPPING=1")),
+        "the old primary said STOPPING=1: {:#?}",
+        notify.got
+    );
+}
+
+/// A free loopback port (bound and released: `systemd-socket-activate`
+/// binds it again at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+async fn socket_activation(policy: &str) {
+    let scratch = Scratch::new(&format!("activate-{policy}"));
+    let version_file = scratch.path("version");
+    std::fs::write(&version_file, "v1").unwrap();
+    // The free port may be taken again before `systemd-socket-activate`
+    // binds it (tests run in parallel): then try another one.
+    let mut started = None;
+    for _ in 0..5 {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut cmd = Command::new("systemd-socket-activate");
+        // It passes on only the variables named with `-E`.
+        cmd.arg("-l")
+            .arg(addr.to_string())
+            .arg("-E")
+            .arg(format!("HELPER_VERSION_FILE={}", version_file.display()))
+            .args(["-E", "HELPER_ADDR=127.0.0.1:0", "-E"])
+            .arg(format!("CLUSTER_SCHED_POLICY={policy}"))
+            .args([HELPER, "upgradable", "2"])
+            .stderr(Stdio::piped());
+        let mut primaries = Primaries::spawn(cmd);
+        // `systemd-socket-activate` listens, and starts the program at the
+        // first connection (which waits in the backlog meanwhile).
+        let stderr = primaries._first.stderr.take().expect("piped stderr");
+        let mut err_lines = BufReader::new(stderr).lines();
+        let listening = tokio::time::timeout(BOUND, err_lines.next_line())
+            .await
+            .expect("systemd-socket-activate in time")
+            .expect("its stderr");
+        if listening
+            .as_deref()
+            .is_some_and(|l| l.starts_with("Listening on"))
+        {
+            // Kept open: it writes more there (and dies of SIGPIPE if the
+            // pipe is closed).
+            started = Some((primaries, addr, err_lines));
+            break;
+        }
+        eprintln!("systemd-socket-activate: {listening:?}; another port");
+    }
+    let (mut primaries, addr, _stderr) = started.expect("systemd-socket-activate listens");
+    // Ten clients before any worker exists: none is refused, all answered.
+    let mut early = Vec::new();
+    for _ in 0..10 {
+        let mut conn = connect(addr).await.expect("not refused");
+        conn.get_mut().write_all(b"GET\n").await.unwrap();
+        early.push(conn);
+    }
+    let (pid, _, ready_addr) = primaries.ready(None).await;
+    assert_eq!(ready_addr, addr, "the workers use the inherited socket");
+    for mut conn in early {
+        let mut line = String::new();
+        tokio::time::timeout(BOUND, conn.read_line(&mut line))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(line.starts_with("v1 "), "{line:?}");
+    }
+    let mut conn = connect(addr).await.unwrap();
+    assert_eq!(ask(&mut conn).await.unwrap()[0], "v1");
+    drop(conn);
+    signal(pid, Signal::SIGTERM);
+    primaries.wait(Some(pid), "done").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_activation_round_robin_serves_the_backlog() {
+    socket_activation("rr").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_activation_shared_listener_serves_the_backlog() {
+    socket_activation("none").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_primary_never_ready_is_killed_and_a_second_upgrade_is_refused_meanwhile() {
+    let scratch = Scratch::new("upgrade-hang");
+    let version_file = scratch.path("version");
+    std::fs::write(&version_file, "v1").unwrap();
+    let mut cmd = helper(&version_file);
+    cmd.env("HELPER_UPGRADE_TIMEOUT_MS", "1500");
+    let mut primaries = Primaries::spawn(cmd);
+    let (pid, _, addr) = primaries.ready(None).await;
+    let mut load = Load::start(addr);
+    load.until_version("v1").await;
+
+    std::fs::write(&version_file, "hang").unwrap();
+    signal(pid, Signal::SIGUSR2);
+    // Its new primary hangs: an upgrade through the API meanwhile is
+    // refused (one at a time).
+    let mut refused = Vec::new();
+    for _ in 0..100 {
+        signal(pid, Signal::SIGUSR1);
+        let failed = primaries.wait(Some(pid), "upgrade-failed").await.join(" ");
+        if failed.contains("already in progress") {
+            refused.push(failed);
+            break;
+        }
+        // The hanging one failed first (a slow machine): start it again.
+        assert!(failed.contains("was not ready within"), "{failed}");
+        signal(pid, Signal::SIGUSR2);
+    }
+    assert_eq!(refused.len(), 1, "{:#?}", primaries.seen);
+    let failed = primaries.wait(Some(pid), "upgrade-failed").await.join(" ");
+    assert!(failed.contains("was not ready within"), "{failed}");
+
+    // The old primary serves on, and upgrades later.
+    let mut conn = connect(addr).await.unwrap();
+    assert_eq!(ask(&mut conn).await.unwrap()[0], "v1");
+    drop(conn);
+    // (Its short timeout may fail a real upgrade on a slow machine: retry.)
+    std::fs::write(&version_file, "v2").unwrap();
+    let mut new = None;
+    for _ in 0..5 {
+        signal(pid, Signal::SIGUSR2);
+        let words = primaries.wait(Some(pid), "upgraded|upgrade-failed").await;
+        if words[1] == "upgraded" {
+            new = Some(words[2].parse::<i32>().unwrap());
+            break;
+        }
+    }
+    let new = new.unwrap_or_else(|| panic!("no upgrade succeeded: {:#?}", primaries.seen));
+    load.until_version("v2").await;
+    let (per_request, keep_alive) = load.finish().await;
+    for seen in [&per_request, &keep_alive] {
+        assert!(seen.failures.is_empty(), "{:#?}", seen.failures);
+    }
+    primaries.wait(Some(pid), "done").await;
+    signal(new, Signal::SIGTERM);
+    primaries.wait(Some(new), "done").await;
+}
