@@ -156,7 +156,7 @@ pub trait Payload: serde::Serialize + serde::de::DeserializeOwned + Send + 'stat
 
 impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Payload for T {}
 
-// The Rust snippets of the README and of docs/cluster.md are compiled (and run,
+// The Rust snippets of the README, docs/cluster.md and docs/operations.md are compiled (and run,
 // unless marked `no_run`) as doc tests, so the documentation cannot drift
 // from the API; `cargo xtask tidy` checks that every such file is included.
 #[cfg(doctest)]
@@ -166,3 +166,7 @@ struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/cluster.md")]
 struct ClusterDocDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/operations.md")]
+struct OperationsDocDoctests;
