@@ -38,6 +38,16 @@
 //!   starts, so a new primary reads it anew) is appended to each answer,
 //!   only when set; `PID_FILE` names a pid file.
 //!
+//! - Operations (see `docs/operations.md`): the primary logs the cluster's
+//!   `tracing` events on stderr, readable, or JSON lines with
+//!   `LOG_FORMAT=json`, filtered by `RUST_LOG` (default `warn`: the stdout
+//!   lines already tell the lifecycle; `RUST_LOG=info` for every event).
+//!   `METRICS_PORT` serves the stats snapshot in Prometheus' text format on
+//!   `http://127.0.0.1:<METRICS_PORT>/metrics` (loopback only).
+//!   SIGTTIN adds a worker, SIGTTOU removes one (it drains). Recycling:
+//!   `MAX_REQUESTS` (and `MAX_REQUESTS_JITTER`), `MAX_MEMORY_MB`,
+//!   `MAX_AGE_SECS`.
+//!
 //! Workers are this program, re-executed by the primary, one current-thread
 //! runtime per worker process, like one Node.js process per CPU.
 
@@ -52,6 +62,7 @@ use cluster_core::{Cluster, Event, Exit, PolicyKind, Settings, Worker, WorkerId}
 use http_body_util::{BodyExt as _, Channel, Full, combinators::BoxBody};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode, header, service::service_fn};
+use tokio::signal::unix::{SignalKind, signal};
 
 /// `println!` that never blocks: the line goes to cluster-core's stdout
 /// queue, written by its own thread, so a stalled reader of this program's
@@ -93,6 +104,7 @@ fn host() -> anyhow::Result<IpAddr> {
 }
 
 async fn primary() -> anyhow::Result<()> {
+    init_logging();
     let port: u16 = env("PORT", 3000)?;
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let n_workers = env("WORKERS", cpus)?;
@@ -117,6 +129,21 @@ async fn primary() -> anyhow::Result<()> {
     if let Ok(path) = std::env::var("PID_FILE") {
         settings.pid_file(path);
     }
+    if let Some(n) = env_opt::<u64>("MAX_REQUESTS")? {
+        settings.max_requests(n, env("MAX_REQUESTS_JITTER", 0)?);
+    }
+    if let Some(mb) = env_opt::<u64>("MAX_MEMORY_MB")? {
+        settings.max_memory(mb * 1024 * 1024);
+    }
+    if let Some(secs) = env_opt::<u64>("MAX_AGE_SECS")? {
+        settings.max_age(Duration::from_secs(secs));
+    }
+    let metrics = match env_opt::<u16>("METRICS_PORT")? {
+        Some(port) => Some(tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?),
+        None => None,
+    };
+    let mut ttin = signal(SignalKind::from_raw(libc_sig::SIGTTIN))?;
+    let mut ttou = signal(SignalKind::from_raw(libc_sig::SIGTTOU))?;
     let mut cluster = Cluster::<()>::new(settings)?;
     say!(
         "primary (pid {}): {n_workers} worker(s) on {}:{port}, scheduling {policy}; \
@@ -124,9 +151,40 @@ async fn primary() -> anyhow::Result<()> {
         std::process::id(),
         host()?
     );
+    if let Some(m) = &metrics {
+        say!("metrics on http://{}/metrics", m.local_addr()?);
+    }
     cluster.start()?;
     let mut pids = HashMap::new();
-    while let Some(event) = cluster.next_event().await {
+    loop {
+        let event = tokio::select! {
+            event = cluster.next_event() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            Some(accepted) = async { Some(metrics.as_ref()?.accept().await) } => {
+                if let Ok((conn, _)) = accepted {
+                    tokio::spawn(serve_metrics(conn, cluster.stats().render_prometheus()));
+                }
+                continue;
+            }
+            _ = ttin.recv() => {
+                let n = cluster.slots() + 1;
+                say!("SIGTTIN: scaling to {n} worker(s)");
+                if let Err(e) = cluster.scale_to(n) {
+                    say!("scaling failed: {e}");
+                }
+                continue;
+            }
+            _ = ttou.recv() => {
+                let n = cluster.slots().saturating_sub(1).max(1);
+                say!("SIGTTOU: scaling to {n} worker(s)");
+                if let Err(e) = cluster.scale_to(n) {
+                    say!("scaling failed: {e}");
+                }
+                continue;
+            }
+        };
         if let Event::Fork { worker, pid, .. } = event {
             pids.insert(worker, pid);
         }
@@ -151,11 +209,92 @@ async fn primary() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The variable `name` parsed, `None` when it is not set.
+fn env_opt<T: std::str::FromStr<Err: std::fmt::Display>>(name: &str) -> anyhow::Result<Option<T>> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| anyhow!("{name}={v}: {e}")),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The signal numbers tokio has no constructor for.
+mod libc_sig {
+    pub(crate) const SIGTTIN: i32 = libc::SIGTTIN;
+    pub(crate) const SIGTTOU: i32 = libc::SIGTTOU;
+}
+
+/// Answer one scrape: read the request's head (bounded), send `body`.
+async fn serve_metrics(mut conn: tokio::net::TcpStream, body: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(2), async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    let _ = read.await;
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = conn.write_all(response.as_bytes()).await;
+    let _ = conn.shutdown().await;
+}
+
+/// The primary's `tracing` output: readable, or JSON lines with
+/// `LOG_FORMAT=json`; `RUST_LOG` filters (default `warn`). Each record is
+/// queued on cluster-core's stderr queue, so a stalled reader never blocks
+/// the primary (a record is dropped and counted instead).
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| QueuedStderr(Vec::new()));
+    let _ = if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().try_init()
+    } else {
+        builder.with_ansi(false).try_init()
+    };
+}
+
+/// One log record, queued whole on drop.
+struct QueuedStderr(Vec<u8>);
+
+impl std::io::Write for QueuedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for QueuedStderr {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let _queued = cluster_core::output::Output::stderr().line(&self.0);
+        }
+    }
+}
+
 /// Write out the queued lines before `main` returns (bounded: a stalled
 /// reader must not keep the primary from exiting).
 async fn flush_output() {
     let out = cluster_core::output::Output::stdout();
     let _ = tokio::time::timeout(Duration::from_secs(1), out.flush()).await;
+    let err = cluster_core::output::Output::stderr();
+    let _ = tokio::time::timeout(Duration::from_secs(1), err.flush()).await;
 }
 
 /// One line for an event, naming workers with their pids.
@@ -198,6 +337,10 @@ fn describe(event: &Event<()>, pids: &HashMap<WorkerId, u32>) -> Option<String> 
             format!("upgraded: the new primary (pid {pid}) serves; draining")
         }
         Event::UpgradeFailed { reason } => format!("upgrade failed: {reason}"),
+        Event::Recycling { worker, reason, .. } => {
+            format!("{} recycling: {reason}", who(worker))
+        }
+        Event::SlotRemoved { slot, .. } => format!("slot {slot}: removed (scaled down)"),
         Event::Message(_) => return None,
         other => format!("{other:?}"),
     })

@@ -244,9 +244,93 @@ pub enum Event<M> {
         /// The new primary's process id.
         pid: u32,
     },
+    /// A worker reached a recycling limit ([`Settings::max_requests`],
+    /// [`max_memory`](crate::Settings::max_memory),
+    /// [`max_age`](crate::Settings::max_age)): a successor is started in
+    /// its slot and, once it is ready, this worker drains (the rolling
+    /// reload's path, so no request fails).
+    ///
+    /// [`Settings::max_requests`]: crate::Settings::max_requests
+    Recycling {
+        /// The worker being replaced.
+        worker: WorkerId,
+        /// Its slot.
+        slot: SlotId,
+        /// The limit it reached.
+        reason: RecycleReason,
+    },
+    /// [`Cluster::scale_to`](crate::Cluster::scale_to) removed a slot: its
+    /// worker (if any) is told to disconnect and drains; the slot is not
+    /// refilled.
+    SlotRemoved {
+        /// The slot removed.
+        slot: SlotId,
+        /// Its worker, draining now.
+        worker: Option<WorkerId>,
+    },
     /// A zero-downtime upgrade failed; this primary keeps serving.
     UpgradeFailed {
         /// Why.
         reason: String,
     },
+}
+
+/// Why a worker is recycled ([`Event::Recycling`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecycleReason {
+    /// It took over `handed` connections, at or past its `limit`
+    /// (`max_requests` plus its jitter).
+    Requests {
+        /// Connections handed to it.
+        handed: u64,
+        /// Its limit.
+        limit: u64,
+    },
+    /// Its resident memory is past the limit.
+    Memory {
+        /// Its resident set, bytes.
+        rss: u64,
+        /// The limit, bytes.
+        limit: u64,
+    },
+    /// It is older than the limit.
+    Age {
+        /// Its age.
+        age: Duration,
+        /// The limit.
+        limit: Duration,
+    },
+}
+
+impl RecycleReason {
+    /// A short name: `requests`, `memory` or `age`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RecycleReason::Requests { .. } => "requests",
+            RecycleReason::Memory { .. } => "memory",
+            RecycleReason::Age { .. } => "age",
+        }
+    }
+}
+
+impl fmt::Display for RecycleReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecycleReason::Requests { handed, limit } => {
+                write!(f, "{handed} connections handed (limit {limit})")
+            }
+            RecycleReason::Memory { rss, limit } => {
+                write!(f, "resident memory {rss} bytes (limit {limit})")
+            }
+            RecycleReason::Age { age, limit } => {
+                write!(
+                    f,
+                    "age {} ms (limit {} ms)",
+                    age.as_millis(),
+                    limit.as_millis()
+                )
+            }
+        }
+    }
 }

@@ -128,18 +128,21 @@ pub mod restart;
 mod role;
 mod settings;
 mod state;
+pub mod stats;
+mod trace;
 mod worker;
 
 pub use endpoint::{Endpoint, ListenTarget, UnixAddr};
 pub use error::ListenErrorKind;
 pub use error::{Error, Result};
-pub use event::{Event, Exit, Message, SlotId, WorkerId};
+pub use event::{Event, Exit, Message, RecycleReason, SlotId, WorkerId};
 pub use primary::{Cluster, ConnectionStats, InheritedSocket, WorkerHandle};
 pub use restart::{Backoff, CrashLoopLimit, RestartPolicy};
 pub use role::{Role, WORKER_ENV, is_primary, is_worker, role};
 pub use sched_policy::{self, Policy, PolicyKind};
 pub use settings::{
-    DEFAULT_HANDOFF_DEADLINE, DEFAULT_HANDOFF_WINDOW, Heartbeat, Settings, WorkerStdio, env_vars,
+    DEFAULT_HANDOFF_DEADLINE, DEFAULT_HANDOFF_WINDOW, Heartbeat, Recycle, Settings, WorkerOutput,
+    WorkerStdio, env_vars,
 };
 pub use spawn_core::Signal;
 pub use state::WorkerState;
@@ -153,7 +156,7 @@ pub trait Payload: serde::Serialize + serde::de::DeserializeOwned + Send + 'stat
 
 impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Payload for T {}
 
-// The Rust snippets of the README and of docs/cluster.md are compiled (and run,
+// The Rust snippets of the README, docs/cluster.md and docs/operations.md are compiled (and run,
 // unless marked `no_run`) as doc tests, so the documentation cannot drift
 // from the API; `cargo xtask tidy` checks that every such file is included.
 #[cfg(doctest)]
@@ -163,3 +166,7 @@ struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/cluster.md")]
 struct ClusterDocDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/operations.md")]
+struct OperationsDocDoctests;

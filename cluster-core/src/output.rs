@@ -82,16 +82,45 @@ pub(crate) enum LineFormat {
     /// `[worker <id>] ` + the line + a newline if it had none.
     #[default]
     Prefixed,
+    /// The line unchanged (+ a newline if it had none).
+    Raw,
+    /// `{"worker":<id>,"stream":"stdout"|"stderr","line":"<the line, escaped>"}`.
+    Json,
+}
+
+impl From<crate::settings::WorkerOutput> for LineFormat {
+    fn from(o: crate::settings::WorkerOutput) -> Self {
+        match o {
+            crate::settings::WorkerOutput::Prefixed => LineFormat::Prefixed,
+            crate::settings::WorkerOutput::Raw => LineFormat::Raw,
+            crate::settings::WorkerOutput::Json => LineFormat::Json,
+        }
+    }
 }
 
 impl LineFormat {
     /// Append `piece` (one line, or a piece of an overlong line, as read
     /// from `worker`'s `stream`) to `out`, framed in this format.
-    pub(crate) fn frame(self, worker: WorkerId, _stream: Stream, piece: &[u8], out: &mut Vec<u8>) {
+    pub(crate) fn frame(self, worker: WorkerId, stream: Stream, piece: &[u8], out: &mut Vec<u8>) {
         match self {
             LineFormat::Prefixed => {
                 let _ = write!(out, "[worker {worker}] ");
                 push_line(out, piece);
+            }
+            LineFormat::Raw => push_line(out, piece),
+            LineFormat::Json => {
+                let stream = match stream {
+                    Stream::Stdout => "stdout",
+                    Stream::Stderr => "stderr",
+                };
+                let _ = write!(
+                    out,
+                    "{{\"worker\":{worker},\"stream\":\"{stream}\",\"line\":\""
+                );
+                let line = piece.strip_suffix(b"\n").unwrap_or(piece);
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                json_escape(&String::from_utf8_lossy(line), out);
+                out.extend_from_slice(b"\"}\n");
             }
         }
     }
@@ -265,6 +294,26 @@ fn permits(len: usize, total: usize) -> u32 {
 }
 
 /// `line`, with a newline if it has none.
+/// Append `s` escaped as the inside of a JSON string.
+fn json_escape(s: &str, out: &mut Vec<u8>) {
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => {
+                let mut buf = [0; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+}
+
 fn push_line(out: &mut Vec<u8>, line: &[u8]) {
     out.extend_from_slice(line);
     if out.last() != Some(&b'\n') {

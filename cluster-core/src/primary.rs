@@ -32,6 +32,7 @@ mod driver;
 mod handle;
 mod net;
 mod notify;
+mod recycle;
 mod supervisor;
 mod upgrade;
 
@@ -84,12 +85,17 @@ pub(crate) struct Slot {
     pub(crate) extra_env: Vec<(OsString, OsString)>,
     /// The crash-loop limit gave up on it: it stays empty.
     pub(crate) gave_up: bool,
+    /// Workers started in it so far.
+    pub(crate) starts: u64,
 }
 
 pub(crate) struct State<M> {
     pub(crate) settings: Settings,
     pub(crate) program: Option<PathBuf>,
     pub(crate) next_id: u64,
+    /// The id of the next slot opened (slots removed by `scale_to` are
+    /// never reused).
+    pub(crate) next_slot: usize,
     pub(crate) workers: BTreeMap<WorkerId, WorkerHandle<M>>,
     pub(crate) slots: BTreeMap<SlotId, Slot>,
     pub(crate) stopping: bool,
@@ -130,6 +136,75 @@ impl<M: Payload> Shared<M> {
         result
     }
 
+    /// Replace `old`, the current worker of `slot`, through the rolling
+    /// path (recycling): one at a time with reloads; nothing to do if it is
+    /// no longer its slot's worker.
+    pub(crate) async fn recycle(&self, slot: SlotId, old: WorkerHandle<M>) -> Result<()> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let (current, timeout) = {
+            let st = self.lock();
+            let current = st.slots.get(&slot).and_then(|s| s.current) == Some(old.id());
+            (current, st.settings.ready_timeout)
+        };
+        if !current {
+            return Ok(());
+        }
+        self.replace(slot, old, timeout).await
+    }
+
+    /// One step of the rolling path: start `slot`'s replacement, wait until
+    /// it is ready, make it current, then disconnect `old`.
+    async fn replace(
+        &self,
+        slot: SlotId,
+        old: WorkerHandle<M>,
+        timeout: std::time::Duration,
+    ) -> Result<()> {
+        if self.lock().stopping {
+            return Err(Error::Stopped);
+        }
+        let listening_needed = old.state() == WorkerState::Listening;
+        tracing::debug!(target: crate::trace::TARGET, slot = slot.0, old = old.id().0, "replacement starting");
+        let new = self.start_worker(slot, Placement::Replacement)?;
+        // Killed unless it takes over: on failure, and if this future is
+        // dropped while it waits.
+        let pending = KillUnlessKept(Some(new.clone()));
+        let ready = tokio::time::timeout(timeout, new.wait_ready(listening_needed)).await;
+        if ready != Ok(true) {
+            tracing::warn!(target: crate::trace::TARGET, slot = slot.0, replacement = new.id().0, "replacement not ready");
+            return Err(Error::ReloadFailed {
+                slot,
+                replacement: new.id(),
+            });
+        }
+        pending.keep();
+        let kept = {
+            let mut st = self.lock();
+            match st.slots.get_mut(&slot) {
+                Some(s) => {
+                    s.current = Some(new.id());
+                    s.guard.started(Instant::now());
+                    // It is ready: its end is no failed start.
+                    s.guard.ready();
+                    true
+                }
+                // Removed by `scale_to` meanwhile: the replacement goes too.
+                None => false,
+            }
+        };
+        if !kept {
+            let _ = new.disconnect().await;
+        }
+        tracing::debug!(target: crate::trace::TARGET, slot = slot.0, old = old.id().0, new = new.id().0, "replacement ready: old worker draining");
+        // The old one may have died meanwhile; that is fine. A task of
+        // its own: it is told even if this future is dropped now.
+        let _ = tokio::spawn(async move {
+            let _ = old.disconnect().await;
+        })
+        .await;
+        Ok(())
+    }
+
     async fn reload_slots(&self) -> Result<()> {
         let (plan, timeout) = {
             let st = self.lock();
@@ -144,37 +219,7 @@ impl<M: Payload> Shared<M> {
             (plan, st.settings.ready_timeout)
         };
         for (slot, old) in plan {
-            if self.lock().stopping {
-                return Err(Error::Stopped);
-            }
-            let listening_needed = old.state() == WorkerState::Listening;
-            let new = self.start_worker(slot, Placement::Replacement)?;
-            // Killed unless it takes over: on failure, and if this future is
-            // dropped while it waits.
-            let pending = KillUnlessKept(Some(new.clone()));
-            let ready = tokio::time::timeout(timeout, new.wait_ready(listening_needed)).await;
-            if ready != Ok(true) {
-                return Err(Error::ReloadFailed {
-                    slot,
-                    replacement: new.id(),
-                });
-            }
-            pending.keep();
-            {
-                let mut st = self.lock();
-                if let Some(s) = st.slots.get_mut(&slot) {
-                    s.current = Some(new.id());
-                    s.guard.started(Instant::now());
-                    // It is ready: its end is no failed start.
-                    s.guard.ready();
-                }
-            }
-            // The old one may have died meanwhile; that is fine. A task of
-            // its own: it is told even if this future is dropped now.
-            let _ = tokio::spawn(async move {
-                let _ = old.disconnect().await;
-            })
-            .await;
+            self.replace(slot, old, timeout).await?;
         }
         Ok(())
     }
@@ -185,7 +230,8 @@ impl<M: Payload> Shared<M> {
         if st.stopping {
             return Err(Error::Stopped);
         }
-        let slot = SlotId(st.slots.len());
+        let slot = SlotId(st.next_slot);
+        st.next_slot += 1;
         let guard = RestartGuard::new(
             st.settings.restart,
             st.settings.backoff,
@@ -198,6 +244,7 @@ impl<M: Payload> Shared<M> {
                 current: None,
                 extra_env,
                 gave_up: false,
+                starts: 0,
             },
         );
         let res = self.start_locked(&mut st, slot, Placement::Current);
@@ -263,6 +310,14 @@ impl<M: Payload> Shared<M> {
         let (kill_tx, kill_rx) = mpsc::unbounded_channel();
         let (state_tx, _) = watch::channel(WorkerState::None);
         let counters = Arc::new(Counters::default());
+        let request_limit = st
+            .settings
+            .recycle
+            .max_requests
+            .map(|n| n.saturating_add(recycle::jitter(id, st.settings.recycle.jitter)));
+        if let Some(s) = st.slots.get_mut(&slot) {
+            s.starts += 1;
+        }
         self.balancer.add_worker(id, slot, Arc::clone(&counters));
         let handle = WorkerHandle::new(Arc::new(HandleInner {
             id,
@@ -274,6 +329,9 @@ impl<M: Payload> Shared<M> {
             kill_tx,
             counters,
             balancer: Arc::clone(&self.balancer),
+            messages: 0.into(),
+            started: Instant::now(),
+            request_limit,
         }));
         st.workers.insert(id, handle.clone());
         if placement == Placement::Current
@@ -292,7 +350,7 @@ impl<M: Payload> Shared<M> {
                     out,
                     id,
                     driver::Stream::Stdout,
-                    LineFormat::Prefixed,
+                    LineFormat::from(st.settings.worker_output),
                 ));
             }
             if let Some(err) = launched.child.take_stderr() {
@@ -300,7 +358,7 @@ impl<M: Payload> Shared<M> {
                     err,
                     id,
                     driver::Stream::Stderr,
-                    LineFormat::Prefixed,
+                    LineFormat::from(st.settings.worker_output),
                 ));
             }
         }
@@ -376,6 +434,7 @@ impl<M: Payload> Cluster<M> {
                 settings,
                 program: None,
                 next_id: 1,
+                next_slot: 0,
                 workers: BTreeMap::new(),
                 slots: BTreeMap::new(),
                 stopping: false,
@@ -393,6 +452,7 @@ impl<M: Payload> Cluster<M> {
         if let Some(every) = watchdog {
             supervisor::watchdog(shared.notices.clone(), every);
         }
+        tokio::spawn(recycle::run(Arc::downgrade(&shared)));
         tokio::spawn(supervisor::run(
             Arc::clone(&shared),
             notices_rx,
@@ -520,6 +580,107 @@ impl<M: Payload> Cluster<M> {
             .iter()
             .map(|(id, w)| (*id, w.connections()))
             .collect()
+    }
+
+    /// A snapshot of the cluster: per live worker its pid, slot, state,
+    /// uptime, the restarts of its slot, connections, messages, and resident
+    /// memory and CPU time from `/proc` (see [`stats`](crate::stats)).
+    /// Cheap enough to call every second: two small `/proc` reads per
+    /// worker, outside the cluster's lock.
+    pub fn stats(&self) -> crate::stats::ClusterStats {
+        let (workers, slots) = {
+            let st = self.shared.lock();
+            let workers: Vec<_> = st
+                .workers
+                .values()
+                .map(|w| {
+                    let restarts = st
+                        .slots
+                        .get(&w.slot())
+                        .map_or(0, |s| s.starts.saturating_sub(1));
+                    (w.clone(), restarts)
+                })
+                .collect();
+            let slots = st.slots.values().filter(|s| !s.gave_up).count();
+            (workers, slots)
+        };
+        let workers = workers
+            .into_iter()
+            .map(|(w, restarts)| {
+                let proc = crate::stats::read_proc(w.pid());
+                crate::stats::WorkerStats {
+                    id: w.id(),
+                    slot: w.slot(),
+                    pid: w.pid(),
+                    state: w.state(),
+                    uptime: w.uptime(),
+                    restarts,
+                    connections: w.connections(),
+                    messages: w.messages(),
+                    rss_bytes: proc.rss_bytes,
+                    cpu_time: proc.cpu_time,
+                }
+            })
+            .collect();
+        crate::stats::ClusterStats { workers, slots }
+    }
+
+    /// How many slots the cluster keeps filled now (those the crash-loop
+    /// limit gave up on excluded).
+    pub fn slots(&self) -> usize {
+        self.shared
+            .lock()
+            .slots
+            .values()
+            .filter(|s| !s.gave_up)
+            .count()
+    }
+
+    /// Change the number of workers at run time (Gunicorn's TTIN/TTOU):
+    /// open new slots (each [`fork`](Self::fork)ed: [`Event::Fork`] and so
+    /// on) or remove the newest ones: a removed slot is not refilled and
+    /// its worker is told to disconnect, so it drains (no new connection
+    /// goes to it, those it holds finish) — [`Event::SlotRemoved`]. Slots the
+    /// crash-loop limit gave up on are not counted. Fails with
+    /// [`Error::Stopped`] once the cluster is shutting down; `n` must be at
+    /// least 1 (0 is taken as 1: use [`shutdown`](Self::shutdown) to stop).
+    pub fn scale_to(&self, n: usize) -> Result<()> {
+        let n = n.max(1);
+        let (live, removed) = {
+            let mut st = self.shared.lock();
+            if st.stopping {
+                return Err(Error::Stopped);
+            }
+            let live: Vec<SlotId> = st
+                .slots
+                .iter()
+                .filter(|(_, s)| !s.gave_up)
+                .map(|(id, _)| *id)
+                .collect();
+            let mut removed = Vec::new();
+            for slot in live.iter().skip(n).rev() {
+                if let Some(s) = st.slots.remove(slot) {
+                    let worker = s.current.and_then(|id| st.workers.get(&id).cloned());
+                    removed.push((*slot, worker));
+                }
+            }
+            (live.len(), removed)
+        };
+        for (slot, worker) in removed {
+            let _ = self
+                .shared
+                .notices
+                .send(Notice::SlotRemoved(slot, worker.as_ref().map(|w| w.id())));
+            if let Some(w) = worker {
+                tokio::spawn(async move {
+                    let _ = w.disconnect().await;
+                });
+            }
+        }
+        for _ in live..n {
+            self.fork()?;
+        }
+        Ok(())
     }
 
     /// Send `msg` to every live worker that was not disconnected; returns how

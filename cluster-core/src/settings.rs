@@ -98,6 +98,52 @@ pub enum WorkerStdio {
     Piped,
 }
 
+/// How forwarded worker output ([`WorkerStdio::Piped`]) is framed, line by
+/// line. Whatever the format, a line is queued whole: lines of two workers
+/// never interleave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WorkerOutput {
+    /// `[worker <id>] ` + the line (the default).
+    #[default]
+    Prefixed,
+    /// The line byte for byte, unchanged (a worker's JSON lines stay
+    /// parseable by a log shipper).
+    Raw,
+    /// One JSON object per line: `{"worker":<id>,"stream":"stdout","line":"..."}`
+    /// (the line without its newline; bytes that are not UTF-8 become
+    /// U+FFFD), for a primary that logs JSON lines itself.
+    Json,
+}
+
+/// When a worker is replaced before it misbehaves (Gunicorn's
+/// `max_requests` and `max_requests_jitter`, PM2's `max_memory_restart`, a
+/// maximum age). A worker that reaches a limit is replaced through the
+/// rolling path: its successor is ready before it drains, one slot at a
+/// time. Default: no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recycle {
+    /// Connections handed to a worker before it is recycled (`None`: no limit).
+    pub max_requests: Option<u64>,
+    /// Each worker's limit is `max_requests` plus a random number in
+    /// `0..=jitter`, so workers started together are not all recycled at once.
+    pub jitter: u64,
+    /// Resident memory (bytes, from `/proc/<pid>/statm`) past which a
+    /// worker is recycled.
+    pub max_memory: Option<u64>,
+    /// Age past which a worker is recycled.
+    pub max_age: Option<Duration>,
+    /// How often the limits are checked (default 1 s when zero).
+    pub check_every: Duration,
+}
+
+impl Recycle {
+    /// Whether any limit is set.
+    pub(crate) fn any(&self) -> bool {
+        self.max_requests.is_some() || self.max_memory.is_some() || self.max_age.is_some()
+    }
+}
+
 /// Liveness checking: a worker sends a heartbeat every `interval` from its own
 /// runtime; one silent for longer than `timeout` is reported
 /// `Event::Unresponsive`, killed (and restarted by the guard, like
@@ -183,6 +229,8 @@ pub struct Settings {
     pub(crate) upgrade_on_signal: bool,
     pub(crate) upgrade_timeout: Duration,
     pub(crate) pid_file: Option<PathBuf>,
+    pub(crate) worker_output: WorkerOutput,
+    pub(crate) recycle: Recycle,
 }
 
 impl Default for Settings {
@@ -209,6 +257,8 @@ impl Default for Settings {
             upgrade_on_signal: false,
             upgrade_timeout: Duration::from_secs(60),
             pid_file: None,
+            worker_output: WorkerOutput::default(),
+            recycle: Recycle::default(),
         }
     }
 }
@@ -497,6 +547,41 @@ impl Settings {
         Ok(())
     }
 
+    /// How forwarded worker lines are framed (with [`WorkerStdio::Piped`]).
+    /// Default: [`WorkerOutput::Prefixed`].
+    pub fn worker_output(&mut self, format: WorkerOutput) -> &mut Self {
+        self.worker_output = format;
+        self
+    }
+
+    /// Recycle a worker after `n` connections handed to it, plus a random
+    /// `0..=jitter` per worker (Gunicorn's `max_requests`,
+    /// `max_requests_jitter`; distributed policies only). Default: never.
+    pub fn max_requests(&mut self, n: u64, jitter: u64) -> &mut Self {
+        self.recycle.max_requests = Some(n);
+        self.recycle.jitter = jitter;
+        self
+    }
+
+    /// Recycle a worker whose resident memory exceeds `bytes` (PM2's
+    /// `max_memory_restart`). Default: never.
+    pub fn max_memory(&mut self, bytes: u64) -> &mut Self {
+        self.recycle.max_memory = Some(bytes);
+        self
+    }
+
+    /// Recycle a worker older than `age`. Default: never.
+    pub fn max_age(&mut self, age: Duration) -> &mut Self {
+        self.recycle.max_age = Some(age);
+        self
+    }
+
+    /// How often the recycling limits are checked. Default: 1 s.
+    pub fn recycle_check_interval(&mut self, every: Duration) -> &mut Self {
+        self.recycle.check_every = every;
+        self
+    }
+
     /// Merge `other` into `self`: args and env accumulate, every other field
     /// that `other` changed from the default replaces ours.
     pub fn merge(&mut self, other: &Settings) -> &mut Self {
@@ -539,7 +624,9 @@ impl Settings {
             reload_on_hangup,
             message_credits,
             upgrade_on_signal,
-            upgrade_timeout
+            upgrade_timeout,
+            worker_output,
+            recycle
         );
         self
     }

@@ -39,11 +39,14 @@
 //! `--quick` runs a tiny workload (seconds, even in a debug build), as does a
 //! debug build run without `--bench` (`cargo test --all-targets`); `--list`
 //! (cargo-nextest asking for tests) lists one test, `quick_smoke`, which
-//! nextest then runs as that smoke test; other arguments are ignored.
+//! nextest then runs as that smoke test; `--ops` measures the stats
+//! snapshot and tracing's cost instead (`ops.rs`); other arguments are
+//! ignored.
 //! The bench re-executes itself as the workers: as a cluster worker (the
 //! variable cluster-core injects) or with `--raw-worker <kind> <tag>`.
 
 mod client;
+mod ops;
 mod ours;
 mod raw;
 mod serve;
@@ -77,6 +80,9 @@ fn main() -> anyhow::Result<()> {
     let under_cargo_test = cfg!(debug_assertions) && !args.iter().any(|a| a == "--bench");
     let quick = under_cargo_test || args.iter().any(|a| a == "--quick");
     let budget = Duration::from_secs(if quick { 5 } else { 15 });
+    if args.iter().any(|a| a == "--ops") {
+        return ops::run(quick);
+    }
     let (reps, total) = if quick { (2, 100) } else { (5, 4000) };
     let rate_load = Load {
         total,

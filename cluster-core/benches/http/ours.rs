@@ -22,6 +22,11 @@ pub(crate) struct OurServer {
 }
 
 impl OurServer {
+    /// The cluster (`--ops`: its stats).
+    pub(crate) fn cluster(&self) -> &Cluster<()> {
+        &self.cluster
+    }
+
     /// Shut the cluster down gracefully.
     pub(crate) async fn shutdown(self) {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.cluster.shutdown()).await;

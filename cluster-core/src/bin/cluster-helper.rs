@@ -35,6 +35,13 @@
 //! `listen-twice` (listen through the primary on `HELPER_ADDR`, then on
 //! `HELPER_ADDR2`; exit 1 when that fails).
 //!
+//! Operations (issue 14): `serve-alloc` (`serve`, and on each `Ping(n)`
+//! allocate and touch `n` MiB more, kept, then answer `Pong { n }`),
+//! `json-lines` (a thread prints `HELPER_LINES`, default 2000, JSON lines
+//! `{"w":<id>,"n":<n>,"pad":"<x × (n × 37 % 3000)>"}` to stdout, then
+//! `echo`). `supervise` takes `HELPER_OUTPUT` (`raw` or `json`: the
+//! forwarding format).
+//!
 //! `versioned` (listen through the primary on `HELPER_ADDR`; on each
 //! connection answer every line with `<HELPER_VERSION> <worker id> <pid>`;
 //! once draining, answer the next request with ` close` appended and close,
@@ -206,6 +213,18 @@ fn worker(mode: &str) -> BoxResult {
             }
             w.flush().await?;
             return Ok(());
+        }
+        if mode == "serve-alloc" {
+            return serve_alloc(w).await;
+        }
+        if mode == "json-lines" {
+            let id = w.id().0;
+            let n: u64 = std::env::var("HELPER_LINES").map_or(Ok(2000), |v| v.parse())?;
+            std::thread::spawn(move || {
+                for i in 0..n {
+                    println!("{}", json_line(id, i));
+                }
+            });
         }
         if mode.starts_with("serve-unix") || mode == "serve-fd" {
             return other::serve(w, mode).await;
@@ -388,6 +407,50 @@ async fn serve(w: Worker<Msg>, mode: &str) -> BoxResult {
     Ok(())
 }
 
+/// `json-lines`' line `n` of worker `id` (the tests rebuild it).
+fn json_line(id: u64, n: u64) -> String {
+    format!(
+        "{{\"w\":{id},\"n\":{n},\"pad\":\"{}\"}}",
+        "x".repeat((n * 37 % 3000) as usize)
+    )
+}
+
+/// `serve`, and grow by `n` MiB on each `Ping(n)`.
+async fn serve_alloc(mut w: Worker<Msg>) -> BoxResult {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut listener = w.listen(helper_addr()?).await?;
+    let id = w.id().0;
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    let mut open = tokio::task::JoinSet::new();
+    let mut recv_open = true;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Some((mut conn, _peer)) = accepted else { break };
+                open.spawn(async move {
+                    let _ = conn.write_all(format!("{id}\n").as_bytes()).await;
+                    let mut sink = [0u8; 64];
+                    while matches!(conn.read(&mut sink).await, Ok(n) if n > 0) {}
+                });
+            }
+            msg = w.recv(), if recv_open => match msg {
+                Ok(Some(Msg::Ping(mib))) => {
+                    // Written, so resident.
+                    hoard.push(vec![1u8; (mib as usize) << 20]);
+                    w.send(&Msg::Pong { worker: id, n: mib }).await?;
+                }
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => recv_open = false,
+            },
+            Some(_) = open.join_next(), if !open.is_empty() => {}
+        }
+    }
+    while open.join_next().await.is_some() {}
+    drop(hoard);
+    w.flush().await?;
+    Ok(())
+}
+
 /// How many lines a `spew` worker prints.
 const SPEW_LINES: u64 = 20_000;
 
@@ -452,6 +515,15 @@ async fn supervise(n: usize) -> BoxResult {
             Duration::from_millis(interval.parse()?),
             Duration::from_millis(timeout.parse()?),
         );
+    }
+    match std::env::var("HELPER_OUTPUT").as_deref() {
+        Ok("raw") => {
+            settings.worker_output(cluster_core::WorkerOutput::Raw);
+        }
+        Ok("json") => {
+            settings.worker_output(cluster_core::WorkerOutput::Json);
+        }
+        _ => {}
     }
     if let Ok(max) = std::env::var("HELPER_MAX_RESTARTS") {
         settings.crash_loop_limit(CrashLoopLimit {

@@ -27,6 +27,25 @@ fn stalled_sink(forward_budget: usize, own_budget: usize) -> (Sink, Arc<Mutex<Ve
 struct Gate(#[allow(dead_code, reason = "held shut until dropped")] std::sync::mpsc::Sender<()>);
 
 #[test]
+fn raw_keeps_the_line_and_json_wraps_it_escaped() {
+    let mut out = Vec::new();
+    LineFormat::Raw.frame(WorkerId(3), Stream::Stdout, b"{\"a\":1}\n", &mut out);
+    LineFormat::Raw.frame(WorkerId(3), Stream::Stdout, b"tail", &mut out);
+    assert_eq!(out, b"{\"a\":1}\ntail\n");
+    let mut out = Vec::new();
+    LineFormat::Json.frame(
+        WorkerId(7),
+        Stream::Stderr,
+        b"say \"hi\"\t\\ \x01\n",
+        &mut out,
+    );
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "{\"worker\":7,\"stream\":\"stderr\",\"line\":\"say \\\"hi\\\"\\t\\\\ \\u0001\"}\n"
+    );
+}
+
+#[test]
 fn prefixed_frames_one_whole_line() {
     let mut out = Vec::new();
     LineFormat::Prefixed.frame(WorkerId(3), Stream::Stdout, b"hello\n", &mut out);

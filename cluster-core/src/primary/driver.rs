@@ -39,6 +39,10 @@ pub(crate) enum Notice<M> {
     Watchdog,
     /// An upgrade ended: the new primary's pid, or why it failed.
     Upgrade(std::result::Result<u32, String>),
+    /// A worker reached a recycling limit: its replacement starts now.
+    Recycling(WorkerId, SlotId, crate::event::RecycleReason),
+    /// `Cluster::scale_to` removed a slot (its worker, draining).
+    SlotRemoved(SlotId, Option<WorkerId>),
 }
 
 /// Once the process is reaped, the longest the reader waits for the next

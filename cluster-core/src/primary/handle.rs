@@ -34,6 +34,12 @@ pub(crate) struct HandleInner {
     pub(crate) kill_tx: mpsc::UnboundedSender<KillRequest>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) balancer: Arc<Balancer>,
+    /// User messages received from it.
+    pub(crate) messages: std::sync::atomic::AtomicU64,
+    /// When it was started.
+    pub(crate) started: std::time::Instant,
+    /// Its `max_requests` limit, jitter included (`None`: no limit).
+    pub(crate) request_limit: Option<u64>,
 }
 
 /// The primary's handle on one worker. Cheap to clone; every clone talks to
@@ -97,6 +103,16 @@ impl<M> WorkerHandle<M> {
     /// the `none` policy, where the worker accepts by itself.
     pub fn connections(&self) -> ConnectionStats {
         self.inner.counters.stats()
+    }
+
+    /// How many user messages the primary received from it.
+    pub fn messages(&self) -> u64 {
+        self.inner.messages.load(Ordering::Relaxed)
+    }
+
+    /// How long since it was started.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.inner.started.elapsed()
     }
 
     /// Whether it was disconnected (by either side), so its exit is intended

@@ -226,7 +226,15 @@ fn heartbeat_tick(heartbeat: Option<Heartbeat>) -> Option<tokio::time::Interval>
 }
 
 impl<M: Payload> Supervisor<M> {
+    /// The one place every event leaves: traced (`trace.rs`), then sent.
     fn emit(&self, ev: Event<M>) {
+        let pid =
+            event_worker(&ev).and_then(|id| self.shared.lock().workers.get(&id).map(|w| w.pid()));
+        self.emit_with_pid(ev, pid);
+    }
+
+    fn emit_with_pid(&self, ev: Event<M>, pid: Option<u32>) {
+        crate::trace::event(&ev, pid);
         let _ = self.events.send(ev);
     }
 
@@ -279,7 +287,20 @@ impl<M: Payload> Supervisor<M> {
                 }
                 self.advance(id, WorkerState::Disconnected);
             }
-            Notice::Message(m) => self.emit(Event::Message(m)),
+            Notice::Message(m) => {
+                if let Some(w) = self.shared.lock().workers.get(&m.worker()) {
+                    w.inner
+                        .messages
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                let _ = self.events.send(Event::Message(m));
+            }
+            Notice::Recycling(worker, slot, reason) => self.emit(Event::Recycling {
+                worker,
+                slot,
+                reason,
+            }),
+            Notice::SlotRemoved(slot, worker) => self.emit(Event::SlotRemoved { slot, worker }),
             Notice::MessageError(id, error) => self.emit(Event::MessageError { worker: id, error }),
             Notice::ChannelError(id, error) => {
                 self.kill(id, Signal::SIGKILL);
@@ -373,12 +394,15 @@ impl<M: Payload> Supervisor<M> {
             });
             (handle, decision)
         };
-        self.emit(Event::Exit {
-            worker: id,
-            slot: handle.slot(),
-            exit,
-            exited_after_disconnect: handle.exited_after_disconnect(),
-        });
+        self.emit_with_pid(
+            Event::Exit {
+                worker: id,
+                slot: handle.slot(),
+                exit,
+                exited_after_disconnect: handle.exited_after_disconnect(),
+            },
+            Some(handle.pid()),
+        );
         if let Some(decision) = decision {
             self.apply(handle.slot(), decision, exit);
         }
@@ -513,6 +537,21 @@ impl<M: Payload> Supervisor<M> {
         for w in workers {
             let _ = w.kill_group(Signal::SIGKILL);
         }
+    }
+}
+
+/// The worker an event is about (for its pid in the trace), if one.
+fn event_worker<M>(ev: &Event<M>) -> Option<WorkerId> {
+    match ev {
+        Event::Online { worker }
+        | Event::Listening { worker, .. }
+        | Event::ListeningOn { worker, .. }
+        | Event::Disconnect { worker }
+        | Event::Unresponsive { worker }
+        | Event::ChannelError { worker, .. }
+        | Event::MessageError { worker, .. }
+        | Event::Recycling { worker, .. } => Some(*worker),
+        _ => None,
     }
 }
 

@@ -12,6 +12,7 @@ mod guard;
 mod lifecycle;
 mod listen;
 mod messages;
+mod ops;
 mod orphans;
 mod output;
 mod reload;

@@ -185,6 +185,8 @@ impl Balancer {
             if let Some(w) = st.workers.get_mut(&worker) {
                 w.stalled = true;
             }
+            tracing::warn!(target: crate::trace::TARGET, worker = worker.0, conn = conn_id,
+                reason = "deadline", "hand-off not acknowledged in time: re-routing, worker stalled");
             dispatch(st, conn_id);
         }
         wake_all(st);
@@ -325,6 +327,8 @@ fn dispatch(st: &mut State, conn_id: u64) {
         if send(o).is_ok() {
             return;
         }
+        tracing::debug!(target: crate::trace::TARGET, worker = worker.0, conn = conn_id,
+            reason = "send failed", "hand-off re-routed");
         exclude(st, worker, conn_id);
     }
 }
@@ -476,6 +480,8 @@ fn exclude(st: &mut State, worker: WorkerId, conn_id: u64) -> bool {
 /// The hand-off to `worker` of `conn_id` failed: re-route it.
 pub(super) fn hand_off_failed(st: &mut State, worker: WorkerId, conn_id: u64) {
     let listener = st.pending.get(&conn_id).map(|p| p.listener);
+    tracing::debug!(target: crate::trace::TARGET, worker = worker.0, conn = conn_id,
+        reason = "refused or worker gone", "hand-off re-routed");
     if exclude(st, worker, conn_id) {
         dispatch(st, conn_id);
         if let Some(idx) = listener {

@@ -1,0 +1,108 @@
+//! Recycling (`Settings::max_requests`, `max_memory`, `max_age`): a task
+//! that checks the slots' current workers every `check_every` and replaces
+//! the first one past a limit through the rolling path
+//! (`Shared::recycle`: successor ready before the old worker drains, one
+//! slot at a time, serialised with reloads). The supervisor reports each
+//! one as `Event::Recycling` before its replacement forks.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use crate::Payload;
+use crate::event::{RecycleReason, SlotId, WorkerId};
+use crate::primary::driver::Notice;
+use crate::primary::{Shared, WorkerHandle};
+use crate::settings::Recycle;
+
+/// The check interval when none is set.
+const DEFAULT_EVERY: Duration = Duration::from_secs(1);
+
+/// A number in `0..=jitter` for worker `id`, different per worker and per
+/// run (a splitmix64 of the id, the pid and the clock).
+pub(crate) fn jitter(id: WorkerId, jitter: u64) -> u64 {
+    if jitter == 0 {
+        return 0;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos().into());
+    let mut z =
+        id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(u64::from(std::process::id()) << 32)
+            .wrapping_add(nanos);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    z % jitter.saturating_add(1)
+}
+
+/// Run until the cluster is gone or stopping.
+pub(crate) async fn run<M: Payload>(shared: Weak<Shared<M>>) {
+    loop {
+        let every = match shared.upgrade() {
+            Some(s) => {
+                let st = s.lock();
+                if st.stopping {
+                    return;
+                }
+                match st.settings.recycle.check_every {
+                    d if d.is_zero() => DEFAULT_EVERY,
+                    d => d,
+                }
+            }
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let Some((slot, old, reason)) = candidate(&shared) else {
+            continue;
+        };
+        let _ = shared
+            .notices
+            .send(Notice::Recycling(old.id(), slot, reason));
+        if let Err(error) = shared.recycle(slot, old).await {
+            tracing::warn!(target: crate::trace::TARGET, slot = slot.0, error = %error, "recycling failed; the worker keeps serving");
+        }
+    }
+}
+
+/// The first ready current worker past a limit, with the limit.
+fn candidate<M: Payload>(shared: &Shared<M>) -> Option<(SlotId, WorkerHandle<M>, RecycleReason)> {
+    let (limits, workers): (Recycle, Vec<WorkerHandle<M>>) = {
+        let st = shared.lock();
+        if st.stopping || !st.settings.recycle.any() {
+            return None;
+        }
+        let workers = st
+            .slots
+            .values()
+            .filter(|s| !s.gave_up)
+            .filter_map(|s| st.workers.get(&s.current?).cloned())
+            .filter(|w| w.state().is_ready())
+            .collect();
+        (st.settings.recycle, workers)
+    };
+    for w in workers {
+        if let Some(limit) = w.inner.request_limit {
+            let handed = w.connections().handed;
+            if handed >= limit {
+                return Some((w.slot(), w, RecycleReason::Requests { handed, limit }));
+            }
+        }
+        if let Some(limit) = limits.max_age {
+            let age = w.uptime();
+            if age >= limit {
+                return Some((w.slot(), w, RecycleReason::Age { age, limit }));
+            }
+        }
+        if let Some(limit) = limits.max_memory
+            && let Some(rss) = crate::stats::read_proc(w.pid()).rss_bytes
+            && rss > limit
+        {
+            return Some((w.slot(), w, RecycleReason::Memory { rss, limit }));
+        }
+    }
+    None
+}
