@@ -110,7 +110,8 @@ async fn primary() -> anyhow::Result<()> {
     // Upgrade support: the version this primary's workers report, and the
     // pid file.
     if let Ok(path) = std::env::var("VERSION_FILE") {
-        let text = std::fs::read_to_string(&path).map_err(|e| anyhow!("VERSION_FILE={path}: {e}"))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| anyhow!("VERSION_FILE={path}: {e}"))?;
         settings.env("VERSION", text.lines().next().unwrap_or("").trim());
     }
     if let Ok(path) = std::env::var("PID_FILE") {
@@ -193,7 +194,9 @@ fn describe(event: &Event<()>, pids: &HashMap<WorkerId, u32>) -> Option<String> 
         Event::ReloadStarted => "SIGHUP: rolling reload".to_owned(),
         Event::ReloadFinished { error: None } => "reload done".to_owned(),
         Event::ReloadFinished { error: Some(e) } => format!("reload failed: {e}"),
-        Event::Upgraded { pid } => format!("upgraded: the new primary (pid {pid}) serves; draining"),
+        Event::Upgraded { pid } => {
+            format!("upgraded: the new primary (pid {pid}) serves; draining")
+        }
         Event::UpgradeFailed { reason } => format!("upgrade failed: {reason}"),
         Event::Message(_) => return None,
         other => format!("{other:?}"),

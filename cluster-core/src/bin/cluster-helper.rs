@@ -163,7 +163,9 @@ fn main() -> BoxResult {
             }
             tokio::runtime::Runtime::new()?.block_on(upgradable(n, version))
         }
-        _ => Err("usage: cluster-helper primary <n> [setup] | supervise <n> | upgradable <n>".into()),
+        _ => {
+            Err("usage: cluster-helper primary <n> [setup] | supervise <n> | upgradable <n>".into())
+        }
     }
 }
 
@@ -356,7 +358,6 @@ fn fd3() -> &'static str {
         _ => "none",
     }
 }
-
 
 fn helper_addr() -> BoxResult<std::net::SocketAddr> {
     Ok(std::env::var("HELPER_ADDR")

@@ -3,7 +3,6 @@
 //! channel), the launch token, and a worker whose primary goes away (the
 //! library drains it and leaves the decision to the program).
 
-
 use cluster_core::{Event, Exit, WORKER_ENV, WorkerId};
 use cluster_ipc::{Config, ControlMsg, Handshake, Incoming};
 use tokio::io::{AsyncBufReadExt, BufReader};
