@@ -96,6 +96,22 @@ fn main() -> anyhow::Result<()> {
                 .collect::<anyhow::Result<_>>()?,
         ));
     }
+    // Where the gap goes (stderr only): the same two bare spawns forced
+    // onto the fork path (an empty `pre_exec` hook, as a worker's spawn has).
+    let forked: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = (0..samples.min(5))
+                .map(|_| bare_spawns_with(2, true))
+                .collect::<anyhow::Result<_>>()?;
+            anyhow::Ok(median(s))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    eprintln!(
+        "cluster.start_2_online: bare spawns on the fork path {:.3} ms (posix_spawn {:.3} ms, ours {:.3} ms)",
+        median(forked),
+        median(raw.clone()),
+        median(ours.clone())
+    );
     report(
         "cluster.start_2_online",
         "new cluster of 2 workers until all online",
@@ -247,15 +263,25 @@ async fn start_2_online() -> anyhow::Result<f64> {
 
 /// Milliseconds for `n` bare spawns of the helper, each until its byte.
 fn bare_spawns(n: usize) -> anyhow::Result<f64> {
+    bare_spawns_with(n, false)
+}
+
+/// [`bare_spawns`]; `fork`: with an empty `pre_exec` hook, which makes std
+/// fork and exec instead of taking its `posix_spawn` path.
+fn bare_spawns_with(n: usize, fork: bool) -> anyhow::Result<f64> {
+    use std::os::unix::process::CommandExt;
     let t0 = Instant::now();
     let mut children = Vec::with_capacity(n);
     for _ in 0..n {
-        children.push(
-            Command::new(HELPER)
-                .arg("raw")
-                .stdout(Stdio::piped())
-                .spawn()?,
-        );
+        let mut command = Command::new(HELPER);
+        command.arg("raw").stdout(Stdio::piped());
+        if fork {
+            // SAFETY: the hook does nothing, so it is async-signal-safe.
+            unsafe {
+                command.pre_exec(|| Ok(()));
+            }
+        }
+        children.push(command.spawn()?);
     }
     for c in &mut children {
         let mut byte = [0u8; 1];

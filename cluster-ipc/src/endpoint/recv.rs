@@ -32,8 +32,9 @@ pub struct Receiver {
     decoder: Decoder,
     arrived: Vec<OwnedFd>,
     closed: bool,
-    /// Whether the next wait spins first (see [`Receiver::spin_read`]).
-    spin: bool,
+    /// Reads to wait (parked) before a wait spins again (see
+    /// [`Receiver::spin_read`]): 0 after a spin that caught a message.
+    spin_backoff: u32,
 }
 
 /// How long a receive spins (non-blocking reads, yielding between them)
@@ -42,9 +43,10 @@ pub struct Receiver {
 /// process takes to be woken on an idle virtual CPU.
 const SPIN: Duration = Duration::from_micros(20);
 
-/// A park shorter than this re-arms the spin: messages are arriving
-/// densely enough that the next one may come within [`SPIN`].
-const SPIN_REARM: Duration = Duration::from_micros(200);
+/// After a spin that caught nothing, this many reads park at once before
+/// one spins again: a peer that answers slower than [`SPIN`] costs at most
+/// one spin per this many messages.
+const SPIN_RETRY: u32 = 16;
 
 impl std::fmt::Debug for Receiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,7 +66,7 @@ impl Receiver {
             decoder: Decoder::new(cap),
             arrived: Vec::new(),
             closed: false,
-            spin: false,
+            spin_backoff: 0,
         }
     }
 
@@ -205,20 +207,22 @@ impl Receiver {
 
     /// One read into the decoder; 0 at the end of the stream.
     ///
-    /// Spins first while messages arrive densely (see `spin_read`), then
-    /// parks on the reactor. Whether the next wait spins: yes after a spin
-    /// that caught a message or after a short park, no after a long park.
-    /// So an idle channel parks at once and burns nothing, and a busy one
-    /// spins at most [`SPIN`] per message received.
+    /// Spins first (see `spin_read`) unless a recent spin caught nothing,
+    /// then parks on the reactor. A spin that caught a message keeps the
+    /// next wait spinning; one that missed makes the next [`SPIN_RETRY`]
+    /// reads park at once. So an idle channel spins once and parks, burning
+    /// nothing, and a busy one spins at most [`SPIN`] per message while its
+    /// messages keep arriving within that time, and [`SPIN`] per
+    /// [`SPIN_RETRY`] messages otherwise.
     async fn read(&mut self) -> Result<usize, Error> {
-        if self.spin
-            && let Some(result) = self.spin_read().await
-        {
-            return result;
+        if self.spin_backoff == 0 {
+            match self.spin_read().await {
+                Some(result) => return result,
+                None => self.spin_backoff = SPIN_RETRY,
+            }
         }
-        let parked = Instant::now();
         let result = self.park_read().await;
-        self.spin = parked.elapsed() < SPIN_REARM;
+        self.spin_backoff = self.spin_backoff.saturating_sub(1);
         result
     }
 
@@ -228,7 +232,7 @@ impl Receiver {
     /// than the whole exchange). Each try also yields to the runtime's
     /// other tasks (this endpoint's writer among them), and the thread to
     /// other threads (a peer sharing this CPU runs at once). `None` when
-    /// nothing came; the spin is then off until a short park re-arms it.
+    /// nothing came.
     async fn spin_read(&mut self) -> Option<Result<usize, Error>> {
         let start = Instant::now();
         let mut task_turn = false;
@@ -246,7 +250,6 @@ impl Receiver {
                 Err(RecvError::Io(e)) => return Some(Err(Error::io("recvmsg", e))),
             }
             if start.elapsed() >= SPIN {
-                self.spin = false;
                 return None;
             }
             // Alternately the thread (a peer on this CPU answers at once)
