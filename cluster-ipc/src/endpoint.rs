@@ -159,8 +159,11 @@ pub async fn handshake(
         .await?;
     // On the socket before the peer's is read: a side that refuses the
     // peer's handshake and ends still has sent its own (the receive may
-    // find the peer's frame at once, before the writer task ran).
-    tx.flush().await?;
+    // find the peer's frame at once, before the writer task ran). A failed
+    // write is not this call's error: the peer may have sent its handshake
+    // and gone, which the receiver reports after it; the sender keeps the
+    // error for the next send.
+    let _ = tx.flush().await;
     let theirs = rx.recv_handshake().await?;
     Ok((tx, rx, theirs))
 }
