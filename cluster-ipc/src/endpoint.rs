@@ -157,6 +157,13 @@ pub async fn handshake(
     let (tx, mut rx) = open(fd, config)?;
     tx.send_frame(FrameKind::Handshake, &ours, Vec::new())
         .await?;
+    // On the socket before the peer's is read: a side that refuses the
+    // peer's handshake and ends still has sent its own (the receive may
+    // find the peer's frame at once, before the writer task ran). A failed
+    // write is not this call's error: the peer may have sent its handshake
+    // and gone, which the receiver reports after it; the sender keeps the
+    // error for the next send.
+    let _ = tx.flush().await;
     let theirs = rx.recv_handshake().await?;
     Ok((tx, rx, theirs))
 }

@@ -308,7 +308,10 @@ impl Drop for Open {
 /// Send a control message without waiting: queued now, or by a task when
 /// the queue is full (outside a runtime, dropped: the channel is then gone).
 fn send_soon(tx: &Sender, msg: ControlMsg) {
-    if let Err(TrySendError::Full((msg, _))) = tx.try_send_control(msg, Vec::new())
+    // Queued for the channel's writer, never written on the spot: the acks
+    // and close notices of a burst of connections leave together, in one
+    // `sendmsg`, and reach the primary in one read.
+    if let Err(TrySendError::Full(msg)) = tx.try_queue_control(msg)
         && let Ok(rt) = tokio::runtime::Handle::try_current()
     {
         let tx = tx.clone();

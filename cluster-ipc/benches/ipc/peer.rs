@@ -117,6 +117,20 @@ pub(crate) fn peer(args: &[String]) -> anyhow::Result<()> {
             stream.read_to_end(&mut Vec::new())?;
             Ok(())
         }
+        "raw-fd-sink-batched" => {
+            let n = count()?;
+            let mut got = 0u64;
+            while got < n {
+                match raw_recv_fds(fd.as_raw_fd())? {
+                    0 => bail!("primary closed early"),
+                    k => got += k as u64,
+                }
+            }
+            let mut stream = UnixStream::from(fd);
+            stream.write_all(&got.to_le_bytes())?;
+            stream.read_to_end(&mut Vec::new())?;
+            Ok(())
+        }
         other => bail!("unknown peer mode {other:?}"),
     }
 }

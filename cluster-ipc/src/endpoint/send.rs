@@ -193,6 +193,18 @@ impl Sender {
         msg: &T,
         fds: &mut Vec<OwnedFd>,
     ) -> Result<Push, Error> {
+        self.push_with(kind, msg, fds, true)
+    }
+
+    /// [`Sender::push`]; `direct: false` never takes the answer shortcut.
+    #[inline]
+    fn push_with<T: Serialize + ?Sized>(
+        &self,
+        kind: FrameKind,
+        msg: &T,
+        fds: &mut Vec<OwnedFd>,
+        direct: bool,
+    ) -> Result<Push, Error> {
         let queue = self.queue();
         let mut st = queue.lock();
         if let Some(reason) = st.closed {
@@ -208,7 +220,8 @@ impl Sender {
         encode_frame(&mut st.bytes, kind, msg, fds.len(), queue.cap)?;
         if !fds.is_empty() {
             st.fds.extend(fds.drain(..).map(|fd| (offset, fd)));
-        } else if was_empty
+        } else if direct
+            && was_empty
             && !st.writing
             && st.bytes.len() <= DIRECT_WRITE_MAX
             && self
@@ -401,6 +414,23 @@ impl Sender {
         fds: Vec<OwnedFd>,
     ) -> Result<(), TrySendError<(ControlMsg, Vec<OwnedFd>)>> {
         self.try_send_frame(FrameKind::Control, msg, fds, |m, f| (m, f))
+    }
+
+    /// Queues a control message (without descriptors) for the writer task
+    /// if there is room, or hands it back; unlike
+    /// [`Sender::try_send_control`], never written by this call, even as an
+    /// answer. Frames queued close together then leave in one `sendmsg`
+    /// and reach the peer in one read: a worker's acknowledgements and
+    /// close notices, which nobody waits on, coalesce this way.
+    pub fn try_queue_control(&self, msg: ControlMsg) -> Result<(), TrySendError<ControlMsg>> {
+        match self.push_with(FrameKind::Control, &msg, &mut Vec::new(), false) {
+            Ok(Push::Queued) => Ok(()),
+            Ok(Push::Full) => Err(TrySendError::Full(msg)),
+            Err(Error::PeerClosed { .. } | Error::Io { .. } | Error::Closed) => {
+                Err(TrySendError::Closed(msg))
+            }
+            Err(e) => Err(TrySendError::Rejected(msg, Box::new(e))),
+        }
     }
 
     /// Waits until everything queued so far has been written to the socket.

@@ -478,3 +478,77 @@ fn a_million_levels_of_nesting_are_an_error_for_that_frame_only() {
         .unwrap();
     worker.join().expect("the receiving thread panicked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_ping_pong_with_descriptors_keeps_each_descriptor_with_its_frame() {
+    // Answers come within the receive spin, so most reads are the spin's
+    // non-blocking ones: every descriptor must still arrive with its frame.
+    const ROUNDS: u64 = 300;
+    let ((tx_a, mut rx_a), (tx_b, mut rx_b)) = open_pair().await;
+    let echo = tokio::spawn(async move {
+        for _ in 0..ROUNDS {
+            match bounded(rx_b.recv::<u64>()).await.unwrap() {
+                Incoming::User(seq, fds) => {
+                    assert_eq!(fds.len(), 1, "frame {seq} without its descriptor");
+                    bounded(tx_b.send_with_fds(seq, fds)).await.unwrap();
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    use std::os::unix::fs::MetadataExt;
+    let (probe, _keep) = std::os::unix::net::UnixStream::pair().unwrap();
+    let probe_ino = std::fs::File::from(std::os::fd::OwnedFd::from(probe.try_clone().unwrap()))
+        .metadata()
+        .unwrap()
+        .ino();
+    for seq in 0..ROUNDS {
+        let fd = probe.try_clone().unwrap();
+        bounded(tx_a.send_with_fds(seq, vec![fd.into()]))
+            .await
+            .unwrap();
+        match bounded(rx_a.recv::<u64>()).await.unwrap() {
+            Incoming::User(back, fds) => {
+                assert_eq!(back, seq);
+                assert_eq!(fds.len(), 1, "answer {seq} without its descriptor");
+                let back = std::fs::File::from(fds.into_iter().next().unwrap());
+                assert_eq!(back.metadata().unwrap().ino(), probe_ino, "answer {seq}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    bounded(echo).await.unwrap();
+}
+
+#[tokio::test]
+async fn queued_control_frames_keep_their_order_with_answers_written_at_once() {
+    // `try_queue_control` leaves the frame to the writer task; an answer
+    // sent after it (which may be written by the sending task) must not
+    // overtake it.
+    let ((tx_a, mut rx_a), (tx_b, mut rx_b)) = open_pair().await;
+    bounded(tx_a.send(1u32)).await.unwrap();
+    assert!(matches!(
+        bounded(rx_b.recv::<u32>()).await.unwrap(),
+        Incoming::User(1, _)
+    ));
+    for conn_id in 0..3 {
+        tx_b.try_queue_control(ControlMsg::ConnectionAck {
+            conn_id,
+            accepted: true,
+        })
+        .unwrap();
+    }
+    bounded(tx_b.send(2u32)).await.unwrap();
+    for conn_id in 0..3 {
+        match bounded(rx_a.recv::<u32>()).await.unwrap() {
+            Incoming::Control(ControlMsg::ConnectionAck { conn_id: got, .. }, _) => {
+                assert_eq!(got, conn_id)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(matches!(
+        bounded(rx_a.recv::<u32>()).await.unwrap(),
+        Incoming::User(2, _)
+    ));
+}
