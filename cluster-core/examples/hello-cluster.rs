@@ -58,7 +58,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use cluster_core::{Cluster, Event, Exit, PolicyKind, Settings, Worker, WorkerId};
+use cluster_core::{Close, Cluster, Event, PolicyKind, Settings, Worker, WorkerId};
 use http_body_util::{BodyExt as _, Channel, Full, combinators::BoxBody};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode, header, service::service_fn};
@@ -315,8 +315,8 @@ fn describe(event: &Event<()>, pids: &HashMap<WorkerId, u32>) -> Option<String> 
             ..
         } => {
             let how = match exit {
-                Exit::Code(c) => format!("exited with code {c}"),
-                Exit::Signal(s) => format!("killed by signal {s}"),
+                Close::Exited(c) => format!("exited with code {c}"),
+                Close::Signaled(s) => format!("killed by signal {s}"),
             };
             let why = if *after { " after disconnecting" } else { "" };
             format!("{} {how}{why}", who(worker))

@@ -84,6 +84,9 @@ pub enum Error {
     /// The primary's supervisor has stopped (after shutdown).
     #[error("the cluster has stopped")]
     Stopped,
+    /// Every slot number (`u32`) was used: no new slot can be opened.
+    #[error("no slot number is left for a new worker")]
+    TooManySlots,
     /// A rolling reload stopped: the replacement of `slot` did not become
     /// ready. The old workers were kept.
     #[error("reload stopped at slot {slot}: replacement worker {replacement} did not become ready")]

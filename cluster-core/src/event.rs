@@ -1,5 +1,5 @@
 //! What the primary reports: [`Event`], and the small value types it carries
-//! ([`WorkerId`], [`SlotId`], [`Exit`], [`Message`]).
+//! ([`WorkerId`], [`SlotId`], [`Close`], [`Message`]).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -21,65 +21,13 @@ impl fmt::Display for WorkerId {
 }
 
 /// A place in the cluster that the guard keeps filled: one per `fork()`. A
-/// restarted or reloaded worker takes over its predecessor's slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SlotId(pub usize);
+/// restarted or reloaded worker takes over its predecessor's slot. The same
+/// type as `sched-policy`'s (the schedulers key their rows by it), re-exported.
+pub use sched_policy::SlotId;
 
-impl fmt::Display for SlotId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// How a worker ended: exactly one of an exit code or a signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Exit {
-    /// It exited with this code.
-    Code(i32),
-    /// It was killed by this signal number (`libc::SIGKILL`, …).
-    Signal(i32),
-}
-
-impl Exit {
-    /// Exit code 0.
-    pub fn success(self) -> bool {
-        self == Exit::Code(0)
-    }
-
-    /// The exit code, if it exited.
-    pub fn code(self) -> Option<i32> {
-        match self {
-            Exit::Code(c) => Some(c),
-            Exit::Signal(_) => None,
-        }
-    }
-
-    /// The signal number, if a signal killed it.
-    pub fn signal(self) -> Option<i32> {
-        match self {
-            Exit::Signal(s) => Some(s),
-            Exit::Code(_) => None,
-        }
-    }
-
-    /// From spawn-core's close.
-    pub fn from_close(close: spawn_core::Close) -> Exit {
-        match (close.code(), close.signo()) {
-            (Some(code), _) => Exit::Code(code),
-            (None, Some(sig)) => Exit::Signal(sig),
-            (None, None) => Exit::Code(-1),
-        }
-    }
-}
-
-impl fmt::Display for Exit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Exit::Code(c) => write!(f, "exit code {c}"),
-            Exit::Signal(s) => write!(f, "signal {s}"),
-        }
-    }
-}
+/// How a worker ended: exactly one of an exit code or a signal — the same
+/// type as `spawn-core`'s, re-exported.
+pub use spawn_core::Close;
 
 /// A typed message from a worker. While it is alive it holds one of the
 /// worker's receive credits: a primary that does not consume messages makes
@@ -169,7 +117,7 @@ pub enum Event<M> {
         /// Its slot.
         slot: SlotId,
         /// Exactly one of a code or a signal.
-        exit: Exit,
+        exit: Close,
         /// Whether it ended after `disconnect()` (from either side), so it was
         /// an intended end and will not be restarted.
         exited_after_disconnect: bool,
@@ -231,7 +179,7 @@ pub enum Event<M> {
         /// The slot.
         slot: SlotId,
         /// How its last worker ended.
-        last_exit: Exit,
+        last_exit: Close,
     },
     /// Every slot gave up: the cluster cannot run. Its listeners are closed
     /// (clients are refused), no worker is started any more, and this is

@@ -135,7 +135,7 @@ mod worker;
 pub use endpoint::{Endpoint, ListenTarget, UnixAddr};
 pub use error::ListenErrorKind;
 pub use error::{Error, Result};
-pub use event::{Event, Exit, Message, RecycleReason, SlotId, WorkerId};
+pub use event::{Close, Event, Message, RecycleReason, SlotId, WorkerId};
 pub use primary::{Cluster, ConnectionStats, InheritedSocket, WorkerHandle};
 pub use restart::{Backoff, CrashLoopLimit, RestartPolicy};
 pub use role::{Role, WORKER_ENV, is_primary, is_worker, role};

@@ -79,7 +79,7 @@ pub(crate) enum Placement {
     Replacement,
 }
 
-pub(crate) struct Slot {
+pub(crate) struct SlotEntry {
     pub(crate) guard: RestartGuard,
     pub(crate) current: Option<WorkerId>,
     pub(crate) extra_env: Vec<(OsString, OsString)>,
@@ -95,9 +95,9 @@ pub(crate) struct State<M> {
     pub(crate) next_id: u64,
     /// The id of the next slot opened (slots removed by `scale_to` are
     /// never reused).
-    pub(crate) next_slot: usize,
+    pub(crate) next_slot: u32,
     pub(crate) workers: BTreeMap<WorkerId, WorkerHandle<M>>,
-    pub(crate) slots: BTreeMap<SlotId, Slot>,
+    pub(crate) slots: BTreeMap<SlotId, SlotEntry>,
     pub(crate) stopping: bool,
     /// Every slot gave up: the cluster cannot run.
     pub(crate) gave_up: bool,
@@ -164,14 +164,14 @@ impl<M: Payload> Shared<M> {
             return Err(Error::Stopped);
         }
         let listening_needed = old.state() == WorkerState::Listening;
-        tracing::debug!(target: crate::trace::TARGET, slot = slot.0, old = old.id().0, "replacement starting");
+        tracing::debug!(target: crate::trace::TARGET, slot = slot.get(), old = old.id().0, "replacement starting");
         let new = self.start_worker(slot, Placement::Replacement)?;
         // Killed unless it takes over: on failure, and if this future is
         // dropped while it waits.
         let pending = KillUnlessKept(Some(new.clone()));
         let ready = tokio::time::timeout(timeout, new.wait_ready(listening_needed)).await;
         if ready != Ok(true) {
-            tracing::warn!(target: crate::trace::TARGET, slot = slot.0, replacement = new.id().0, "replacement not ready");
+            tracing::warn!(target: crate::trace::TARGET, slot = slot.get(), replacement = new.id().0, "replacement not ready");
             return Err(Error::ReloadFailed {
                 slot,
                 replacement: new.id(),
@@ -195,7 +195,7 @@ impl<M: Payload> Shared<M> {
         if !kept {
             let _ = new.disconnect().await;
         }
-        tracing::debug!(target: crate::trace::TARGET, slot = slot.0, old = old.id().0, new = new.id().0, "replacement ready: old worker draining");
+        tracing::debug!(target: crate::trace::TARGET, slot = slot.get(), old = old.id().0, new = new.id().0, "replacement ready: old worker draining");
         // The old one may have died meanwhile; that is fine. A task of
         // its own: it is told even if this future is dropped now.
         let _ = tokio::spawn(async move {
@@ -230,8 +230,11 @@ impl<M: Payload> Shared<M> {
         if st.stopping {
             return Err(Error::Stopped);
         }
-        let slot = SlotId(st.next_slot);
-        st.next_slot += 1;
+        let Some(after) = st.next_slot.checked_add(1) else {
+            return Err(Error::TooManySlots);
+        };
+        let slot = SlotId::new(st.next_slot);
+        st.next_slot = after;
         let guard = RestartGuard::new(
             st.settings.restart,
             st.settings.backoff,
@@ -239,7 +242,7 @@ impl<M: Payload> Shared<M> {
         );
         st.slots.insert(
             slot,
-            Slot {
+            SlotEntry {
                 guard,
                 current: None,
                 extra_env,

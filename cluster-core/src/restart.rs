@@ -30,7 +30,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::event::Exit;
+use crate::event::Close;
 
 /// When a dead worker is replaced. The default is [`RestartPolicy::OnFailure`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -196,7 +196,7 @@ impl RestartGuard {
     /// Decide what follows the exit of the slot's worker at `now`. A
     /// `Restart` after a run that was not ready is counted against the
     /// crash-loop limit.
-    pub fn exited(&mut self, now: Instant, exit: Exit, after_disconnect: bool) -> Decision {
+    pub fn exited(&mut self, now: Instant, exit: Close, after_disconnect: bool) -> Decision {
         let ready = self.was_ready(now);
         self.online_at = None;
         self.listening = false;

@@ -75,7 +75,11 @@ impl WorkerEnv {
         let hb = self.heartbeat.map_or(0, |d| d.as_millis().max(1));
         format!(
             "{}:{}:{}:{}:{:x}",
-            self.id.0, self.slot.0, hb, self.primary, self.token
+            self.id.0,
+            self.slot.get(),
+            hb,
+            self.primary,
+            self.token
         )
     }
 
@@ -84,7 +88,7 @@ impl WorkerEnv {
         let mut parts = value.split(':');
         let mut next = || parts.next().ok_or_else(bad);
         let id: u64 = next()?.parse().map_err(|_| bad())?;
-        let slot: usize = next()?.parse().map_err(|_| bad())?;
+        let slot: u32 = next()?.parse().map_err(|_| bad())?;
         let hb: u64 = next()?.parse().map_err(|_| bad())?;
         let primary: u32 = next()?.parse().map_err(|_| bad())?;
         let token = u64::from_str_radix(next()?, 16).map_err(|_| bad())?;
@@ -93,7 +97,7 @@ impl WorkerEnv {
         }
         Ok(WorkerEnv {
             id: WorkerId(id),
-            slot: SlotId(slot),
+            slot: SlotId::new(slot),
             heartbeat: (hb > 0).then(|| Duration::from_millis(hb)),
             primary,
             token,

@@ -7,7 +7,7 @@
 //! `pid`, `code`, `signal`, `after_disconnect`, `delay_ms`, `reason`,
 //! `addr`, `error`.
 
-use crate::event::{Event, Exit};
+use crate::event::{Close, Event};
 
 /// The target of every cluster-core tracing event.
 pub(crate) const TARGET: &str = "cluster_core";
@@ -17,7 +17,7 @@ pub(crate) fn event<M>(ev: &Event<M>, pid: Option<u32>) {
     let pid = pid.unwrap_or(0);
     match ev {
         Event::Fork { worker, slot, pid } => {
-            tracing::info!(target: TARGET, worker = worker.0, slot = slot.0, pid, "worker forked");
+            tracing::info!(target: TARGET, worker = worker.0, slot = slot.get(), pid, "worker forked");
         }
         Event::Online { worker } => {
             tracing::info!(target: TARGET, worker = worker.0, pid, "worker online");
@@ -39,14 +39,14 @@ pub(crate) fn event<M>(ev: &Event<M>, pid: Option<u32>) {
             exited_after_disconnect,
         } => {
             let (code, signal) = match exit {
-                Exit::Code(c) => (Some(*c), None),
-                Exit::Signal(s) => (None, Some(*s)),
+                Close::Exited(c) => (Some(*c), None),
+                Close::Signaled(s) => (None, Some(*s)),
             };
             if exit.success() || *exited_after_disconnect {
-                tracing::info!(target: TARGET, worker = worker.0, slot = slot.0, pid, code, signal,
+                tracing::info!(target: TARGET, worker = worker.0, slot = slot.get(), pid, code, signal,
                     after_disconnect = exited_after_disconnect, "worker exited");
             } else {
-                tracing::warn!(target: TARGET, worker = worker.0, slot = slot.0, pid, code, signal,
+                tracing::warn!(target: TARGET, worker = worker.0, slot = slot.get(), pid, code, signal,
                     after_disconnect = exited_after_disconnect, "worker exited");
             }
         }
@@ -60,10 +60,10 @@ pub(crate) fn event<M>(ev: &Event<M>, pid: Option<u32>) {
             tracing::warn!(target: TARGET, worker = worker.0, pid, error = %error, "message did not decode");
         }
         Event::ForkError { slot, error } => {
-            tracing::error!(target: TARGET, slot = slot.0, error = %error, "fork failed");
+            tracing::error!(target: TARGET, slot = slot.get(), error = %error, "fork failed");
         }
         Event::RestartScheduled { slot, delay } => {
-            tracing::info!(target: TARGET, slot = slot.0, delay_ms = delay.as_millis() as u64, "restart scheduled");
+            tracing::info!(target: TARGET, slot = slot.get(), delay_ms = delay.as_millis() as u64, "restart scheduled");
         }
         Event::ReloadStarted => tracing::info!(target: TARGET, "rolling reload started"),
         Event::ReloadFinished { error: None } => {
@@ -73,7 +73,7 @@ pub(crate) fn event<M>(ev: &Event<M>, pid: Option<u32>) {
             tracing::warn!(target: TARGET, error = %error, "rolling reload failed");
         }
         Event::GaveUp { slot, last_exit } => {
-            tracing::error!(target: TARGET, slot = slot.0, reason = %last_exit, "slot gave up (crash loop)");
+            tracing::error!(target: TARGET, slot = slot.get(), reason = %last_exit, "slot gave up (crash loop)");
         }
         Event::AllSlotsGaveUp => tracing::error!(target: TARGET, "every slot gave up"),
         Event::Upgraded { pid } => {
@@ -87,11 +87,11 @@ pub(crate) fn event<M>(ev: &Event<M>, pid: Option<u32>) {
             slot,
             reason,
         } => {
-            tracing::info!(target: TARGET, worker = worker.0, slot = slot.0, pid,
+            tracing::info!(target: TARGET, worker = worker.0, slot = slot.get(), pid,
                 reason = reason.name(), detail = %reason, "worker recycling");
         }
         Event::SlotRemoved { slot, worker } => {
-            tracing::info!(target: TARGET, slot = slot.0, worker = worker.map(|w| w.0), "slot removed");
+            tracing::info!(target: TARGET, slot = slot.get(), worker = worker.map(|w| w.0), "slot removed");
         }
     }
 }

@@ -25,8 +25,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use sched_policy::{
-    Connection, LeastConnections, ListenerId, Policy, PowerOfTwoChoices, RoundRobin, Scheduler,
-    Slot, Sticky, WorkerState,
+    Availability, Connection, LeastConnections, ListenerId, Policy, PowerOfTwoChoices, RoundRobin,
+    Scheduler, SlotId, Sticky,
 };
 
 const WINDOW: usize = 8;
@@ -132,12 +132,12 @@ fn row<P: Policy>(
 fn run_policy<P: Policy>(policy: P, n_workers: u32, n: u32, conns: &[Connection]) -> f64 {
     let mut sched = Scheduler::new(policy);
     for i in 0..n_workers {
-        sched.add_worker(Slot::new(i)).expect("fresh slot");
+        sched.add_worker(SlotId::new(i)).expect("fresh slot");
         sched
-            .set_state(Slot::new(i), WorkerState::Ready)
+            .set_state(SlotId::new(i), Availability::Ready)
             .expect("known slot");
     }
-    let mut window = [None::<Slot>; WINDOW];
+    let mut window = [None::<SlotId>; WINDOW];
     let started = Instant::now();
     for i in 0..n as usize {
         let conn = &conns[i % conns.len()];

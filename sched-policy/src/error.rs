@@ -1,7 +1,7 @@
 //! The error type of the crate: a bad policy name, or a table update that
 //! names a slot in the wrong state.
 
-use crate::Slot;
+use crate::SlotId;
 
 /// What can go wrong when naming a policy or updating a [`WorkerTable`](crate::WorkerTable).
 ///
@@ -22,25 +22,25 @@ pub enum Error {
     #[error("slot {slot} already holds a worker")]
     SlotTaken {
         /// The occupied slot.
-        slot: Slot,
+        slot: SlotId,
     },
     /// An update named a slot that holds no worker.
     #[error("no worker in slot {slot}")]
     UnknownSlot {
         /// The empty slot.
-        slot: Slot,
+        slot: SlotId,
     },
     /// A connection was reported closed on a worker with none open.
     #[error("worker in slot {slot} has no open connection to close")]
     NoOpenConnection {
         /// The worker's slot.
-        slot: Slot,
+        slot: SlotId,
     },
     /// A hand-off was reported answered (or failed) on a worker with none
     /// pending.
     #[error("worker in slot {slot} has no pending hand-off")]
     NoPendingConnection {
         /// The worker's slot.
-        slot: Slot,
+        slot: SlotId,
     },
 }

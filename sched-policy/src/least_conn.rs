@@ -1,6 +1,6 @@
 //! Least-connections: the eligible worker with the fewest open connections.
 
-use crate::{Connection, Eligible, Policy, Slot, WorkerInfo};
+use crate::{Connection, Eligible, Policy, SlotId, WorkerInfo};
 
 /// Picks the eligible worker with the fewest open connections; among equals,
 /// the next one in rotation order, so that ties are shared fairly (with
@@ -9,7 +9,7 @@ use crate::{Connection, Eligible, Policy, Slot, WorkerInfo};
 /// At most one pass over the workers per pick, stopping early at an idle one.
 #[derive(Debug, Clone, Default)]
 pub struct LeastConnections {
-    next: Slot,
+    next: SlotId,
 }
 
 impl LeastConnections {
@@ -24,7 +24,7 @@ impl Policy for LeastConnections {
         "least-conn"
     }
 
-    fn pick(&mut self, workers: Eligible<'_>, _conn: &Connection) -> Option<Slot> {
+    fn pick(&mut self, workers: Eligible<'_>, _conn: &Connection) -> Option<SlotId> {
         // Walk in rotation order from the cursor and keep the first worker
         // with the fewest open connections: among equals, the next in
         // rotation wins. Nobody beats zero, so stop there (the usual case

@@ -6,13 +6,13 @@
 //! deterministic and testable. `cluster-core` does the accepting and the
 //! hand-off on top of it.
 //!
-//! - [`WorkerTable`]: the workers by [`Slot`] (a stable place, inherited by a
-//!   replacement process), with their [`WorkerState`], counters (open,
+//! - [`WorkerTable`]: the workers by [`SlotId`] (a stable place, inherited by a
+//!   replacement process), with their [`Availability`], counters (open,
 //!   handed, pending: handed and not yet acknowledged), optional connection
 //!   cap and hand-off window, and whether a hand-off to them expired
 //!   (stalled). The cluster keeps it up to date.
 //! - [`Policy`]: the pluggable choice, `pick(Eligible, &Connection) ->
-//!   Option<Slot>`, over the [`Eligible`] view (ready, below cap, with room
+//!   Option<SlotId>`, over the [`Eligible`] view (ready, below cap, with room
 //!   in the window, not stalled, not excluded). Built-ins: [`RoundRobin`], [`LeastConnections`],
 //!   [`PowerOfTwoChoices`], [`Sticky`] (rendezvous hashing by client IP).
 //! - [`SchedulingPolicy`]: the mode, `None` (share the listener, the kernel
@@ -27,13 +27,13 @@
 //!
 //! ```
 //! use std::net::SocketAddr;
-//! use sched_policy::{Connection, ListenerId, SchedulingPolicy, Slot, WorkerState, WorkerTable};
+//! use sched_policy::{Connection, ListenerId, SchedulingPolicy, SlotId, Availability, WorkerTable};
 //!
 //! let mut mode: SchedulingPolicy = "sticky".parse()?;
 //! let mut table = WorkerTable::new();
 //! for n in 0..4 {
-//!     table.add(Slot::new(n))?;
-//!     table.set_state(Slot::new(n), WorkerState::Ready)?;
+//!     table.add(SlotId::new(n))?;
+//!     table.set_state(SlotId::new(n), Availability::Ready)?;
 //! }
 //! let policy = mode.policy_mut().expect("sticky distributes connections");
 //! let client: SocketAddr = "127.0.0.2:40000".parse()?;
@@ -67,7 +67,7 @@ pub use policy::{Connection, ListenerId, Policy};
 pub use round_robin::RoundRobin;
 pub use scheduler::Scheduler;
 pub use sticky::{Sticky, rendezvous_score};
-pub use table::{Eligible, Slot, WorkerInfo, WorkerState, WorkerTable};
+pub use table::{Availability, Eligible, SlotId, WorkerInfo, WorkerTable};
 
 // The Rust snippets of the README and of docs/scheduling.md are compiled and
 // run as doc tests, so the documentation cannot drift from the API.

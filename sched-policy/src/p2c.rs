@@ -1,6 +1,6 @@
 //! Power of two choices: two random eligible workers, the less loaded wins.
 
-use crate::{Connection, Eligible, Policy, Slot, WorkerInfo};
+use crate::{Connection, Eligible, Policy, SlotId, WorkerInfo};
 
 /// Samples two distinct eligible workers at random and picks the one with
 /// fewer open connections (then fewer handed so far; then the first sampled).
@@ -30,7 +30,7 @@ impl Policy for PowerOfTwoChoices {
         "p2c"
     }
 
-    fn pick(&mut self, workers: Eligible<'_>, _conn: &Connection) -> Option<Slot> {
+    fn pick(&mut self, workers: Eligible<'_>, _conn: &Connection) -> Option<SlotId> {
         let (wa, wb) = match self.sample_fast(workers) {
             Some(pair) => pair,
             None => self.sample_counting(workers)?,

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use crate::{Eligible, Slot};
+use crate::{Eligible, SlotId};
 
 /// Which of the primary's listening sockets accepted a connection.
 ///
@@ -57,7 +57,7 @@ impl Connection {
 /// Implement it to plug in your own policy:
 ///
 /// ```
-/// use sched_policy::{Connection, Eligible, Policy, Slot};
+/// use sched_policy::{Connection, Eligible, Policy, SlotId};
 ///
 /// /// Always the lowest eligible slot: fills workers one after the other.
 /// #[derive(Debug)]
@@ -67,7 +67,7 @@ impl Connection {
 ///     fn name(&self) -> &'static str {
 ///         "lowest"
 ///     }
-///     fn pick(&mut self, workers: Eligible<'_>, _conn: &Connection) -> Option<Slot> {
+///     fn pick(&mut self, workers: Eligible<'_>, _conn: &Connection) -> Option<SlotId> {
 ///         workers.iter().next().map(|w| w.slot())
 ///     }
 /// }
@@ -77,25 +77,25 @@ pub trait Policy: fmt::Debug + Send {
     fn name(&self) -> &'static str;
 
     /// The slot of the worker that gets `conn`, or `None` if `workers` is empty.
-    fn pick(&mut self, workers: Eligible<'_>, conn: &Connection) -> Option<Slot>;
+    fn pick(&mut self, workers: Eligible<'_>, conn: &Connection) -> Option<SlotId>;
 
     /// A worker was added in `slot` (started, or restarted after an exit).
-    fn worker_added(&mut self, slot: Slot) {
+    fn worker_added(&mut self, slot: SlotId) {
         let _ = slot;
     }
 
     /// The worker in `slot` was removed (it exited).
-    fn worker_removed(&mut self, slot: Slot) {
+    fn worker_removed(&mut self, slot: SlotId) {
         let _ = slot;
     }
 
     /// `conn` was handed to the worker in `slot`.
-    fn connection_handed(&mut self, slot: Slot, conn: &Connection) {
+    fn connection_handed(&mut self, slot: SlotId, conn: &Connection) {
         let _ = (slot, conn);
     }
 
     /// A connection of the worker in `slot` closed.
-    fn connection_closed(&mut self, slot: Slot) {
+    fn connection_closed(&mut self, slot: SlotId) {
         let _ = slot;
     }
 }
@@ -104,19 +104,19 @@ impl<P: Policy + ?Sized> Policy for Box<P> {
     fn name(&self) -> &'static str {
         (**self).name()
     }
-    fn pick(&mut self, workers: Eligible<'_>, conn: &Connection) -> Option<Slot> {
+    fn pick(&mut self, workers: Eligible<'_>, conn: &Connection) -> Option<SlotId> {
         (**self).pick(workers, conn)
     }
-    fn worker_added(&mut self, slot: Slot) {
+    fn worker_added(&mut self, slot: SlotId) {
         (**self).worker_added(slot);
     }
-    fn worker_removed(&mut self, slot: Slot) {
+    fn worker_removed(&mut self, slot: SlotId) {
         (**self).worker_removed(slot);
     }
-    fn connection_handed(&mut self, slot: Slot, conn: &Connection) {
+    fn connection_handed(&mut self, slot: SlotId, conn: &Connection) {
         (**self).connection_handed(slot, conn);
     }
-    fn connection_closed(&mut self, slot: Slot) {
+    fn connection_closed(&mut self, slot: SlotId) {
         (**self).connection_closed(slot);
     }
 }

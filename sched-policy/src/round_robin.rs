@@ -1,6 +1,6 @@
 //! Round-robin: strict rotation over the eligible workers.
 
-use crate::{Connection, Eligible, Policy, Slot};
+use crate::{Connection, Eligible, Policy, SlotId};
 
 /// Hands connections to the eligible workers in turn, in slot order.
 ///
@@ -11,7 +11,7 @@ use crate::{Connection, Eligible, Policy, Slot};
 /// the same count, give or take one. This is Node's `SCHED_RR`.
 #[derive(Debug, Clone, Default)]
 pub struct RoundRobin {
-    next: Slot,
+    next: SlotId,
 }
 
 impl RoundRobin {
@@ -26,7 +26,7 @@ impl Policy for RoundRobin {
         "rr"
     }
 
-    fn pick(&mut self, workers: Eligible<'_>, _conn: &Connection) -> Option<Slot> {
+    fn pick(&mut self, workers: Eligible<'_>, _conn: &Connection) -> Option<SlotId> {
         let slot = workers.rotation_from(self.next).next()?.slot();
         self.next = slot.next();
         Some(slot)

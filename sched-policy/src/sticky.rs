@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use crate::{Connection, Eligible, Policy, Slot};
+use crate::{Connection, Eligible, Policy, SlotId};
 
 /// Sends every connection from one client IP address to the same slot, by
 /// rendezvous (highest random weight) hashing over the eligible slots.
@@ -36,11 +36,11 @@ impl Policy for Sticky {
         "sticky"
     }
 
-    fn pick(&mut self, workers: Eligible<'_>, conn: &Connection) -> Option<Slot> {
+    fn pick(&mut self, workers: Eligible<'_>, conn: &Connection) -> Option<SlotId> {
         let key = client_key(conn.peer.ip());
         // Highest score; on an (improbable) tie, the lower slot: the scan is
         // in slot order and only a strictly higher score replaces the best.
-        let mut best: Option<(u64, Slot)> = None;
+        let mut best: Option<(u64, SlotId)> = None;
         for w in workers.iter() {
             let score = mix(key ^ slot_salt(w.slot()));
             if best.is_none_or(|(top, _)| score > top) {
@@ -68,7 +68,7 @@ impl Policy for Sticky {
 ///
 /// It is not a keyed hash: a client that can choose its address can choose
 /// its worker. That is fine for affinity, not for isolation.
-pub fn rendezvous_score(ip: IpAddr, slot: Slot) -> u64 {
+pub fn rendezvous_score(ip: IpAddr, slot: SlotId) -> u64 {
     mix(client_key(ip) ^ slot_salt(slot))
 }
 
@@ -84,7 +84,7 @@ fn client_key(ip: IpAddr) -> u64 {
     mix(hash)
 }
 
-fn slot_salt(slot: Slot) -> u64 {
+fn slot_salt(slot: SlotId) -> u64 {
     u64::from(slot.get())
         .wrapping_add(1)
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)

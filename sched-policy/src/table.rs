@@ -18,9 +18,9 @@ use crate::Error;
 /// rotation). Slots are small integers chosen by the cluster, usually
 /// `0..n_workers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Slot(u32);
+pub struct SlotId(u32);
 
-impl Slot {
+impl SlotId {
     /// The slot with this number.
     pub const fn new(n: u32) -> Self {
         Self(n)
@@ -38,13 +38,13 @@ impl Slot {
     }
 }
 
-impl fmt::Display for Slot {
+impl fmt::Display for SlotId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
 }
 
-impl From<u32> for Slot {
+impl From<u32> for SlotId {
     fn from(n: u32) -> Self {
         Self(n)
     }
@@ -53,7 +53,7 @@ impl From<u32> for Slot {
 /// Whether a worker may be handed new connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
-pub enum WorkerState {
+pub enum Availability {
     /// Started but not yet listening (or not yet acknowledged as online);
     /// never picked. A worker enters the table in this state.
     #[default]
@@ -68,8 +68,8 @@ pub enum WorkerState {
 /// One worker's row: its slot, state, cap, hand-off window and counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerInfo {
-    slot: Slot,
-    state: WorkerState,
+    slot: SlotId,
+    state: Availability,
     open: u32,
     handed: u64,
     cap: Option<u32>,
@@ -79,10 +79,10 @@ pub struct WorkerInfo {
 }
 
 impl WorkerInfo {
-    fn new(slot: Slot) -> Self {
+    fn new(slot: SlotId) -> Self {
         Self {
             slot,
-            state: WorkerState::NotReady,
+            state: Availability::NotReady,
             open: 0,
             handed: 0,
             cap: None,
@@ -93,12 +93,12 @@ impl WorkerInfo {
     }
 
     /// The worker's slot.
-    pub fn slot(&self) -> Slot {
+    pub fn slot(&self) -> SlotId {
         self.slot
     }
 
     /// The worker's state.
-    pub fn state(&self) -> WorkerState {
+    pub fn state(&self) -> Availability {
         self.state
     }
 
@@ -151,7 +151,7 @@ impl WorkerInfo {
     /// Whether the worker may be picked: ready, below its cap, with room in
     /// its hand-off window and not stalled.
     pub fn is_eligible(&self) -> bool {
-        self.state == WorkerState::Ready && self.below_cap() && self.can_take_hand_off()
+        self.state == Availability::Ready && self.below_cap() && self.can_take_hand_off()
     }
 }
 
@@ -162,13 +162,13 @@ impl WorkerInfo {
 /// rather than panic.
 ///
 /// ```
-/// use sched_policy::{Slot, WorkerState, WorkerTable};
+/// use sched_policy::{SlotId, Availability, WorkerTable};
 ///
 /// let mut table = WorkerTable::new();
-/// table.add(Slot::new(0))?;
-/// table.set_state(Slot::new(0), WorkerState::Ready)?;
-/// table.connection_handed(Slot::new(0))?;
-/// assert_eq!(table.get(Slot::new(0)).map(|w| w.open()), Some(1));
+/// table.add(SlotId::new(0))?;
+/// table.set_state(SlotId::new(0), Availability::Ready)?;
+/// table.connection_handed(SlotId::new(0))?;
+/// assert_eq!(table.get(SlotId::new(0)).map(|w| w.open()), Some(1));
 /// # Ok::<(), sched_policy::Error>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -182,21 +182,21 @@ impl WorkerTable {
         Self::default()
     }
 
-    /// A table with `n` workers in slots `0..n`, all [`WorkerState::Ready`];
+    /// A table with `n` workers in slots `0..n`, all [`Availability::Ready`];
     /// handy in tests and benches.
     pub fn with_ready(n: u32) -> Self {
         let rows = (0..n)
             .map(|i| WorkerInfo {
-                state: WorkerState::Ready,
-                ..WorkerInfo::new(Slot(i))
+                state: Availability::Ready,
+                ..WorkerInfo::new(SlotId(i))
             })
             .collect();
         Self { rows }
     }
 
-    /// Adds a worker in `slot`, [`WorkerState::NotReady`], with zeroed
+    /// Adds a worker in `slot`, [`Availability::NotReady`], with zeroed
     /// counters and no cap.
-    pub fn add(&mut self, slot: Slot) -> Result<(), Error> {
+    pub fn add(&mut self, slot: SlotId) -> Result<(), Error> {
         match self.position(slot) {
             Ok(_) => Err(Error::SlotTaken { slot }),
             Err(at) => {
@@ -207,7 +207,7 @@ impl WorkerTable {
     }
 
     /// Removes the worker in `slot` (it exited), returning its last row.
-    pub fn remove(&mut self, slot: Slot) -> Result<WorkerInfo, Error> {
+    pub fn remove(&mut self, slot: SlotId) -> Result<WorkerInfo, Error> {
         let at = self
             .position(slot)
             .map_err(|_| Error::UnknownSlot { slot })?;
@@ -215,13 +215,13 @@ impl WorkerTable {
     }
 
     /// Sets the state of the worker in `slot`.
-    pub fn set_state(&mut self, slot: Slot, state: WorkerState) -> Result<(), Error> {
+    pub fn set_state(&mut self, slot: SlotId, state: Availability) -> Result<(), Error> {
         self.row_mut(slot)?.state = state;
         Ok(())
     }
 
     /// Sets (or with `None` lifts) the connection cap of the worker in `slot`.
-    pub fn set_cap(&mut self, slot: Slot, cap: Option<u32>) -> Result<(), Error> {
+    pub fn set_cap(&mut self, slot: SlotId, cap: Option<u32>) -> Result<(), Error> {
         self.row_mut(slot)?.cap = cap;
         Ok(())
     }
@@ -229,7 +229,7 @@ impl WorkerTable {
     /// Sets (or with `None` lifts) the hand-off window of the worker in
     /// `slot`: how many connections it may have handed over and not yet
     /// acknowledged.
-    pub fn set_window(&mut self, slot: Slot, window: Option<u32>) -> Result<(), Error> {
+    pub fn set_window(&mut self, slot: SlotId, window: Option<u32>) -> Result<(), Error> {
         self.row_mut(slot)?.window = window;
         Ok(())
     }
@@ -239,7 +239,7 @@ impl WorkerTable {
     /// [`hand_off_acknowledged`](WorkerTable::hand_off_acknowledged),
     /// [`hand_off_failed`](WorkerTable::hand_off_failed) or
     /// [`hand_off_expired`](WorkerTable::hand_off_expired)).
-    pub fn connection_handed(&mut self, slot: Slot) -> Result<(), Error> {
+    pub fn connection_handed(&mut self, slot: SlotId) -> Result<(), Error> {
         let row = self.row_mut(slot)?;
         row.open = row.open.saturating_add(1);
         row.handed = row.handed.saturating_add(1);
@@ -250,7 +250,7 @@ impl WorkerTable {
     /// Records that the worker in `slot` acknowledged a connection handed
     /// to it: one less pending (it stays open), and the worker is no longer
     /// stalled.
-    pub fn hand_off_acknowledged(&mut self, slot: Slot) -> Result<(), Error> {
+    pub fn hand_off_acknowledged(&mut self, slot: SlotId) -> Result<(), Error> {
         let row = self.row_mut(slot)?;
         row.pending = row
             .pending
@@ -263,7 +263,7 @@ impl WorkerTable {
     /// Records that a hand-off to the worker in `slot` failed (refused, or
     /// the worker died before acknowledging): one less pending, one less
     /// open; the connection goes elsewhere.
-    pub fn hand_off_failed(&mut self, slot: Slot) -> Result<(), Error> {
+    pub fn hand_off_failed(&mut self, slot: SlotId) -> Result<(), Error> {
         let row = self.row_mut(slot)?;
         row.pending = row
             .pending
@@ -278,7 +278,7 @@ impl WorkerTable {
     /// [`hand_off_failed`](WorkerTable::hand_off_failed), and the worker is
     /// stalled (not eligible) until it answers something
     /// ([`worker_responded`](WorkerTable::worker_responded)).
-    pub fn hand_off_expired(&mut self, slot: Slot) -> Result<(), Error> {
+    pub fn hand_off_expired(&mut self, slot: SlotId) -> Result<(), Error> {
         self.hand_off_failed(slot)?;
         self.row_mut(slot)?.stalled = true;
         Ok(())
@@ -286,14 +286,14 @@ impl WorkerTable {
 
     /// Records that the worker in `slot` answered (an acknowledgement or a
     /// refusal, even of a connection already taken back): it is not stalled.
-    pub fn worker_responded(&mut self, slot: Slot) -> Result<(), Error> {
+    pub fn worker_responded(&mut self, slot: SlotId) -> Result<(), Error> {
         self.row_mut(slot)?.stalled = false;
         Ok(())
     }
 
     /// Records that a connection of the worker in `slot` closed (or that a
     /// hand-off failed and the connection went elsewhere).
-    pub fn connection_closed(&mut self, slot: Slot) -> Result<(), Error> {
+    pub fn connection_closed(&mut self, slot: SlotId) -> Result<(), Error> {
         let row = self.row_mut(slot)?;
         row.open = row
             .open
@@ -303,7 +303,7 @@ impl WorkerTable {
     }
 
     /// The row of the worker in `slot`, if any.
-    pub fn get(&self, slot: Slot) -> Option<&WorkerInfo> {
+    pub fn get(&self, slot: SlotId) -> Option<&WorkerInfo> {
         self.position(slot).ok().map(|at| &self.rows[at])
     }
 
@@ -333,18 +333,18 @@ impl WorkerTable {
 
     /// The workers a policy may pick, leaving out `exclude` as well: used to
     /// re-route a connection whose hand-off to one of them failed.
-    pub fn eligible_except<'a>(&'a self, exclude: &'a [Slot]) -> Eligible<'a> {
+    pub fn eligible_except<'a>(&'a self, exclude: &'a [SlotId]) -> Eligible<'a> {
         Eligible {
             rows: &self.rows,
             exclude,
         }
     }
 
-    fn position(&self, slot: Slot) -> Result<usize, usize> {
+    fn position(&self, slot: SlotId) -> Result<usize, usize> {
         find(&self.rows, slot)
     }
 
-    fn row_mut(&mut self, slot: Slot) -> Result<&mut WorkerInfo, Error> {
+    fn row_mut(&mut self, slot: SlotId) -> Result<&mut WorkerInfo, Error> {
         match self.position(slot) {
             Ok(at) => Ok(&mut self.rows[at]),
             Err(_) => Err(Error::UnknownSlot { slot }),
@@ -355,7 +355,7 @@ impl WorkerTable {
 /// Where `slot` is (`Ok`) or would be inserted (`Err`) in `rows`, sorted by
 /// slot. Slots are usually dense (`0..n`), so row `slot` is tried first: one
 /// look instead of a binary search on the per-connection path.
-fn find(rows: &[WorkerInfo], slot: Slot) -> Result<usize, usize> {
+fn find(rows: &[WorkerInfo], slot: SlotId) -> Result<usize, usize> {
     let guess = slot.get() as usize;
     if rows.get(guess).is_some_and(|w| w.slot == slot) {
         return Ok(guess);
@@ -369,7 +369,7 @@ fn find(rows: &[WorkerInfo], slot: Slot) -> Result<usize, usize> {
 #[derive(Debug, Clone, Copy)]
 pub struct Eligible<'a> {
     rows: &'a [WorkerInfo],
-    exclude: &'a [Slot],
+    exclude: &'a [SlotId],
 }
 
 impl<'a> Eligible<'a> {
@@ -387,7 +387,7 @@ impl<'a> Eligible<'a> {
 
     /// The eligible workers in rotation order: first the slots at or after
     /// `cursor`, then, wrapping around, those before it.
-    pub fn rotation_from(&self, cursor: Slot) -> impl Iterator<Item = &'a WorkerInfo> + 'a {
+    pub fn rotation_from(&self, cursor: SlotId) -> impl Iterator<Item = &'a WorkerInfo> + 'a {
         let this = *self;
         let at = find(self.rows, cursor).unwrap_or_else(|at| at);
         let (before, after) = self.rows.split_at(at);
@@ -419,7 +419,7 @@ impl<'a> Eligible<'a> {
     }
 
     /// Whether the worker in `slot` is eligible.
-    pub fn contains(&self, slot: Slot) -> bool {
+    pub fn contains(&self, slot: SlotId) -> bool {
         find(self.rows, slot).is_ok_and(|at| self.admits(&self.rows[at]))
     }
 

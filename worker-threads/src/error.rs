@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::WorkerId;
+use crate::ThreadId;
 
 /// Starting a worker or a pool, or stopping a worker.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +33,7 @@ pub enum Error {
     #[error("worker {worker_id} still running {waited:?} after terminate")]
     StillRunning {
         /// The worker that did not exit.
-        worker_id: WorkerId,
+        worker_id: ThreadId,
         /// How long `terminate` waited.
         waited: Duration,
     },

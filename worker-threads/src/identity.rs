@@ -1,4 +1,4 @@
-//! Who is running: [`is_main_thread`] and [`WorkerId`].
+//! Who is running: [`is_main_thread`] and [`ThreadId`].
 
 use std::cell::Cell;
 use std::fmt;
@@ -25,9 +25,9 @@ pub(crate) fn mark_worker_thread() {
 /// A worker's number, unique in the process (Node's `threadId`). The main
 /// thread would be 0; workers count from 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct WorkerId(u64);
+pub struct ThreadId(u64);
 
-impl WorkerId {
+impl ThreadId {
     pub(crate) fn next() -> Self {
         Self(NEXT_WORKER_ID.fetch_add(1, Ordering::Relaxed))
     }
@@ -38,7 +38,7 @@ impl WorkerId {
     }
 }
 
-impl fmt::Display for WorkerId {
+impl fmt::Display for ThreadId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }

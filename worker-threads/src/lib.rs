@@ -62,7 +62,7 @@ pub use crossbeam_channel::SendError;
 pub use crate::cancel::CancelToken;
 pub use crate::channel::{MessageChannel, MessagePort};
 pub use crate::error::{Error, RecvError, TaskError, TryRunError};
-pub use crate::identity::{WorkerId, is_main_thread};
+pub use crate::identity::{ThreadId, is_main_thread};
 pub use crate::pool::{Pool, PoolBuilder, PoolStats, TaskHandle};
 pub use crate::worker::{
     Event, IntoExitCode, ParentPort, Worker, WorkerContext, WorkerFailure, WorkerOptions,

@@ -160,7 +160,7 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<Arc<Slot>>,
+    queue: VecDeque<Arc<QueuedTask>>,
     running: usize,
     closed: bool,
 }
@@ -170,7 +170,7 @@ const RUNNING: u8 = 1;
 const DONE: u8 = 2;
 
 /// One task, from `run` to its result.
-struct Slot {
+struct QueuedTask {
     phase: AtomicU8,
     cancel: CancelToken,
     timeout: Option<Duration>,
@@ -180,9 +180,9 @@ struct Slot {
     permit: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
-impl std::fmt::Debug for Slot {
+impl std::fmt::Debug for QueuedTask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Slot")
+        f.debug_struct("QueuedTask")
             .field("phase", &self.phase)
             .finish_non_exhaustive()
     }
@@ -315,7 +315,7 @@ impl Pool {
                 let _ = tx.send(Err(err));
             }
         });
-        let slot = Arc::new(Slot {
+        let slot = Arc::new(QueuedTask {
             phase: AtomicU8::new(QUEUED),
             cancel: CancelToken::new(),
             timeout,
@@ -382,7 +382,7 @@ impl Pool {
     }
 
     fn close(&mut self, drop_queued: bool) {
-        let dropped: Vec<Arc<Slot>> = {
+        let dropped: Vec<Arc<QueuedTask>> = {
             let mut state = lock(&self.shared.state);
             state.closed = true;
             if drop_queued {
@@ -442,7 +442,7 @@ fn verdict(token: &CancelToken, timeout: Option<Duration>) -> Option<TaskError> 
 }
 
 /// Resolves a slot that was taken out of the queue without running it.
-fn resolve(slot: &Slot, err: TaskError) {
+fn resolve(slot: &QueuedTask, err: TaskError) {
     slot.phase.store(DONE, Ordering::Release);
     drop(lock(&slot.permit).take());
     if let Some(job) = lock(&slot.job).take() {
@@ -496,7 +496,7 @@ impl Shared {
     }
 
     /// Cancels a task: removes it if queued, signals it if running.
-    fn cancel(&self, slot: &Arc<Slot>) {
+    fn cancel(&self, slot: &Arc<QueuedTask>) {
         slot.cancel.cancel();
         if slot.phase.load(Ordering::Acquire) != QUEUED {
             return;

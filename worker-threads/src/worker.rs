@@ -37,7 +37,7 @@ use self::context::ExitRequest;
 pub use self::context::{IntoExitCode, ParentPort, WorkerContext};
 use self::events::{Control, EventStream, Wait};
 use crate::panic_message::panic_message;
-use crate::{CancelToken, Error, RecvError, WorkerId, identity};
+use crate::{CancelToken, Error, RecvError, ThreadId, identity};
 
 /// One thing that happened to a worker, in the order it happened: `Online`
 /// first, then any `Message`s, then at most one `Error`, and `Exit` last.
@@ -112,7 +112,7 @@ impl WorkerOptions {
 /// its [`Event`]s with `Out` messages.
 #[derive(Debug)]
 pub struct Worker<In, Out> {
-    id: WorkerId,
+    id: ThreadId,
     to_worker: Option<Sender<In>>,
     events: EventStream<Out>,
     done: Receiver<i32>,
@@ -143,7 +143,7 @@ where
         F: FnOnce(&mut WorkerContext<D, In, Out>) -> R + Send + 'static,
         R: IntoExitCode,
     {
-        let id = WorkerId::next();
+        let id = ThreadId::next();
         let (to_worker, from_parent) = crossbeam_channel::unbounded();
         let (control_tx, control) = crossbeam_channel::unbounded();
         let (message_tx, messages) = crossbeam_channel::unbounded();
@@ -219,7 +219,7 @@ fn run_worker<D, In, Out, F, R>(
 
 impl<In, Out> Worker<In, Out> {
     /// This worker's id (Node's `worker.threadId`).
-    pub fn worker_id(&self) -> WorkerId {
+    pub fn worker_id(&self) -> ThreadId {
         self.id
     }
 

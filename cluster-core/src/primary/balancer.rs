@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use sched_policy::{Policy, Scheduler, Slot, WorkerState};
+use sched_policy::{Availability, Policy, Scheduler};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
@@ -195,10 +195,6 @@ struct State {
 #[derive(Default)]
 pub(crate) struct Balancer {
     state: Mutex<State>,
-}
-
-fn sched_slot(slot: SlotId) -> Slot {
-    Slot::new(u32::try_from(slot.0).unwrap_or(u32::MAX))
 }
 
 impl Balancer {
@@ -398,7 +394,7 @@ fn refresh_row(
     let Some(sched) = entry.sched.as_mut() else {
         return;
     };
-    let s = sched_slot(slot);
+    let s = slot;
     let present = sched.table().get(s).is_some();
     match (present, any) {
         (false, false) => return,
@@ -413,9 +409,9 @@ fn refresh_row(
         (true, true) => {}
     }
     let state = if ready {
-        WorkerState::Ready
+        Availability::Ready
     } else {
-        WorkerState::Draining
+        Availability::Draining
     };
     let _ = sched.set_state(s, state);
 }

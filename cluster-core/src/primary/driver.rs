@@ -15,7 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::Payload;
 use crate::error::Error;
-use crate::event::{Exit, Message, SlotId, WorkerId};
+use crate::event::{Close, Message, SlotId, WorkerId};
 use crate::primary::balancer::Balancer;
 use crate::primary::handle::{KillRequest, WorkerHandle};
 
@@ -33,7 +33,7 @@ pub(crate) enum Notice<M> {
     MessageError(WorkerId, Error),
     ChannelError(WorkerId, Error),
     ChannelClosed(WorkerId),
-    Exited(WorkerId, Exit),
+    Exited(WorkerId, Close),
     RestartDue(SlotId),
     /// Time to tell the service manager's watchdog the supervisor runs.
     Watchdog,
@@ -74,10 +74,10 @@ pub(crate) async fn drive<M: Payload>(
         tokio::select! {
             close = child.wait() => {
                 break match close {
-                    Ok(close) => Exit::from_close(close),
+                    Ok(close) => close,
                     // waitpid cannot fail for our own unreaped child; if it
                     // does, the child is unobservable: report an abnormal end.
-                    Err(_) => Exit::Code(-1),
+                    Err(_) => Close::Exited(-1),
                 };
             }
             Some(req) = kill_rx.recv() => {

@@ -63,7 +63,7 @@ pub(crate) async fn run<M: Payload>(shared: Weak<Shared<M>>) {
             .notices
             .send(Notice::Recycling(old.id(), slot, reason));
         if let Err(error) = shared.recycle(slot, old).await {
-            tracing::warn!(target: crate::trace::TARGET, slot = slot.0, error = %error, "recycling failed; the worker keeps serving");
+            tracing::warn!(target: crate::trace::TARGET, slot = slot.get(), error = %error, "recycling failed; the worker keeps serving");
         }
     }
 }

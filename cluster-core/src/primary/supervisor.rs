@@ -12,7 +12,7 @@ use tokio::signal::unix::{Signal as UnixSignal, SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Payload;
-use crate::event::{Event, Exit, SlotId, WorkerId};
+use crate::event::{Close, Event, SlotId, WorkerId};
 use crate::primary::driver::Notice;
 use crate::primary::{Command, Placement, Shared};
 use crate::restart::Decision;
@@ -21,7 +21,7 @@ use crate::state::WorkerState;
 
 /// How a worker that could not be started counts for its slot's guard (the
 /// shell's "command not found").
-const SPAWN_FAILED: Exit = Exit::Code(127);
+const SPAWN_FAILED: Close = Close::Exited(127);
 
 /// The least delay before retrying a slot whose worker could not be started.
 const SPAWN_RETRY_FLOOR: Duration = Duration::from_millis(100);
@@ -370,7 +370,7 @@ impl<M: Payload> Supervisor<M> {
         }
     }
 
-    fn on_exit(&mut self, id: WorkerId, exit: Exit, now: Instant) {
+    fn on_exit(&mut self, id: WorkerId, exit: Close, now: Instant) {
         self.last_seen.remove(&id);
         let (handle, decision) = {
             let mut st = self.shared.lock();
@@ -408,7 +408,7 @@ impl<M: Payload> Supervisor<M> {
         }
     }
 
-    fn apply(&mut self, slot: SlotId, decision: Decision, exit: Exit) {
+    fn apply(&mut self, slot: SlotId, decision: Decision, exit: Close) {
         match decision {
             Decision::Restart { delay } => {
                 // A program that cannot even be started is retried after a

@@ -179,7 +179,7 @@ async fn run<M: Payload>(shared: &Arc<Shared<M>>) -> Result<u32> {
     let exited = |close: Result<spawn_core::Close, spawn_core::Error>| match close {
         Ok(close) => format!(
             "the new primary (pid {pid}) exited before it was ready ({})",
-            crate::event::Exit::from_close(close)
+            close
         ),
         Err(e) => format!("the new primary (pid {pid}) could not be waited for: {e}"),
     };

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::event::Exit;
+use crate::event::Close;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -27,7 +27,7 @@ fn guard(policy: RestartPolicy) -> RestartGuard {
 fn crash(g: &mut RestartGuard, t: Instant, up: Duration) -> (Decision, Instant) {
     g.started(t);
     let end = t + up;
-    (g.exited(end, Exit::Code(1), false), end)
+    (g.exited(end, Close::Exited(1), false), end)
 }
 
 #[test]
@@ -65,18 +65,18 @@ fn policy_never_and_clean_exit_under_on_failure_stop() {
     let mut g = guard(RestartPolicy::Never);
     g.started(now);
     assert_eq!(
-        g.exited(now, Exit::Code(1), false),
+        g.exited(now, Close::Exited(1), false),
         Decision::Stop(StopReason::Policy)
     );
     let mut g = guard(RestartPolicy::OnFailure);
     g.started(now);
     assert_eq!(
-        g.exited(now, Exit::Code(0), false),
+        g.exited(now, Close::Exited(0), false),
         Decision::Stop(StopReason::Policy)
     );
     g.started(now);
     assert_eq!(
-        g.exited(now, Exit::Signal(9), false),
+        g.exited(now, Close::Signaled(9), false),
         Decision::Restart {
             delay: Duration::ZERO
         }
@@ -84,7 +84,7 @@ fn policy_never_and_clean_exit_under_on_failure_stop() {
     let mut g = guard(RestartPolicy::Always);
     g.started(now);
     assert_eq!(
-        g.exited(now, Exit::Code(0), false),
+        g.exited(now, Close::Exited(0), false),
         Decision::Restart {
             delay: Duration::ZERO
         }
@@ -98,7 +98,7 @@ fn exit_after_disconnect_is_never_restarted() {
         let mut g = guard(policy);
         g.started(now);
         assert_eq!(
-            g.exited(now, Exit::Signal(9), true),
+            g.exited(now, Close::Signaled(9), true),
             Decision::Stop(StopReason::Disconnected)
         );
     }
@@ -165,7 +165,7 @@ fn runs_that_were_ready_never_count_toward_the_limit() {
         g.online(t + MS);
         g.ready();
         t += 50 * MS;
-        let d = g.exited(t, Exit::Signal(9), false);
+        let d = g.exited(t, Close::Signaled(9), false);
         assert!(matches!(d, Decision::Restart { .. }), "run {i}: {d:?}");
         // The backoff still applies (these runs were short), capped.
         if let Decision::Restart { delay } = d {
@@ -186,7 +186,7 @@ fn a_worker_online_but_never_listening_is_ready_after_min_uptime() {
         g.started(at);
         g.online(at);
         assert!(matches!(
-            g.exited(at + 100 * MS, Exit::Code(1), false),
+            g.exited(at + 100 * MS, Close::Exited(1), false),
             Decision::Restart { .. }
         ));
         at += 200 * MS;
@@ -195,13 +195,13 @@ fn a_worker_online_but_never_listening_is_ready_after_min_uptime() {
     g.online(at);
     // Up for min_uptime after online: ready, so restarted despite the limit.
     assert!(matches!(
-        g.exited(at + 600 * MS, Exit::Code(1), false),
+        g.exited(at + 600 * MS, Close::Exited(1), false),
         Decision::Restart { .. }
     ));
     g.started(at + 700 * MS);
     g.online(at + 700 * MS);
     assert_eq!(
-        g.exited(at + 750 * MS, Exit::Code(1), false),
+        g.exited(at + 750 * MS, Close::Exited(1), false),
         Decision::GiveUp
     );
 }
@@ -217,7 +217,7 @@ fn an_early_exit_code_counts_even_after_listening() {
         g.online(t);
         g.ready();
         assert!(matches!(
-            g.exited(t + 10 * MS, Exit::Code(1), false),
+            g.exited(t + 10 * MS, Close::Exited(1), false),
             Decision::Restart { .. }
         ));
         t += 100 * MS;
@@ -225,7 +225,7 @@ fn an_early_exit_code_counts_even_after_listening() {
     g.started(t);
     g.ready();
     assert_eq!(
-        g.exited(t + 10 * MS, Exit::Code(1), false),
+        g.exited(t + 10 * MS, Close::Exited(1), false),
         Decision::GiveUp
     );
 }

@@ -11,7 +11,7 @@ fn round_trip() {
         for token in [0, 1, u64::MAX, new_token(WorkerId(7))] {
             let env = WorkerEnv {
                 id: WorkerId(7),
-                slot: SlotId(2),
+                slot: SlotId::new(2),
                 heartbeat,
                 primary: 4242,
                 token,

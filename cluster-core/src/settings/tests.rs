@@ -105,7 +105,7 @@ fn a_custom_policy_is_built_once_per_call() {
             &mut self,
             workers: sched_policy::Eligible<'_>,
             _: &sched_policy::Connection,
-        ) -> Option<sched_policy::Slot> {
+        ) -> Option<sched_policy::SlotId> {
             workers.iter().next().map(|w| w.slot())
         }
     }

@@ -123,7 +123,7 @@ async fn a_stopped_worker_delays_no_client_and_bounds_the_primary() {
         .no_heartbeat();
     let (cluster, addr, slots) = serving(s, 4).await;
     let base = open_fds();
-    let stopped = slots[&SlotId(1)];
+    let stopped = slots[&SlotId::new(1)];
     let pid = Pid::from_raw(cluster.worker(stopped).unwrap().pid() as i32);
     kill(pid, Signal::SIGSTOP).unwrap();
 
@@ -169,7 +169,7 @@ async fn a_stopped_worker_is_reported_unresponsive_and_replaced() {
         .handoff_deadline(Duration::from_secs(60))
         .heartbeat(Duration::from_millis(100), Duration::from_secs(1));
     let (mut cluster, addr, slots) = serving(s, 4).await;
-    let stopped = slots[&SlotId(1)];
+    let stopped = slots[&SlotId::new(1)];
     let pid = cluster.worker(stopped).unwrap().pid();
     kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
 
@@ -185,7 +185,7 @@ async fn a_stopped_worker_is_reported_unresponsive_and_replaced() {
         &events,
         &[
             &format!("unresponsive {stopped}"),
-            &format!("exit {stopped} signal 9 after_disconnect=false"),
+            &format!("exit {stopped} signal SIGKILL after_disconnect=false"),
         ],
     );
     let briefs: Vec<_> = events.iter().map(support::brief).collect();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cluster_core::{Backoff, CrashLoopLimit, Event, Exit, RestartPolicy, SlotId, WorkerId};
+use cluster_core::{Backoff, Close, CrashLoopLimit, Event, RestartPolicy, WorkerId};
 
 use crate::support::{self, Msg, brief, settings, until};
 
@@ -27,7 +27,7 @@ async fn a_crashing_worker_backs_off_then_is_given_up() {
         .iter()
         .filter_map(|ev| match ev {
             Event::RestartScheduled {
-                slot: SlotId(0),
+                slot: crate::support::SLOT_0,
                 delay,
             } => Some(delay.as_millis()),
             _ => None,
@@ -50,8 +50,8 @@ async fn a_crashing_worker_backs_off_then_is_given_up() {
     assert!(matches!(
         events.last(),
         Some(Event::GaveUp {
-            slot: SlotId(0),
-            last_exit: Exit::Code(1)
+            slot: crate::support::SLOT_0,
+            last_exit: Close::Exited(1)
         })
     ));
     assert!(cluster.workers().is_empty());
@@ -87,7 +87,7 @@ async fn a_hung_worker_is_killed_by_the_heartbeat_and_replaced() {
         &[
             "online 1",
             "unresponsive 1",
-            "exit 1 signal 9 after_disconnect=false",
+            "exit 1 signal SIGKILL after_disconnect=false",
             "fork 2",
         ],
     );
@@ -126,8 +126,8 @@ async fn shutdown_kills_a_worker_that_ignores_it_at_the_deadline() {
     assert_eq!(
         exits,
         [
-            (1, Exit::Code(0), true),
-            (2, Exit::Signal(libc::SIGKILL), true)
+            (1, Close::Exited(0), true),
+            (2, Close::Signaled(libc::SIGKILL), true)
         ]
     );
 }
@@ -193,7 +193,7 @@ async fn a_program_that_vanished_is_retried_with_a_floor_then_given_up() {
     assert!(matches!(
         events.last(),
         Some(Event::GaveUp {
-            last_exit: Exit::Code(127),
+            last_exit: Close::Exited(127),
             ..
         })
     ));

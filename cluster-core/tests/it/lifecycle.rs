@@ -1,6 +1,6 @@
 //! Lifecycle: event order, exit codes, signals, disconnect, settings.
 
-use cluster_core::{Error, Event, Exit, RestartPolicy, Signal, WorkerId, WorkerState};
+use cluster_core::{Close, Error, Event, RestartPolicy, Signal, WorkerId, WorkerState};
 
 use crate::support::{self, Msg, brief, settings, until};
 
@@ -53,7 +53,7 @@ async fn exit_42_reports_the_code_and_no_signal() {
         unreachable!()
     };
     assert_eq!(*worker, WorkerId(1));
-    assert_eq!(*exit, Exit::Code(42));
+    assert_eq!(*exit, Close::Exited(42));
     assert_eq!((exit.code(), exit.signal()), (Some(42), None));
     assert!(!exited_after_disconnect);
     assert_eq!(w.state(), WorkerState::Dead);
@@ -78,7 +78,7 @@ async fn sigkill_reports_the_signal_and_no_disconnect() {
     else {
         unreachable!()
     };
-    assert_eq!(*exit, Exit::Signal(libc::SIGKILL));
+    assert_eq!(*exit, Close::Signaled(libc::SIGKILL));
     assert_eq!(exit.code(), None);
     assert!(!exited_after_disconnect);
     assert!(!w.exited_after_disconnect());
@@ -154,7 +154,7 @@ async fn settings_merge_until_the_first_fork_then_freeze() {
     assert!(matches!(
         events.last(),
         Some(Event::Exit {
-            exit: Exit::Code(9),
+            exit: Close::Exited(9),
             ..
         })
     ));

@@ -52,7 +52,7 @@ async fn message_round_trip_both_ways_and_broadcast() {
             _ => None,
         })
         .collect();
-    assert_eq!(exits, [(cluster_core::Exit::Code(0), true); 2]);
+    assert_eq!(exits, [(cluster_core::Close::Exited(0), true); 2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

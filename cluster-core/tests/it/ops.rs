@@ -473,7 +473,7 @@ async fn scaling_up_and_down_under_load_fails_no_request() {
     let stats = cluster.stats();
     assert_eq!(stats.slots, 1);
     assert_eq!(stats.workers.len(), 1, "{stats:#?}");
-    assert_eq!(stats.workers[0].slot, SlotId(0));
+    assert_eq!(stats.workers[0].slot, SlotId::new(0));
     load.finish().await;
     support::shutdown(cluster).await;
 }

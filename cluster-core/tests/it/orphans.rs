@@ -126,7 +126,7 @@ async fn sigterm_shuts_down_by_the_deadline_despite_a_stubborn_worker() {
         }
     }
     exits.sort();
-    assert_eq!(exits, ["exit 1 signal 9", "exit 2 signal 9"]);
+    assert_eq!(exits, ["exit 1 signal SIGKILL", "exit 2 signal SIGKILL"]);
     let status = tokio::time::timeout(BOUND, primary.child.wait())
         .await
         .unwrap()

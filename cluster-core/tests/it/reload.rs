@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use cluster_core::{Error, Event, SlotId, WorkerId, WorkerState};
+use cluster_core::{Error, Event, WorkerId, WorkerState};
 
 use crate::support::{self, BOUND, Msg, brief, settings, until};
 
@@ -75,7 +75,7 @@ async fn reload_keeps_the_old_workers_when_a_replacement_cannot_start() {
         matches!(
             err,
             Error::ReloadFailed {
-                slot: SlotId(0),
+                slot: crate::support::SLOT_0,
                 replacement: WorkerId(3)
             }
         ),
@@ -193,7 +193,7 @@ async fn a_reload_dropped_half_way_kills_its_pending_replacement() {
         matches!(
             events.last(),
             Some(Event::Exit {
-                exit: cluster_core::Exit::Signal(libc::SIGKILL),
+                exit: cluster_core::Close::Signaled(libc::SIGKILL),
                 ..
             })
         ),

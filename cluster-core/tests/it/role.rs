@@ -3,7 +3,7 @@
 //! channel), the launch token, and a worker whose primary goes away (the
 //! library drains it and leaves the decision to the program).
 
-use cluster_core::{Event, Exit, WORKER_ENV, WorkerId};
+use cluster_core::{Close, Event, WORKER_ENV, WorkerId};
 use cluster_ipc::{Config, ControlMsg, Handshake, Incoming};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -36,7 +36,7 @@ async fn a_tokio_main_worker_connects_and_its_children_are_primaries() {
             ev,
             Event::Exit {
                 worker: WorkerId(1),
-                exit: Exit::Code(0),
+                exit: Close::Exited(0),
                 ..
             }
         )),
@@ -156,7 +156,7 @@ async fn the_primary_refuses_a_channel_with_another_launch_token() {
         matches!(
             events.last(),
             Some(Event::Exit {
-                exit: Exit::Signal(libc::SIGKILL) | Exit::Code(0),
+                exit: Close::Signaled(libc::SIGKILL) | Close::Exited(0),
                 ..
             })
         ),

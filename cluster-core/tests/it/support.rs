@@ -145,3 +145,6 @@ pub(crate) fn brief(ev: &Event<Msg>) -> String {
         other => format!("{other:?}"),
     }
 }
+
+/// Slot 0, usable in patterns.
+pub(crate) const SLOT_0: cluster_core::SlotId = cluster_core::SlotId::new(0);

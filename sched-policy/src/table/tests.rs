@@ -1,9 +1,9 @@
 //! Unit tests of the worker table and its eligible view.
 
-use crate::{Error, Slot, WorkerState, WorkerTable};
+use crate::{Availability, Error, SlotId, WorkerTable};
 
-fn s(n: u32) -> Slot {
-    Slot::new(n)
+fn s(n: u32) -> SlotId {
+    SlotId::new(n)
 }
 
 fn slots<'a>(it: impl Iterator<Item = &'a crate::WorkerInfo>) -> Vec<u32> {
@@ -24,7 +24,7 @@ fn rows_stay_sorted_and_duplicates_are_refused() {
 fn unknown_slots_are_errors_not_panics() {
     let mut t = WorkerTable::with_ready(2);
     let unknown = Err(Error::UnknownSlot { slot: s(7) });
-    assert_eq!(t.set_state(s(7), WorkerState::Ready), unknown);
+    assert_eq!(t.set_state(s(7), Availability::Ready), unknown);
     assert_eq!(t.connection_handed(s(7)), unknown);
     assert_eq!(t.connection_closed(s(7)), unknown);
     assert_eq!(t.set_cap(s(7), Some(1)), unknown);
@@ -40,15 +40,15 @@ fn a_new_worker_is_not_ready_until_told() {
     let mut t = WorkerTable::new();
     t.add(s(0)).unwrap();
     assert!(t.eligible().is_empty());
-    t.set_state(s(0), WorkerState::Ready).unwrap();
+    t.set_state(s(0), Availability::Ready).unwrap();
     assert_eq!(slots(t.eligible().iter()), [0]);
 }
 
 #[test]
 fn eligible_leaves_out_draining_capped_and_excluded() {
     let mut t = WorkerTable::with_ready(5);
-    t.set_state(s(1), WorkerState::Draining).unwrap();
-    t.set_state(s(2), WorkerState::NotReady).unwrap();
+    t.set_state(s(1), Availability::Draining).unwrap();
+    t.set_state(s(2), Availability::NotReady).unwrap();
     t.set_cap(s(3), Some(1)).unwrap();
     t.connection_handed(s(3)).unwrap();
     assert_eq!(slots(t.eligible().iter()), [0, 4]);
@@ -120,7 +120,7 @@ fn room_sums_what_the_eligible_workers_can_still_take() {
     assert_eq!(t.eligible().room(), 12);
     t.connection_handed(s(0)).unwrap();
     t.set_cap(s(1), Some(1)).unwrap();
-    t.set_state(s(2), WorkerState::Draining).unwrap();
+    t.set_state(s(2), Availability::Draining).unwrap();
     assert_eq!(t.eligible().room(), 3 + 1);
     t.connection_handed(s(1)).unwrap();
     assert_eq!(t.eligible().room(), 3);

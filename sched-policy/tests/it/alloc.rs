@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 
 use sched_policy::{
-    Connection, ListenerId, PolicyKind, Scheduler, SchedulingPolicy, Slot, WorkerState,
+    Availability, Connection, ListenerId, PolicyKind, Scheduler, SchedulingPolicy, SlotId,
 };
 
 struct Counting;
@@ -55,9 +55,9 @@ fn picking_allocates_nothing() {
         };
         let mut sched = Scheduler::new(policy);
         for n in 0..64 {
-            sched.add_worker(Slot::new(n)).expect("fresh slot");
+            sched.add_worker(SlotId::new(n)).expect("fresh slot");
             sched
-                .set_state(Slot::new(n), WorkerState::Ready)
+                .set_state(SlotId::new(n), Availability::Ready)
                 .expect("known slot");
         }
         let before = allocations();

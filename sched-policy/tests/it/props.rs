@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use proptest::prelude::*;
 use sched_policy::{
-    Connection, LeastConnections, ListenerId, Policy, PolicyKind, PowerOfTwoChoices, RoundRobin,
-    SchedulingPolicy, Slot, Sticky, WorkerState, WorkerTable,
+    Availability, Connection, LeastConnections, ListenerId, Policy, PolicyKind, PowerOfTwoChoices,
+    RoundRobin, SchedulingPolicy, SlotId, Sticky, WorkerTable,
 };
 
 fn conn(ip: u32, port: u16) -> Connection {
@@ -25,7 +25,7 @@ fn boxed(kind: PolicyKind, seed: u64) -> Box<dyn Policy> {
 }
 
 /// The sticky owner of every client among `table`'s eligible workers.
-fn owners(table: &WorkerTable, clients: &[u32]) -> Vec<Option<Slot>> {
+fn owners(table: &WorkerTable, clients: &[u32]) -> Vec<Option<SlotId>> {
     clients
         .iter()
         .map(|&ip| Sticky::new().pick(table.eligible(), &conn(ip, 1)))
@@ -35,8 +35,8 @@ fn owners(table: &WorkerTable, clients: &[u32]) -> Vec<Option<Slot>> {
 fn table_of(slots: &[u32]) -> WorkerTable {
     let mut t = WorkerTable::new();
     for &s in slots {
-        t.add(Slot::new(s)).unwrap();
-        t.set_state(Slot::new(s), WorkerState::Ready).unwrap();
+        t.add(SlotId::new(s)).unwrap();
+        t.set_state(SlotId::new(s), Availability::Ready).unwrap();
     }
     t
 }
@@ -49,8 +49,8 @@ proptest! {
     ) {
         let mut table = WorkerTable::with_ready(states.len() as u32);
         for (i, s) in states.iter().enumerate() {
-            let state = [WorkerState::Ready, WorkerState::Draining, WorkerState::NotReady][*s as usize];
-            table.set_state(Slot::new(i as u32), state).unwrap();
+            let state = [Availability::Ready, Availability::Draining, Availability::NotReady][*s as usize];
+            table.set_state(SlotId::new(i as u32), state).unwrap();
         }
         let mut rr = RoundRobin::new();
         let mut counts = BTreeMap::new();
@@ -89,7 +89,7 @@ proptest! {
         victim in any::<prop::sample::Index>(),
     ) {
         let slots: Vec<u32> = slots.into_iter().collect();
-        let victim = Slot::new(slots[victim.index(slots.len())]);
+        let victim = SlotId::new(slots[victim.index(slots.len())]);
         let mut table = table_of(&slots);
         let before = owners(&table, &clients);
 
@@ -105,13 +105,13 @@ proptest! {
 
         // A replacement in the same slot gets exactly its clients back.
         table.add(victim).unwrap();
-        table.set_state(victim, WorkerState::Ready).unwrap();
+        table.set_state(victim, Availability::Ready).unwrap();
         prop_assert_eq!(owners(&table, &clients), before.clone());
 
         // Draining or capping moves only that worker's clients too.
-        table.set_state(victim, WorkerState::Draining).unwrap();
+        table.set_state(victim, Availability::Draining).unwrap();
         prop_assert_eq!(owners(&table, &clients), after.clone());
-        table.set_state(victim, WorkerState::Ready).unwrap();
+        table.set_state(victim, Availability::Ready).unwrap();
         table.set_cap(victim, Some(0)).unwrap();
         prop_assert_eq!(owners(&table, &clients), after);
     }
@@ -128,9 +128,9 @@ proptest! {
     ) {
         let mut table = WorkerTable::new();
         for (i, (state, cap, window)) in rows.iter().enumerate() {
-            let slot = Slot::new(i as u32);
+            let slot = SlotId::new(i as u32);
             table.add(slot).unwrap();
-            let state = [WorkerState::Ready, WorkerState::Draining, WorkerState::NotReady][*state as usize];
+            let state = [Availability::Ready, Availability::Draining, Availability::NotReady][*state as usize];
             table.set_state(slot, state).unwrap();
             table.set_cap(slot, *cap).unwrap();
             table.set_window(slot, *window).unwrap();
@@ -140,24 +140,24 @@ proptest! {
             let n = rows.len().max(1) as u32;
             match op {
                 // Close a connection somewhere (if there is one).
-                0 => { let _ = table.connection_closed(Slot::new(x % n)); }
+                0 => { let _ = table.connection_closed(SlotId::new(x % n)); }
                 // Flip a worker between ready and draining.
                 1 => {
-                    let slot = Slot::new(x % n);
+                    let slot = SlotId::new(x % n);
                     let next = match table.get(slot).map(|w| w.state()) {
-                        Some(WorkerState::Ready) => WorkerState::Draining,
-                        _ => WorkerState::Ready,
+                        Some(Availability::Ready) => Availability::Draining,
+                        _ => Availability::Ready,
                     };
                     let _ = table.set_state(slot, next);
                 }
                 // Answer a hand-off: acknowledged, expired, or the worker
                 // answered something.
-                4 => { let _ = table.hand_off_acknowledged(Slot::new(x % n)); }
-                5 => { let _ = table.hand_off_expired(Slot::new(x % n)); }
-                6 => { let _ = table.worker_responded(Slot::new(x % n)); }
+                4 => { let _ = table.hand_off_acknowledged(SlotId::new(x % n)); }
+                5 => { let _ = table.hand_off_expired(SlotId::new(x % n)); }
+                6 => { let _ = table.worker_responded(SlotId::new(x % n)); }
                 // Pick, possibly excluding one slot, and hand the connection.
                 _ => {
-                    let exclude = [Slot::new(x % n)];
+                    let exclude = [SlotId::new(x % n)];
                     let view = if op == 3 { table.eligible_except(&exclude) } else { table.eligible() };
                     let picked = policy.pick(view, &conn(x, x as u16));
                     prop_assert_eq!(view.room() == 0, view.is_empty());
@@ -165,7 +165,7 @@ proptest! {
                         None => prop_assert!(view.is_empty()),
                         Some(slot) => {
                             let w = table.get(slot).expect("a slot of the table");
-                            prop_assert_eq!(w.state(), WorkerState::Ready);
+                            prop_assert_eq!(w.state(), Availability::Ready);
                             prop_assert!(w.below_cap());
                             prop_assert!(!w.is_stalled());
                             prop_assert!(w.window().is_none_or(|n| w.pending() < n));
@@ -183,7 +183,7 @@ proptest! {
         let mut table = WorkerTable::with_ready(opens.len() as u32);
         for (i, &o) in opens.iter().enumerate() {
             for _ in 0..o {
-                table.connection_handed(Slot::new(i as u32)).unwrap();
+                table.connection_handed(SlotId::new(i as u32)).unwrap();
             }
         }
         let min = *opens.iter().min().unwrap();
@@ -199,7 +199,7 @@ proptest! {
         let mut table = WorkerTable::with_ready(ready.len() as u32);
         for (i, &r) in ready.iter().enumerate() {
             if !r {
-                table.set_state(Slot::new(i as u32), WorkerState::Draining).unwrap();
+                table.set_state(SlotId::new(i as u32), Availability::Draining).unwrap();
             }
         }
         let (mut lc, mut rr) = (LeastConnections::new(), RoundRobin::new());
@@ -213,9 +213,9 @@ proptest! {
     fn p2c_with_two_workers_always_picks_the_quieter(a in 0u32..5, b in 0u32..5, seed in any::<u64>()) {
         prop_assume!(a != b);
         let mut table = WorkerTable::with_ready(2);
-        for _ in 0..a { table.connection_handed(Slot::new(0)).unwrap(); }
-        for _ in 0..b { table.connection_handed(Slot::new(1)).unwrap(); }
-        let quieter = Slot::new(if a < b { 0 } else { 1 });
+        for _ in 0..a { table.connection_handed(SlotId::new(0)).unwrap(); }
+        for _ in 0..b { table.connection_handed(SlotId::new(1)).unwrap(); }
+        let quieter = SlotId::new(if a < b { 0 } else { 1 });
         prop_assert_eq!(PowerOfTwoChoices::with_seed(seed).pick(table.eligible(), &conn(1, 1)), Some(quieter));
     }
 }
@@ -245,7 +245,7 @@ fn least_connections_spreads_long_lived_connections() {
         let slot = lc.pick(table.eligible(), &conn(1, i)).unwrap();
         table.connection_handed(slot).unwrap();
         // Worker 0 closes every connection at once; the others keep theirs.
-        if slot == Slot::new(0) {
+        if slot == SlotId::new(0) {
             table.connection_closed(slot).unwrap();
         }
     }

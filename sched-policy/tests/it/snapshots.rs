@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use sched_policy::{
-    Connection, ListenerId, PolicyKind, Scheduler, SchedulingPolicy, Slot, WorkerState,
+    Availability, Connection, ListenerId, PolicyKind, Scheduler, SchedulingPolicy, SlotId,
 };
 
 fn check(name: &str, kind: &str, script: &str) {
@@ -37,7 +37,7 @@ fn check(name: &str, kind: &str, script: &str) {
             .split_whitespace()
             .map(|a| a.parse().expect("a number"))
             .collect();
-        let slots = nums.iter().map(|&n| Slot::new(n));
+        let slots = nums.iter().map(|&n| SlotId::new(n));
         write!(out, "{line:<14}").unwrap();
         match op {
             "ready" => {
@@ -45,17 +45,19 @@ fn check(name: &str, kind: &str, script: &str) {
                     if sched.table().get(s).is_none() {
                         sched.add_worker(s).unwrap();
                     }
-                    sched.set_state(s, WorkerState::Ready).unwrap();
+                    sched.set_state(s, Availability::Ready).unwrap();
                 }
             }
-            "drain" => slots.for_each(|s| sched.set_state(s, WorkerState::Draining).unwrap()),
-            "notready" => slots.for_each(|s| sched.set_state(s, WorkerState::NotReady).unwrap()),
+            "drain" => slots.for_each(|s| sched.set_state(s, Availability::Draining).unwrap()),
+            "notready" => slots.for_each(|s| sched.set_state(s, Availability::NotReady).unwrap()),
             "remove" => slots.for_each(|s| sched.remove_worker(s).unwrap()),
-            "cap" => sched.set_cap(Slot::new(nums[0]), Some(nums[1])).unwrap(),
-            "close" => sched.connection_closed(Slot::new(nums[0])).unwrap(),
-            "window" => sched.set_window(Slot::new(nums[0]), Some(nums[1])).unwrap(),
+            "cap" => sched.set_cap(SlotId::new(nums[0]), Some(nums[1])).unwrap(),
+            "close" => sched.connection_closed(SlotId::new(nums[0])).unwrap(),
+            "window" => sched
+                .set_window(SlotId::new(nums[0]), Some(nums[1]))
+                .unwrap(),
             "ack" | "refuse" | "expire" => {
-                let s = Slot::new(nums[0]);
+                let s = SlotId::new(nums[0]);
                 let pending = sched.table().get(s).map_or(0, |w| w.pending());
                 for _ in 0..pending {
                     match op {
@@ -65,7 +67,7 @@ fn check(name: &str, kind: &str, script: &str) {
                     }
                 }
             }
-            "answer" => sched.worker_responded(Slot::new(nums[0])).unwrap(),
+            "answer" => sched.worker_responded(SlotId::new(nums[0])).unwrap(),
             "pick" => {
                 write!(out, "->").unwrap();
                 for _ in 0..nums[0] {
@@ -78,7 +80,7 @@ fn check(name: &str, kind: &str, script: &str) {
             }
             "reroute" => {
                 let conn = next_conn();
-                let picked = sched.reassign(&conn, &[Slot::new(nums[0])]);
+                let picked = sched.reassign(&conn, &[SlotId::new(nums[0])]);
                 let shown = picked.map_or("none".to_owned(), |s| s.to_string());
                 write!(out, "-> {shown}<{}", conn.peer.ip()).unwrap();
             }

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
-use super::{Shared, Slot};
+use super::{QueuedTask, Shared};
 use crate::TaskError;
 
 /// The handle of a queued or running task.
@@ -20,7 +20,7 @@ use crate::TaskError;
 #[derive(Debug)]
 #[must_use = "dropping a TaskHandle cancels the task; use detach() to let it run"]
 pub struct TaskHandle<T> {
-    slot: Option<Arc<Slot>>,
+    slot: Option<Arc<QueuedTask>>,
     pool: Weak<Shared>,
     rx: oneshot::Receiver<Result<T, TaskError>>,
     finished: bool,
@@ -28,7 +28,7 @@ pub struct TaskHandle<T> {
 
 impl<T> TaskHandle<T> {
     pub(super) fn new(
-        slot: Arc<Slot>,
+        slot: Arc<QueuedTask>,
         rx: oneshot::Receiver<Result<T, TaskError>>,
         pool: Weak<Shared>,
     ) -> Self {

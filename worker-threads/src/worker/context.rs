@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, SendError, Sender};
 
-use crate::{CancelToken, MessagePort, RecvError, WorkerId};
+use crate::{CancelToken, MessagePort, RecvError, ThreadId};
 
 /// The worker's side of its link with the parent: Node's `parentPort`.
 ///
@@ -76,7 +76,7 @@ impl<In, Out> ParentPort<In, Out> {
 pub struct WorkerContext<D, In, Out> {
     pub(super) data: D,
     pub(super) port: ParentPort<In, Out>,
-    pub(super) id: WorkerId,
+    pub(super) id: ThreadId,
 }
 
 /// The payload `WorkerContext::exit` unwinds with.
@@ -99,7 +99,7 @@ impl<D, In, Out> WorkerContext<D, In, Out> {
     }
 
     /// This worker's id (Node's `threadId`).
-    pub fn worker_id(&self) -> WorkerId {
+    pub fn worker_id(&self) -> ThreadId {
         self.id
     }
 

@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use cluster_ipc::{ControlMsg, TrySendError};
-use sched_policy::{Connection, ListenerId, Slot};
+use sched_policy::{Connection, ListenerId};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
@@ -25,12 +25,12 @@ pub(super) struct Pending {
     /// The client's address; `None` on a Unix-domain listener.
     pub(super) peer: Option<SocketAddr>,
     pub(super) listener: usize,
-    pub(super) slot: Slot,
+    pub(super) slot: SlotId,
     /// The worker it was handed to; `None` while parked or being routed.
     pub(super) worker: Option<WorkerId>,
     /// When the worker's hand-off expires (`CLOCK_MONOTONIC` ns).
     pub(super) deadline_ns: u64,
-    pub(super) excluded: Vec<Slot>,
+    pub(super) excluded: Vec<SlotId>,
     /// In its listener's parked queue.
     pub(super) parked: bool,
     /// How many times its exclusions were cleared to try every worker
@@ -41,7 +41,7 @@ pub(super) struct Pending {
 /// A connection a worker took over.
 pub(super) struct Open {
     pub(super) listener: usize,
-    pub(super) slot: Slot,
+    pub(super) slot: SlotId,
     pub(super) worker: WorkerId,
 }
 
@@ -87,7 +87,7 @@ impl Balancer {
                         stream,
                         peer,
                         listener: idx,
-                        slot: Slot::default(),
+                        slot: SlotId::default(),
                         worker: None,
                         deadline_ns: 0,
                         excluded: Vec::new(),
@@ -215,7 +215,7 @@ fn responded(st: &mut State, worker: WorkerId) {
         return;
     }
     w.stalled = false;
-    let slot = super::sched_slot(w.slot);
+    let slot = w.slot;
     for entry in &mut st.listeners {
         if let Some(sched) = entry.sched.as_mut() {
             let _ = sched.worker_responded(slot);
@@ -400,7 +400,7 @@ fn route(st: &mut State, conn_id: u64) -> Option<Outgoing> {
             return None;
         };
         let routes = &st.listeners[p.listener].routes;
-        let route = route_of(routes, SlotId(slot.get() as usize), &st.workers);
+        let route = route_of(routes, slot, &st.workers);
         let sender = route.and_then(|r| st.workers.get(&r.worker)?.sender.clone());
         let fd = p.stream.try_clone().ok();
         let (Some(route), Some(sender), Some(fd)) = (route, sender, fd) else {
