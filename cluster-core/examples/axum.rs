@@ -28,9 +28,6 @@ async fn slow() -> String {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     if cluster_core::is_primary() {
-        if cfg!(test) && !std::env::args().any(|a| a == "--serve") {
-            return Ok(()); // built as a test target: cluster-core's tests pass --serve
-        }
         let mut settings = Settings::new();
         settings.handle_signals().reload_on_hangup();
         let cluster = Cluster::<()>::new(settings)?;

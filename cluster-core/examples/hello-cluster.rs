@@ -81,12 +81,6 @@ fn main() -> anyhow::Result<()> {
             .build()?;
         return rt.block_on(worker());
     }
-    // `cargo test --all-targets` and nextest build every example as a test
-    // and run it (this one without a harness: its own `main`). There it is
-    // the demo only when cluster-core's demo tests ask with `--serve`.
-    if cfg!(test) && !std::env::args().any(|a| a == "--serve") {
-        return Ok(());
-    }
     tokio::runtime::Runtime::new()?.block_on(primary())
 }
 

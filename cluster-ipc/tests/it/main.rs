@@ -1,7 +1,6 @@
-//! Integration tests of `cluster-ipc`: real socketpairs, in one process and
-//! across a real child process (the `cluster-ipc-peer` helper binary).
+//! Integration tests of `cluster-ipc`: real socketpairs in one process (the
+//! tests across a child process are in `tests-integration`).
 
-mod child;
 mod local;
 
 use std::time::Duration;

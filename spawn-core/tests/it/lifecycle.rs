@@ -194,35 +194,6 @@ fn parent_death_signal_spawns_and_keeps_the_child_alive_while_we_live() {
 }
 
 #[test]
-fn parent_death_signal_kills_the_child_when_the_parent_dies() {
-    run(async {
-        // The helper spawns `sleep` from a thread that exits at once, then
-        // lives on until killed.
-        let mut helper = Command::new(env!("CARGO_BIN_EXE_spawn-core-pdeathsig-helper"))
-            .stdin(Stdio::Piped)
-            .stdout(Stdio::Piped)
-            .spawn()
-            .expect("helper");
-        let mut stdout = BufReader::new(helper.take_stdout().expect("stdout"));
-        let grandchild: i32 = read_line(&mut stdout).await.parse().expect("a pid");
-        let grandchild = pidfd(grandchild);
-        assert!(
-            !terminates_within(&grandchild, 300),
-            "the child died with the spawning thread, not the process"
-        );
-        helper.kill(Signal::SIGKILL).expect("kill the helper");
-        assert_eq!(
-            helper.wait().await.expect("wait").signal(),
-            Some(Signal::SIGKILL)
-        );
-        assert!(
-            terminates_within(&grandchild, 10_000),
-            "the child outlived its parent"
-        );
-    });
-}
-
-#[test]
 fn a_spawn_that_panics_on_the_spawner_thread_spares_its_other_children() {
     run(async {
         let mut child = Command::new("sleep")

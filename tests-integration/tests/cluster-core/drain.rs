@@ -83,7 +83,6 @@ impl Server {
     /// returns once every worker listens.
     async fn start(app: App, policy: &str, workers: usize) -> Server {
         let mut child = Command::new(app.binary())
-            .arg("--serve")
             .env("PORT", "0")
             .env("WORKERS", workers.to_string())
             .env("CLUSTER_SCHED_POLICY", policy)

@@ -368,7 +368,6 @@ async fn the_demo_exits_non_zero_when_no_worker_can_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let mut child = tokio::process::Command::new(crate::demo::example_binary("hello-cluster"))
-        .arg("--serve")
         .env("PORT", port.to_string())
         .env("WORKERS", "2")
         .env("CLUSTER_CRASH_LOOP_LIMIT", "1")

@@ -3,14 +3,10 @@
 //! request in flight, and a rolling reload (SIGHUP) under load that loses no
 //! request.
 //!
-//! The example's binary is the one cargo built beside this test:
-//! `cargo test` and `cargo nextest run` (so `cargo xtask test`) build every
-//! example of the package before running any test, into
-//! `target/<profile>/examples/` (see [`example_binary`]): as a plain binary by
-//! default, or with `--all-targets` as a test target, which for this
-//! example (`harness = false`) is still the demo, serving when passed
-//! `--serve`. Each demo listens on `PORT=0` and the test reads the real
-//! address from the primary's `listening on http://…/` lines.
+//! The demo is cluster-core's example source built as a binary of this
+//! crate (`CARGO_BIN_EXE_hello-cluster`). Each demo listens on `PORT=0` and
+//! the test reads the real address from the primary's `listening on
+//! http://…/` lines.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -27,48 +23,14 @@ use tokio::sync::{mpsc, watch};
 
 use crate::support::BOUND;
 
-/// An example's binary (`hello-cluster`, `axum`). Cargo puts an example
-/// built for `cargo test` (or nextest) in `target/<profile>/examples/` as
-/// `<name with underscores>-<hash>` (and `cargo run --example` adds
-/// `<name>`); this test binary lives in `target/<profile>/deps/`. The newest
-/// candidate is the one built with this test (a build links anew only what
-/// changed since); one older than the example's source is refused.
+/// An example's binary (`hello-cluster`, `axum`), built by cargo as a
+/// binary of this crate from cluster-core's example source.
 pub(crate) fn example_binary(name: &str) -> PathBuf {
-    let me = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = me
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test binary lives in target/<profile>/deps");
-    let examples = profile_dir.join("examples");
-    let hashed = format!("{}-", name.replace('-', "_"));
-    let newest = std::fs::read_dir(&examples)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            let file = e.file_name().to_string_lossy().into_owned();
-            (file == name || file.starts_with(&hashed)) && !file.contains('.')
-        })
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .max();
-    let Some((built, path)) = newest else {
-        panic!(
-            "no {name} example in {}: run the tests with `cargo test` or \
-             `cargo nextest run` without `--test` (they build the examples), or \
-             build it with `cargo build --example {name}`",
-            examples.display()
-        )
-    };
-    // `--test it` alone builds no example: refuse an outdated one.
-    let source = format!("{}/examples/{name}.rs", env!("CARGO_MANIFEST_DIR"));
-    let edited = std::fs::metadata(&source).and_then(|m| m.modified());
-    assert!(
-        edited.is_ok_and(|edited| edited <= built),
-        "{} is older than {source}: build it again with \
-         `cargo build --example {name}` (or run the tests without `--test`)",
-        path.display()
-    );
-    path
+    match name {
+        "axum" => env!("CARGO_BIN_EXE_axum"),
+        _ => env!("CARGO_BIN_EXE_hello-cluster"),
+    }
+    .into()
 }
 
 /// A running demo: its primary, its output lines, and where it listens.
@@ -85,7 +47,6 @@ impl Demo {
     /// every worker listens.
     async fn start(policy: &str, workers: usize) -> Demo {
         let mut child = Command::new(example_binary("hello-cluster"))
-            .arg("--serve")
             .env("PORT", "0")
             .env("WORKERS", workers.to_string())
             .env("CLUSTER_SCHED_POLICY", policy)

@@ -1,0 +1,19 @@
+//! Integration tests of cluster-core: real worker processes (the
+//! `cluster-helper` binary of this crate), real signals, every wait bounded
+//! in time; the demos (`hello-cluster`, `axum`) as binaries of this crate.
+
+mod demo;
+mod drain;
+mod faults;
+mod guard;
+mod lifecycle;
+mod listen;
+mod messages;
+mod ops;
+mod orphans;
+mod output;
+mod reload;
+mod role;
+mod service;
+mod support;
+mod unix;
