@@ -313,6 +313,31 @@ impl Balancer {
         drop(dropped);
     }
 
+    /// Stop accepting (another primary accepts on the same sockets now):
+    /// the accept tasks end and this primary's listening descriptors close,
+    /// while the connections already accepted are still handed over.
+    pub(crate) fn stop_accepting(&self) {
+        let mut st = self.lock();
+        for entry in &mut st.listeners {
+            if let Some(task) = entry.accept_task.take() {
+                task.abort();
+            }
+            entry.shared = None;
+            entry.kept = None;
+        }
+    }
+
+    /// Resolves once no accepted connection waits for a worker's
+    /// acknowledgement (every one was taken), or after `within`.
+    pub(crate) async fn handed_over(&self, within: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.lock().pending.is_empty() && tokio::time::Instant::now() < deadline {
+            // The acks arrive on the network thread; this is a bounded
+            // check on the supervisor's side, once per millisecond.
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
     /// Duplicates of the open listening sockets, for a new primary.
     pub(crate) fn listening_fds(
         &self,

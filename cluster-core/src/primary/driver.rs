@@ -39,6 +39,9 @@ pub(crate) enum Notice<M> {
     Watchdog,
     /// An upgrade ended: the new primary's pid, or why it failed.
     Upgrade(std::result::Result<u32, String>),
+    /// After an upgrade: the connections this primary accepted are handed
+    /// over (or the wait ended); drain now.
+    HandedOver,
     /// A worker reached a recycling limit: its replacement starts now.
     Recycling(WorkerId, SlotId, crate::event::RecycleReason),
     /// `Cluster::scale_to` removed a slot (its worker, draining).

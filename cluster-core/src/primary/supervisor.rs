@@ -23,6 +23,10 @@ use crate::state::WorkerState;
 /// shell's "command not found").
 const SPAWN_FAILED: Close = Close::Exited(127);
 
+/// How long an upgraded primary waits for the connections it accepted to be
+/// taken by its workers before it drains them.
+const HANDOVER_WAIT: Duration = Duration::from_secs(2);
+
 /// The least delay before retrying a slot whose worker could not be started.
 const SPAWN_RETRY_FLOOR: Duration = Duration::from_millis(100);
 
@@ -320,8 +324,18 @@ impl<M: Payload> Supervisor<M> {
             Notice::Upgrade(Ok(pid)) => {
                 self.shared.service.handed_over(pid);
                 self.emit(Event::Upgraded { pid });
-                self.begin_shutdown();
+                // The new primary accepts from now on; what this one already
+                // accepted still goes to its own workers, which drain only
+                // once it is handed over (bounded), so none is dropped.
+                self.shared.balancer.stop_accepting();
+                let balancer = std::sync::Arc::clone(&self.shared.balancer);
+                let notices = self.shared.notices.clone();
+                tokio::spawn(async move {
+                    balancer.handed_over(HANDOVER_WAIT).await;
+                    let _ = notices.send(Notice::HandedOver);
+                });
             }
+            Notice::HandedOver => self.begin_shutdown(),
             Notice::Upgrade(Err(reason)) => {
                 self.shared.service.upgrade_failed(&reason);
                 self.emit(Event::UpgradeFailed { reason });
