@@ -305,6 +305,33 @@ impl Drop for Open {
     }
 }
 
+/// `accept` takes a handed-over connection: acknowledged (from now on it is
+/// this worker's) and `true`, or, past its hand-off deadline, refused and
+/// `false` (the primary may have given it to another worker; it keeps its
+/// own descriptor of it). TCP's and Unix-domain listeners alike.
+pub(super) fn take_handed(tx: &Sender, conn_id: u64, deadline_ns: u64) -> bool {
+    let accepted = crate::clock::monotonic_ns() <= deadline_ns;
+    send_soon(tx, ControlMsg::ConnectionAck { conn_id, accepted });
+    accepted
+}
+
+/// A listener is dropped: every connection still queued for it goes back
+/// to the primary, which gives it to another worker.
+pub(super) fn refuse_queued<T>(
+    queue: &mut mpsc::UnboundedReceiver<T>,
+    tx: &Sender,
+    conn_id: impl Fn(&T) -> u64,
+) {
+    queue.close();
+    while let Ok(h) = queue.try_recv() {
+        let refused = ControlMsg::ConnectionAck {
+            conn_id: conn_id(&h),
+            accepted: false,
+        };
+        send_soon(tx, refused);
+    }
+}
+
 /// Send a control message without waiting: queued now, or by a task when
 /// the queue is full (outside a runtime, dropped: the channel is then gone).
 fn send_soon(tx: &Sender, msg: ControlMsg) {
@@ -492,27 +519,9 @@ impl Listener {
         match &mut self.source {
             Source::Handed { queue, tx } => loop {
                 let h = queue.recv().await?;
-                if crate::clock::monotonic_ns() > h.deadline_ns {
-                    // Too late: the primary may have given it to another
-                    // worker. Refused (and dropped here; the primary keeps
-                    // its own descriptor of it).
-                    send_soon(
-                        tx,
-                        ControlMsg::ConnectionAck {
-                            conn_id: h.conn_id,
-                            accepted: false,
-                        },
-                    );
+                if !take_handed(tx, h.conn_id, h.deadline_ns) {
                     continue;
                 }
-                // Taken: from now on the connection is this worker's.
-                send_soon(
-                    tx,
-                    ControlMsg::ConnectionAck {
-                        conn_id: h.conn_id,
-                        accepted: true,
-                    },
-                );
                 let conn = Connection {
                     stream: h.stream,
                     peer: h.peer,
@@ -557,16 +566,7 @@ impl Drop for Listener {
         // What was handed over but never accepted goes back to the primary,
         // which gives it to another worker.
         if let Source::Handed { queue, tx } = &mut self.source {
-            queue.close();
-            while let Ok(h) = queue.try_recv() {
-                send_soon(
-                    tx,
-                    ControlMsg::ConnectionAck {
-                        conn_id: h.conn_id,
-                        accepted: false,
-                    },
-                );
-            }
+            refuse_queued(queue, tx, |h| h.conn_id);
         }
     }
 }

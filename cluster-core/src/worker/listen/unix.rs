@@ -11,7 +11,7 @@ use cluster_ipc::{ControlMsg, Sender};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 
-use super::{CloseNotice, Net, send_soon};
+use super::{CloseNotice, Net, refuse_queued, take_handed};
 use crate::endpoint::UnixAddr;
 
 /// A Unix-domain connection handed over and not yet accepted.
@@ -102,25 +102,9 @@ impl UnixListener {
         match &mut self.source {
             Source::Handed { queue, tx } => loop {
                 let h = queue.recv().await?;
-                if crate::clock::monotonic_ns() > h.deadline_ns {
-                    // Too late: the primary may have given it to another
-                    // worker. Refused, as for TCP.
-                    send_soon(
-                        tx,
-                        ControlMsg::ConnectionAck {
-                            conn_id: h.conn_id,
-                            accepted: false,
-                        },
-                    );
+                if !take_handed(tx, h.conn_id, h.deadline_ns) {
                     continue;
                 }
-                send_soon(
-                    tx,
-                    ControlMsg::ConnectionAck {
-                        conn_id: h.conn_id,
-                        accepted: true,
-                    },
-                );
                 return Some(UnixConnection {
                     stream: h.stream,
                     _notice: Some(CloseNotice {
@@ -156,16 +140,7 @@ impl Drop for UnixListener {
     fn drop(&mut self) {
         // What was handed over but never accepted goes back to the primary.
         if let Source::Handed { queue, tx } = &mut self.source {
-            queue.close();
-            while let Ok(h) = queue.try_recv() {
-                send_soon(
-                    tx,
-                    ControlMsg::ConnectionAck {
-                        conn_id: h.conn_id,
-                        accepted: false,
-                    },
-                );
-            }
+            refuse_queued(queue, tx, |h| h.conn_id);
         }
     }
 }
