@@ -195,6 +195,12 @@ struct State {
 #[derive(Default)]
 pub(crate) struct Balancer {
     state: Mutex<State>,
+    /// Set while an upgraded primary waits for its accepted connections to
+    /// be taken ([`Balancer::handed_over`]): only then do acks notify.
+    awaiting_handover: std::sync::atomic::AtomicBool,
+    /// Notified when the last pending connection was taken, while
+    /// `awaiting_handover`.
+    all_taken: tokio::sync::Notify,
 }
 
 impl Balancer {
@@ -330,11 +336,30 @@ impl Balancer {
     /// Resolves once no accepted connection waits for a worker's
     /// acknowledgement (every one was taken), or after `within`.
     pub(crate) async fn handed_over(&self, within: std::time::Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        while !self.lock().pending.is_empty() && tokio::time::Instant::now() < deadline {
-            // The acks arrive on the network thread; this is a bounded
-            // check on the supervisor's side, once per millisecond.
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        self.awaiting_handover.store(true, Ordering::SeqCst);
+        let all_taken = async {
+            loop {
+                // Registered before the check, so a notification between the
+                // two is not lost.
+                let notified = self.all_taken.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.lock().pending.is_empty() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(within, all_taken).await;
+        self.awaiting_handover.store(false, Ordering::SeqCst);
+    }
+
+    /// After an ack or a close: wake [`Balancer::handed_over`] once nothing
+    /// is pending (only while it waits: the hand-off path pays one atomic
+    /// load otherwise).
+    fn note_taken(&self, none_pending: bool) {
+        if none_pending && self.awaiting_handover.load(Ordering::SeqCst) {
+            self.all_taken.notify_waiters();
         }
     }
 

@@ -120,13 +120,15 @@ impl Balancer {
         let duplicate = {
             let mut st = self.lock();
             responded(&mut st, id);
-            if accepted {
+            let duplicate = if accepted {
                 take_over(&mut st, id, conn_id)
             } else {
                 hand_off_failed(&mut st, id, conn_id);
                 None
-            }
+            };
+            (duplicate, st.pending.is_empty())
         };
+        self.note_taken(duplicate.1);
         // Closed outside the lock.
         drop(duplicate);
     }
@@ -145,8 +147,9 @@ impl Balancer {
                     wake(&mut st, idx);
                 }
             }
-            duplicate
+            (duplicate, st.pending.is_empty())
         };
+        self.note_taken(duplicate.1);
         drop(duplicate);
     }
 
