@@ -189,6 +189,12 @@ struct State {
     open: HashMap<u64, Open>,
     next_conn: u64,
     closed: bool,
+    /// An accept loop found no hand-off awaiting its ack and parked its
+    /// sweep: the next hand-off wakes it (`Balancer::sweep_notify`).
+    sweep_idle: bool,
+    /// Wakes the accept loops' parked sweeps when a hand-off starts (only
+    /// while `sweep_idle`): an idle cluster arms no timer.
+    sweep_notify: Arc<Notify>,
 }
 
 /// The primary's listeners and connection hand-off. See the module docs.

@@ -42,7 +42,11 @@ pub(crate) async fn run<M: Payload>(shared: Weak<Shared<M>>) {
         let every = match shared.upgrade() {
             Some(s) => {
                 let st = s.lock();
-                if st.stopping {
+                // Settings freeze at the first fork: with no limit set by
+                // then there is nothing to check, ever (an idle cluster
+                // arms no timer).
+                let frozen = st.next_id > 1 || st.program.is_some();
+                if st.stopping || (frozen && !st.settings.recycle.any()) {
                     return;
                 }
                 match st.settings.recycle.check_every {

@@ -153,6 +153,15 @@ impl Balancer {
         drop(duplicate);
     }
 
+    /// Whether some hand-off awaits its ack (the sweep must run); with none,
+    /// the sweep is marked idle, to be woken by the next hand-off.
+    fn sweep_due(&self) -> bool {
+        let mut st = self.lock();
+        let due = st.pending.values().any(|p| p.worker.is_some());
+        st.sweep_idle = !due;
+        due
+    }
+
     /// Take back every hand-off whose deadline (plus the margin) passed and
     /// re-route it; its worker is stalled until it answers.
     fn expire(&self) {
@@ -268,19 +277,35 @@ pub(super) async fn accept_loop<L: Accept>(balancer: Arc<Balancer>, idx: usize, 
     let Ok(listener) = registered else {
         return;
     };
-    let (notify, margin) = {
+    let (notify, sweep_notify, margin) = {
         let st = balancer.lock();
         let Some(entry) = st.listeners.get(idx) else {
             return;
         };
-        (Arc::clone(&entry.room_notify), st.limits.margin())
+        (
+            Arc::clone(&entry.room_notify),
+            Arc::clone(&st.sweep_notify),
+            st.limits.margin(),
+        )
     };
     let mut sweep = tokio::time::interval(margin);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweeping = false;
     let mut batch = Vec::with_capacity(ACCEPT_BATCH);
     let mut out = Vec::with_capacity(ACCEPT_BATCH);
     let mut room = balancer.room_now(idx);
     loop {
+        // The sweep runs only while some hand-off awaits its ack; otherwise
+        // it parks until one starts (registered before the check, so a
+        // hand-off made in between still wakes it).
+        let handed = sweep_notify.notified();
+        tokio::pin!(handed);
+        handed.as_mut().enable();
+        let due = balancer.sweep_due();
+        if due && !sweeping {
+            sweep.reset();
+        }
+        sweeping = due;
         tokio::select! {
             biased;
             ready = listener.readable(), if room > 0 => {
@@ -314,7 +339,8 @@ pub(super) async fn accept_loop<L: Accept>(balancer: Arc<Balancer>, idx: usize, 
                 }
             }
             () = notify.notified(), if room == 0 => room = balancer.room_now(idx),
-            _ = sweep.tick() => {
+            () = &mut handed, if !sweeping => {}
+            _ = sweep.tick(), if sweeping => {
                 balancer.expire();
                 room = balancer.room_now(idx);
             }
@@ -417,6 +443,10 @@ fn route(st: &mut State, conn_id: u64) -> Option<Outgoing> {
         p.slot = slot;
         p.worker = Some(route.worker);
         p.deadline_ns = deadline_ns;
+        if st.sweep_idle {
+            st.sweep_idle = false;
+            st.sweep_notify.notify_waiters();
+        }
         let msg = match p.peer {
             Some(peer) => ControlMsg::NewConnection {
                 conn_id,
