@@ -77,6 +77,7 @@ fn main() -> anyhow::Result<()> {
     // The single process: its own 2-thread runtime, as a user would run.
     let single_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
+        .thread_name(SINGLE_THREAD)
         .enable_all()
         .build()?;
     let single_port = single_rt.block_on(start_single())?;
@@ -85,16 +86,38 @@ fn main() -> anyhow::Result<()> {
     for port in servers {
         load(port, 20, budget)?;
     }
+    // Where the tail goes (stderr): the time each server's threads spent
+    // runnable but waiting for a CPU during the run (`schedstat`), per
+    // request; the workers' threads, or the single process's runtime
+    // threads.
+    let worker_tasks = |cluster: &Cluster<()>| {
+        rt.block_on(async {
+            cluster
+                .workers()
+                .values()
+                .map(|w| format!("/proc/{}/task/{}", w.pid(), w.pid()))
+                .collect::<Vec<_>>()
+        })
+    };
+    let tasks = [
+        worker_tasks(&rr.0),
+        worker_tasks(&none.0),
+        single_rt_tasks()?,
+    ];
     let mut runs: [Vec<Run>; 3] = Default::default();
     for rep in 0..reps {
         for (i, port) in servers.iter().enumerate() {
+            let before = run_queue_wait_ns(&tasks[i]);
             let run = load(*port, per_conn, budget)?;
+            let waited = run_queue_wait_ns(&tasks[i]).saturating_sub(before);
             eprintln!(
-                "rep {rep} {}: {:.0}/s p50 {:.1} us p99 {:.1} us",
+                "rep {rep} {}: {:.0}/s p50 {:.1} us p99 {:.1} us, server threads waited for a CPU {:.1} us per request, slowest/fastest connection {:.2}",
                 ["ours rr", "ours none", "single process"][i],
                 run.per_s,
                 run.p50_us,
-                run.p99_us
+                run.p99_us,
+                waited as f64 / 1e3 / run.requests as f64,
+                run.skew,
             );
             runs[i].push(run);
         }
@@ -157,9 +180,37 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The single process's runtime threads' name.
+const SINGLE_THREAD: &str = "single-process";
+
+/// This process's threads named [`SINGLE_THREAD`].
+fn single_rt_tasks() -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let path = task?.path();
+        if std::fs::read_to_string(path.join("comm"))?.trim() == SINGLE_THREAD {
+            out.push(path.display().to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Nanoseconds the tasks (`/proc/<pid>/task/<tid>` paths) spent runnable
+/// but waiting for a CPU, so far (the second field of `schedstat`).
+fn run_queue_wait_ns(tasks: &[String]) -> u64 {
+    tasks
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(format!("{t}/schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
 /// One load run's figures.
 #[derive(Debug, Clone, Copy)]
 struct Run {
+    requests: usize,
+    /// The slowest connection's mean latency over the fastest's.
+    skew: f64,
     per_s: f64,
     p50_us: f64,
     p99_us: f64,
@@ -242,12 +293,15 @@ fn load(port: u16, per_conn: usize, budget: Duration) -> anyhow::Result<Run> {
         .map(|_| std::thread::spawn(move || client(port, per_conn, deadline)))
         .collect();
     let mut latencies = Vec::with_capacity(CONNECTIONS * per_conn);
+    let mut means = Vec::with_capacity(CONNECTIONS);
     for t in threads {
-        latencies.extend(
-            t.join()
-                .map_err(|_| anyhow::anyhow!("client thread panicked"))??,
-        );
+        let one = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+        means.push(one.iter().sum::<f64>() / one.len().max(1) as f64);
+        latencies.extend(one);
     }
+    means.sort_by(f64::total_cmp);
     let wall = t0.elapsed().as_secs_f64();
     if latencies.is_empty() {
         anyhow::bail!("no request answered");
@@ -255,6 +309,8 @@ fn load(port: u16, per_conn: usize, budget: Duration) -> anyhow::Result<Run> {
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
     Ok(Run {
+        requests: latencies.len(),
+        skew: means[means.len() - 1] / means[0].max(f64::MIN_POSITIVE),
         per_s: latencies.len() as f64 / wall,
         p50_us: at(0.5),
         p99_us: at(0.99),

@@ -64,6 +64,28 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // `--only start`: start clusters of 2 for about 5 s and print nothing
+    // else, for a profiler attached to the whole machine
+    // (`bench/profile/run.sh`).
+    if let Some(i) = args.iter().position(|a| a == "--only") {
+        let what = args.get(i + 1).map_or("", String::as_str);
+        anyhow::ensure!(
+            what == "start",
+            "--only: no figure named {what:?} (try `start`)"
+        );
+        let t0 = Instant::now();
+        let mut starts = Vec::new();
+        while t0.elapsed() < Duration::from_secs(5) {
+            starts.push(rt.block_on(start_2_online())?);
+        }
+        eprintln!(
+            "start: {} clusters of 2 started (median {:.3} ms) in {:.2} s",
+            starts.len(),
+            median(starts.clone()),
+            t0.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
 
     let mut ours = Vec::new();
     let mut raw = Vec::new();

@@ -127,6 +127,28 @@ fn main() -> anyhow::Result<()> {
         ("ours unix rr", Target::Unix(sock("ours"))),
         ("raw unix hand-off", Target::Unix(unix_handoff.path.clone())),
     ];
+    // `--only <server>` (a name below): load that server alone for about
+    // 5 s and print nothing else, for a profiler attached to the whole
+    // machine (`bench/profile-handoff.sh`).
+    if let Some(i) = args.iter().position(|a| a == "--only") {
+        let name = args.get(i + 1).map_or("", String::as_str);
+        let (_, target) = servers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| anyhow::anyhow!("--only: no server named {name:?}"))?;
+        let start = std::time::Instant::now();
+        let (mut served, mut failed) = (0, 0);
+        while start.elapsed() < Duration::from_secs(5) {
+            let out = client::run(target, rate_load);
+            served += out.done;
+            failed += out.failed;
+        }
+        eprintln!(
+            "{name}: {served} requests ({failed} failed) in {:.2} s",
+            start.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     // Warm-up: page cache, the runtimes, the listeners' queues.
     for (_, target) in &servers {
         client::run(
