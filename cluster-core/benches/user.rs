@@ -10,10 +10,17 @@
 //! `http1` connection builder, one task per connection.
 //!
 //! The load (this process, bounded in requests and time): 16 keep-alive
-//! connections on 127.0.0.1, each a thread sending `GET / HTTP/1.1` and
-//! reading the answer, one request at a time, 1,250 requests each (25 with
-//! `--quick`), within 20 s. Requests per second is the total over the
-//! wall time; p50 and p99 are over every request's latency.
+//! connections on 127.0.0.1, tasks on one thread's event loop (as the
+//! Node.js script's client is: 16 client threads would preempt the servers
+//! they measure), each sending `GET / HTTP/1.1` and reading the answer, one
+//! request at a time, 1,250 requests each (25 with `--quick`), within 20 s.
+//! Requests per second is the total over the wall time; p50 and p99 are
+//! over every request's latency.
+//!
+//! On stderr, per run: how long the servers' threads waited for a CPU per
+//! request and how often they were preempted (`schedstat`, `status`), and
+//! the slowest connection's mean latency over the fastest's: where a tail
+//! comes from.
 //!
 //! Rows (one JSON line each on stdout), ours against the single process,
 //! servers alternated over the repetitions (A B A B):
@@ -35,12 +42,12 @@
 //! are ignored.
 
 use std::convert::Infallible;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use cluster_core::{Cluster, Event, PolicyKind, Settings, Worker};
 use hyper::{Request, Response, body::Incoming};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Workers of the cluster, and threads of the single process.
 const WORKERS: usize = 2;
@@ -108,15 +115,18 @@ fn main() -> anyhow::Result<()> {
     for rep in 0..reps {
         for (i, port) in servers.iter().enumerate() {
             let before = run_queue_wait_ns(&tasks[i]);
+            let preempted_before = preemptions(&tasks[i]);
             let run = load(*port, per_conn, budget)?;
             let waited = run_queue_wait_ns(&tasks[i]).saturating_sub(before);
+            let preempted = preemptions(&tasks[i]).saturating_sub(preempted_before);
             eprintln!(
-                "rep {rep} {}: {:.0}/s p50 {:.1} us p99 {:.1} us, server threads waited for a CPU {:.1} us per request, slowest/fastest connection {:.2}",
+                "rep {rep} {}: {:.0}/s p50 {:.1} us p99 {:.1} us, server threads waited for a CPU {:.1} us per request and were preempted {} times, slowest/fastest connection {:.2}",
                 ["ours rr", "ours none", "single process"][i],
                 run.per_s,
                 run.p50_us,
                 run.p99_us,
                 waited as f64 / 1e3 / run.requests as f64,
+                preempted,
                 run.skew,
             );
             runs[i].push(run);
@@ -205,6 +215,22 @@ fn run_queue_wait_ns(tasks: &[String]) -> u64 {
         .sum()
 }
 
+/// How many times the tasks were switched out while runnable so far
+/// (`nonvoluntary_ctxt_switches`).
+fn preemptions(tasks: &[String]) -> u64 {
+    tasks
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(format!("{t}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 /// One load run's figures.
 #[derive(Debug, Clone, Copy)]
 struct Run {
@@ -285,24 +311,33 @@ async fn start_single() -> anyhow::Result<u16> {
 }
 
 /// [`CONNECTIONS`] keep-alive clients, `per_conn` requests each, within
-/// `budget`.
+/// `budget`: tasks on one thread's event loop (as `bench/node/user.js`'s
+/// client is), so that the load takes one CPU's share, not 16 threads
+/// preempting the servers.
 fn load(port: u16, per_conn: usize, budget: Duration) -> anyhow::Result<Run> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let deadline = Instant::now() + budget;
     let t0 = Instant::now();
-    let threads: Vec<_> = (0..CONNECTIONS)
-        .map(|_| std::thread::spawn(move || client(port, per_conn, deadline)))
-        .collect();
+    let per_connection = rt.block_on(async {
+        let tasks: Vec<_> = (0..CONNECTIONS)
+            .map(|_| tokio::spawn(client(port, per_conn, deadline)))
+            .collect();
+        let mut out = Vec::with_capacity(CONNECTIONS);
+        for t in tasks {
+            out.push(t.await??);
+        }
+        anyhow::Ok(out)
+    })?;
+    let wall = t0.elapsed().as_secs_f64();
     let mut latencies = Vec::with_capacity(CONNECTIONS * per_conn);
     let mut means = Vec::with_capacity(CONNECTIONS);
-    for t in threads {
-        let one = t
-            .join()
-            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+    for one in per_connection {
         means.push(one.iter().sum::<f64>() / one.len().max(1) as f64);
         latencies.extend(one);
     }
     means.sort_by(f64::total_cmp);
-    let wall = t0.elapsed().as_secs_f64();
     if latencies.is_empty() {
         anyhow::bail!("no request answered");
     }
@@ -318,10 +353,9 @@ fn load(port: u16, per_conn: usize, budget: Duration) -> anyhow::Result<Run> {
 }
 
 /// One keep-alive connection: each request's latency in µs.
-fn client(port: u16, n: usize, deadline: Instant) -> anyhow::Result<Vec<f64>> {
-    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+async fn client(port: u16, n: usize, deadline: Instant) -> anyhow::Result<Vec<f64>> {
+    let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     let mut buf = vec![0u8; 4096];
     let mut out = Vec::with_capacity(n);
@@ -330,10 +364,11 @@ fn client(port: u16, n: usize, deadline: Instant) -> anyhow::Result<Vec<f64>> {
             break;
         }
         let t = Instant::now();
-        stream.write_all(request)?;
+        stream.write_all(request).await?;
         let mut len = 0;
         loop {
-            let r = stream.read(&mut buf[len..])?;
+            let r = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf[len..]))
+                .await??;
             if r == 0 {
                 anyhow::bail!("server closed the connection");
             }
