@@ -40,20 +40,16 @@ pub(crate) struct Launched {
     pub(crate) channel: OwnedFd,
 }
 
-/// Why a worker could not be started.
-pub(crate) enum LaunchError {
-    Channel(cluster_ipc::Error),
-    Spawn(spawn_core::Error),
-}
-
-/// Start `program` as the worker described by `env`.
-pub(crate) fn launch(
+/// The command that starts `program` as the worker described by `env`,
+/// and the primary's end of its channel; [`spawn_core::spawn_all`] starts
+/// it (with others: one trip to spawn-core's spawner thread for them all).
+pub(crate) fn command(
     settings: &Settings,
     program: &Path,
     env: WorkerEnv,
     extra_env: &[(OsString, OsString)],
-) -> Result<Launched, LaunchError> {
-    let (channel, child_end) = cluster_ipc::channel_pair().map_err(LaunchError::Channel)?;
+) -> Result<(Command, OwnedFd), cluster_ipc::Error> {
+    let (channel, child_end) = cluster_ipc::channel_pair()?;
 
     let mut cmd = Command::new(program).args(&settings.args);
     for (k, v) in settings.env.iter().chain(extra_env) {
@@ -76,6 +72,5 @@ pub(crate) fn launch(
     for key in crate::primary::CHILD_ENV_REMOVE {
         cmd = cmd.env_remove(key);
     }
-    let child = cmd.spawn().map_err(LaunchError::Spawn)?;
-    Ok(Launched { child, channel })
+    Ok((cmd, channel))
 }

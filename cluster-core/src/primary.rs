@@ -50,7 +50,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use crate::Payload;
 use crate::error::{Error, Result};
 use crate::event::{Event, SlotId, WorkerId};
-use crate::launch::{LaunchError, launch};
+use crate::launch::{Launched, command};
 use crate::output::LineFormat;
 use crate::restart::RestartGuard;
 use crate::role::WorkerEnv;
@@ -226,35 +226,62 @@ impl<M: Payload> Shared<M> {
 
     /// Open a new slot and start its first worker.
     fn fork_slot(&self, extra_env: Vec<(OsString, OsString)>) -> Result<WorkerHandle<M>> {
+        self.fork_slots(vec![extra_env])
+            .pop()
+            .unwrap_or_else(|| unreachable!("one slot gives one result"))
+    }
+
+    /// Open a new slot per environment and start their first workers
+    /// together: a result per slot, in order (a slot whose start failed is
+    /// closed again), ending with an error at the first slot that could not
+    /// be opened (the cluster is stopping, or out of slot numbers).
+    fn fork_slots(
+        &self,
+        extra_envs: Vec<Vec<(OsString, OsString)>>,
+    ) -> Vec<Result<WorkerHandle<M>>> {
         let mut st = self.lock();
-        if st.stopping {
-            return Err(Error::Stopped);
+        let mut opened = Vec::with_capacity(extra_envs.len());
+        let mut refused = None;
+        for extra_env in extra_envs {
+            if st.stopping {
+                refused = Some(Error::Stopped);
+                break;
+            }
+            let Some(after) = st.next_slot.checked_add(1) else {
+                refused = Some(Error::TooManySlots);
+                break;
+            };
+            let slot = SlotId::new(st.next_slot);
+            st.next_slot = after;
+            let guard = RestartGuard::new(
+                st.settings.restart,
+                st.settings.backoff,
+                st.settings.crash_loop,
+            );
+            st.slots.insert(
+                slot,
+                SlotEntry {
+                    guard,
+                    current: None,
+                    extra_env,
+                    gave_up: false,
+                    starts: 0,
+                },
+            );
+            opened.push((slot, Placement::Current));
         }
-        let Some(after) = st.next_slot.checked_add(1) else {
-            return Err(Error::TooManySlots);
+        let mut results = if opened.is_empty() {
+            Vec::new()
+        } else {
+            self.start_many_locked(&mut st, &opened)
         };
-        let slot = SlotId::new(st.next_slot);
-        st.next_slot = after;
-        let guard = RestartGuard::new(
-            st.settings.restart,
-            st.settings.backoff,
-            st.settings.crash_loop,
-        );
-        st.slots.insert(
-            slot,
-            SlotEntry {
-                guard,
-                current: None,
-                extra_env,
-                gave_up: false,
-                starts: 0,
-            },
-        );
-        let res = self.start_locked(&mut st, slot, Placement::Current);
-        if res.is_err() {
-            st.slots.remove(&slot);
+        for ((slot, _), result) in opened.iter().zip(&results) {
+            if result.is_err() {
+                st.slots.remove(slot);
+            }
         }
-        res
+        results.extend(refused.map(Err));
+        results
     }
 
     /// Start a worker for `slot`.
@@ -273,41 +300,115 @@ impl<M: Payload> Shared<M> {
         slot: SlotId,
         placement: Placement,
     ) -> Result<WorkerHandle<M>> {
+        self.start_many_locked(st, &[(slot, placement)])
+            .pop()
+            .unwrap_or_else(|| unreachable!("one slot gives one result"))
+    }
+
+    /// Start a worker for each slot, the processes spawned together (one
+    /// trip to spawn-core's spawner thread); a result per slot, in order.
+    fn start_many_locked(
+        &self,
+        st: &mut State<M>,
+        which: &[(SlotId, Placement)],
+    ) -> Vec<Result<WorkerHandle<M>>> {
         let program = match &st.program {
             Some(p) => p.clone(),
             None => {
                 let p = match &st.settings.program {
                     Some(p) => p.clone(),
-                    None => std::env::current_exe().map_err(Error::CurrentExe)?,
+                    None => match std::env::current_exe() {
+                        Ok(p) => p,
+                        Err(e) => {
+                            return which
+                                .iter()
+                                .map(|_| {
+                                    let e = std::io::Error::new(e.kind(), e.to_string());
+                                    Err(Error::CurrentExe(e))
+                                })
+                                .collect();
+                        }
+                    },
                 };
                 st.program = Some(p.clone());
                 p
             }
         };
-        let id = WorkerId(st.next_id);
-        let env = WorkerEnv {
-            id,
-            slot,
-            heartbeat: st.settings.heartbeat.map(|h| h.interval),
-            primary: std::process::id(),
-            token: crate::role::new_token(id),
-        };
-        let extra_env = st
-            .slots
-            .get(&slot)
-            .map(|s| s.extra_env.clone())
-            .unwrap_or_default();
-        let mut launched =
-            launch(&st.settings, &program, env, &extra_env).map_err(|e| match e {
-                LaunchError::Channel(source) => Error::Channel { worker: id, source },
-                LaunchError::Spawn(source) => Error::Spawn {
-                    worker: id,
+        // Each worker's id is taken before its spawn (its environment
+        // names it); a failed spawn gives its id back when no later one
+        // took the next, so a failed fork alone leaves no gap.
+        let mut results: Vec<Option<Result<WorkerHandle<M>>>> = Vec::new();
+        let mut prepared = Vec::new();
+        let mut commands = Vec::new();
+        for &(slot, placement) in which {
+            let id = WorkerId(st.next_id);
+            st.next_id += 1;
+            let env = WorkerEnv {
+                id,
+                slot,
+                heartbeat: st.settings.heartbeat.map(|h| h.interval),
+                primary: std::process::id(),
+                token: crate::role::new_token(id),
+            };
+            let extra_env = st
+                .slots
+                .get(&slot)
+                .map(|s| s.extra_env.clone())
+                .unwrap_or_default();
+            results.push(None);
+            match command(&st.settings, &program, env, &extra_env) {
+                Ok((cmd, channel)) => {
+                    commands.push(cmd);
+                    prepared.push((results.len() - 1, slot, placement, env, channel));
+                }
+                Err(source) => {
+                    *results.last_mut().unwrap_or_else(|| unreachable!()) =
+                        Some(Err(Error::Channel { worker: id, source }));
+                }
+            }
+        }
+        let spawned = spawn_core::spawn_all(commands);
+        for ((index, slot, placement, env, channel), child) in prepared.into_iter().zip(spawned) {
+            results[index] = Some(match child {
+                Ok(child) => {
+                    Ok(self.register(st, slot, placement, env, Launched { child, channel }))
+                }
+                Err(source) => Err(Error::Spawn {
+                    worker: env.id,
                     program: program.clone(),
                     source,
-                },
-            })?;
+                }),
+            });
+        }
+        // Give back the ids of the failed spawns at the end of the run.
+        for r in results.iter().rev() {
+            match r {
+                Some(Err(Error::Spawn { worker, .. } | Error::Channel { worker, .. }))
+                    if worker.0 + 1 == st.next_id =>
+                {
+                    st.next_id -= 1;
+                }
+                _ => break,
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| unreachable!("every slot has a result")))
+            .collect()
+    }
+
+    /// A worker was spawned: its handle, its tasks (output, channel reader,
+    /// process driver), and `Fork` reported.
+    fn register(
+        &self,
+        st: &mut State<M>,
+        slot: SlotId,
+        placement: Placement,
+        env: WorkerEnv,
+        mut launched: Launched,
+    ) -> WorkerHandle<M> {
+        let id = env.id;
         let pid = launched.child.pid();
-        st.next_id += 1;
 
         let (sender_tx, sender_rx) = watch::channel(None);
         let (kill_tx, kill_rx) = mpsc::unbounded_channel();
@@ -388,7 +489,7 @@ impl<M: Payload> Shared<M> {
             kill_rx,
             self.notices.clone(),
         ));
-        Ok(handle)
+        handle
     }
 }
 
@@ -502,10 +603,16 @@ impl<M: Payload> Cluster<M> {
         self.shared.lock().settings.clone()
     }
 
-    /// Fork [`Settings::n_workers`] workers.
+    /// Fork [`Settings::n_workers`] workers, spawned together (one trip to
+    /// spawn-core's spawner thread, not one each). On an error, the workers
+    /// that did start keep running.
     pub fn start(&self) -> Result<Vec<WorkerHandle<M>>> {
         let n = self.shared.lock().settings.n_workers;
-        (0..n).map(|_| self.fork()).collect()
+        // Spawned together: one trip to spawn-core's spawner thread for all.
+        self.shared
+            .fork_slots(vec![Vec::new(); n])
+            .into_iter()
+            .collect()
     }
 
     /// Run the cluster to its end, for a primary that only supervises:

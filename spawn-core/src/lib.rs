@@ -93,7 +93,7 @@ mod spawner;
 
 pub use child::{Child, TIMEOUT_GRACE};
 pub use close::Close;
-pub use command::{Command, Output, Stdio};
+pub use command::{Command, Output, Stdio, spawn_all};
 pub use error::{Error, Stream};
 pub use nix::sys::signal::Signal;
 

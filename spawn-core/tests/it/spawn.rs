@@ -231,3 +231,40 @@ fn uid_and_gid_of_the_parent_are_accepted() {
         );
     });
 }
+
+#[test]
+fn spawn_all_starts_every_command_in_order_whatever_fails() {
+    run(async {
+        let commands = [
+            // On the spawner thread (a parent-death signal), then here,
+            // then a failure between them: each result in its place.
+            Command::shell("exit 3").parent_death_signal(Signal::SIGKILL),
+            Command::shell("exit 4"),
+            Command::new("no-such-program-spawn-core").parent_death_signal(Signal::SIGKILL),
+            Command::shell("exit 5").parent_death_signal(Signal::SIGKILL),
+        ];
+        let mut results = spawn_core::spawn_all(commands).into_iter();
+        for code in [3, 4] {
+            let mut child = results.next().expect("a result").expect("spawned");
+            assert_eq!(child.wait().await.expect("wait"), Close::Exited(code));
+        }
+        match results.next().expect("a result") {
+            Err(Error::NotFound { program, .. }) => {
+                assert_eq!(program, "no-such-program-spawn-core");
+            }
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+        let mut child = results.next().expect("a result").expect("spawned");
+        assert_eq!(child.wait().await.expect("wait"), Close::Exited(5));
+        assert!(results.next().is_none());
+    });
+}
+
+#[test]
+fn spawn_all_outside_a_runtime_fails_each_command() {
+    let results = spawn_core::spawn_all([Command::new("/bin/true"), Command::new("/bin/false")]);
+    assert_eq!(results.len(), 2);
+    for r in results {
+        assert!(matches!(r, Err(Error::NoRuntime { .. })), "{r:?}");
+    }
+}
