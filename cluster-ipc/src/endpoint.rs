@@ -7,11 +7,12 @@ mod send;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use tokio::io::unix::AsyncFd;
 
-pub use recv::Receiver;
+pub use recv::{DEFAULT_RECEIVE_SPIN, Receiver};
 pub use send::Sender;
 
 use crate::control::{ControlMsg, Handshake, PROTOCOL_VERSION};
@@ -27,6 +28,7 @@ pub struct Config {
     max_frame_len: u32,
     send_queue_bytes: usize,
     max_depth: u32,
+    receive_spin: Duration,
 }
 
 impl Default for Config {
@@ -35,6 +37,7 @@ impl Default for Config {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             send_queue_bytes: 256 * 1024,
             max_depth: DEFAULT_MAX_DEPTH,
+            receive_spin: DEFAULT_RECEIVE_SPIN,
         }
     }
 }
@@ -73,6 +76,19 @@ impl Config {
         self
     }
 
+    /// How long a receive spins (non-blocking reads, yielding between
+    /// them) before it parks on the reactor, while messages arrive densely
+    /// (see `docs/ipc.md`, "The receive spin"). Default: 20 µs
+    /// ([`DEFAULT_RECEIVE_SPIN`]), which makes a request-response round
+    /// trip faster than a parked wake-up allows. Zero never spins: for an
+    /// endpoint whose messages nobody waits on (acknowledgements,
+    /// notices), where the spin's CPU is better left to the work that
+    /// sends them.
+    pub fn receive_spin(mut self, spin: Duration) -> Self {
+        self.receive_spin = spin;
+        self
+    }
+
     /// The configured frame cap.
     pub fn frame_cap(&self) -> u32 {
         self.max_frame_len
@@ -89,6 +105,8 @@ struct Shared {
     fd: AsyncFd<OwnedFd>,
     cap: u32,
     max_depth: u32,
+    /// How long a receive spins before it parks ([`Config::receive_spin`]).
+    receive_spin: Duration,
     /// Set by the receiver when a read brought bytes, taken by the sender's
     /// next send: a send that answers a message is written at once by the
     /// sending task (see `Sender::push`), a stream of sends is batched.
@@ -189,6 +207,7 @@ fn open(fd: OwnedFd, config: Config) -> Result<(Sender, Receiver), Error> {
         fd,
         cap: config.max_frame_len,
         max_depth: config.max_depth,
+        receive_spin: config.receive_spin,
         answer_pending: AtomicBool::new(false),
     });
     let write_fd = shared

@@ -166,7 +166,9 @@ pub use control::{
     ListenOnReply, ListenOnRequest, ListenReply, ListenRequest, ListenTarget, PROTOCOL_VERSION,
     SocketKind, UnixAddr,
 };
-pub use endpoint::{Config, Incoming, Receiver, Sender, UserFrame, handshake};
+pub use endpoint::{
+    Config, DEFAULT_RECEIVE_SPIN, Incoming, Receiver, Sender, UserFrame, handshake,
+};
 pub use error::{Error, TrySendError};
 pub use frame::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_FRAME_LEN, MAX_FDS_PER_FRAME};
 
