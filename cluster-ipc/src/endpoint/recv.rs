@@ -218,10 +218,11 @@ impl Receiver {
     /// spin caught nothing, then parks on the reactor. After a control
     /// message (a hand-off, an ack, a notice: traffic nobody waits on
     /// message by message) it parks at once: spinning there only takes CPU
-    /// from the work that sends them (a round-robin hand-off ran 0.64×
-    /// the bare one with both ends spinning, 0.88× with neither). A spin that caught a message keeps the
-    /// next wait spinning; one that missed makes the next [`SPIN_RETRY`]
-    /// reads park at once. So an idle channel spins once and parks, burning
+    /// from the work that sends them (a round-robin hand-off ran 0.64× the
+    /// bare one with both ends spinning, 0.88× with neither).
+    ///
+    /// A spin that caught a message keeps the next wait spinning; one that
+    /// missed makes the next [`SPIN_RETRY`] reads park at once. So an idle channel spins once and parks, burning
     /// nothing, and a busy one spins at most its spin per message while its
     /// messages keep arriving within that time, and one spin per
     /// [`SPIN_RETRY`] messages otherwise.

@@ -46,7 +46,13 @@ impl Demo {
     /// Start the demo with `workers` workers under `policy`; returns once
     /// every worker listens.
     async fn start(policy: &str, workers: usize) -> Demo {
+        Demo::start_with(policy, workers, &[]).await
+    }
+
+    /// [`start`](Self::start) with extra environment variables.
+    async fn start_with(policy: &str, workers: usize, env: &[(&str, &str)]) -> Demo {
         let mut child = Command::new(example_binary("hello-cluster"))
+            .envs(env.iter().copied())
             .env("PORT", "0")
             .env("WORKERS", workers.to_string())
             .env("CLUSTER_SCHED_POLICY", policy)
@@ -171,6 +177,56 @@ fn parse_response(answer: &[u8]) -> Result<(u16, String), String> {
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("bad status line: {head:?}"))?;
     Ok((status, body.to_owned()))
+}
+
+/// Context switches of every thread of `pid` so far, by thread id.
+fn switches(pid: Pid) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the primary's threads") {
+        let path = task.expect("a thread").path();
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
+            continue;
+        };
+        let n: u64 = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let tid = path.file_name().map(|t| t.to_string_lossy().into_owned());
+        out.insert(format!("{} ({})", comm.trim(), tid.unwrap_or_default()), n);
+    }
+    out
+}
+
+/// An idle cluster arms no timer: once a connection was handed over and
+/// acknowledged and the recycling check saw no limit, the primary's
+/// threads sleep until something happens (heartbeats off: they are a timer
+/// of their own). Before, the hand-off sweep woke the network thread every
+/// 250 ms and the recycling check a runtime thread every second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_primary_sleeps() {
+    let demo = Demo::start_with("rr", 2, &[("CLUSTER_HEARTBEAT_TIMEOUT_MS", "0")]).await;
+    let (status, _) = get(demo.addr, "/").await.expect("an answer");
+    assert_eq!(status, 200);
+    // Past the sweep's last tick (250 ms after the hand-off) and the
+    // recycling task's one check (1 s after the start).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = switches(demo.pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = switches(demo.pid);
+    let woke: Vec<_> = after
+        .iter()
+        .filter_map(|(thread, n)| {
+            let d = n.saturating_sub(*before.get(thread)?);
+            (d > 0).then(|| format!("{thread}: {d}"))
+        })
+        .collect();
+    // One stray wake-up is allowed (a signal, the kernel); a timer would
+    // show at least 8 in this window.
+    assert!(woke.len() <= 1, "the idle primary woke: {woke:?}");
+    let (code, lines) = demo.terminate().await;
+    assert_eq!(code, Some(0), "{lines:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,11 +154,16 @@ impl Balancer {
     }
 
     /// Whether some hand-off awaits its ack (the sweep must run); with none,
-    /// the sweep is marked idle, to be woken by the next hand-off.
+    /// the sweeps are marked idle, to be woken by the next hand-off. Only
+    /// that hand-off clears the mark, after waking every parked sweep: a
+    /// loop that parked before it started is always woken, whichever other
+    /// loop sweeps (or stops, with its listener) meanwhile.
     fn sweep_due(&self) -> bool {
         let mut st = self.lock();
         let due = st.pending.values().any(|p| p.worker.is_some());
-        st.sweep_idle = !due;
+        if !due {
+            st.sweep_idle = true;
+        }
         due
     }
 
