@@ -32,8 +32,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use ::axum::http::header::{CONNECTION, HeaderValue};
-use ::axum::http::{Request, Response, StatusCode, Version};
+use ::axum::http::{Request, Response};
 use tower::{Layer, Service};
 
 use crate::worker::{Connection, DrainSignal, Listener};
@@ -106,20 +105,12 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let http1 = req.version() < Version::HTTP_2;
+        let version = req.version();
         let response = self.inner.call(req);
         let drain = self.drain.clone();
         Box::pin(async move {
             let mut response = response.await?;
-            // Read when the response is ready: a request in flight as the
-            // drain starts gets it too.
-            // An upgrade (`101`) keeps its `Connection: upgrade`.
-            if http1 && drain.is_draining() && response.status() != StatusCode::SWITCHING_PROTOCOLS
-            {
-                response
-                    .headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-            }
+            drain.mark_last(version, &mut response);
             Ok(response)
         })
     }

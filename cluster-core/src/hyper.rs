@@ -26,10 +26,9 @@
 use std::error::Error as StdError;
 
 use ::hyper::body::{Body, Incoming};
-use ::hyper::header::{CONNECTION, HeaderValue};
 use ::hyper::server::conn::http1;
 use ::hyper::service::{Service, service_fn};
-use ::hyper::{Request, Response, StatusCode, Version};
+use ::hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::task::JoinSet;
 
@@ -90,14 +89,12 @@ where
 {
     let closing = drain.clone();
     let service = service_fn(move |req: Request<Incoming>| {
-        let http1 = req.version() < Version::HTTP_2;
+        let version = req.version();
         let response = service.call(req);
         let closing = closing.clone();
         async move {
             let mut response = response.await?;
-            if http1 && closing.is_draining() {
-                close_after(&mut response);
-            }
+            closing.mark_last(version, &mut response);
             Ok::<_, S::Error>(response)
         }
     });
@@ -110,15 +107,4 @@ where
     }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
-}
-
-/// Mark a response as the last of its connection (`Connection: close`):
-/// hyper closes the connection once it is sent. An upgrade (`101`) keeps
-/// its `Connection: upgrade`: the connection is no longer HTTP's.
-fn close_after<B>(response: &mut Response<B>) {
-    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        response
-            .headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-    }
 }

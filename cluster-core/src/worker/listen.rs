@@ -399,6 +399,26 @@ impl DrainSignal {
         *self.draining.borrow()
     }
 
+    /// The drain's rule for an HTTP/1 response (the `hyper` and `axum`
+    /// integrations): sent while the worker drains, it is its connection's
+    /// last (`Connection: close`, so hyper closes the connection once it
+    /// is sent and a keep-alive client moves to another worker). Read when
+    /// the response is ready: a request in flight as the drain starts gets
+    /// it too. An upgrade (`101`) keeps its `Connection: upgrade`: that
+    /// connection is no longer HTTP's.
+    #[cfg(any(feature = "hyper", feature = "axum"))]
+    pub(crate) fn mark_last<B>(&self, version: http::Version, response: &mut http::Response<B>) {
+        if version < http::Version::HTTP_2
+            && self.is_draining()
+            && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
+        {
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+    }
+
     /// Wait until the worker drains (at once if it already does).
     pub async fn wait(&mut self) {
         // An error means the worker's state is gone: as good as drained.
