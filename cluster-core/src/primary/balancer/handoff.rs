@@ -184,21 +184,9 @@ impl Balancer {
             return;
         }
         for conn_id in expired {
-            let Some(p) = st.pending.get_mut(&conn_id) else {
+            let Some(worker) = take_back(st, conn_id, TakeBack::Expired) else {
                 continue;
             };
-            let Some(worker) = p.worker.take() else {
-                continue;
-            };
-            let slot = p.slot;
-            p.excluded.push(slot);
-            if let Some(sched) = st
-                .listeners
-                .get_mut(p.listener)
-                .and_then(|e| e.sched.as_mut())
-            {
-                let _ = sched.hand_off_expired(slot);
-            }
             if let Some(w) = st.workers.get_mut(&worker) {
                 w.stalled = true;
             }
@@ -496,13 +484,27 @@ fn send(o: Outgoing) -> Result<(), ()> {
 /// The hand-off to `worker` of `conn_id` failed: exclude that slot for this
 /// connection. Nothing when the connection went elsewhere meanwhile.
 fn exclude(st: &mut State, worker: WorkerId, conn_id: u64) -> bool {
-    let Some(p) = st.pending.get_mut(&conn_id) else {
-        return false;
-    };
-    if p.worker != Some(worker) {
+    if st.pending.get(&conn_id).and_then(|p| p.worker) != Some(worker) {
         return false;
     }
-    p.worker = None;
+    take_back(st, conn_id, TakeBack::Failed).is_some()
+}
+
+/// Why a hand-off is taken back from its worker.
+#[derive(Clone, Copy)]
+enum TakeBack {
+    /// The worker refused it, or the send failed.
+    Failed,
+    /// Not acknowledged by its deadline plus the margin.
+    Expired,
+}
+
+/// Take the hand-off of `conn_id` back from its worker: that slot is
+/// excluded for this connection and its scheduler told why. Returns the
+/// worker; `None` when the connection is not handed to one.
+fn take_back(st: &mut State, conn_id: u64, why: TakeBack) -> Option<WorkerId> {
+    let p = st.pending.get_mut(&conn_id)?;
+    let worker = p.worker.take()?;
     let slot = p.slot;
     p.excluded.push(slot);
     if let Some(sched) = st
@@ -510,9 +512,12 @@ fn exclude(st: &mut State, worker: WorkerId, conn_id: u64) -> bool {
         .get_mut(p.listener)
         .and_then(|e| e.sched.as_mut())
     {
-        let _ = sched.hand_off_failed(slot);
+        let _ = match why {
+            TakeBack::Failed => sched.hand_off_failed(slot),
+            TakeBack::Expired => sched.hand_off_expired(slot),
+        };
     }
-    true
+    Some(worker)
 }
 
 /// The hand-off to `worker` of `conn_id` failed: re-route it.
