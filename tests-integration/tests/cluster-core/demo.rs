@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use crate::support::BOUND;
+use crate::support::{BOUND, Lines};
 
 /// An example's binary (`hello-cluster`, `axum`), built by cargo as a
 /// binary of this crate from cluster-core's example source.
@@ -36,8 +36,7 @@ pub(crate) fn example_binary(name: &str) -> PathBuf {
 /// A running demo: its primary, its output lines, and where it listens.
 struct Demo {
     child: Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    seen: Vec<String>,
+    lines: Lines,
     addr: SocketAddr,
     pid: Pid,
 }
@@ -62,20 +61,10 @@ impl Demo {
             .spawn()
             .expect("start the demo");
         let pid = Pid::from_raw(child.id().expect("a pid") as i32);
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = Lines::read(child.stdout.take().expect("piped stdout"));
         let mut demo = Demo {
             child,
             lines,
-            seen: Vec::new(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             pid,
         };
@@ -88,20 +77,9 @@ impl Demo {
         demo
     }
 
-    /// The next line matching `pred` (the lines before it are kept in
-    /// `seen`), or a test failure after [`BOUND`].
-    async fn wait_line(&mut self, mut pred: impl FnMut(&str) -> bool) -> String {
-        let deadline = tokio::time::Instant::now() + BOUND;
-        loop {
-            let line = tokio::time::timeout_at(deadline, self.lines.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no such line in time; seen: {:#?}", self.seen))
-                .unwrap_or_else(|| panic!("the demo's output ended; seen: {:#?}", self.seen));
-            self.seen.push(line.clone());
-            if pred(&line) {
-                return line;
-            }
-        }
+    /// The next line matching `pred`, or a test failure after [`BOUND`].
+    async fn wait_line(&mut self, pred: impl FnMut(&str) -> bool) -> String {
+        self.lines.wait_line(pred).await
     }
 
     fn signal(&self, signal: Signal) {
@@ -116,10 +94,8 @@ impl Demo {
             .expect("the demo did not exit in time after SIGTERM")
             .expect("wait for the demo");
         // The rest of its output.
-        while let Ok(Some(line)) = tokio::time::timeout(BOUND, self.lines.recv()).await {
-            self.seen.push(line);
-        }
-        (status.code(), self.seen)
+        self.lines.rest().await;
+        (status.code(), self.lines.seen)
     }
 }
 
@@ -351,11 +327,11 @@ async fn reload_under_load_loses_no_request(policy: &str) {
     for round in 1..=RELOADS {
         demo.signal(Signal::SIGHUP);
         let line = demo.wait_line(|l| l.starts_with("reload")).await;
-        assert_eq!(line, "reload done", "{:#?}", demo.seen);
+        assert_eq!(line, "reload done", "{:#?}", demo.lines.seen);
         // Every old worker left as intended, and two new ones listen.
         loop {
-            let listening = demo.seen.iter().filter(|l| is_listening(l)).count();
-            let replaced = demo.seen.iter().filter(|l| is_replaced(l)).count();
+            let listening = demo.lines.seen.iter().filter(|l| is_listening(l)).count();
+            let replaced = demo.lines.seen.iter().filter(|l| is_replaced(l)).count();
             if listening == 2 + 2 * round && replaced == 2 * round {
                 break;
             }

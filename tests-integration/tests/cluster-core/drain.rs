@@ -20,10 +20,10 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::demo::{example_binary, get};
-use crate::support::BOUND;
+use crate::support::{BOUND, Lines};
 
 /// Which example serves.
 #[derive(Debug, Clone, Copy)]
@@ -72,8 +72,7 @@ impl App {
 struct Server {
     app: App,
     child: Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    seen: Vec<String>,
+    lines: Lines,
     addr: SocketAddr,
     pid: Pid,
 }
@@ -92,44 +91,19 @@ impl Server {
             .spawn()
             .expect("start the example");
         let pid = Pid::from_raw(child.id().expect("a pid") as i32);
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = Lines::read(child.stdout.take().expect("piped stdout"));
         let mut server = Server {
             app,
             child,
             lines,
-            seen: Vec::new(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             pid,
         };
         for _ in 0..workers {
-            let line = server.wait_line(|l| app.listening(l).is_some()).await;
+            let line = server.lines.wait_line(|l| app.listening(l).is_some()).await;
             server.addr = app.listening(&line).expect("an address");
         }
         server
-    }
-
-    /// The next line matching `pred`, or a test failure after [`BOUND`].
-    async fn wait_line(&mut self, mut pred: impl FnMut(&str) -> bool) -> String {
-        let deadline = tokio::time::Instant::now() + BOUND;
-        loop {
-            let line = tokio::time::timeout_at(deadline, self.lines.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no such line in time; seen: {:#?}", self.seen))
-                .unwrap_or_else(|| panic!("the output ended; seen: {:#?}", self.seen));
-            self.seen.push(line.clone());
-            if pred(&line) {
-                return line;
-            }
-        }
     }
 
     fn signal(&self, signal: Signal) {
@@ -141,9 +115,9 @@ impl Server {
     async fn reload(&mut self) {
         self.signal(Signal::SIGHUP);
         let app = self.app;
-        let line = self.wait_line(|l| app.reloaded(l).is_some()).await;
+        let line = self.lines.wait_line(|l| app.reloaded(l).is_some()).await;
         if let Some(Err(failed)) = app.reloaded(&line) {
-            panic!("{failed}; seen: {:#?}", self.seen);
+            panic!("{failed}; seen: {:#?}", self.lines.seen);
         }
     }
 
@@ -159,10 +133,8 @@ impl Server {
             .await
             .expect("the primary did not exit in time")
             .expect("wait for the primary");
-        while let Ok(Some(line)) = tokio::time::timeout(BOUND, self.lines.recv()).await {
-            self.seen.push(line);
-        }
-        (status.code(), self.seen)
+        self.lines.rest().await;
+        (status.code(), self.lines.seen)
     }
 }
 

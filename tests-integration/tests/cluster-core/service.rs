@@ -21,9 +21,9 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use crate::support::{BOUND, HELPER};
+use crate::support::{BOUND, HELPER, Lines};
 
 /// A scratch directory of one test, removed at the end.
 struct Scratch(PathBuf);
@@ -52,9 +52,8 @@ impl Drop for Scratch {
 /// drop (their workers die with them).
 struct Primaries {
     _first: Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    seen: Vec<String>,
-    /// Per line of `seen`: whether a wait returned it already.
+    lines: Lines,
+    /// Per line of `lines.seen`: whether a wait returned it already.
     taken: Vec<bool>,
     pids: BTreeSet<i32>,
 }
@@ -77,21 +76,11 @@ impl Primaries {
             .kill_on_drop(true)
             .spawn()
             .expect("start the primary");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = Lines::read(child.stdout.take().expect("piped stdout"));
         let pid = child.id().expect("a pid") as i32;
         Primaries {
             _first: child,
             lines,
-            seen: Vec::new(),
             taken: Vec::new(),
             pids: BTreeSet::from([pid]),
         }
@@ -105,11 +94,8 @@ impl Primaries {
         let deadline = tokio::time::Instant::now() + BOUND;
         let mut i = 0;
         loop {
-            while i == self.seen.len() {
-                let line = tokio::time::timeout_at(deadline, self.lines.recv())
-                    .await
-                    .unwrap_or_else(|_| panic!("no {what:?} line in time; seen: {:#?}", self.seen))
-                    .unwrap_or_else(|| panic!("the output ended; seen: {:#?}", self.seen));
+            while i == self.lines.seen.len() {
+                let line = self.lines.next_by(deadline, &format!("{what:?}")).await;
                 let words: Vec<&str> = line.split_whitespace().collect();
                 if let [from, verb, ..] = words[..]
                     && let Ok(from) = from.parse::<i32>()
@@ -120,10 +106,12 @@ impl Primaries {
                         _ => false,
                     };
                 }
-                self.seen.push(line);
                 self.taken.push(false);
             }
-            let words: Vec<String> = self.seen[i].split_whitespace().map(str::to_owned).collect();
+            let words: Vec<String> = self.lines.seen[i]
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
             let matches = !self.taken[i]
                 && words.len() >= 2
                 && what.split('|').any(|w| words[1] == w)
@@ -602,7 +590,7 @@ async fn a_new_primary_never_ready_is_killed_and_a_second_upgrade_is_refused_mea
         assert!(failed.contains("was not ready within"), "{failed}");
         signal(pid, Signal::SIGUSR2);
     }
-    assert_eq!(refused.len(), 1, "{:#?}", primaries.seen);
+    assert_eq!(refused.len(), 1, "{:#?}", primaries.lines.seen);
     let failed = primaries.wait(Some(pid), "upgrade-failed").await.join(" ");
     assert!(failed.contains("was not ready within"), "{failed}");
 
@@ -621,7 +609,7 @@ async fn a_new_primary_never_ready_is_killed_and_a_second_upgrade_is_refused_mea
             break;
         }
     }
-    let new = new.unwrap_or_else(|| panic!("no upgrade succeeded: {:#?}", primaries.seen));
+    let new = new.unwrap_or_else(|| panic!("no upgrade succeeded: {:#?}", primaries.lines.seen));
     load.until_version("v2").await;
     let (per_request, keep_alive) = load.finish().await;
     for seen in [&per_request, &keep_alive] {

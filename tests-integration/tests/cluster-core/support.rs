@@ -1,10 +1,13 @@
-//! Shared helpers: the message type, settings for the helper binary, and
-//! bounded event waits.
+//! Shared helpers: the message type, settings for the helper binary,
+//! bounded event waits, and a child's output read line by line.
 
 use std::time::Duration;
 
 use cluster_core::{Cluster, Event, Settings, WorkerId, WorkerStdio};
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// The helper binary's message type (same shape, so the same wire), but for
 /// the last variant: each side's variant 3 does not decode on the other
@@ -148,3 +151,65 @@ pub(crate) fn brief(ev: &Event<Msg>) -> String {
 
 /// Slot 0, usable in patterns.
 pub(crate) const SLOT_0: cluster_core::SlotId = cluster_core::SlotId::new(0);
+
+/// A child's output stream, read line by line on a task of its own: the
+/// lines taken so far (`seen`, for the failure messages), and bounded waits
+/// for the next ones.
+pub(crate) struct Lines {
+    rx: mpsc::UnboundedReceiver<String>,
+    pub(crate) seen: Vec<String>,
+}
+
+impl Lines {
+    /// Read `stream` line by line until it ends.
+    pub(crate) fn read(stream: impl AsyncRead + Unpin + Send + 'static) -> Lines {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line (kept in `seen`), or a test failure naming `what` if
+    /// none came by `deadline` or the output ended.
+    pub(crate) async fn next_by(&mut self, deadline: Instant, what: &str) -> String {
+        let line = tokio::time::timeout_at(deadline, self.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} line in time; seen: {:#?}", self.seen))
+            .unwrap_or_else(|| {
+                panic!(
+                    "the output ended before a {what} line; seen: {:#?}",
+                    self.seen
+                )
+            });
+        self.seen.push(line.clone());
+        line
+    }
+
+    /// The next line matching `pred` (the lines before it are kept in
+    /// `seen`), or a test failure after [`BOUND`].
+    pub(crate) async fn wait_line(&mut self, mut pred: impl FnMut(&str) -> bool) -> String {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let line = self.next_by(deadline, "matching").await;
+            if pred(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// Take every line left until the output ends (each wait bounded).
+    pub(crate) async fn rest(&mut self) {
+        while let Ok(Some(line)) = tokio::time::timeout(BOUND, self.rx.recv()).await {
+            self.seen.push(line);
+        }
+    }
+}
