@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use cluster_core::{Backoff, Close, CrashLoopLimit, Event, RestartPolicy, WorkerId};
 
-use crate::support::{self, Msg, brief, settings, until};
+use crate::support::{self, Msg, brief, settings, until, until_n};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashing_worker_backs_off_then_is_given_up() {
@@ -103,12 +103,7 @@ async fn shutdown_kills_a_worker_that_ignores_it_at_the_deadline() {
     cluster
         .fork_with_env([("HELPER_MODE", "stubborn")])
         .unwrap();
-    let mut online = 0;
-    until(&mut cluster, |ev| {
-        online += usize::from(matches!(ev, Event::Online { .. }));
-        online == 2
-    })
-    .await;
+    until_n(&mut cluster, 2, |ev| matches!(ev, Event::Online { .. })).await;
     let rest = support::shutdown(cluster).await;
     let mut exits: Vec<_> = rest
         .iter()

@@ -2,18 +2,13 @@
 
 use cluster_core::{Close, Error, Event, RestartPolicy, Signal, WorkerId, WorkerState};
 
-use crate::support::{self, Msg, brief, settings, until};
+use crate::support::{self, Msg, brief, settings, until, until_n};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_run_fork_online_exit_with_ids_from_one() {
     let mut cluster = cluster_core::Cluster::<Msg>::new(settings("exit:0", 2)).unwrap();
     cluster.start().unwrap();
-    let mut exits = 0;
-    let events = until(&mut cluster, |ev| {
-        exits += usize::from(matches!(ev, Event::Exit { .. }));
-        exits == 2
-    })
-    .await;
+    let events = until_n(&mut cluster, 2, |ev| matches!(ev, Event::Exit { .. })).await;
     for id in [1, 2] {
         let mine: Vec<String> = events
             .iter()

@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::support::{self, BOUND, Msg, settings, until};
+use crate::support::{self, BOUND, Msg, settings, until, until_n};
 
 /// A cluster of `n` helper workers in `mode`, with `policy`, listening on an
 /// ephemeral loopback port; returns it once every worker listens, with the
@@ -81,12 +81,7 @@ async fn ask(addr: SocketAddr, source: Option<IpAddr>) -> (u64, BufReader<TcpStr
 
 /// Wait for `n` `Listening` events (and return the other events seen).
 async fn listening(cluster: &mut Cluster<Msg>, n: usize) -> Vec<Event<Msg>> {
-    let mut seen = 0;
-    until(cluster, |ev| {
-        seen += usize::from(matches!(ev, Event::Listening { .. }));
-        seen == n
-    })
-    .await
+    until_n(cluster, n, |ev| matches!(ev, Event::Listening { .. })).await
 }
 
 /// Opens `n` connections and keeps them open: how many each worker answered,
@@ -228,13 +223,11 @@ async fn none_shares_the_listener_and_the_workers_accept() {
         assert!(slots.contains_key(&WorkerId(id)), "unknown worker {id}");
     }
     // Every connection was accepted in a worker, which said so...
-    let mut accepted = 0;
-    until(&mut cluster, |ev| {
-        accepted += usize::from(
-            matches!(ev, Event::Message(m) if *m.value() == Msg::Text("accepted".into())),
-        );
-        accepted == 20
-    })
+    until_n(
+        &mut cluster,
+        20,
+        |ev| matches!(ev, Event::Message(m) if *m.value() == Msg::Text("accepted".into())),
+    )
     .await;
     // ...and none went through the primary.
     assert!(

@@ -4,18 +4,13 @@ use std::collections::BTreeSet;
 
 use cluster_core::{Event, WorkerId, WorkerState};
 
-use crate::support::{self, Msg, next, settings, until};
+use crate::support::{self, Msg, next, settings, until, until_n};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_round_trip_both_ways_and_broadcast() {
     let mut cluster = cluster_core::Cluster::<Msg>::new(settings("echo", 2)).unwrap();
     let workers = cluster.start().unwrap();
-    let mut online = 0;
-    until(&mut cluster, |ev| {
-        online += usize::from(matches!(ev, Event::Online { .. }));
-        online == 2
-    })
-    .await;
+    until_n(&mut cluster, 2, |ev| matches!(ev, Event::Online { .. })).await;
 
     // One worker: primary → worker → primary, typed.
     workers[0].send(&Msg::Ping(7)).await.unwrap();

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
-use crate::support::{self, BOUND, HELPER, Msg, settings, until};
+use crate::support::{self, BOUND, HELPER, Msg, settings, until, until_n};
 
 /// One recorded tracing event: its fields (the text as `message`).
 type Record = BTreeMap<String, String>;
@@ -441,12 +441,7 @@ async fn scaling_up_and_down_under_load_fails_no_request() {
     let (mut cluster, addr) = serving(settings("serve", 2), 2).await;
     let load = Load::start(addr, 200, 20_000);
     cluster.scale_to(4).unwrap();
-    let mut listening = 0;
-    until(&mut cluster, |ev| {
-        listening += usize::from(matches!(ev, Event::Listening { .. }));
-        listening == 2
-    })
-    .await;
+    until_n(&mut cluster, 2, |ev| matches!(ev, Event::Listening { .. })).await;
     assert_eq!(cluster.slots(), 4);
     cluster.scale_to(1).unwrap();
     let mut removed = BTreeSet::new();

@@ -5,18 +5,13 @@ use std::collections::BTreeSet;
 
 use cluster_core::{Error, Event, WorkerId, WorkerState};
 
-use crate::support::{self, BOUND, Msg, brief, settings, until};
+use crate::support::{self, BOUND, Msg, brief, settings, until, until_n};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_replaces_every_worker() {
     let mut cluster = cluster_core::Cluster::<Msg>::new(settings("echo", 2)).unwrap();
     let old = cluster.start().unwrap();
-    let mut online = 0;
-    until(&mut cluster, |ev| {
-        online += usize::from(matches!(ev, Event::Online { .. }));
-        online == 2
-    })
-    .await;
+    until_n(&mut cluster, 2, |ev| matches!(ev, Event::Online { .. })).await;
     tokio::time::timeout(BOUND, cluster.reload())
         .await
         .unwrap()
@@ -58,12 +53,7 @@ async fn reload_keeps_the_old_workers_when_a_replacement_cannot_start() {
     let mode = format!("fail-if:{}", dir.display());
     let mut cluster = cluster_core::Cluster::<Msg>::new(settings(&mode, 2)).unwrap();
     let old = cluster.start().unwrap();
-    let mut online = 0;
-    until(&mut cluster, |ev| {
-        online += usize::from(matches!(ev, Event::Online { .. }));
-        online == 2
-    })
-    .await;
+    until_n(&mut cluster, 2, |ev| matches!(ev, Event::Online { .. })).await;
     // The next deploy is broken: new workers exit before they come online.
     std::fs::write(&dir, b"broken").unwrap();
     let err = tokio::time::timeout(BOUND, cluster.reload())

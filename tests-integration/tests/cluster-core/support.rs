@@ -45,6 +45,21 @@ pub(crate) async fn next(cluster: &mut Cluster<Msg>) -> Event<Msg> {
         .expect("the event stream ended")
 }
 
+/// Events until the `n`th that matches `pred` (returned with everything
+/// before it).
+pub(crate) async fn until_n(
+    cluster: &mut Cluster<Msg>,
+    n: usize,
+    mut pred: impl FnMut(&Event<Msg>) -> bool,
+) -> Vec<Event<Msg>> {
+    let mut matched = 0;
+    until(cluster, |ev| {
+        matched += usize::from(pred(ev));
+        matched == n
+    })
+    .await
+}
+
 /// Events until one matches `pred` (returned with everything before it).
 pub(crate) async fn until(
     cluster: &mut Cluster<Msg>,

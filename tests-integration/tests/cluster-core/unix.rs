@@ -17,7 +17,7 @@ use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::support::{self, BOUND, Msg, settings, until};
+use crate::support::{self, BOUND, Msg, settings, until, until_n};
 
 /// A fresh directory for this test's socket files.
 fn scratch(name: &str) -> PathBuf {
@@ -166,13 +166,11 @@ async fn none_shares_the_unix_listener_and_the_workers_accept() {
         drop(conn);
         assert!(slots.contains_key(&WorkerId(id)), "unknown worker {id}");
     }
-    let mut accepted = 0;
-    until(&mut cluster, |ev| {
-        accepted += usize::from(
-            matches!(ev, Event::Message(m) if *m.value() == Msg::Text("accepted".into())),
-        );
-        accepted == 20
-    })
+    until_n(
+        &mut cluster,
+        20,
+        |ev| matches!(ev, Event::Message(m) if *m.value() == Msg::Text("accepted".into())),
+    )
     .await;
     assert!(
         cluster.connection_stats().values().all(|c| c.handed == 0),
