@@ -59,29 +59,16 @@ fn open_fds() -> usize {
 /// A round-robin cluster of `n` `serve` workers on an ephemeral loopback
 /// port, once every worker listens: the address and the workers by slot.
 async fn serving(
-    mut s: cluster_core::Settings,
+    s: cluster_core::Settings,
     n: usize,
 ) -> (Cluster<Msg>, SocketAddr, BTreeMap<SlotId, WorkerId>) {
-    s.env("HELPER_ADDR", "127.0.0.1:0")
-        .scheduling_policy(PolicyKind::RoundRobin);
-    let mut cluster = Cluster::<Msg>::new(s).unwrap();
-    cluster.start().unwrap();
-    let mut addr = None;
-    let mut listening = 0;
-    until(&mut cluster, |ev| {
-        if let Event::Listening { addr: a, .. } = ev {
-            addr = Some(*a);
-            listening += 1;
-        }
-        listening == n
-    })
-    .await;
+    let (cluster, addr) = support::serving(s, n).await;
     let slots = cluster
         .workers()
         .values()
         .map(|w| (w.slot(), w.id()))
         .collect();
-    (cluster, addr.expect("an address"), slots)
+    (cluster, addr, slots)
 }
 
 /// Run `n` connections, `concurrency` at a time, each one answered (or the

@@ -12,14 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cluster_core::{Cluster, Event, PolicyKind, RecycleReason, SlotId, WorkerId};
+use cluster_core::{Cluster, Event, RecycleReason, SlotId, WorkerId};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
-use crate::support::{self, BOUND, HELPER, Msg, settings, until, until_n};
+use crate::support::{self, BOUND, HELPER, Msg, serving, settings, until, until_n};
 
 /// One recorded tracing event: its fields (the text as `message`).
 type Record = BTreeMap<String, String>;
@@ -186,25 +186,6 @@ async fn json_forwarding_wraps_each_line_as_a_field() {
         )
     })
     .await;
-}
-
-/// Start `s` on a round-robin port, until `n` workers listen: the address.
-async fn serving(mut s: cluster_core::Settings, n: usize) -> (Cluster<Msg>, SocketAddr) {
-    s.env("HELPER_ADDR", "127.0.0.1:0")
-        .scheduling_policy(PolicyKind::RoundRobin);
-    let mut cluster = Cluster::<Msg>::new(s).unwrap();
-    cluster.start().unwrap();
-    let mut addr = None;
-    let mut listening = 0;
-    until(&mut cluster, |ev| {
-        if let Event::Listening { addr: a, .. } = ev {
-            addr = Some(*a);
-            listening += 1;
-        }
-        listening == n
-    })
-    .await;
-    (cluster, addr.expect("an address"))
 }
 
 /// One connection: the worker's id, or why not.

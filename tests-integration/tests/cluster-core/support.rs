@@ -228,3 +228,22 @@ impl Lines {
         }
     }
 }
+
+/// Start `s` on a round-robin port, until `n` workers listen: the address.
+pub(crate) async fn serving(mut s: Settings, n: usize) -> (Cluster<Msg>, std::net::SocketAddr) {
+    s.env("HELPER_ADDR", "127.0.0.1:0")
+        .scheduling_policy(cluster_core::PolicyKind::RoundRobin);
+    let mut cluster = Cluster::<Msg>::new(s).unwrap();
+    cluster.start().unwrap();
+    let mut addr = None;
+    let mut listening = 0;
+    until(&mut cluster, |ev| {
+        if let Event::Listening { addr: a, .. } = ev {
+            addr = Some(*a);
+            listening += 1;
+        }
+        listening == n
+    })
+    .await;
+    (cluster, addr.expect("an address"))
+}
