@@ -49,6 +49,10 @@ use cluster_core::{Cluster, Event, PolicyKind, Settings, Worker};
 use hyper::{Request, Response, body::Incoming};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::row;
+
 /// Workers of the cluster, and threads of the single process.
 const WORKERS: usize = 2;
 /// Keep-alive connections of the load.
@@ -148,7 +152,7 @@ fn main() -> anyhow::Result<()> {
 
     let single = &runs[2];
     for (name, ours) in [("rr", &runs[0]), ("none", &runs[1])] {
-        report(
+        row(
             &format!("user.keepalive_{name}_per_s"),
             &format!(
                 "keep-alive HTTP requests per second, 16 connections, cluster `{name}` of 2 against one 2-thread process"
@@ -159,7 +163,7 @@ fn main() -> anyhow::Result<()> {
             Some(&pick(single, |r| r.per_s)),
             ">= 0.95x raw",
         );
-        report(
+        row(
             &format!("user.keepalive_{name}_p50_us"),
             &format!("keep-alive HTTP latency p50, cluster `{name}` against one process"),
             "us",
@@ -168,7 +172,7 @@ fn main() -> anyhow::Result<()> {
             Some(&pick(single, |r| r.p50_us)),
             "<= 1.2x raw",
         );
-        report(
+        row(
             &format!("user.keepalive_{name}_p99_us"),
             &format!("keep-alive HTTP latency p99, cluster `{name}` against one process"),
             "us",
@@ -178,7 +182,7 @@ fn main() -> anyhow::Result<()> {
             "<= 1.2x raw",
         );
     }
-    report(
+    row(
         "user.idle_worker_rss_mib",
         "resident memory of an idle worker (MiB)",
         "mib",
@@ -418,39 +422,4 @@ fn rss_mib(pid: u32) -> anyhow::Result<f64> {
         .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))?
         .parse()?;
     Ok(kib / 1024.0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn spread(v: &[f64]) -> f64 {
-    let max = v.iter().copied().fold(f64::MIN, f64::max);
-    let min = v.iter().copied().fold(f64::MAX, f64::min);
-    (max - min) / 2.0
-}
-
-/// Prints the row's JSON line (stdout) and a readable line (stderr).
-fn report(
-    id: &str,
-    what: &str,
-    unit: &str,
-    better: &str,
-    ours: &[f64],
-    raw: Option<&[f64]>,
-    target: &str,
-) {
-    let (o, os) = (median(ours.to_vec()), spread(ours));
-    let (r, rs) = match raw {
-        Some(raw) => (
-            format!("{:.3}", median(raw.to_vec())),
-            format!("{:.3}", spread(raw)),
-        ),
-        None => ("null".into(), "null".into()),
-    };
-    eprintln!("{id}: ours {o:.3} {unit}, raw {r} {unit}");
-    println!(
-        "{{\"id\":\"{id}\",\"what\":\"{what}\",\"unit\":\"{unit}\",\"better\":\"{better}\",\"ours\":{o:.3},\"ours_spread\":{os:.3},\"raw\":{r},\"raw_spread\":{rs},\"target\":\"{target}\"}}"
-    );
 }

@@ -50,10 +50,13 @@ mod ops;
 mod ours;
 mod raw;
 mod serve;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::time::Duration;
 
 use client::{Load, Target};
+use support::row;
 
 /// Workers per server.
 const WORKERS: usize = 2;
@@ -250,43 +253,4 @@ fn main() -> anyhow::Result<()> {
         unix_rr.shutdown().await;
     });
     Ok(())
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn spread(v: &[f64]) -> f64 {
-    let max = v.iter().copied().fold(f64::MIN, f64::max);
-    let min = v.iter().copied().fold(f64::MAX, f64::min);
-    (max - min) / 2.0
-}
-
-fn row(
-    id: &str,
-    what: &str,
-    unit: &str,
-    better: &str,
-    ours: &[f64],
-    raw: Option<&[f64]>,
-    target: &str,
-) {
-    let o = median(ours);
-    let (r, rs) = match raw {
-        Some(raw) => {
-            let r = median(raw);
-            eprintln!("{id}: ours {o:.3}, raw {r:.3}, ratio {:.3}", o / r);
-            (format!("{r:.3}"), format!("{:.3}", spread(raw)))
-        }
-        None => {
-            eprintln!("{id}: ours {o:.3}");
-            ("null".to_owned(), "null".to_owned())
-        }
-    };
-    println!(
-        "{{\"id\":\"{id}\",\"what\":\"{what}\",\"unit\":\"{unit}\",\"better\":\"{better}\",\"ours\":{o:.3},\"ours_spread\":{:.3},\"raw\":{r},\"raw_spread\":{rs},\"target\":\"{target}\"}}",
-        spread(ours)
-    );
 }

@@ -12,7 +12,8 @@ use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::client::{self, Load, Target};
-use crate::{WORKERS, median, ours, spread};
+use crate::support::{median, spread};
+use crate::{WORKERS, ours};
 
 /// Whether the subscriber records (its filter is asked at every event).
 static ON: AtomicBool = AtomicBool::new(false);
