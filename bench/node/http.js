@@ -16,8 +16,7 @@
 
 const http = require('node:http');
 const net = require('node:net');
-const { spawn } = require('node:child_process');
-const { quick, emit, now, watchdog, within } = require('./lib/common.js');
+const { quick, emit, now, watchdog, startServer } = require('./lib/common.js');
 
 const WORKERS = 2;
 const serverArg = process.argv.indexOf('--server');
@@ -39,24 +38,6 @@ if (serverArg !== -1) {
 }
 
 watchdog(quick ? 50 : 170);
-
-function startServer(policy) {
-  const child = spawn(process.execPath, [__filename, '--server', policy], {
-    env: { ...process.env, NODE_CLUSTER_SCHED_POLICY: policy },
-    stdio: ['ignore', 'pipe', 'inherit'],
-    detached: true,
-  });
-  const port = new Promise((resolve, reject) => {
-    let text = '';
-    child.stdout.on('data', (chunk) => {
-      text += chunk;
-      const line = text.split('\n')[0];
-      if (text.includes('\n')) resolve(JSON.parse(line).port);
-    });
-    child.once('exit', () => reject(new Error(`${policy} server exited`)));
-  });
-  return { child, port: within(30, port, `${policy} server start`) };
-}
 
 const REQUEST = 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n';
 
@@ -100,13 +81,13 @@ async function load(port, total, concurrency, budgetNs) {
 }
 
 async function main() {
-  const rr = startServer('rr');
-  const none = startServer('none');
+  const rr = startServer(__filename, 'rr');
+  const none = startServer(__filename, 'none');
   const servers = [rr.child, none.child];
   const stop = () => servers.forEach((s) => { try { process.kill(-s.pid, 'SIGKILL'); } catch { /* gone */ } });
   process.on('exit', stop);
   try {
-    const [rrPort, nonePort] = await Promise.all([rr.port, none.port]);
+    const [rrPort, nonePort] = (await Promise.all([rr.info, none.info])).map((i) => i.port);
     const total = quick ? 200 : 5000;
     const budget = (quick ? 4 : 15) * 1e9;
     const concurrency = 8;

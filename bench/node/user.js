@@ -18,8 +18,7 @@
 const fs = require('node:fs');
 const http = require('node:http');
 const net = require('node:net');
-const { spawn } = require('node:child_process');
-const { quick, emit, now, watchdog, within } = require('./lib/common.js');
+const { quick, emit, now, watchdog, startServer } = require('./lib/common.js');
 
 const WORKERS = 2;
 const CONNECTIONS = 16;
@@ -44,23 +43,6 @@ if (serverArg !== -1) {
 }
 
 watchdog(quick ? 50 : 170);
-
-function startServer(policy) {
-  const child = spawn(process.execPath, [__filename, '--server', policy], {
-    env: { ...process.env, NODE_CLUSTER_SCHED_POLICY: policy },
-    stdio: ['ignore', 'pipe', 'inherit'],
-    detached: true,
-  });
-  const info = new Promise((resolve, reject) => {
-    let text = '';
-    child.stdout.on('data', (chunk) => {
-      text += chunk;
-      if (text.includes('\n')) resolve(JSON.parse(text.split('\n')[0]));
-    });
-    child.once('exit', () => reject(new Error(`${policy} server exited`)));
-  });
-  return { child, info: within(30, info, `${policy} server start`) };
-}
 
 const REQUEST = 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n';
 
@@ -116,8 +98,8 @@ function rssMib(pid) {
 }
 
 async function main() {
-  const rr = startServer('rr');
-  const none = startServer('none');
+  const rr = startServer(__filename, 'rr');
+  const none = startServer(__filename, 'none');
   const servers = [rr.child, none.child];
   const stop = () => servers.forEach((s) => { try { process.kill(-s.pid, 'SIGKILL'); } catch { /* gone */ } });
   process.on('exit', stop);

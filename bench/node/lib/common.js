@@ -74,4 +74,27 @@ function within(seconds, promise, what) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-module.exports = { quick, stats, emit, now, watchdog, pin, allCpus, smallMessage, within };
+/**
+ * Start `script` again as a cluster server (`--server <policy>`, in its own
+ * process group): the child, and the first line it prints (JSON: its port
+ * and whatever else it tells), bounded.
+ */
+function startServer(script, policy) {
+  const { spawn } = require('node:child_process');
+  const child = spawn(process.execPath, [script, '--server', policy], {
+    env: { ...process.env, NODE_CLUSTER_SCHED_POLICY: policy },
+    stdio: ['ignore', 'pipe', 'inherit'],
+    detached: true,
+  });
+  const info = new Promise((resolve, reject) => {
+    let text = '';
+    child.stdout.on('data', (chunk) => {
+      text += chunk;
+      if (text.includes('\n')) resolve(JSON.parse(text.split('\n')[0]));
+    });
+    child.once('exit', () => reject(new Error(`${policy} server exited`)));
+  });
+  return { child, info: within(30, info, `${policy} server start`) };
+}
+
+module.exports = { quick, stats, emit, now, watchdog, pin, allCpus, smallMessage, within, startServer };
