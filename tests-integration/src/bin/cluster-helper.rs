@@ -387,24 +387,30 @@ fn helper_addr() -> BoxResult<std::net::SocketAddr> {
 /// Serve connections from the primary until disconnected, then finish the
 /// open ones and return (exit 0).
 async fn serve(w: Worker<Msg>, mode: &str) -> BoxResult {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut listener = w.listen(helper_addr()?).await?;
     let id = w.id().0;
     let mut open = tokio::task::JoinSet::new();
-    while let Some((mut conn, _peer)) = listener.accept().await {
+    while let Some((conn, _peer)) = listener.accept().await {
         if mode == "serve-report" {
             w.send(&Msg::Text("accepted".into())).await?;
         }
-        open.spawn(async move {
-            let _ = conn.write_all(format!("{id}\n").as_bytes()).await;
-            // Held until the client closes.
-            let mut sink = [0u8; 64];
-            while matches!(conn.read(&mut sink).await, Ok(n) if n > 0) {}
-        });
+        open.spawn(answer(conn, id));
     }
     while open.join_next().await.is_some() {}
     w.flush().await?;
     Ok(())
+}
+
+/// Answer a connection with the worker id, keep it until the client
+/// closes.
+async fn answer<C>(mut conn: C, id: u64)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = conn.write_all(format!("{id}\n").as_bytes()).await;
+    let mut sink = [0u8; 64];
+    while matches!(conn.read(&mut sink).await, Ok(n) if n > 0) {}
 }
 
 /// `json-lines`' line `n` of worker `id` (the tests rebuild it).
@@ -417,7 +423,6 @@ fn json_line(id: u64, n: u64) -> String {
 
 /// `serve`, and grow by `n` MiB on each `Ping(n)`.
 async fn serve_alloc(mut w: Worker<Msg>) -> BoxResult {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut listener = w.listen(helper_addr()?).await?;
     let id = w.id().0;
     let mut hoard: Vec<Vec<u8>> = Vec::new();
@@ -426,12 +431,8 @@ async fn serve_alloc(mut w: Worker<Msg>) -> BoxResult {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Some((mut conn, _peer)) = accepted else { break };
-                open.spawn(async move {
-                    let _ = conn.write_all(format!("{id}\n").as_bytes()).await;
-                    let mut sink = [0u8; 64];
-                    while matches!(conn.read(&mut sink).await, Ok(n) if n > 0) {}
-                });
+                let Some((conn, _peer)) = accepted else { break };
+                open.spawn(answer(conn, id));
             }
             msg = w.recv(), if recv_open => match msg {
                 Ok(Some(Msg::Ping(mib))) => {
@@ -462,7 +463,6 @@ fn spew_line(id: u64, n: u64) -> String {
 /// Print from a thread of its own while serving connections and answering
 /// pings with the count of lines printed.
 async fn spew(mut w: Worker<Msg>) -> BoxResult {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let id = w.id().0;
     let printed = Arc::new(AtomicU64::new(0));
     let count = Arc::clone(&printed);
@@ -477,12 +477,8 @@ async fn spew(mut w: Worker<Msg>) -> BoxResult {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Some((mut conn, _peer)) = accepted else { break };
-                open.spawn(async move {
-                    let _ = conn.write_all(format!("{id}\n").as_bytes()).await;
-                    let mut sink = [0u8; 64];
-                    while matches!(conn.read(&mut sink).await, Ok(n) if n > 0) {}
-                });
+                let Some((conn, _peer)) = accepted else { break };
+                open.spawn(answer(conn, id));
             }
             msg = w.recv() => match msg {
                 Ok(Some(Msg::Ping(_))) => {
@@ -620,9 +616,8 @@ mod other {
     //! descriptors).
 
     use cluster_core::{FdListener, UnixAddr, Worker};
-    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-    use super::{BoxResult, Msg};
+    use super::{BoxResult, Msg, answer};
 
     fn unix_addr() -> BoxResult<UnixAddr> {
         let v = std::env::var("HELPER_UNIX")?;
@@ -667,14 +662,6 @@ mod other {
             }
             Err(e) => return Err(e.into()),
         })
-    }
-
-    /// Answer a connection with the worker id, keep it until the client
-    /// closes.
-    async fn answer<C: AsyncRead + AsyncWrite + Unpin>(mut conn: C, id: u64) {
-        let _ = conn.write_all(format!("{id}\n").as_bytes()).await;
-        let mut sink = [0u8; 64];
-        while matches!(conn.read(&mut sink).await, Ok(n) if n > 0) {}
     }
 
     /// `serve` on a Unix-domain socket, or on the primary's descriptor.
