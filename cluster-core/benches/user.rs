@@ -67,14 +67,9 @@ fn main() -> anyhow::Result<()> {
         return worker_main();
     }
     let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") {
-        if !args.iter().any(|a| a == "--ignored") {
-            println!("quick_smoke: test");
-        }
+    let Some(quick) = support::quick(&args) else {
         return Ok(());
-    }
-    let under_cargo_test = cfg!(debug_assertions) && !args.iter().any(|a| a == "--bench");
-    let quick = under_cargo_test || args.iter().any(|a| a == "--quick");
+    };
     let (reps, per_conn) = if quick { (2, 25) } else { (6, 3_000) };
     let budget = Duration::from_secs(20);
 

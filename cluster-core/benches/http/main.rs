@@ -72,16 +72,9 @@ fn main() -> anyhow::Result<()> {
         let tag = args.get(i + 2).map_or("0", String::as_str);
         return raw::worker_main(kind, tag);
     }
-    // cargo-nextest lists a binary's tests with `--list`: offer one smoke
-    // test, which runs the quick workload (no `--bench` below).
-    if args.iter().any(|a| a == "--list") {
-        if !args.iter().any(|a| a == "--ignored") {
-            println!("quick_smoke: test");
-        }
+    let Some(quick) = support::quick(&args) else {
         return Ok(());
-    }
-    let under_cargo_test = cfg!(debug_assertions) && !args.iter().any(|a| a == "--bench");
-    let quick = under_cargo_test || args.iter().any(|a| a == "--quick");
+    };
     let budget = Duration::from_secs(if quick { 5 } else { 15 });
     if args.iter().any(|a| a == "--ops") {
         return ops::run(quick);

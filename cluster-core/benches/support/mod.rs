@@ -1,6 +1,23 @@
-//! What cluster-core's benches share: the median and spread of repeated
-//! runs, and a row of the report (one JSON line on stdout, which `cargo
-//! xtask bench` reads, and a readable line on stderr).
+//! What cluster-core's benches share: how they were asked to run, the
+//! median and spread of repeated runs, and a row of the report (one JSON
+//! line on stdout, which `cargo xtask bench` reads, and a readable line on
+//! stderr).
+
+/// How a bench binary was asked to run, from its arguments: `None` when
+/// cargo-nextest only lists its tests (`--list`: one smoke test,
+/// `quick_smoke`, which nextest then runs without `--bench`, so quick);
+/// otherwise whether to run the quick workload (`--quick`, or a debug build
+/// run without `--bench`, as `cargo test --all-targets` does).
+pub(crate) fn quick(args: &[String]) -> Option<bool> {
+    if args.iter().any(|a| a == "--list") {
+        if !args.iter().any(|a| a == "--ignored") {
+            println!("quick_smoke: test");
+        }
+        return None;
+    }
+    let under_cargo_test = cfg!(debug_assertions) && !args.iter().any(|a| a == "--bench");
+    Some(under_cargo_test || args.iter().any(|a| a == "--quick"))
+}
 
 /// The median of `v` (not empty).
 pub(crate) fn median(v: &[f64]) -> f64 {
