@@ -84,6 +84,17 @@ async fn listening(cluster: &mut Cluster<Msg>, n: usize) -> Vec<Event<Msg>> {
     until_n(cluster, n, |ev| matches!(ev, Event::Listening { .. })).await
 }
 
+/// The address of the first `Listening` among `events`.
+fn listening_addr(events: &[Event<Msg>]) -> SocketAddr {
+    events
+        .iter()
+        .find_map(|ev| match ev {
+            Event::Listening { addr, .. } => Some(*addr),
+            _ => None,
+        })
+        .expect("a Listening event")
+}
+
 /// Opens `n` connections and keeps them open: how many each worker answered,
 /// and the connections.
 async fn hold(addr: SocketAddr, n: usize) -> (BTreeMap<u64, u32>, Vec<BufReader<TcpStream>>) {
@@ -253,13 +264,7 @@ async fn connections_queued_for_a_killed_worker_are_answered_by_another() {
     let pid = nix::unistd::Pid::from_raw(stalled.pid() as i32);
     nix::sys::signal::kill(pid, Signal::SIGSTOP).unwrap();
     wait_stopped(stalled.pid()).await;
-    let addr = events
-        .iter()
-        .find_map(|ev| match ev {
-            Event::Listening { addr, .. } => Some(*addr),
-            _ => None,
-        })
-        .unwrap();
+    let addr = listening_addr(&events);
     // Ten clients at once: round-robin queues half of them for the stopped
     // worker.
     let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
@@ -302,13 +307,7 @@ async fn connections_refused_by_a_worker_go_to_another() {
     // Listens, then drops its listener: it refuses what it is handed.
     let refusing = cluster.fork_with_env([("HELPER_MODE", "refuse")]).unwrap();
     let events = listening(&mut cluster, 2).await;
-    let addr = events
-        .iter()
-        .find_map(|ev| match ev {
-            Event::Listening { addr, .. } => Some(*addr),
-            _ => None,
-        })
-        .unwrap();
+    let addr = listening_addr(&events);
     for _ in 0..10 {
         let (id, conn) = ask(addr, None).await;
         drop(conn);
