@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::support::{self, BOUND, Msg, settings, until, until_n};
+use crate::support::{self, BOUND, Msg, settings, until, until_n, wait_stopped};
 
 /// A cluster of `n` helper workers in `mode`, with `policy`, listening on an
 /// ephemeral loopback port; returns it once every worker listens, with the
@@ -320,23 +320,6 @@ async fn connections_refused_by_a_worker_go_to_another() {
     .await;
     assert_eq!(stats[&refusing.id()].handed, 0, "{stats:?}");
     support::shutdown(cluster).await;
-}
-
-/// Wait until the process is stopped (state `T` in `/proc/<pid>/stat`).
-async fn wait_stopped(pid: u32) {
-    tokio::time::timeout(BOUND, async {
-        loop {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-            // The state follows the parenthesised command name.
-            let state = stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
-            if state == Some("T") {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .expect("the worker did not stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

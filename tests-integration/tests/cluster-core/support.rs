@@ -247,3 +247,20 @@ pub(crate) async fn serving(mut s: Settings, n: usize) -> (Cluster<Msg>, std::ne
     .await;
     (cluster, addr.expect("an address"))
 }
+
+/// Wait until the process is stopped (state `T` in `/proc/<pid>/stat`).
+pub(crate) async fn wait_stopped(pid: u32) {
+    tokio::time::timeout(BOUND, async {
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            // The state follows the parenthesised command name.
+            let state = stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
+            if state == Some("T") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the worker did not stop");
+}

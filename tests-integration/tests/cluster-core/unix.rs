@@ -17,7 +17,7 @@ use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::support::{self, BOUND, Msg, settings, until, until_n};
+use crate::support::{self, BOUND, Msg, settings, until, until_n, wait_stopped};
 
 /// A fresh directory for this test's socket files.
 fn scratch(name: &str) -> PathBuf {
@@ -243,22 +243,6 @@ async fn unix_connections_queued_for_a_killed_worker_are_answered_by_another() {
     drop(got);
     support::shutdown(cluster).await;
     assert!(!path.exists());
-}
-
-/// Wait until the process is stopped (state `T` in `/proc/<pid>/stat`).
-async fn wait_stopped(pid: u32) {
-    tokio::time::timeout(BOUND, async {
-        loop {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-            let state = stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
-            if state == Some("T") {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-    .await
-    .expect("the worker did not stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
