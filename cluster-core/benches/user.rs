@@ -45,7 +45,7 @@ use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use cluster_core::{Cluster, Event, PolicyKind, Settings, Worker};
+use cluster_core::{Cluster, PolicyKind, Settings, Worker};
 use hyper::{Request, Response, body::Incoming};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -260,22 +260,9 @@ fn start(rt: &tokio::runtime::Runtime, policy: PolicyKind) -> anyhow::Result<(Cl
             .shutdown_deadline(Duration::from_secs(5));
         let mut cluster = Cluster::<()>::new(settings)?;
         cluster.start()?;
-        let (mut port, mut listening) = (0, 0);
-        while listening < WORKERS {
-            let event = tokio::time::timeout(Duration::from_secs(30), cluster.next_event())
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("the {policy} cluster stopped"))?;
-            match event {
-                Event::Listening { addr, .. } => {
-                    port = addr.port();
-                    listening += 1;
-                }
-                Event::Exit { worker, exit, .. } => {
-                    anyhow::bail!("{policy} worker {worker} ended early: {exit}")
-                }
-                _ => {}
-            }
-        }
+        let port = support::until_listening(&mut cluster, WORKERS)
+            .await
+            .map_err(|e| e.context(format!("the {policy} cluster")))?;
         Ok((cluster, port))
     })
 }

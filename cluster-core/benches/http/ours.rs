@@ -7,7 +7,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use cluster_core::{Cluster, Event, PolicyKind, Settings, Worker};
+use cluster_core::{Cluster, PolicyKind, Settings, Worker};
 
 use crate::serve::Answer;
 
@@ -69,24 +69,9 @@ fn start_on(
         }
         let mut cluster = Cluster::<()>::new(settings)?;
         cluster.start()?;
-        let mut port = 0;
-        let mut listening = 0;
-        while listening < n {
-            let event = tokio::time::timeout(Duration::from_secs(30), cluster.next_event())
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("the {policy} cluster stopped"))?;
-            match event {
-                Event::Listening { addr, .. } => {
-                    port = addr.port();
-                    listening += 1;
-                }
-                Event::ListeningOn { .. } => listening += 1,
-                Event::Exit { worker, exit, .. } => {
-                    anyhow::bail!("{policy} worker {worker} ended early: {exit}")
-                }
-                _ => {}
-            }
-        }
+        let port = crate::support::until_listening(&mut cluster, n)
+            .await
+            .map_err(|e| e.context(format!("the {policy} cluster")))?;
         // Nobody reads the events from here on; the cluster emits only a
         // few (no restarts, no messages) and its queue is unbounded.
         Ok(OurServer { port, cluster })

@@ -60,3 +60,31 @@ pub(crate) fn row(
         spread(ours)
     );
 }
+
+/// Wait until `n` workers of `cluster` listen (TCP, Unix-domain or an
+/// inherited socket); the last TCP port announced (0 if none). An error if
+/// a worker ends first or nothing happens for 30 s.
+pub(crate) async fn until_listening<M: cluster_core::Payload>(
+    cluster: &mut cluster_core::Cluster<M>,
+    n: usize,
+) -> anyhow::Result<u16> {
+    use cluster_core::Event;
+    let (mut port, mut listening) = (0, 0);
+    while listening < n {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(30), cluster.next_event())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the cluster stopped"))?;
+        match event {
+            Event::Listening { addr, .. } => {
+                port = addr.port();
+                listening += 1;
+            }
+            Event::ListeningOn { .. } => listening += 1,
+            Event::Exit { worker, exit, .. } => {
+                anyhow::bail!("worker {worker} ended early: {exit}")
+            }
+            _ => {}
+        }
+    }
+    Ok(port)
+}
