@@ -51,26 +51,26 @@ pub(crate) fn command(
 ) -> Result<(Command, OwnedFd), cluster_ipc::Error> {
     let (channel, child_end) = cluster_ipc::channel_pair()?;
 
-    let mut cmd = Command::new(program).args(&settings.args);
+    let mut cmd = Command::new(program);
+    cmd.args(&settings.args);
     for (k, v) in settings.env.iter().chain(extra_env) {
-        cmd = cmd.env(k, v);
+        cmd.env(k, v);
     }
-    cmd = cmd
-        .env(WORKER_ENV, env.encode())
+    cmd.env(WORKER_ENV, env.encode())
         .env(cluster_ipc::CHANNEL_FD_ENV, CHANNEL_FD.to_string())
-        .stdin(Stdio::Null)
-        .process_group()
+        .stdin(Stdio::null())
+        .process_group(0)
         .inherit_fd(CHANNEL_FD, child_end)
         .parent_death_signal(Signal::SIGKILL);
     if let Some(dir) = &settings.cwd {
-        cmd = cmd.cwd(dir);
+        cmd.current_dir(dir);
     }
     if settings.stdio == WorkerStdio::Piped {
-        cmd = cmd.stdout(Stdio::Piped).stderr(Stdio::Piped);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
     // Socket activation and notify are the primary's: no worker sees them.
     for key in crate::primary::CHILD_ENV_REMOVE {
-        cmd = cmd.env_remove(key);
+        cmd.env_remove(key);
     }
     Ok((cmd, channel))
 }

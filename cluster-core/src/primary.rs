@@ -408,7 +408,7 @@ impl<M: Payload> Shared<M> {
         mut launched: Launched,
     ) -> WorkerHandle<M> {
         let id = env.id;
-        let pid = launched.child.pid();
+        let pid = launched.child.id().unwrap_or_default();
 
         let (sender_tx, sender_rx) = watch::channel(None);
         let (kill_tx, kill_rx) = mpsc::unbounded_channel();

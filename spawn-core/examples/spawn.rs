@@ -29,17 +29,17 @@ fn run() -> anyhow::Result<u8> {
     let Some(first) = args.next() else {
         bail!("{USAGE}");
     };
-    let command = if first == "--shell" {
-        let script = args.next().context(USAGE)?;
-        Command::shell(script).args(args)
+    let mut command = if first == "--shell" {
+        Command::shell(args.next().context(USAGE)?)
     } else {
-        Command::new(first).args(args)
+        Command::new(first)
     };
+    command.args(args);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("could not start the tokio runtime")?;
-    let close = runtime.block_on(async { command.spawn()?.wait().await })?;
+    let close = runtime.block_on(command.status())?;
     println!("{}", close.to_json());
     Ok(u8::try_from(close.mirror_exit_code() & 0xff).unwrap_or(u8::MAX))
 }

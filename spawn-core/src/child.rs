@@ -4,12 +4,12 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use nix::sys::signal::{self, Signal};
+use nix::sys::signal;
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 
-use crate::{Close, Error, Output, Stream};
+use crate::{Close, Error, Output, Signal, Stream};
 
 /// How long [`Child::wait_timeout`] lets the child react to its stop signal
 /// before sending SIGKILL.
@@ -18,6 +18,14 @@ pub const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 /// A spawned child. Dropping it without waiting is allowed: the child is
 /// reaped in the background and never left a zombie (and is sent SIGKILL
 /// first if [`Command::kill_on_drop`](crate::Command::kill_on_drop) was set).
+///
+/// Its methods follow tokio's `Child` where the two overlap: [`id`](Child::id),
+/// [`wait`](Child::wait), [`try_wait`](Child::try_wait),
+/// [`start_kill`](Child::start_kill), [`kill`](Child::kill),
+/// [`wait_with_output`](Child::wait_with_output); beyond them,
+/// [`signal`](Child::signal) sends any signal, [`signal_group`](Child::signal_group)
+/// reaches grandchildren, [`stop`](Child::stop) escalates and
+/// [`wait_timeout`](Child::wait_timeout) bounds the wait.
 #[derive(Debug)]
 pub struct Child {
     inner: tokio::process::Child,
@@ -29,7 +37,7 @@ pub struct Child {
 
 enum ReadFailure {
     Io(Stream, std::io::Error),
-    Cap(Stream),
+    Cap(Stream, usize),
 }
 
 impl Child {
@@ -45,10 +53,13 @@ impl Child {
         }
     }
 
-    /// The child's process id (still returned after the child was reaped,
-    /// when the number may already belong to another process).
-    pub fn pid(&self) -> u32 {
-        self.pid
+    /// The child's process id while it may be signalled: `None` once the
+    /// child was reaped (by [`wait`](Child::wait) or
+    /// [`try_wait`](Child::try_wait)), when the number may already belong
+    /// to another process (tokio's meaning). Errors keep the number, for
+    /// logs.
+    pub fn id(&self) -> Option<u32> {
+        self.inner.id()
     }
 
     /// The program as given to the [`Command`](crate::Command).
@@ -57,7 +68,8 @@ impl Child {
     }
 
     /// Takes the writing end of a piped stdin (`None` unless
-    /// [`Stdio::Piped`](crate::Stdio::Piped), or already taken).
+    /// [`Stdio::piped`](crate::Stdio::piped), or already taken). Any of the
+    /// three converts into another child's [`Stdio`](crate::Stdio).
     pub fn take_stdin(&mut self) -> Option<ChildStdin> {
         self.inner.stdin.take()
     }
@@ -114,31 +126,51 @@ impl Child {
     ///
     /// # Errors
     /// [`Error::Kill`] if the OS refuses.
-    pub fn kill(&mut self, signal: Signal) -> Result<(), Error> {
+    pub fn signal(&mut self, signal: Signal) -> Result<(), Error> {
         if self.inner.id().is_none() {
             return Ok(());
         }
-        signal::kill(self.nix_pid(), signal).map_err(|source| self.kill_error(signal, source))
+        signal::kill(self.nix_pid(), signal.to_nix())
+            .map_err(|errno| self.kill_error(signal, errno))
+    }
+
+    /// Sends SIGKILL to the child without waiting for it (tokio's
+    /// `start_kill`); does nothing once the child was reaped.
+    ///
+    /// # Errors
+    /// [`Error::Kill`] if the OS refuses.
+    pub fn start_kill(&mut self) -> Result<(), Error> {
+        self.signal(Signal::SIGKILL)
+    }
+
+    /// Sends SIGKILL and waits for the child (tokio's `kill`); returns the
+    /// close, which says SIGKILL unless the child had closed by itself.
+    ///
+    /// # Errors
+    /// [`Error::Kill`] or [`Error::Wait`].
+    pub async fn kill(&mut self) -> Result<Close, Error> {
+        self.start_kill()?;
+        self.wait().await
     }
 
     /// Sends `signal` to the child's whole process group, grandchildren
     /// included. The child must lead its group
-    /// ([`Command::process_group`](crate::Command::process_group) or
+    /// ([`Command::process_group`](crate::Command::process_group)`(0)` or
     /// [`Command::new_session`](crate::Command::new_session)); an empty
     /// group is not an error.
     ///
     /// # Errors
     /// [`Error::NotGroupLeader`], or [`Error::Kill`] if the OS refuses.
-    pub fn kill_group(&mut self, signal: Signal) -> Result<(), Error> {
+    pub fn signal_group(&mut self, signal: Signal) -> Result<(), Error> {
         if !self.group_leader {
             return Err(Error::NotGroupLeader {
                 program: self.program.clone(),
                 pid: self.pid,
             });
         }
-        match signal::killpg(self.nix_pid(), signal) {
+        match signal::killpg(self.nix_pid(), signal.to_nix()) {
             Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
-            Err(source) => Err(self.kill_error(signal, source)),
+            Err(errno) => Err(self.kill_error(signal, errno)),
         }
     }
 
@@ -151,13 +183,10 @@ impl Child {
         if let Some(close) = self.try_wait()? {
             return Ok(close);
         }
-        self.kill(signal)?;
+        self.signal(signal)?;
         match tokio::time::timeout(grace, self.wait()).await {
             Ok(result) => result,
-            Err(_elapsed) => {
-                self.kill(Signal::SIGKILL)?;
-                self.wait().await
-            }
+            Err(_elapsed) => self.kill().await,
         }
     }
 
@@ -187,16 +216,29 @@ impl Child {
         }
     }
 
-    /// Reads the piped stdout and stderr concurrently to their end, each up
-    /// to `cap` bytes, then waits. A piped stdin that was not taken is closed
-    /// first, so a child that reads it to its end goes on. A stream that is
-    /// not piped reads as empty. Past the cap the child is killed with
-    /// SIGKILL and [`Error::OutputTooLarge`] is returned.
+    /// Reads all of the piped stdout and stderr concurrently to their end,
+    /// then waits (tokio's `wait_with_output`). A piped stdin that was not
+    /// taken is closed first, so a child that reads it to its end goes on. A
+    /// stream that is not piped reads as empty.
+    ///
+    /// # Errors
+    /// [`Error::Read`], [`Error::Kill`] or [`Error::Wait`].
+    pub async fn wait_with_output(self) -> Result<Output, Error> {
+        self.read_output(None).await
+    }
+
+    /// [`wait_with_output`](Child::wait_with_output), each stream capped at
+    /// `cap` bytes: past it the child is killed with SIGKILL and
+    /// [`Error::OutputTooLarge`] is returned (Node's `maxBuffer`).
     ///
     /// # Errors
     /// [`Error::OutputTooLarge`], [`Error::Read`], [`Error::Kill`] or
     /// [`Error::Wait`].
-    pub async fn output(mut self, cap: usize) -> Result<Output, Error> {
+    pub async fn wait_with_output_capped(self, cap: usize) -> Result<Output, Error> {
+        self.read_output(Some(cap)).await
+    }
+
+    async fn read_output(mut self, cap: Option<usize>) -> Result<Output, Error> {
         // `wait` would close it, but only after the reads: a child waiting
         // for the end of its stdin before it writes or exits would hang both.
         drop(self.take_stdin());
@@ -211,9 +253,8 @@ impl Child {
                     stderr,
                 })
             }
-            Err(ReadFailure::Cap(stream)) => {
-                self.kill(Signal::SIGKILL)?;
-                let close = self.wait().await?;
+            Err(ReadFailure::Cap(stream, cap)) => {
+                let close = self.kill().await?;
                 Err(Error::OutputTooLarge {
                     program: self.program.clone(),
                     pid: self.pid,
@@ -223,8 +264,7 @@ impl Child {
                 })
             }
             Err(ReadFailure::Io(stream, source)) => {
-                self.kill(Signal::SIGKILL)?;
-                self.wait().await?;
+                self.kill().await?;
                 Err(Error::Read {
                     program: self.program.clone(),
                     pid: self.pid,
@@ -240,25 +280,33 @@ impl Child {
         Pid::from_raw(self.pid as libc::pid_t)
     }
 
-    fn kill_error(&self, signal: Signal, source: nix::Error) -> Error {
+    fn kill_error(&self, signal: Signal, errno: nix::Error) -> Error {
         Error::Kill {
             program: self.program.clone(),
             pid: self.pid,
             signal,
-            source,
+            source: errno.into(),
         }
     }
 }
 
 async fn read_capped<R: AsyncRead + Unpin>(
     reader: Option<R>,
-    cap: usize,
+    cap: Option<usize>,
     stream: Stream,
 ) -> Result<Vec<u8>, ReadFailure> {
     let Some(reader) = reader else {
         return Ok(Vec::new());
     };
     let mut buf = Vec::new();
+    let Some(cap) = cap else {
+        let mut reader = reader;
+        reader
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| ReadFailure::Io(stream, e))?;
+        return Ok(buf);
+    };
     let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
     reader
         .take(limit)
@@ -266,7 +314,7 @@ async fn read_capped<R: AsyncRead + Unpin>(
         .await
         .map_err(|e| ReadFailure::Io(stream, e))?;
     if buf.len() > cap {
-        return Err(ReadFailure::Cap(stream));
+        return Err(ReadFailure::Cap(stream, cap));
     }
     Ok(buf)
 }

@@ -6,15 +6,14 @@ use std::fmt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
-use nix::sys::signal::Signal;
+use crate::Signal;
 
 /// How a child closed: exactly one of an exit code or a killing signal.
 ///
 /// ```
-/// use nix::sys::signal::Signal;
-/// use spawn_core::Close;
+/// use spawn_core::{Close, Signal};
 ///
-/// let killed = Close::Signaled(Signal::SIGKILL as i32);
+/// let killed = Close::Signaled(Signal::SIGKILL.as_raw());
 /// assert_eq!(killed.signal(), Some(Signal::SIGKILL));
 /// assert_eq!(killed.code(), None);
 /// assert_eq!(killed.to_json(), r#"{"code":null,"signal":"SIGKILL"}"#);
@@ -56,19 +55,19 @@ impl Close {
         }
     }
 
-    /// The signal, when a signal nix knows by name killed the child
+    /// The signal, when a signal the platform names killed the child
     /// (real-time signals have no [`Signal`] value: see [`Close::signal_name`]).
     pub fn signal(self) -> Option<Signal> {
-        self.signo().and_then(|signo| Signal::try_from(signo).ok())
+        self.signo().and_then(Signal::from_raw)
     }
 
-    /// The signal's name (`"SIGKILL"`), or `"SIG<n>"` for a signal nix does
-    /// not name; `None` when the child exited.
+    /// The signal's name (`"SIGKILL"`), or `"SIG<n>"` for a signal the
+    /// platform does not name; `None` when the child exited.
     pub fn signal_name(self) -> Option<Cow<'static, str>> {
         let signo = self.signo()?;
-        Some(match Signal::try_from(signo) {
-            Ok(signal) => Cow::Borrowed(signal.as_str()),
-            Err(_) => Cow::Owned(format!("SIG{signo}")),
+        Some(match Signal::from_raw(signo) {
+            Some(signal) => Cow::Borrowed(signal.as_str()),
+            None => Cow::Owned(format!("SIG{signo}")),
         })
     }
 

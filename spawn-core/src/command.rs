@@ -1,68 +1,81 @@
-//! [`Command`]: the builder. It wraps `std::process::Command` so that std's
+//! [`Command`]: the builder. Like std's and tokio's, its setters take
+//! `&mut self`, so one command can be spawned again. Each spawn builds a
+//! fresh `std::process::Command` from the settings, so that std's
 //! `posix_spawn` fast path is kept whenever no option needs a `pre_exec`
-//! hook, and hands the spawn to `tokio::process` (whose reaper collects every
+//! hook, and hands it to `tokio::process` (whose reaper collects every
 //! child, waited for or not).
 
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
+use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process;
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-use nix::sys::signal::Signal;
+use nix::sys::resource::{Resource, getrlimit};
 
+use crate::error::check_dir;
 use crate::hook::{FdMove, Hook};
-use crate::{Child, Close, Error, spawner};
-
-/// How one standard stream of the child is connected. The default is
-/// [`Stdio::Inherit`], like the seed's `stdio: "inherit"`.
-#[derive(Debug, Default)]
-#[non_exhaustive]
-pub enum Stdio {
-    /// The child shares the parent's stream.
-    #[default]
-    Inherit,
-    /// A pipe to the parent, taken with [`Child::take_stdout`] and friends.
-    Piped,
-    /// `/dev/null`.
-    Null,
-    /// An open file.
-    File(File),
-}
-
-impl Stdio {
-    fn into_std(self) -> process::Stdio {
-        match self {
-            Stdio::Inherit => process::Stdio::inherit(),
-            Stdio::Piped => process::Stdio::piped(),
-            Stdio::Null => process::Stdio::null(),
-            Stdio::File(file) => process::Stdio::from(file),
-        }
-    }
-}
+use crate::stdio::ToStdError;
+use crate::{Child, Close, Error, Signal, Stdio, Stream, spawner};
 
 /// A description of one child process to start: the program, its arguments,
 /// environment, working directory, stdio, and process attributes.
 ///
-/// A `Command` is spent by [`spawn`](Command::spawn) (and
-/// [`output`](Command::output), [`status_blocking`](Command::status_blocking)):
-/// the descriptors it hands to the child are closed in the parent once the
-/// child has them.
+/// The setters take `&mut self` and return it, as std's and tokio's do: chain
+/// them on a temporary (`Command::new("ls").arg("-l").spawn()?`), or keep the
+/// command in a variable to spawn it again. What each spawn does with the
+/// descriptors it is given:
+/// - a [`Stdio`] made from a file or an [`OwnedFd`] stays open in the
+///   command and each child gets its own copy (std's rule); another child's
+///   pipe end goes to the next spawn only (see [`Stdio`]);
+/// - a descriptor given to [`inherit_fd`](Command::inherit_fd) goes to the
+///   next spawn only, and the parent's copy is closed right after it, so the
+///   peer of a socket handed to a child sees the end of the stream when that
+///   child exits. Spawning again needs a new `inherit_fd` for that number
+///   ([`Error::FdHandedOver`] otherwise).
 #[derive(Debug)]
 pub struct Command {
-    std: process::Command,
     program: OsString,
+    args: Vec<OsString>,
+    arg0: Option<OsString>,
+    env_clear: bool,
+    /// `None` removes the variable.
+    env: BTreeMap<OsString, Option<OsString>>,
     cwd: Option<PathBuf>,
     stdin: Option<Stdio>,
     stdout: Option<Stdio>,
     stderr: Option<Stdio>,
-    fds: Vec<(RawFd, OwnedFd)>,
-    process_group: bool,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    process_group: Option<i32>,
     new_session: bool,
+    fds: Vec<(RawFd, OwnedFd)>,
+    /// Targets whose descriptor went to an earlier spawn.
+    handed_over: Vec<RawFd>,
     parent_death: Option<Signal>,
     kill_on_drop: bool,
+}
+
+/// What a stream is when the command does not set it: std's defaults for
+/// `spawn` (inherit all) and `output` (null stdin, piped stdout and stderr).
+#[derive(Clone, Copy)]
+pub(crate) struct Defaults {
+    stdin_null: bool,
+    capture: bool,
+}
+
+impl Defaults {
+    pub(crate) const SPAWN: Defaults = Defaults {
+        stdin_null: false,
+        capture: false,
+    };
+    const OUTPUT: Defaults = Defaults {
+        stdin_null: true,
+        capture: true,
+    };
 }
 
 impl Command {
@@ -70,17 +83,22 @@ impl Command {
     /// slash) with no arguments, the parent's environment, working directory
     /// and stdio.
     pub fn new(program: impl AsRef<OsStr>) -> Self {
-        let program = program.as_ref().to_owned();
         Command {
-            std: process::Command::new(&program),
-            program,
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            arg0: None,
+            env_clear: false,
+            env: BTreeMap::new(),
             cwd: None,
             stdin: None,
             stdout: None,
             stderr: None,
-            fds: Vec::new(),
-            process_group: false,
+            uid: None,
+            gid: None,
+            process_group: None,
             new_session: false,
+            fds: Vec::new(),
+            handed_over: Vec::new(),
             parent_death: None,
             kill_on_drop: false,
         }
@@ -93,112 +111,139 @@ impl Command {
     /// them into the script, which can).
     pub fn shell(script: impl AsRef<OsStr>) -> Self {
         let mut command = Command::new("/bin/sh");
-        command.std.arg("-c").arg(script).arg("sh");
+        command.args([OsStr::new("-c"), script.as_ref(), OsStr::new("sh")]);
         command
     }
 
     /// Appends one argument.
-    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
-        self.std.arg(arg);
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.args.push(arg.as_ref().to_owned());
         self
     }
 
     /// Appends arguments.
-    pub fn args<I, S>(mut self, args: I) -> Self
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.std.args(args);
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
     /// Sets `argv[0]` (by default the program as given).
-    pub fn argv0(mut self, argv0: impl AsRef<OsStr>) -> Self {
-        self.std.arg0(argv0);
+    pub fn arg0(&mut self, arg0: impl AsRef<OsStr>) -> &mut Self {
+        self.arg0 = Some(arg0.as_ref().to_owned());
         self
     }
 
     /// Sets the working directory (by default the parent's). A directory
     /// that does not exist gives [`Error::BadCwd`].
-    pub fn cwd(mut self, dir: impl AsRef<Path>) -> Self {
-        let dir = dir.as_ref().to_path_buf();
-        self.std.current_dir(&dir);
-        self.cwd = Some(dir);
+    pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+        self.cwd = Some(dir.as_ref().to_path_buf());
         self
     }
 
     /// Sets one environment variable (by default the parent's environment
     /// is inherited).
-    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
-        self.std.env(key, value);
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
+        self.env
+            .insert(key.as_ref().to_owned(), Some(value.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets environment variables.
+    pub fn envs<I, K, V>(&mut self, vars: I) -> &mut Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        for (key, value) in vars {
+            self.env(key, value);
+        }
         self
     }
 
     /// Removes one environment variable.
-    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
-        self.std.env_remove(key);
+    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Self {
+        let key = key.as_ref().to_owned();
+        if self.env_clear {
+            self.env.remove(&key);
+        } else {
+            self.env.insert(key, None);
+        }
         self
     }
 
     /// Clears the environment: the child sees only variables set after this.
-    pub fn env_clear(mut self) -> Self {
-        self.std.env_clear();
+    pub fn env_clear(&mut self) -> &mut Self {
+        self.env_clear = true;
+        self.env.clear();
         self
     }
 
-    /// Connects standard input (default: [`Stdio::Inherit`]).
-    pub fn stdin(mut self, stdio: Stdio) -> Self {
-        self.stdin = Some(stdio);
+    /// Connects standard input. Default: inherited for
+    /// [`spawn`](Command::spawn) and [`status`](Command::status), `/dev/null`
+    /// for [`output`](Command::output).
+    pub fn stdin(&mut self, stdio: impl Into<Stdio>) -> &mut Self {
+        self.stdin = Some(stdio.into());
         self
     }
 
-    /// Connects standard output (default: [`Stdio::Inherit`]).
-    pub fn stdout(mut self, stdio: Stdio) -> Self {
-        self.stdout = Some(stdio);
+    /// Connects standard output. Default: inherited for
+    /// [`spawn`](Command::spawn) and [`status`](Command::status), piped for
+    /// [`output`](Command::output).
+    pub fn stdout(&mut self, stdio: impl Into<Stdio>) -> &mut Self {
+        self.stdout = Some(stdio.into());
         self
     }
 
-    /// Connects standard error (default: [`Stdio::Inherit`]).
-    pub fn stderr(mut self, stdio: Stdio) -> Self {
-        self.stderr = Some(stdio);
+    /// Connects standard error; defaults as [`stdout`](Command::stdout).
+    pub fn stderr(&mut self, stdio: impl Into<Stdio>) -> &mut Self {
+        self.stderr = Some(stdio.into());
         self
     }
 
-    /// Puts the child in a new process group that it leads, so that
-    /// [`Child::kill_group`] reaches its descendants too (default: off, the
-    /// child stays in the parent's group). Keeps the `posix_spawn` path.
-    pub fn process_group(mut self) -> Self {
-        self.process_group = true;
+    /// Puts the child in process group `pgroup`, as std's
+    /// `CommandExt::process_group`: 0 makes a new group that the child leads,
+    /// so that [`Child::signal_group`] reaches its descendants too. Default:
+    /// the parent's group. Keeps the `posix_spawn` path. Ignored with
+    /// [`new_session`](Command::new_session), whose group the child leads.
+    pub fn process_group(&mut self, pgroup: i32) -> &mut Self {
+        self.process_group = Some(pgroup);
         self
     }
 
     /// Starts the child in a new session (`setsid`), detached from the
     /// parent's controlling terminal, leading a new process group: Node's
     /// `detached: true` (default: off). Needs a `pre_exec` hook.
-    pub fn new_session(mut self) -> Self {
+    pub fn new_session(&mut self) -> &mut Self {
         self.new_session = true;
         self
     }
 
     /// Runs the child as this user id (default: the parent's).
-    pub fn uid(mut self, uid: u32) -> Self {
-        self.std.uid(uid);
+    pub fn uid(&mut self, uid: u32) -> &mut Self {
+        self.uid = Some(uid);
         self
     }
 
     /// Runs the child as this group id (default: the parent's).
-    pub fn gid(mut self, gid: u32) -> Self {
-        self.std.gid(gid);
+    pub fn gid(&mut self, gid: u32) -> &mut Self {
+        self.gid = Some(gid);
         self
     }
 
-    /// Hands `fd` to the child as descriptor number `child_fd` (3 or more),
-    /// for example one end of a socketpair for IPC. The parent's copy is
-    /// closed once the child is spawned. Any mapping works, including one
-    /// where a source's number is another mapping's target. Needs a
-    /// `pre_exec` hook.
-    pub fn inherit_fd(mut self, child_fd: RawFd, fd: OwnedFd) -> Self {
+    /// Hands `fd` to the next spawned child as descriptor number `child_fd`,
+    /// for example one end of a socketpair for IPC. The number must be 3 or
+    /// more and below the open-file limit (`RLIMIT_NOFILE`), checked in the
+    /// parent ([`Error::BadFdTarget`], [`Error::FdTargetAboveLimit`]). The
+    /// parent's copy is closed once that spawn returns (see [`Command`]).
+    /// Any mapping works, including one where a source's number is another
+    /// mapping's target. Needs a `pre_exec` hook.
+    pub fn inherit_fd(&mut self, child_fd: RawFd, fd: OwnedFd) -> &mut Self {
         self.fds.push((child_fd, fd));
         self
     }
@@ -209,7 +254,7 @@ impl Command {
     /// because the kernel fires the signal when the *thread* that forked
     /// exits (see the crate's Caveats). Default: off. Needs a `pre_exec`
     /// hook.
-    pub fn parent_death_signal(mut self, signal: Signal) -> Self {
+    pub fn parent_death_signal(&mut self, signal: Signal) -> &mut Self {
         self.parent_death = Some(signal);
         self
     }
@@ -217,66 +262,111 @@ impl Command {
     /// Whether dropping the [`Child`] without waiting sends it SIGKILL
     /// (default: `false`, the child runs on; either way it is reaped and
     /// never left a zombie).
-    pub fn kill_on_drop(mut self, kill: bool) -> Self {
+    pub fn kill_on_drop(&mut self, kill: bool) -> &mut Self {
         self.kill_on_drop = kill;
         self
     }
 
     /// The program as given.
-    pub fn program(&self) -> &OsStr {
+    pub fn get_program(&self) -> &OsStr {
         &self.program
+    }
+
+    /// The arguments after the program (for [`Command::shell`]: `-c`, the
+    /// script, `sh`, then the positional parameters).
+    pub fn get_args(&self) -> impl Iterator<Item = &OsStr> {
+        self.args.iter().map(OsString::as_os_str)
+    }
+
+    /// The working directory, if set.
+    pub fn get_current_dir(&self) -> Option<&Path> {
+        self.cwd.as_deref()
     }
 
     /// Starts the child. Needs a tokio runtime (any flavour).
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::PermissionDenied`], [`Error::BadCwd`],
-    /// [`Error::BadFdTarget`], [`Error::NoRuntime`] or [`Error::Spawn`], each
-    /// naming the program.
-    ///
-    /// # Panics
-    /// Inside a tokio runtime built without its I/O driver: tokio panics when
-    /// it registers the child (build the runtime with `enable_all`).
-    pub fn spawn(self) -> Result<Child, Error> {
-        spawn_all([self])
+    /// [`Error::BadFdTarget`], [`Error::FdTargetAboveLimit`],
+    /// [`Error::FdHandedOver`], [`Error::StdioHandedOver`],
+    /// [`Error::NoRuntime`], [`Error::SpawnPanicked`] or [`Error::Spawn`],
+    /// each naming the program.
+    pub fn spawn(&mut self) -> Result<Child, Error> {
+        crate::batch::spawn_each([(self, Defaults::SPAWN)])
             .pop()
             .unwrap_or_else(|| unreachable!("one command gives one result"))
     }
 
-    /// Runs the child to its close while capturing stdout and stderr
-    /// concurrently (no pipe deadlock whatever the volume), each up to `cap`
-    /// bytes. Standard input is `/dev/null` unless set (a piped stdin is
-    /// closed at once, as [`Child::output`] does). Past the cap the child
-    /// is killed and [`Error::OutputTooLarge`] says so (Node's `maxBuffer`).
+    /// Runs the child to its close and returns it, as tokio's `status`:
+    /// stdio inherited unless set, piped streams closed unread. The child is
+    /// spawned now; the future waits for it.
     ///
     /// # Errors
-    /// The spawn errors of [`spawn`](Command::spawn), [`Error::OutputTooLarge`],
-    /// [`Error::Read`] and [`Error::Wait`].
-    pub async fn output(mut self, cap: usize) -> Result<Output, Error> {
-        self.stdout = Some(Stdio::Piped);
-        self.stderr = Some(Stdio::Piped);
-        if self.stdin.is_none() {
-            self.stdin = Some(Stdio::Null);
+    /// The spawn errors of [`spawn`](Command::spawn), and [`Error::Wait`].
+    pub fn status(&mut self) -> impl Future<Output = Result<Close, Error>> + Send + use<> {
+        let spawned = self.spawn();
+        async move {
+            let mut child = spawned?;
+            drop(child.take_stdin());
+            drop(child.take_stdout());
+            drop(child.take_stderr());
+            child.wait().await
         }
-        self.spawn()?.output(cap).await
     }
 
-    /// Blocking counterpart for callers without a runtime (Node's
-    /// `spawnSync`): spawns, waits, and returns the close. Piped streams are
-    /// closed unread; use the async [`output`](Command::output) to capture.
+    /// Runs the child to its close while capturing all of stdout and stderr
+    /// concurrently (no pipe deadlock whatever the volume), std's and tokio's
+    /// `output`: stdout and stderr are piped and stdin is `/dev/null` unless
+    /// set. The child is spawned now; the future reads and waits. To bound
+    /// the memory a child can make us use, see
+    /// [`output_capped`](Command::output_capped).
+    ///
+    /// # Errors
+    /// The spawn errors of [`spawn`](Command::spawn), [`Error::Read`] and
+    /// [`Error::Wait`].
+    pub fn output(&mut self) -> impl Future<Output = Result<Output, Error>> + Send + use<> {
+        let spawned = self.spawn_for_output();
+        async move { spawned?.wait_with_output().await }
+    }
+
+    /// [`output`](Command::output), with each stream capped at `cap` bytes:
+    /// past it the child is killed with SIGKILL and
+    /// [`Error::OutputTooLarge`] says so (Node's `maxBuffer`).
+    ///
+    /// # Errors
+    /// The errors of [`output`](Command::output), [`Error::OutputTooLarge`]
+    /// and [`Error::Kill`].
+    pub fn output_capped(
+        &mut self,
+        cap: usize,
+    ) -> impl Future<Output = Result<Output, Error>> + Send + use<> {
+        let spawned = self.spawn_for_output();
+        async move { spawned?.wait_with_output_capped(cap).await }
+    }
+
+    fn spawn_for_output(&mut self) -> Result<Child, Error> {
+        crate::batch::spawn_each([(self, Defaults::OUTPUT)])
+            .pop()
+            .unwrap_or_else(|| unreachable!("one command gives one result"))
+    }
+
+    /// Blocking counterpart of [`status`](Command::status) for callers
+    /// without a runtime (Node's `spawnSync`): spawns, waits, and returns the
+    /// close. Piped streams are closed unread; use the async
+    /// [`output`](Command::output) to capture.
     ///
     /// # Errors
     /// The spawn errors of [`spawn`](Command::spawn) (except
     /// [`Error::NoRuntime`]) and [`Error::Wait`].
-    pub fn status_blocking(self) -> Result<Close, Error> {
+    pub fn status_blocking(&mut self) -> Result<Close, Error> {
         let on_spawner = self.parent_death.is_some();
-        let prepared = self.prepare()?;
         let Prepared {
             mut std,
             program,
             cwd,
             fds,
-        } = prepared;
+            ..
+        } = self.prepare(Defaults::SPAWN)?;
         let spawned = if on_spawner {
             spawner::run(move || std.spawn()).and_then(|r| r)
         } else {
@@ -300,49 +390,83 @@ impl Command {
             })
     }
 
-    /// Applies stdio, the process group and the hook to the std command.
-    fn prepare(mut self) -> Result<Prepared, Error> {
+    /// Whether the spawn must be forked from the spawner thread.
+    pub(crate) fn needs_spawner(&self) -> bool {
+        self.parent_death.is_some()
+    }
+
+    pub(crate) fn kill_on_drop_set(&self) -> bool {
+        self.kill_on_drop
+    }
+
+    /// Checks the settings, then builds the std command for one spawn: its
+    /// stdio, process group and hook. Nothing is taken from the command when
+    /// a check fails.
+    pub(crate) fn prepare(&mut self, defaults: Defaults) -> Result<Prepared, Error> {
         if let Some(cwd) = &self.cwd
-            && let Err(source) = crate::error::check_dir(cwd)
+            && let Err(source) = check_dir(cwd)
         {
             return Err(Error::BadCwd {
-                program: self.program,
+                program: self.program.clone(),
                 cwd: cwd.clone(),
                 source,
             });
         }
-        self.std
-            .stdin(self.stdin.take().unwrap_or_default().into_std());
-        self.std
-            .stdout(self.stdout.take().unwrap_or_default().into_std());
-        self.std
-            .stderr(self.stderr.take().unwrap_or_default().into_std());
-        if self.process_group && !self.new_session {
-            self.std.process_group(0);
+        self.check_fds()?;
+
+        let mut std = process::Command::new(&self.program);
+        std.args(&self.args);
+        if let Some(arg0) = &self.arg0 {
+            std.arg0(arg0);
         }
+        if self.env_clear {
+            std.env_clear();
+        }
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => std.env(key, value),
+                None => std.env_remove(key),
+            };
+        }
+        if let Some(cwd) = &self.cwd {
+            std.current_dir(cwd);
+        }
+        if let Some(uid) = self.uid {
+            std.uid(uid);
+        }
+        if let Some(gid) = self.gid {
+            std.gid(gid);
+        }
+        let group_leader = if self.new_session {
+            true
+        } else if let Some(pgroup) = self.process_group {
+            std.process_group(pgroup);
+            pgroup == 0
+        } else {
+            false
+        };
+        let stdin = self.stdio_for(Stream::Stdin, defaults)?;
+        let stdout = self.stdio_for(Stream::Stdout, defaults)?;
+        let stderr = self.stdio_for(Stream::Stderr, defaults)?;
+        std.stdin(stdin).stdout(stdout).stderr(stderr);
 
         let mut hook = Hook {
             new_session: self.new_session,
             parent_death: self
                 .parent_death
-                .map(|signal| (signal as libc::c_int, std::process::id() as libc::pid_t)),
+                .map(|signal| (signal.as_raw(), std::process::id() as libc::pid_t)),
             ..Hook::default()
         };
+        // From here on the descriptors belong to this spawn.
+        let fds = std::mem::take(&mut self.fds);
+        self.handed_over = fds.iter().map(|(target, _)| *target).collect();
         let mut reserved = Vec::new();
-        for (i, (target, fd)) in self.fds.iter().enumerate() {
-            let repeated = self.fds[..i].iter().any(|(t, _)| t == target);
-            if *target < 3 || repeated {
-                return Err(Error::BadFdTarget {
-                    program: self.program,
-                    child_fd: *target,
-                });
-            }
+        for (target, fd) in &fds {
             // The parent's copy must not leak into other children spawned
             // meanwhile; the child gets its own copy from the hook.
-            let cloexec = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
-            if let Err(errno) = cloexec {
+            if let Err(errno) = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)) {
                 return Err(Error::Spawn {
-                    program: self.program,
+                    program: self.program.clone(),
                     source: errno.into(),
                 });
             }
@@ -364,136 +488,110 @@ impl Command {
             // descriptors it reads stay open in the parent until the spawn
             // returns (`Prepared::fds`).
             unsafe {
-                self.std.pre_exec(move || hook.run_in_child());
+                std.pre_exec(move || hook.run_in_child());
             }
         }
         Ok(Prepared {
-            std: self.std,
-            program: self.program,
-            cwd: self.cwd,
-            fds: (self.fds, reserved),
+            std,
+            program: self.program.clone(),
+            cwd: self.cwd.clone(),
+            fds: (fds, reserved),
+            group_leader,
         })
     }
-}
 
-/// Starts every command, in order, like [`Command::spawn`] each, with one
-/// trip to spawn-core's spawner thread for all of those that ask for a
-/// [parent-death signal](Command::parent_death_signal) instead of one each.
-///
-/// That trip costs the caller a thread switch there and back; on a busy
-/// machine, being scheduled again after it can take as long as the spawn
-/// itself (here up to 0.9 ms, while the children it just started take both
-/// CPUs). Starting n such children together pays it once: this is how a
-/// cluster starts its workers.
-///
-/// The results are in the order of the commands; a command that fails does
-/// not stop the others. Needs a tokio runtime (any flavour).
-///
-/// # Errors
-/// Each result has the errors of [`Command::spawn`].
-pub fn spawn_all(commands: impl IntoIterator<Item = Command>) -> Vec<Result<Child, Error>> {
-    let handle = tokio::runtime::Handle::try_current();
-    let mut results: Vec<Option<Result<Child, Error>>> = Vec::new();
-    // Ready to spawn: (index in `results`, the spawn, what to keep).
-    let mut here = Vec::new();
-    let mut there = Vec::new();
-    for command in commands {
-        let index = results.len();
-        results.push(None);
-        if handle.is_err() {
-            results[index] = Some(Err(Error::NoRuntime {
-                program: command.program,
-            }));
-            continue;
-        }
-        let kill_on_drop = command.kill_on_drop;
-        let group_leader = command.process_group || command.new_session;
-        let on_spawner = command.parent_death.is_some();
-        match command.prepare() {
-            Ok(prepared) => {
-                let Prepared {
-                    std,
-                    program,
-                    cwd,
-                    fds,
-                } = prepared;
-                let mut tokio_cmd = tokio::process::Command::from(std);
-                tokio_cmd.kill_on_drop(kill_on_drop);
-                let kept = Kept {
-                    program,
-                    cwd,
-                    fds,
-                    group_leader,
-                };
-                if on_spawner {
-                    there.push((index, tokio_cmd, kept));
-                } else {
-                    here.push((index, tokio_cmd, kept));
-                }
-            }
-            Err(error) => results[index] = Some(Err(error)),
-        }
-    }
-    let mut spawned = Vec::with_capacity(here.len() + there.len());
-    for (index, mut tokio_cmd, kept) in here {
-        let result = tokio_cmd.spawn();
-        spawned.push((index, result, kept));
-    }
-    if !there.is_empty() {
-        let n = there.len();
-        let (kept, commands): (Vec<(usize, Kept)>, Vec<tokio::process::Command>) = there
-            .into_iter()
-            .map(|(index, command, kept)| ((index, kept), command))
-            .unzip();
-        let handle = handle.as_ref().map(Clone::clone).ok();
-        let outcome = spawner::run(move || {
-            let _entered = handle.as_ref().map(tokio::runtime::Handle::enter);
-            commands
-                .into_iter()
-                .map(|mut command| command.spawn())
-                .collect::<Vec<_>>()
-        });
-        let outcome = match outcome {
-            Ok(each) => each,
-            Err(error) => (0..n)
-                .map(|_| Err(std::io::Error::new(error.kind(), error.to_string())))
-                .collect(),
+    /// The checks on the descriptor targets: each at least 3, given once,
+    /// below the open-file limit, and none handed to an earlier spawn without
+    /// a new descriptor.
+    fn check_fds(&self) -> Result<(), Error> {
+        let bad = |child_fd| Error::BadFdTarget {
+            program: self.program.clone(),
+            child_fd,
         };
-        for ((index, kept), result) in kept.into_iter().zip(outcome) {
-            spawned.push((index, result, kept));
+        if let Some(&child_fd) = self
+            .handed_over
+            .iter()
+            .find(|t| !self.fds.iter().any(|(target, _)| target == *t))
+        {
+            return Err(Error::FdHandedOver {
+                program: self.program.clone(),
+                child_fd,
+            });
+        }
+        if self.fds.is_empty() {
+            return Ok(());
+        }
+        let limit = match getrlimit(Resource::RLIMIT_NOFILE) {
+            Ok((soft, _hard)) => soft,
+            Err(errno) => {
+                return Err(Error::Spawn {
+                    program: self.program.clone(),
+                    source: errno.into(),
+                });
+            }
+        };
+        for (i, (target, _)) in self.fds.iter().enumerate() {
+            if *target < 3 || self.fds[..i].iter().any(|(t, _)| t == target) {
+                return Err(bad(*target));
+            }
+            if u64::try_from(*target).is_ok_and(|t| t >= limit) {
+                return Err(Error::FdTargetAboveLimit {
+                    program: self.program.clone(),
+                    child_fd: *target,
+                    limit,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// std's stdio for `stream` in one spawn.
+    fn stdio_for(&mut self, stream: Stream, defaults: Defaults) -> Result<process::Stdio, Error> {
+        let (set, default) = match stream {
+            Stream::Stdin => (
+                &mut self.stdin,
+                if defaults.stdin_null {
+                    process::Stdio::null as fn() -> process::Stdio
+                } else {
+                    process::Stdio::inherit
+                },
+            ),
+            Stream::Stdout => (&mut self.stdout, capture_default(defaults)),
+            Stream::Stderr => (&mut self.stderr, capture_default(defaults)),
+        };
+        match set {
+            None => Ok(default()),
+            Some(stdio) => stdio.for_spawn().map_err(|e| match e {
+                ToStdError::HandedOver => Error::StdioHandedOver {
+                    program: self.program.clone(),
+                    stream,
+                },
+                ToStdError::Io(source) => Error::Spawn {
+                    program: self.program.clone(),
+                    source,
+                },
+            }),
         }
     }
-    for (index, result, kept) in spawned {
-        // The descriptors handed over are closed here, the child has them.
-        drop(kept.fds);
-        results[index] = Some(match result {
-            Ok(child) => Ok(Child::new(child, kept.program, kept.group_leader)),
-            Err(source) => Err(Error::from_spawn(kept.program, kept.cwd.as_ref(), source)),
-        });
-    }
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| unreachable!("every command has a result")))
-        .collect()
 }
 
-/// What a spawn keeps until it returned: the program and directory for its
-/// errors, and the descriptors the child takes.
-struct Kept {
-    program: OsString,
-    cwd: Option<PathBuf>,
-    fds: (Vec<(RawFd, OwnedFd)>, Vec<OwnedFd>),
-    group_leader: bool,
+fn capture_default(defaults: Defaults) -> fn() -> process::Stdio {
+    if defaults.capture {
+        process::Stdio::piped
+    } else {
+        process::Stdio::inherit
+    }
 }
 
 /// A std command ready to spawn, and the descriptors that must stay open
 /// until it has: the ones handed over, and placeholders holding their
 /// target numbers.
-struct Prepared {
-    std: process::Command,
-    program: OsString,
-    cwd: Option<PathBuf>,
-    fds: (Vec<(RawFd, OwnedFd)>, Vec<OwnedFd>),
+pub(crate) struct Prepared {
+    pub(crate) std: process::Command,
+    pub(crate) program: OsString,
+    pub(crate) cwd: Option<PathBuf>,
+    pub(crate) fds: (Vec<(RawFd, OwnedFd)>, Vec<OwnedFd>),
+    pub(crate) group_leader: bool,
 }
 
 /// The captured output of a child that closed.

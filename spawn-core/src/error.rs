@@ -8,13 +8,14 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use crate::{Close, Signal};
 
-use crate::Close;
-
-/// Which output stream of a child an error is about.
+/// Which standard stream of a child an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Stream {
+    /// The child's standard input.
+    Stdin,
     /// The child's standard output.
     Stdout,
     /// The child's standard error.
@@ -24,6 +25,7 @@ pub enum Stream {
 impl fmt::Display for Stream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Stream::Stdin => "stdin",
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
         })
@@ -84,6 +86,51 @@ pub enum Error {
         /// The offending target number.
         child_fd: RawFd,
     },
+    /// A descriptor target given to [`Command::inherit_fd`](crate::Command::inherit_fd)
+    /// is not below the process's open-file limit (`RLIMIT_NOFILE`), so no
+    /// descriptor can have that number in the child. Checked in the parent,
+    /// before any fork.
+    #[error(
+        "descriptor target {child_fd} for {program:?} is not below the open-file limit {limit}"
+    )]
+    FdTargetAboveLimit {
+        /// The program.
+        program: OsString,
+        /// The offending target number.
+        child_fd: RawFd,
+        /// The soft `RLIMIT_NOFILE`: targets must be below it.
+        limit: u64,
+    },
+    /// A command was spawned again without a new descriptor for a target
+    /// that [`Command::inherit_fd`](crate::Command::inherit_fd) handed to an
+    /// earlier spawn (the parent's copy was closed after it).
+    #[error(
+        "descriptor target {child_fd} for {program:?} went to an earlier spawn: give a new one"
+    )]
+    FdHandedOver {
+        /// The program.
+        program: OsString,
+        /// The target number without a descriptor.
+        child_fd: RawFd,
+    },
+    /// A command was spawned again with a stream made from another child's
+    /// pipe end, which went to the earlier spawn (see [`Stdio`](crate::Stdio)).
+    #[error("the {stream} of {program:?} was a pipe handed to an earlier spawn: give a new one")]
+    StdioHandedOver {
+        /// The program.
+        program: OsString,
+        /// The stream.
+        stream: Stream,
+    },
+    /// The spawn itself panicked (tokio does, in a runtime built without its
+    /// I/O driver); the other spawns of a batch went on.
+    #[error("spawning {program:?} panicked: {message}")]
+    SpawnPanicked {
+        /// The program.
+        program: OsString,
+        /// The panic's message.
+        message: String,
+    },
     /// The async API was used outside a tokio runtime.
     #[error("no tokio runtime to spawn {program:?} in")]
     NoRuntime {
@@ -112,7 +159,7 @@ pub enum Error {
         signal: Signal,
         /// The OS error.
         #[source]
-        source: nix::Error,
+        source: io::Error,
     },
     /// [`Child::kill_group`](crate::Child::kill_group) on a child that does
     /// not lead its own process group.

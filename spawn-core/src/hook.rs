@@ -15,7 +15,7 @@ use std::os::fd::RawFd;
 pub(crate) struct FdMove {
     pub(crate) src: RawFd,
     pub(crate) target: RawFd,
-    /// The temporary copy made in the child, above every target.
+    /// The temporary copy made in the child, at a number that is no target.
     tmp: RawFd,
 }
 
@@ -64,25 +64,34 @@ impl Hook {
     }
 
     /// Places every source at its target, even when a source's number is
-    /// another move's target: first every source is copied above all the
-    /// targets (close-on-exec copies, so they vanish at exec), then each copy
-    /// is `dup2`ed onto its target (which clears close-on-exec there).
+    /// another move's target: first every source is copied to a number that
+    /// is no target (close-on-exec copies, so they vanish at exec), then each
+    /// copy is `dup2`ed onto its target (which clears close-on-exec there).
+    ///
+    /// A copy that lands on a target number is left there (the `dup2` onto
+    /// that target replaces it) and the copy is made again: each such miss
+    /// fills one target number, so there are at most as many misses as
+    /// moves. No number is computed from a target, so no target (the parent
+    /// checked them against the descriptor limit) can overflow here.
     fn place_fds(&mut self) -> io::Result<()> {
-        let Some(floor) = self.fds.iter().map(|m| m.target).max() else {
-            return Ok(());
-        };
-        for m in &mut self.fds {
-            // SAFETY: fcntl(F_DUPFD_CLOEXEC) is async-signal-safe; `src` is a
-            // descriptor the parent kept open across the fork.
-            let tmp = unsafe { libc::fcntl(m.src, libc::F_DUPFD_CLOEXEC, floor + 1) };
-            if tmp == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            m.tmp = tmp;
+        for i in 0..self.fds.len() {
+            let src = self.fds[i].src;
+            let tmp = loop {
+                // SAFETY: fcntl(F_DUPFD_CLOEXEC) is async-signal-safe; `src`
+                // is a descriptor the parent kept open across the fork.
+                let tmp = unsafe { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 3) };
+                if tmp == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                if !self.fds.iter().any(|m| m.target == tmp) {
+                    break tmp;
+                }
+            };
+            self.fds[i].tmp = tmp;
         }
         for m in &self.fds {
-            // SAFETY: dup2 is async-signal-safe; `tmp` is open (above), and
-            // no later step closes or reuses `target`.
+            // SAFETY: dup2 is async-signal-safe; `tmp` is open (above) and is
+            // no target, so no earlier dup2 replaced it.
             if unsafe { libc::dup2(m.tmp, m.target) } == -1 {
                 return Err(io::Error::last_os_error());
             }

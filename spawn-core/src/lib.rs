@@ -1,20 +1,25 @@
 //! Spawn a program and await its close, safely and fast: the Rust answer to
-//! Node's `child_process.spawn` (and the seed's `spawnProcess`).
+//! Node's `child_process.spawn` (and the seed's `spawnProcess`), shaped like
+//! `tokio::process` where the two overlap.
 //!
-//! - [`Command`] is the builder: program and arguments, working directory,
-//!   environment (set, remove, clear), `argv[0]`, [`Stdio`] per stream
-//!   (inherit by default, piped, null, a file), a process group or a new
-//!   session, uid/gid, extra descriptors at chosen numbers
+//! - [`Command`] is the builder (`&mut self` setters, so a command can be
+//!   spawned again): program and arguments, working directory, environment
+//!   (set, remove, clear), `argv[0]`, [`Stdio`] per stream (inherit by
+//!   default, piped, null, a file, or another child's pipe end), a process
+//!   group or a new session, uid/gid, extra descriptors at chosen numbers
 //!   ([`Command::inherit_fd`]) and a parent-death signal.
 //!   [`Command::shell`] runs a script with `/bin/sh -c` and passes the
 //!   arguments as positional parameters, never spliced into the script.
 //! - [`Command::spawn`] returns a [`Child`] or an [`Error`] naming the program
-//!   (not found, permission denied, bad working directory, ...).
+//!   (not found, permission denied, bad working directory, ...);
+//!   [`Command::status`] and [`Command::output`] run it to its close, as
+//!   tokio's do, and [`Command::output_capped`] bounds the capture (Node's
+//!   `maxBuffer`).
 //! - [`Child::wait`] returns a [`Close`]: exactly one of an exit code or a
 //!   signal, with its name (`SIGKILL`), like the seed's `{code, signal}`.
-//! - [`Child::kill`], [`Child::kill_group`], [`Child::stop`] (signal, grace,
-//!   SIGKILL), [`Child::wait_timeout`], and capped capture with
-//!   [`Command::output`] / [`Child::output`] (Node's `maxBuffer`).
+//! - [`Child::kill`] and [`Child::start_kill`] (tokio's), [`Child::signal`]
+//!   (any [`Signal`]), [`Child::signal_group`], [`Child::stop`] (signal,
+//!   grace, SIGKILL) and [`Child::wait_timeout`].
 //! - [`Command::status_blocking`]: the same without a runtime (`spawnSync`).
 //!
 //! ```
@@ -23,13 +28,29 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), spawn_core::Error> {
 //! // "$1" is a positional parameter: the argument is never parsed as code.
-//! let mut child = Command::shell("exit \"$1\"").arg("3").spawn()?;
-//! let close = child.wait().await?;
+//! let close = Command::shell("exit \"$1\"").arg("3").status().await?;
 //! assert_eq!(close, Close::Exited(3));
 //! assert_eq!(close.to_json(), r#"{"code":3,"signal":null}"#);
+//!
+//! // A pipeline: `seq 1 1000 | wc -l`.
+//! let mut seq = Command::new("seq").args(["1", "1000"]).stdout(spawn_core::Stdio::piped()).spawn()?;
+//! let wc = Command::new("wc").arg("-l").stdin(seq.take_stdout().expect("piped")).output().await?;
+//! assert_eq!(String::from_utf8_lossy(&wc.stdout).trim(), "1000");
+//! # assert!(seq.wait().await?.success());
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Names
+//! `Command`, `Child`, `Stdio` and `Output` are the names std and tokio use,
+//! on purpose: a program moves from `tokio::process` by changing its `use`
+//! line, and the methods it calls keep their names and meanings (`output`
+//! captures everything, `id` ends with the child, `kill` sends SIGKILL and
+//! waits). A module that needs std's types beside ours imports one of the
+//! two by its path (`std::process::Command`) or renames it
+//! (`use spawn_core::Command as Spawn;`), as with tokio. No type of a
+//! dependency other than tokio's pipe ends is part of the API: [`Signal`] is
+//! the crate's own.
 //!
 //! # Speed
 //! The crate builds on `std::process::Command` and `tokio::process` (whose
@@ -45,7 +66,7 @@
 //!   after the last runtime of the process is gone stays a zombie until the
 //!   process exits). Set [`Command::kill_on_drop`] to send SIGKILL on drop
 //!   instead. Grandchildren are never reaped by us: use a process group and
-//!   [`Child::kill_group`] to stop them.
+//!   [`Child::signal_group`] to stop them.
 //! - **The parent-death signal is per thread.** Linux fires
 //!   `PR_SET_PDEATHSIG` when the *thread* that forked the child exits, not
 //!   when the process does. Spawning from a short-lived thread (tokio's
@@ -55,15 +76,16 @@
 //!   "the parent process died", whichever thread called `spawn`. The race
 //!   where the parent dies before the child's `prctl` is closed by comparing
 //!   `getppid()` with the parent's pid read before the fork.
-//! - [`Command::inherit_fd`] targets are placed by `dup2` in the child; any
-//!   mapping works (sources and targets may overlap). While the spawn runs,
-//!   target numbers free in the parent are held by close-on-exec
+//! - [`Command::inherit_fd`] targets are checked in the parent (3 or more,
+//!   once each, below `RLIMIT_NOFILE`) and placed by `dup2` in the child;
+//!   any mapping works (sources and targets may overlap). While the spawn
+//!   runs, target numbers free in the parent are held by close-on-exec
 //!   placeholders, so std's exec-error pipe never lands on one (which would
 //!   hide a failed exec). The parent's copies are closed after the spawn.
-//! - [`Child::kill`] does nothing once the child was reaped, so it never
-//!   signals a process that reused the pid; [`Child::pid`] may be stale then.
-//! - [`Child::kill_group`] signals the group the child leads, even after the
-//!   leader was reaped (the group lives while any member does). Once the
+//! - [`Child::signal`] does nothing once the child was reaped, so it never
+//!   signals a process that reused the pid; [`Child::id`] is `None` then.
+//! - [`Child::signal_group`] signals the group the child leads, even after
+//!   the leader was reaped (the group lives while any member does). Once the
 //!   leader is reaped *and* the group is empty, the number is free for the
 //!   kernel to reuse: do not signal a group long after its last member may
 //!   have exited.
@@ -71,7 +93,8 @@
 //!   then SIGKILL after [`TIMEOUT_GRACE`] if the child ignores it.
 //! - The async API needs a tokio runtime with its I/O and time drivers
 //!   (`Runtime` built with `enable_all`); outside one, `spawn` returns
-//!   [`Error::NoRuntime`].
+//!   [`Error::NoRuntime`], and in one built without its I/O driver
+//!   [`Error::SpawnPanicked`] (tokio panics there; the panic is caught).
 //!
 //! # Platforms
 //!
@@ -84,18 +107,26 @@
 #[cfg(not(unix))]
 compile_error!("spawn-core supports Unix only (Linux for the parent-death signal)");
 
+mod batch;
 mod child;
 mod close;
 mod command;
 mod error;
 mod hook;
+mod signal;
 mod spawner;
+mod stdio;
 
+pub use batch::spawn_all;
 pub use child::{Child, TIMEOUT_GRACE};
 pub use close::Close;
-pub use command::{Command, Output, Stdio, spawn_all};
+pub use command::{Command, Output};
 pub use error::{Error, Stream};
-pub use nix::sys::signal::Signal;
+pub use signal::{Signal, UnknownSignal};
+pub use stdio::Stdio;
+/// tokio's pipe ends, as [`Child::take_stdout`] and friends return them;
+/// each converts into a [`Stdio`] for another child.
+pub use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 
 // The Rust snippets of the README and of docs/spawn.md are compiled (and run,
 // unless marked `no_run`) as doc tests, so the documentation cannot drift

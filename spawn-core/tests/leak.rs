@@ -47,7 +47,7 @@ fn a_thousand_spawns_leak_no_descriptor_and_no_zombie() {
     runtime.block_on(async {
         tokio::time::timeout(Duration::from_secs(120), async {
             // Warm-up: tokio's SIGCHLD pipe and the like are opened once.
-            let out = Command::new("/bin/true").output(16).await.expect("warm-up");
+            let out = Command::new("/bin/true").output().await.expect("warm-up");
             assert_eq!(out.close, Close::Exited(0));
             let (fds_before, zombies_before) = (open_fds(), zombie_children());
 
@@ -63,8 +63,8 @@ fn a_thousand_spawns_leak_no_descriptor_and_no_zombie() {
                         .expect("wait"),
                     1 => {
                         Command::new("/bin/true")
-                            .stdin(Stdio::Piped)
-                            .output(16)
+                            .stdin(Stdio::piped())
+                            .output()
                             .await
                             .expect("output")
                             .close

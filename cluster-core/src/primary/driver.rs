@@ -85,9 +85,9 @@ pub(crate) async fn drive<M: Payload>(
             }
             Some(req) = kill_rx.recv() => {
                 let _ = if req.group {
-                    child.kill_group(req.signal)
+                    child.signal_group(req.signal)
                 } else {
-                    child.kill(req.signal)
+                    child.signal(req.signal)
                 };
             }
         }

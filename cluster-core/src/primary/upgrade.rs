@@ -32,7 +32,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
-use spawn_core::{Command, Signal};
+use spawn_core::Command;
 use tokio::io::AsyncBufReadExt as _;
 
 use crate::Payload;
@@ -139,8 +139,8 @@ async fn run<M: Payload>(shared: &Arc<Shared<M>>) -> Result<u32> {
         .map(|(name, _)| name.clone().unwrap_or_else(|| "unknown".into()))
         .collect();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let mut cmd = Command::new("/bin/sh")
-        .arg("-c")
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
         .arg(EXEC_SCRIPT)
         .arg(&program)
         .args(args)
@@ -149,16 +149,16 @@ async fn run<M: Payload>(shared: &Arc<Shared<M>>) -> Result<u32> {
         .env(UPGRADE_FD_ENV, (LISTEN_FDS_START + n).to_string())
         .env_remove("LISTEN_PID");
     for (i, (_, fd)) in (0..).zip(sockets) {
-        cmd = cmd.inherit_fd(LISTEN_FDS_START + i, fd);
+        cmd.inherit_fd(LISTEN_FDS_START + i, fd);
     }
-    cmd = cmd.inherit_fd(LISTEN_FDS_START + n, OwnedFd::from(theirs));
+    cmd.inherit_fd(LISTEN_FDS_START + n, OwnedFd::from(theirs));
     let mut child = cmd.spawn().map_err(|e| {
         failed(format!(
             "could not start {}: {e}",
             program.to_string_lossy()
         ))
     })?;
-    let pid = child.pid();
+    let pid = child.id().unwrap_or_default();
 
     ours.set_nonblocking(true)
         .map_err(|e| failed(format!("channel: {e}")))?;
@@ -202,7 +202,7 @@ async fn run<M: Payload>(shared: &Arc<Shared<M>>) -> Result<u32> {
         Ok(()) => Ok(pid),
         Err(reason) => {
             // Its workers die with it (parent-death signal).
-            let _ = child.kill(Signal::SIGKILL);
+            let _ = child.start_kill();
             Err(failed(reason))
         }
     }

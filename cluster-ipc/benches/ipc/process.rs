@@ -14,8 +14,8 @@ pub(crate) struct Child {
 /// conventional number by spawn-core's `inherit_fd`, as a cluster does.
 pub(crate) fn spawn_peer(args: &[&str]) -> anyhow::Result<(Child, OwnedFd)> {
     let (primary, child_end) = channel_pair()?;
-    let cmd = spawn_core::Command::new(std::env::current_exe()?)
-        .arg("--peer")
+    let mut cmd = spawn_core::Command::new(std::env::current_exe()?);
+    cmd.arg("--peer")
         .args(args)
         .inherit_fd(DEFAULT_CHILD_FD, child_end)
         .env(CHANNEL_FD_ENV, DEFAULT_CHILD_FD.to_string());

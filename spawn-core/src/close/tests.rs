@@ -3,9 +3,8 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
-use nix::sys::signal::Signal;
-
 use super::Close;
+use crate::Signal;
 
 #[test]
 fn exit_status_decodes_to_exactly_one_of_code_or_signal() {

@@ -43,8 +43,45 @@ fn spawn_outside_a_runtime_is_an_error_not_a_panic() {
 
 #[test]
 fn shell_mode_puts_arguments_after_the_script() {
-    let cmd = Command::shell("echo \"$1\"").arg("x y");
-    let args: Vec<_> = cmd.std.get_args().collect();
+    let mut cmd = Command::shell("echo \"$1\"");
+    cmd.arg("x y");
+    let args: Vec<_> = cmd.get_args().collect();
     assert_eq!(args, ["-c", "echo \"$1\"", "sh", "x y"]);
-    assert_eq!(cmd.program(), "/bin/sh");
+    assert_eq!(cmd.get_program(), "/bin/sh");
+}
+
+#[test]
+fn a_target_at_or_above_the_descriptor_limit_is_refused_in_the_parent() {
+    let (limit, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    for target in [i32::MAX, i32::try_from(limit).unwrap_or(i32::MAX)] {
+        let mut cmd = Command::new("/bin/true");
+        cmd.inherit_fd(target, some_fd());
+        let err = cmd
+            .status_blocking()
+            .expect_err("no such descriptor number");
+        assert!(
+            matches!(err, Error::FdTargetAboveLimit { child_fd, limit: l, .. }
+                if child_fd == target && l == limit),
+            "{err:?}"
+        );
+        // Refused before anything was taken: the descriptor is still there.
+        assert_eq!(cmd.fds.len(), 1);
+    }
+}
+
+#[test]
+fn a_descriptor_goes_to_one_spawn_and_a_respawn_needs_a_new_one() {
+    let mut cmd = Command::new("/bin/true");
+    cmd.inherit_fd(5, some_fd());
+    assert!(cmd.status_blocking().expect("first spawn").success());
+    let err = cmd
+        .status_blocking()
+        .expect_err("fd 5 went to the first child");
+    assert!(
+        matches!(err, Error::FdHandedOver { child_fd: 5, .. }),
+        "{err:?}"
+    );
+    cmd.inherit_fd(5, some_fd());
+    assert!(cmd.status_blocking().expect("with a new one").success());
 }

@@ -11,7 +11,7 @@ fn ten_megabytes_on_both_streams_are_captured() {
         // one stream to its end before the other would deadlock.
         let out =
             Command::shell("head -c 1048576 /dev/zero >&2 & head -c 10485760 /dev/zero; wait")
-                .output(16 << 20)
+                .output()
                 .await
                 .expect("capture");
         assert_eq!(out.close, Close::Exited(0));
@@ -24,7 +24,7 @@ fn ten_megabytes_on_both_streams_are_captured() {
 fn past_the_cap_the_child_is_killed_and_the_error_says_so() {
     run(async {
         let err = Command::new("yes")
-            .output(64 * 1024)
+            .output_capped(64 * 1024)
             .await
             .expect_err("yes never ends");
         match err {
@@ -49,7 +49,7 @@ fn past_the_cap_the_child_is_killed_and_the_error_says_so() {
 fn exactly_the_cap_is_fine() {
     run(async {
         let out = Command::shell("head -c 1000 /dev/zero")
-            .output(1000)
+            .output_capped(1000)
             .await
             .expect("at cap");
         assert_eq!(out.stdout.len(), 1000);
@@ -62,8 +62,8 @@ fn a_piped_stdin_is_closed_before_the_capture_so_a_reader_ends() {
         // `cat` writes nothing until its stdin ends: the capture must close
         // the stdin nobody took, or both sides wait for each other forever.
         let out = Command::new("cat")
-            .stdin(Stdio::Piped)
-            .output(1024)
+            .stdin(Stdio::piped())
+            .output()
             .await
             .expect("capture");
         assert_eq!(out.close, Close::Exited(0));

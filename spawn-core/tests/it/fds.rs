@@ -89,7 +89,7 @@ fn descriptors_not_handed_over_do_not_leak_into_the_child() {
         let already_inheritable = inheritable_fds();
         let out = Command::shell("ls /proc/self/fd")
             .inherit_fd(9, write)
-            .output(1 << 20)
+            .output()
             .await
             .expect("ls");
         let fds: Vec<i32> = String::from_utf8(out.stdout)
@@ -130,5 +130,23 @@ fn exec_failure_is_reported_when_a_target_is_where_std_reports_errors() {
             .spawn()
             .expect_err("the program does not exist");
         assert!(matches!(err, spawn_core::Error::NotFound { .. }), "{err:?}");
+    });
+}
+
+#[test]
+fn a_target_just_below_the_descriptor_limit_is_placed() {
+    run(async {
+        let (limit, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .expect("getrlimit");
+        let target = i32::try_from(limit - 1).expect("a descriptor number");
+        let (read, write) = pipe().expect("pipe");
+        let close = Command::shell("echo edge > /proc/self/fd/\"$1\"")
+            .arg(target.to_string())
+            .inherit_fd(target, write)
+            .status()
+            .await
+            .expect("spawn");
+        assert_eq!(close, Close::Exited(0));
+        assert_eq!(read_all(read), "edge\n");
     });
 }

@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::Signal;
+use spawn_core::Signal;
 use spawn_core::{Close, Command, Error, Stdio};
 use tokio::io::BufReader;
 
@@ -12,10 +12,12 @@ use crate::{read_line, run};
 
 /// A child that says "ready" once its trap is installed, then loops.
 fn trapping(trap: &str) -> Command {
-    Command::shell(format!("{trap}; echo ready; while :; do sleep 0.05; done")).stdout(Stdio::Piped)
+    let mut command = Command::shell(format!("{trap}; echo ready; while :; do sleep 0.05; done"));
+    command.stdout(Stdio::piped());
+    command
 }
 
-async fn spawn_ready(command: Command) -> spawn_core::Child {
+async fn spawn_ready(mut command: Command) -> spawn_core::Child {
     let mut child = command.spawn().expect("spawn");
     let mut stdout = BufReader::new(child.take_stdout().expect("stdout"));
     assert_eq!(read_line(&mut stdout).await, "ready");
@@ -105,12 +107,13 @@ fn terminates_within(fd: &OwnedFd, ms: u16) -> bool {
 fn group_kill_leaves_no_grandchild_alive() {
     run(async {
         for leader in ["process_group", "new_session"] {
-            let command = Command::shell("sleep 1000 & echo $!; wait").stdout(Stdio::Piped);
-            let command = if leader == "process_group" {
-                command.process_group()
+            let mut command = Command::shell("sleep 1000 & echo $!; wait");
+            command.stdout(Stdio::piped());
+            if leader == "process_group" {
+                command.process_group(0);
             } else {
-                command.new_session()
-            };
+                command.new_session();
+            }
             let mut child = command.spawn().expect("spawn");
             let mut stdout = BufReader::new(child.take_stdout().expect("stdout"));
             let grandchild: i32 = read_line(&mut stdout).await.parse().expect("a pid");
@@ -119,7 +122,7 @@ fn group_kill_leaves_no_grandchild_alive() {
                 !terminates_within(&grandchild, 0),
                 "grandchild alive before the kill"
             );
-            child.kill_group(Signal::SIGKILL).expect("kill_group");
+            child.signal_group(Signal::SIGKILL).expect("signal_group");
             assert_eq!(
                 child.wait().await.expect("wait").signal(),
                 Some(Signal::SIGKILL)
@@ -140,7 +143,9 @@ fn kill_group_needs_a_group_leader() {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn");
-        let err = child.kill_group(Signal::SIGKILL).expect_err("not a leader");
+        let err = child
+            .signal_group(Signal::SIGKILL)
+            .expect_err("not a leader");
         assert!(matches!(err, Error::NotGroupLeader { .. }), "{err:?}");
     });
 }
@@ -153,7 +158,7 @@ fn kill_on_drop_kills_the_child() {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn");
-        let fd = pidfd(child.pid() as i32);
+        let fd = pidfd(child.id().expect("running") as i32);
         drop(child);
         assert!(
             terminates_within(&fd, 10_000),
@@ -177,7 +182,7 @@ fn parent_death_signal_spawns_and_keeps_the_child_alive_while_we_live() {
                 .arg("100")
                 .parent_death_signal(Signal::SIGKILL)
                 .spawn()
-                .map(|c| c.pid())
+                .map(|c| c.id().expect("running"))
         })
         .join()
         .expect("spawning thread")
@@ -187,8 +192,11 @@ fn parent_death_signal_spawns_and_keeps_the_child_alive_while_we_live() {
             !terminates_within(&fd, 300),
             "the child died with the spawning thread"
         );
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child as i32), Signal::SIGKILL)
-            .expect("kill");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill");
         assert!(terminates_within(&fd, 10_000));
     });
 }
@@ -202,9 +210,9 @@ fn a_spawn_that_panics_on_the_spawner_thread_spares_its_other_children() {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn");
-        let fd = pidfd(child.pid() as i32);
+        let fd = pidfd(child.id().expect("running") as i32);
         // A runtime without I/O makes tokio panic inside the spawn, which
-        // runs on the spawner thread. The panic reaches the caller...
+        // runs on the spawner thread. The panic is caught and reported...
         let spawned = std::thread::spawn(|| {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
@@ -214,10 +222,14 @@ fn a_spawn_that_panics_on_the_spawner_thread_spares_its_other_children() {
             Command::new("/bin/true")
                 .parent_death_signal(Signal::SIGKILL)
                 .spawn()
-                .map(|c| c.pid())
+                .map(|c| c.id())
         })
-        .join();
-        assert!(spawned.is_err(), "the spawn did not panic: {spawned:?}");
+        .join()
+        .expect("the panic stays inside the spawn");
+        assert!(
+            matches!(spawned, Err(Error::SpawnPanicked { .. })),
+            "{spawned:?}"
+        );
         // ...and the spawner thread lives on: its children keep running
         // (they would get SIGKILL if it exited) and it still spawns.
         assert!(
@@ -229,8 +241,7 @@ fn a_spawn_that_panics_on_the_spawner_thread_spares_its_other_children() {
             .spawn()
             .expect("the spawner thread still spawns");
         assert_eq!(again.wait().await.expect("wait"), Close::Exited(0));
-        child.kill(Signal::SIGKILL).expect("kill");
-        child.wait().await.expect("wait");
+        child.kill().await.expect("kill");
     });
 }
 
@@ -250,7 +261,7 @@ fn child_state(pid: u32) -> Option<char> {
 fn a_child_dropped_unwaited_is_reaped_not_left_a_zombie() {
     run(async {
         let child = Command::new("/bin/true").spawn().expect("spawn");
-        let pid = child.pid();
+        let pid = child.id().expect("running");
         drop(child);
         // tokio's driver reaps the orphan when it exits; no event tells us
         // it did, so look, letting the runtime run between looks (bounded

@@ -4,6 +4,7 @@
 mod capture;
 mod fds;
 mod lifecycle;
+mod pipe;
 mod spawn;
 
 use std::future::Future;

@@ -1,12 +1,10 @@
 //! Spawning: exit codes, signals, typed spawn errors, cwd, env, stdio, shell
 //! mode.
 
-use nix::sys::signal::Signal;
+use spawn_core::Signal;
 use spawn_core::{Close, Command, Error, Stdio};
 
 use crate::run;
-
-const CAP: usize = 1 << 20;
 
 #[test]
 fn exit_codes_are_reported() {
@@ -29,15 +27,15 @@ fn exit_codes_are_reported() {
 fn death_by_signal_reports_the_signal() {
     run(async {
         let mut child = Command::new("sleep").arg("100").spawn().expect("spawn");
-        assert!(child.pid() > 0);
-        child.kill(Signal::SIGKILL).expect("kill");
+        assert!(child.id().is_some_and(|id| id > 0));
+        child.signal(Signal::SIGKILL).expect("kill");
         let close = child.wait().await.expect("wait");
         assert_eq!(close.signal(), Some(Signal::SIGKILL));
         assert_eq!(close.code(), None);
         assert_eq!(close.to_json(), r#"{"code":null,"signal":"SIGKILL"}"#);
         // A second wait returns the same close; kill after reaping is a no-op.
         assert_eq!(child.wait().await.expect("wait again"), close);
-        child.kill(Signal::SIGKILL).expect("kill a reaped child");
+        child.signal(Signal::SIGKILL).expect("kill a reaped child");
     });
 }
 
@@ -70,7 +68,7 @@ fn a_non_executable_file_is_permission_denied() {
 fn a_bad_cwd_is_reported_as_such() {
     run(async {
         let err = Command::new("/bin/true")
-            .cwd("/no/such/dir/spawn-core")
+            .current_dir("/no/such/dir/spawn-core")
             .spawn()
             .expect_err("bad cwd");
         match err {
@@ -80,7 +78,11 @@ fn a_bad_cwd_is_reported_as_such() {
             }
             other => panic!("expected BadCwd, got {other:?}"),
         }
-        let out = Command::new("pwd").cwd("/").output(CAP).await.expect("pwd");
+        let out = Command::new("pwd")
+            .current_dir("/")
+            .output()
+            .await
+            .expect("pwd");
         assert_eq!(out.stdout, b"/\n");
     });
 }
@@ -91,7 +93,7 @@ fn env_set_remove_and_clear() {
         let out = Command::shell("printf '%s|%s|%s' \"$A\" \"${HOME-unset}\" \"${PATH-unset}\"")
             .env("A", "one")
             .env_remove("HOME")
-            .output(CAP)
+            .output()
             .await
             .expect("env");
         let text = String::from_utf8(out.stdout).expect("utf8");
@@ -101,7 +103,7 @@ fn env_set_remove_and_clear() {
         let out = Command::new("/usr/bin/env")
             .env_clear()
             .env("ONLY", "1")
-            .output(CAP)
+            .output()
             .await
             .expect("env");
         assert_eq!(out.stdout, b"ONLY=1\n");
@@ -114,8 +116,8 @@ fn stdio_modes_piped_null_and_file() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         // Piped stdin and stdout: cat echoes.
         let mut child = Command::new("cat")
-            .stdin(Stdio::Piped)
-            .stdout(Stdio::Piped)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .spawn()
             .expect("cat");
         let mut stdin = child.take_stdin().expect("stdin");
@@ -130,8 +132,8 @@ fn stdio_modes_piped_null_and_file() {
 
         // Null stdin: cat sees EOF at once.
         let out = Command::new("cat")
-            .stdin(Stdio::Null)
-            .output(CAP)
+            .stdin(Stdio::null())
+            .output()
             .await
             .expect("cat");
         assert_eq!((out.close, out.stdout.len()), (Close::Exited(0), 0));
@@ -141,7 +143,7 @@ fn stdio_modes_piped_null_and_file() {
         let file = std::fs::File::create(&path).expect("create");
         let close = Command::new("echo")
             .arg("to a file")
-            .stdout(Stdio::File(file))
+            .stdout(Stdio::from(file))
             .spawn()
             .expect("echo")
             .wait()
@@ -167,8 +169,8 @@ fn shell_arguments_arrive_literally_and_inject_nothing() {
         ];
         let out = Command::shell("for a in \"$@\"; do printf '%s\\n' \"$a\"; done")
             .args(nasty)
-            .cwd(&dir)
-            .output(CAP)
+            .current_dir(&dir)
+            .output()
             .await
             .expect("shell");
         assert_eq!(out.close, Close::Exited(0));
@@ -177,8 +179,8 @@ fn shell_arguments_arrive_literally_and_inject_nothing() {
 
         let out = Command::shell("echo \"$1\"")
             .arg("'; touch pwned")
-            .cwd(&dir)
-            .output(CAP)
+            .current_dir(&dir)
+            .output()
             .await
             .expect("shell");
         assert_eq!(out.stdout, b"'; touch pwned\n");
@@ -192,9 +194,9 @@ fn shell_arguments_arrive_literally_and_inject_nothing() {
 fn argv0_is_what_the_child_sees() {
     run(async {
         let out = Command::new("/bin/sh")
-            .argv0("custom-name")
+            .arg0("custom-name")
             .args(["-c", "echo \"$0\""])
-            .output(CAP)
+            .output()
             .await
             .expect("sh");
         assert_eq!(out.stdout, b"custom-name\n");
@@ -222,7 +224,7 @@ fn uid_and_gid_of_the_parent_are_accepted() {
             .arg("-u")
             .uid(uid)
             .gid(gid)
-            .output(CAP)
+            .output()
             .await
             .expect("id");
         assert_eq!(
@@ -232,20 +234,35 @@ fn uid_and_gid_of_the_parent_are_accepted() {
     });
 }
 
+/// A command that exits with `code`, forked on the spawner thread when
+/// `pdeathsig` asks for a parent-death signal.
+fn exiting(code: i32, pdeathsig: bool) -> Command {
+    let mut command = Command::shell(format!("exit {code}"));
+    if pdeathsig {
+        command.parent_death_signal(Signal::SIGKILL);
+    }
+    command
+}
+
 #[test]
 fn spawn_all_starts_every_command_in_order_whatever_fails() {
     run(async {
+        let mut missing = Command::new("no-such-program-spawn-core");
+        missing.parent_death_signal(Signal::SIGKILL);
         let commands = [
-            // On the spawner thread (a parent-death signal), then here,
-            // then a failure between them: each result in its place.
-            Command::shell("exit 3").parent_death_signal(Signal::SIGKILL),
-            Command::shell("exit 4"),
-            Command::new("no-such-program-spawn-core").parent_death_signal(Signal::SIGKILL),
-            Command::shell("exit 5").parent_death_signal(Signal::SIGKILL),
+            // On the spawner thread (a parent-death signal), then not, then
+            // a failure between them: each result in its place.
+            exiting(3, true),
+            exiting(4, false),
+            missing,
+            exiting(5, true),
+            exiting(6, false),
         ];
         let mut results = spawn_core::spawn_all(commands).into_iter();
+        let mut pids = Vec::new();
         for code in [3, 4] {
             let mut child = results.next().expect("a result").expect("spawned");
+            pids.push(child.id().expect("running"));
             assert_eq!(child.wait().await.expect("wait"), Close::Exited(code));
         }
         match results.next().expect("a result") {
@@ -254,10 +271,40 @@ fn spawn_all_starts_every_command_in_order_whatever_fails() {
             }
             other => panic!("expected NotFound, got {other:?}"),
         }
-        let mut child = results.next().expect("a result").expect("spawned");
-        assert_eq!(child.wait().await.expect("wait"), Close::Exited(5));
+        for code in [5, 6] {
+            let mut child = results.next().expect("a result").expect("spawned");
+            pids.push(child.id().expect("running"));
+            assert_eq!(child.wait().await.expect("wait"), Close::Exited(code));
+        }
         assert!(results.next().is_none());
+        // Forked in the order of the commands: the kernel hands out pids in
+        // increasing order (one wrap past pid_max aside).
+        let descents = pids.windows(2).filter(|w| w[0] > w[1]).count();
+        assert!(descents <= 1, "forked out of order: pids {pids:?}");
+        assert!(descents == 0 || pids.first() > pids.last(), "pids {pids:?}");
     });
+}
+
+#[test]
+fn a_panicking_spawn_does_not_abandon_the_rest_of_the_batch() {
+    // tokio panics inside a spawn in a runtime built without its I/O
+    // driver; each command of the batch gets its own result.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("rt");
+    let _entered = runtime.enter();
+    let results = spawn_core::spawn_all([exiting(0, true), exiting(0, false), exiting(0, true)]);
+    assert_eq!(results.len(), 3);
+    for result in results {
+        match result {
+            Err(Error::SpawnPanicked { program, message }) => {
+                assert_eq!(program, "/bin/sh");
+                assert!(!message.is_empty());
+            }
+            other => panic!("expected SpawnPanicked, got {other:?}"),
+        }
+    }
 }
 
 #[test]

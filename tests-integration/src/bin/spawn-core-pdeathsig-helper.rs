@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .arg("1000")
             .parent_death_signal(Signal::SIGKILL)
             .spawn()?;
-        Ok(child.pid())
+        Ok(child.id().unwrap_or_default())
     })
     .join()
     .map_err(|_| "the spawning thread panicked")??;

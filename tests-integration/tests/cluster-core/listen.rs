@@ -176,7 +176,7 @@ async fn sticky_keeps_each_client_on_its_worker_across_a_restart() {
     cluster
         .worker(victim)
         .unwrap()
-        .kill(Signal::SIGKILL)
+        .kill(cluster_core::Signal::SIGKILL)
         .unwrap();
     until(&mut cluster, |ev| {
         if let Event::Fork { worker, slot, .. } = ev {
@@ -284,7 +284,7 @@ async fn connections_queued_for_a_killed_worker_are_answered_by_another() {
             .expect("a client failed");
         got.push((id, conn));
     }
-    stalled.kill(Signal::SIGKILL).unwrap();
+    stalled.kill(cluster_core::Signal::SIGKILL).unwrap();
     while let Some(answer) = tokio::time::timeout(BOUND, answers.recv())
         .await
         .expect("a connection queued for the killed worker hangs")

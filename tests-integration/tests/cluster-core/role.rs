@@ -57,8 +57,8 @@ fn launch_by_hand(mode: &str, token: u64) -> (spawn_core::Child, std::os::fd::Ow
             format!("1:0:0:{}:{token:x}", std::process::id()),
         )
         .env(cluster_ipc::CHANNEL_FD_ENV, "3")
-        .stdin(spawn_core::Stdio::Null)
-        .stdout(spawn_core::Stdio::Piped)
+        .stdin(spawn_core::Stdio::null())
+        .stdout(spawn_core::Stdio::piped())
         .inherit_fd(3, theirs)
         .spawn()
         .unwrap();
@@ -78,7 +78,7 @@ async fn a_worker_whose_primary_goes_away_drains_and_decides_itself() {
     .unwrap()
     .unwrap();
     assert_eq!(theirs.token, TOKEN);
-    assert_eq!(theirs.pid, child.pid());
+    assert_eq!(Some(theirs.pid), child.id());
     let online = tokio::time::timeout(BOUND, rx.recv_raw()).await.unwrap();
     assert!(
         matches!(online, Ok(Incoming::Control(ControlMsg::Online, _))),

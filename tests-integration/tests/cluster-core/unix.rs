@@ -231,7 +231,7 @@ async fn unix_connections_queued_for_a_killed_worker_are_answered_by_another() {
             .expect("a client failed");
         got.push(answer);
     }
-    stalled.kill(Signal::SIGKILL).unwrap();
+    stalled.kill(cluster_core::Signal::SIGKILL).unwrap();
     while let Some(answer) = tokio::time::timeout(BOUND, answers.recv())
         .await
         .expect("a connection queued for the killed worker hangs")
@@ -258,7 +258,7 @@ async fn the_socket_file_goes_with_the_last_worker_and_comes_back_with_the_next(
     listening_on(&mut cluster, 1).await;
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the mode setting");
-    only.kill(Signal::SIGKILL).unwrap();
+    only.kill(cluster_core::Signal::SIGKILL).unwrap();
     // Reported once the primary has taken the worker out of its tables.
     until(&mut cluster, |ev| matches!(ev, Event::Disconnect { .. })).await;
     assert!(!path.exists(), "the file outlived its last worker");

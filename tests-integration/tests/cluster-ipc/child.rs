@@ -32,7 +32,7 @@ fn spawn_peer(args: &[&str]) -> (Child, OwnedFd) {
     let (primary_end, child_end) = channel_pair().unwrap();
     let child = peer_command(child_end)
         .args(args)
-        .stdin(spawn_core::Stdio::Piped)
+        .stdin(spawn_core::Stdio::piped())
         .spawn()
         .unwrap();
     (child, primary_end)
@@ -41,10 +41,12 @@ fn spawn_peer(args: &[&str]) -> (Child, OwnedFd) {
 /// The helper with `fd` at the conventional channel number, named in
 /// `CLUSTER_IPC_FD`, killed if a test drops it.
 fn peer_command(fd: OwnedFd) -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cluster-ipc-peer"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cluster-ipc-peer"));
+    command
         .inherit_fd(DEFAULT_CHILD_FD, fd)
         .env(CHANNEL_FD_ENV, DEFAULT_CHILD_FD.to_string())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    command
 }
 
 async fn open(fd: OwnedFd, cap: u32) -> (Sender, Receiver, Handshake) {
@@ -72,7 +74,7 @@ async fn finish(mut child: Child) {
 #[tokio::test]
 async fn the_child_adopts_its_end_and_handshakes() {
     let (child, fd) = spawn_peer(&["echo", "1024"]);
-    let pid = child.pid();
+    let pid = child.id().unwrap();
     let (tx, mut rx, peer) = open(fd, 1024).await;
     assert_eq!(peer.pid, pid);
     assert_eq!(peer.worker_id, 1);
@@ -287,7 +289,7 @@ async fn a_worker_refuses_an_inherited_descriptor_that_is_not_a_socket() {
     let (read_end, write_end) = std::io::pipe().unwrap();
     let output = peer_command(OwnedFd::from(read_end))
         .args(["echo", "1024"])
-        .output(1 << 20);
+        .output();
     let output = bounded(output).await.unwrap();
     drop(write_end);
     assert!(!output.close.success());

@@ -6,8 +6,7 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::Signal;
-use spawn_core::{Command, Stdio};
+use spawn_core::{Command, Signal, Stdio};
 use tokio::io::BufReader;
 
 /// Runs `test` on a current-thread runtime, bounded in time.
@@ -60,8 +59,8 @@ fn parent_death_signal_kills_the_child_when_the_parent_dies() {
         // The helper spawns `sleep` from a thread that exits at once, then
         // lives on until killed.
         let mut helper = Command::new(env!("CARGO_BIN_EXE_spawn-core-pdeathsig-helper"))
-            .stdin(Stdio::Piped)
-            .stdout(Stdio::Piped)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .spawn()
             .expect("helper");
         let mut stdout = BufReader::new(helper.take_stdout().expect("stdout"));
@@ -71,11 +70,8 @@ fn parent_death_signal_kills_the_child_when_the_parent_dies() {
             !terminates_within(&grandchild, 300),
             "the child died with the spawning thread, not the process"
         );
-        helper.kill(Signal::SIGKILL).expect("kill the helper");
-        assert_eq!(
-            helper.wait().await.expect("wait").signal(),
-            Some(Signal::SIGKILL)
-        );
+        let close = helper.kill().await.expect("kill the helper");
+        assert_eq!(close.signal(), Some(Signal::SIGKILL));
         assert!(
             terminates_within(&grandchild, 10_000),
             "the child outlived its parent"
