@@ -6,7 +6,7 @@
 //!   worker's port and events, both threads pinned to one CPU
 //!   (`sched_setaffinity`); 20,000 [500] round trips. Raw: a bare eventfd
 //!   ping-pong between two threads pinned the same way. Good: ≤ 1.5 × raw
-//!   (Node.js: 12.4 µs, 3.4 × an eventfd's 3.7 µs).
+//!   (Node.js: its row in docs/benchmarks.md).
 //! - `threads.rtt_pinned_vs_crossbeam`: the same, against a bare crossbeam
 //!   ping-pong pinned the same way (what the ports are built on): the cost of
 //!   the worker wrapper itself. Good: ≤ 1.1 × raw.
@@ -14,15 +14,16 @@
 //! - `threads.throughput`: one-way `u64` messages worker → parent (posted as
 //!   events, received by `recv_event`); 2,000,000 [20,000]. Raw: the same
 //!   count through a bare crossbeam unbounded channel between two threads.
-//!   Good: ≥ 20M/s (Node.js: 1M/s).
+//!   Good: ≥ 20M/s (Node.js: docs/benchmarks.md).
 //! - `threads.start_to_first_msg`: `Worker::spawn` to the first message event
 //!   in the parent; the median of 100 [10] starts. Raw: `std::thread::spawn`
-//!   and a bare crossbeam channel. Good: ≤ 200 µs (Node.js: 14.6 ms).
+//!   and a bare crossbeam channel. Good: ≤ 200 µs (Node.js: docs/benchmarks.md).
 //! - `threads.pool_speedup_fib30`: 64 × fib(30) [fib(20)] on `Pool` with 1
 //!   thread, over the same on 2 threads. Raw: the same speedup with bare
 //!   `std::thread`s (32 calls each on 2 threads over 64 on 1), which shows
 //!   how much of the 2 CPUs the shared machine gave this run; the ideal is
-//!   2.0. Good: ≥ 1.9 on a quiet machine (Node.js with piscina: 1.93).
+//!   2.0. Good: ≥ 1.9 on a quiet machine (Node.js with piscina:
+//!   docs/benchmarks.md).
 //!
 //! Each figure is the median of its repetitions; spread is (max − min) / 2.
 //! Without `--bench` (as under `cargo test --benches`) the quick workload
@@ -345,7 +346,7 @@ fn fib(n: u32) -> u64 {
 fn fib_batch(pool: &Pool, n: u32) -> f64 {
     let started = Instant::now();
     let handles: Vec<_> = (0..64)
-        .map(|_| pool.run(move |_| fib(black_box(n))))
+        .map(|_| pool.run(move || fib(black_box(n))))
         .collect();
     for handle in handles {
         black_box(handle.join().expect("fib task"));

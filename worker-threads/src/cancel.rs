@@ -5,7 +5,13 @@
 //! [`CancelToken::is_cancelled`] (a load, cheap enough for a hot loop), or
 //! wakes from a blocking wait on it ([`CancelToken::wait_timeout`], or a
 //! `crossbeam_channel::select!` on [`CancelToken::receiver`]).
+//!
+//! The token of the running worker or pool task is also the thread's
+//! *current* token ([`enter`]), so that a [`MessagePort`](crate::MessagePort)
+//! used on that thread wakes when the worker is terminated or the task
+//! cancelled, without being given the token.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -113,6 +119,31 @@ impl CancelToken {
             let _ = self.inner.wake_rx.recv_deadline(until);
         }
         self.is_cancelled()
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<CancelToken>> = const { RefCell::new(None) };
+}
+
+/// Makes `token` the calling thread's current token until the guard drops
+/// (a worker's whole life, a pool task's run).
+pub(crate) fn enter(token: &CancelToken) -> CurrentGuard {
+    CurrentGuard(CURRENT.with(|c| c.replace(Some(token.clone()))))
+}
+
+/// The calling thread's current token: its worker's or its pool task's.
+pub(crate) fn current() -> Option<CancelToken> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Restores the previous current token on drop.
+pub(crate) struct CurrentGuard(Option<CancelToken>);
+
+impl Drop for CurrentGuard {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        CURRENT.with(|c| *c.borrow_mut() = previous);
     }
 }
 

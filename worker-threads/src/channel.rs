@@ -5,12 +5,18 @@
 //! by ownership — Rust's answer to Node's `transferList`: nothing is cloned or
 //! serialised. Sending on a port whose peer is gone hands the value back in
 //! crossbeam's [`SendError`].
+//!
+//! On a worker's thread or in a pool task, a port's blocking calls also
+//! wake when the worker is terminated or the task cancelled (the thread's
+//! current [`CancelToken`]): a receive fails with [`RecvError::Terminated`],
+//! a send waiting for room on a full bounded channel hands its value back.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, SendError, Sender};
+use crossbeam_channel::{Receiver, SendError, Sender, TrySendError};
 
-use crate::{CancelToken, RecvError};
+use crate::wait::{recv_or_stop, send_or_stop};
+use crate::{CancelToken, RecvError, cancel};
 
 /// A typed pair of connected ports: what `port1` sends, `port2` receives, and
 /// the other way round.
@@ -68,39 +74,39 @@ pub struct MessagePort<S, R = S> {
 
 impl<S, R> MessagePort<S, R> {
     /// Sends a message to the peer port; blocks only on a full bounded queue.
-    /// Fails, handing the message back, once the peer is closed.
+    /// Fails, handing the message back, once the peer is closed, or, on a
+    /// worker's thread or in a pool task, when the worker is terminated or
+    /// the task cancelled while the send waits for room.
     pub fn post_message(&self, msg: S) -> Result<(), SendError<S>> {
-        self.tx.send(msg)
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Disconnected(msg)) => Err(SendError(msg)),
+            Err(TrySendError::Full(msg)) => send_or_stop(&self.tx, msg, cancel::current().as_ref()),
+        }
     }
 
     /// Waits for the next message. Fails with [`RecvError::Disconnected`] once
-    /// the peer is closed and the queue is drained.
+    /// the peer is closed and the queue is drained, and, on a worker's thread
+    /// or in a pool task, with [`RecvError::Terminated`] once the worker is
+    /// terminated or the task cancelled.
     pub fn recv(&self) -> Result<R, RecvError> {
-        crate::wait::recv(&self.rx).map_err(|_| RecvError::Disconnected)
+        recv_or_stop(&self.rx, cancel::current().as_ref(), None)
     }
 
     /// Waits for the next message, or until `token` is cancelled
-    /// ([`RecvError::Terminated`]). A worker uses it with its context's token
-    /// so that `terminate` wakes it.
+    /// ([`RecvError::Terminated`]), from any thread.
     pub fn recv_or_cancel(&self, token: &CancelToken) -> Result<R, RecvError> {
-        if token.is_cancelled() {
-            return Err(RecvError::Terminated);
-        }
-        if let Some(got) = crate::wait::try_yielding(&self.rx) {
-            return got.map_err(|_| RecvError::Disconnected);
-        }
-        crossbeam_channel::select! {
-            recv(self.rx) -> msg => msg.map_err(|_| RecvError::Disconnected),
-            recv(token.receiver()) -> _ => Err(RecvError::Terminated),
-        }
+        recv_or_stop(&self.rx, Some(token), None)
     }
 
-    /// Waits at most `timeout` for the next message.
+    /// Waits at most `timeout` for the next message ([`RecvError::Timeout`]);
+    /// wakes as [`recv`](Self::recv) does.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<R, RecvError> {
-        self.rx.recv_timeout(timeout).map_err(|e| match e {
-            crossbeam_channel::RecvTimeoutError::Timeout => RecvError::Timeout,
-            crossbeam_channel::RecvTimeoutError::Disconnected => RecvError::Disconnected,
-        })
+        recv_or_stop(
+            &self.rx,
+            cancel::current().as_ref(),
+            Some(Instant::now() + timeout),
+        )
     }
 
     /// Takes a message if one is ready.
@@ -111,8 +117,9 @@ impl<S, R> MessagePort<S, R> {
         })
     }
 
-    /// The messages until the peer is closed.
+    /// The messages until the peer is closed (or, on a worker's thread or in
+    /// a pool task, until the worker is terminated or the task cancelled).
     pub fn iter(&self) -> impl Iterator<Item = R> + '_ {
-        self.rx.iter()
+        std::iter::from_fn(|| self.recv().ok())
     }
 }

@@ -46,7 +46,8 @@ pub enum RecvError {
     /// Every sender of the port is gone: nothing will ever arrive.
     #[error("port disconnected")]
     Disconnected,
-    /// The receiving worker or task has been told to stop.
+    /// The receiving worker was terminated, or the receiving pool task
+    /// cancelled (or past its timeout).
     #[error("worker terminated")]
     Terminated,
     /// The timeout passed with no message.
@@ -68,7 +69,8 @@ pub enum TaskError {
         message: String,
     },
     /// The task was cancelled (through its handle, or by dropping the handle)
-    /// before it produced its value.
+    /// before it produced its value: while it waited for room, queued, or
+    /// running.
     #[error("task cancelled")]
     Cancelled,
     /// The task ran past its timeout.
@@ -77,7 +79,8 @@ pub enum TaskError {
         /// The timeout the task was given.
         timeout: Duration,
     },
-    /// The pool was shut down before the task ran.
+    /// The pool was shut down before the task ran (queued, or waiting for
+    /// room in the queue).
     #[error("pool shut down")]
     ShutDown,
 }

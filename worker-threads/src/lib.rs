@@ -35,7 +35,9 @@
 //! - [`MessageChannel`] and [`MessagePort`]: typed pairs of ports; messages
 //!   move by ownership.
 //! - [`Pool`], [`PoolBuilder`], [`TaskHandle`], [`PoolStats`]: a task pool on
-//!   a dedicated rayon thread pool; handles are joined or awaited.
+//!   a dedicated rayon thread pool. From async code one await gives a task's
+//!   value (`pool.run(|| work()).await`: the handle is the future, and it
+//!   never blocks the runtime); from sync code the handle is joined.
 //! - [`CancelToken`]: the cooperative stop signal of workers and tasks.
 //!
 //! Stopping a thread is cooperative in Rust; see [`worker`]'s and [`pool`]'s

@@ -14,9 +14,13 @@
 //! # Caveats
 //! - Terminating is cooperative: Rust cannot kill a thread. `terminate` cancels
 //!   the worker's [`CancelToken`] and closes its port, so a worker blocked in
-//!   [`ParentPort::recv`] or [`WorkerContext::recv_on`] wakes at once; a worker
-//!   busy computing must poll [`WorkerContext::is_terminated`]. `terminate`
-//!   says so when the worker did not exit by its deadline.
+//!   [`ParentPort::recv`], or in a [`MessagePort`](crate::MessagePort)'s
+//!   `recv` or `post_message` (waiting for room on a full bounded channel),
+//!   wakes at once; a worker busy computing must poll
+//!   [`WorkerContext::is_terminated`]. `terminate` says so when the worker
+//!   did not exit by its deadline.
+//! - A panic in the `Drop` of the worker's data, or of a message it never
+//!   read, is caught too: [`WorkerFailure::DropPanicked`], then exit code 1.
 //! - A panic in a worker is caught and reported as [`Event::Error`], but the
 //!   process's panic hook still runs first (by default it prints the panic on
 //!   stderr). This library does not replace the global hook; do it in your
@@ -36,7 +40,7 @@ use crossbeam_channel::{Receiver, SendError, Sender};
 use self::context::ExitRequest;
 pub use self::context::{IntoExitCode, ParentPort, WorkerContext};
 use self::events::{Control, EventStream, Wait};
-use crate::panic_message::panic_message;
+use crate::panic_message::{drop_caught, panic_message};
 use crate::{CancelToken, Error, RecvError, ThreadId, identity};
 
 /// One thing that happened to a worker, in the order it happened: `Online`
@@ -70,13 +74,23 @@ pub enum WorkerFailure {
         /// The error's `Display`.
         message: String,
     },
+    /// The entry function ended well, but dropping the worker's data (or a
+    /// message the parent sent that it never read) panicked; the panic was
+    /// caught, and the worker exits with code 1.
+    #[error("worker's data panicked when dropped: {message}")]
+    DropPanicked {
+        /// The panic's message.
+        message: String,
+    },
 }
 
 impl WorkerFailure {
     /// The message of the panic or error.
     pub fn message(&self) -> &str {
         match self {
-            Self::Panicked { message } | Self::Returned { message } => message,
+            Self::Panicked { message }
+            | Self::Returned { message }
+            | Self::DropPanicked { message } => message,
         }
     }
 }
@@ -115,6 +129,10 @@ pub struct Worker<In, Out> {
     id: ThreadId,
     to_worker: Option<Sender<In>>,
     events: EventStream<Out>,
+    /// A receiver of the worker's own port, never read: the worker's is then
+    /// never the last, so crossbeam never discards a message there (see
+    /// `run_worker`).
+    _unread: Receiver<In>,
     done: Receiver<i32>,
     exit_code: Option<i32>,
     cancel: CancelToken,
@@ -145,6 +163,7 @@ where
     {
         let id = ThreadId::next();
         let (to_worker, from_parent) = crossbeam_channel::unbounded();
+        let unread = from_parent.clone();
         let (control_tx, control) = crossbeam_channel::unbounded();
         let (message_tx, messages) = crossbeam_channel::unbounded();
         let (done_tx, done) = crossbeam_channel::bounded(1);
@@ -175,6 +194,7 @@ where
             id,
             to_worker: Some(to_worker),
             events: EventStream::new(control, messages),
+            _unread: unread,
             done,
             exit_code: None,
             cancel,
@@ -193,27 +213,60 @@ fn run_worker<D, In, Out, F, R>(
     R: IntoExitCode,
 {
     identity::mark_worker_thread();
+    let cancel = ctx.port.cancel.clone();
+    let _current = crate::cancel::enter(&cancel);
     let _ = control.send(Control::Online);
     let outcome = catch_unwind(AssertUnwindSafe(|| entry(&mut ctx).into_exit_code()));
-    let (failure, code) = match outcome {
+    let (mut failure, mut code) = match outcome {
         Ok(Ok(code)) => (None, code),
         Ok(Err(message)) => (Some(WorkerFailure::Returned { message }), 1),
         Err(payload) => match payload.downcast_ref::<ExitRequest>() {
-            Some(ExitRequest(code)) => (None, *code),
+            Some(ExitRequest(code)) => {
+                let code = *code;
+                drop_caught(payload);
+                (None, code)
+            }
             None => {
                 let message = panic_message(&*payload);
+                drop_caught(payload);
                 (Some(WorkerFailure::Panicked { message }), 1)
             }
         },
     };
-    let code = if ctx.is_terminated() { 1 } else { code };
+    // The user's values are dropped here, a panic of their `Drop` caught, so
+    // that the events tell how the worker ended: its data, and the messages
+    // the parent sent that it never read (they go with the receiver).
+    let WorkerContext { data, port, .. } = ctx;
+    let ParentPort { tx, rx, .. } = port;
+    // One at a time: a second panic while the first unwinds would abort. The
+    // unread messages are taken out and dropped here, never by crossbeam
+    // (whose channel must not see a panic while it discards them); the
+    // parent keeps a receiver, so dropping ours discards nothing, and any
+    // message posted meanwhile is dropped with the parent's handle.
+    let mut dropped = vec![catch_unwind(AssertUnwindSafe(move || drop(data)))];
+    for _ in 0..rx.len() {
+        match rx.try_recv() {
+            Ok(msg) => dropped.push(catch_unwind(AssertUnwindSafe(move || drop(msg)))),
+            Err(_) => break,
+        }
+    }
+    drop(rx);
+    for payload in dropped.into_iter().filter_map(Result::err) {
+        let message = panic_message(&*payload);
+        drop_caught(payload);
+        if failure.is_none() {
+            failure = Some(WorkerFailure::DropPanicked { message });
+            code = 1;
+        }
+    }
+    let code = if cancel.is_cancelled() { 1 } else { code };
     if let Some(failure) = failure {
         let _ = control.send(Control::Error(failure));
     }
     let _ = control.send(Control::Exit(code));
-    // Dropping the context drops the message sender: only now does the
-    // parent's message channel disconnect, after the control events above.
-    drop(ctx);
+    // Dropping the message sender only now disconnects the parent's message
+    // channel, after the control events above.
+    drop(tx);
     let _ = done.send(code);
 }
 
@@ -227,6 +280,9 @@ impl<In, Out> Worker<In, Out> {
     /// handing the message back, once the worker was terminated or has
     /// returned.
     pub fn post_message(&self, msg: In) -> Result<(), SendError<In>> {
+        if self.exit_code.is_some() || !self.done.is_empty() {
+            return Err(SendError(msg));
+        }
         match &self.to_worker {
             Some(tx) => tx.send(msg),
             None => Err(SendError(msg)),

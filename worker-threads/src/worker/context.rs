@@ -2,7 +2,7 @@
 //! its entry function's return value becomes an exit code ([`IntoExitCode`]).
 
 use std::fmt::Display;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendError, Sender};
 
@@ -44,7 +44,7 @@ impl<In, Out> ParentPort<In, Out> {
         if self.cancel.is_cancelled() {
             return Err(RecvError::Terminated);
         }
-        self.rx.recv_timeout(timeout).map_err(|e| match e {
+        crate::wait::recv_deadline(&self.rx, Instant::now() + timeout).map_err(|e| match e {
             crossbeam_channel::RecvTimeoutError::Timeout => RecvError::Timeout,
             crossbeam_channel::RecvTimeoutError::Disconnected => self.closed_reason(),
         })
@@ -115,7 +115,8 @@ impl<D, In, Out> WorkerContext<D, In, Out> {
     }
 
     /// Receives on another port (say, one end of a [`MessageChannel`](crate::MessageChannel)),
-    /// waking with [`RecvError::Terminated`] when the worker is terminated.
+    /// waking with [`RecvError::Terminated`] when the worker is terminated;
+    /// on the worker's own thread, the same as `port.recv()`.
     pub fn recv_on<S, R>(&self, port: &MessagePort<S, R>) -> Result<R, RecvError> {
         port.recv_or_cancel(&self.port.cancel)
     }

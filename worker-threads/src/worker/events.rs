@@ -94,7 +94,7 @@ impl<Out> EventStream<Out> {
 fn recv_from<T>(rx: &Receiver<T>, wait: Wait) -> Result<T, RecvError> {
     match wait {
         Wait::Block => crate::wait::recv(rx).map_err(|_| RecvError::Disconnected),
-        Wait::Until(deadline) => rx.recv_deadline(deadline).map_err(|e| match e {
+        Wait::Until(deadline) => crate::wait::recv_deadline(rx, deadline).map_err(|e| match e {
             RecvTimeoutError::Timeout => RecvError::Timeout,
             RecvTimeoutError::Disconnected => RecvError::Disconnected,
         }),

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use worker_threads::{
-    Event, RecvError, SendError, Worker, WorkerFailure, WorkerOptions, is_main_thread,
+    Event, MessageChannel, RecvError, SendError, Worker, WorkerFailure, WorkerOptions,
+    is_main_thread,
 };
 
 use crate::LIMIT;
@@ -172,4 +173,99 @@ fn a_terminated_worker_polling_its_token_stops() {
     assert_eq!(worker.recv_event_timeout(LIMIT), Ok(Event::Online));
     assert_eq!(worker.recv_event_timeout(LIMIT), Ok(Event::Message(())));
     assert_eq!(worker.terminate(LIMIT).expect("exits in time"), 1);
+}
+
+/// Data whose `Drop` panics.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("PanicsOnDrop dropped");
+    }
+}
+
+#[test]
+fn a_panicking_drop_of_the_worker_data_is_an_error_event_and_exit_code_one() {
+    let worker = Worker::<(), ()>::spawn(PanicsOnDrop, |_| ()).expect("spawn");
+    assert_eq!(
+        collect(&worker),
+        vec![
+            Event::Online,
+            Event::Error(WorkerFailure::DropPanicked {
+                message: "PanicsOnDrop dropped".to_owned()
+            }),
+            Event::Exit(1)
+        ]
+    );
+    // The exit code and the events agree.
+    assert_eq!(worker.join(), 1);
+}
+
+#[test]
+fn a_panicking_drop_of_an_unread_message_is_caught_too() {
+    let (posted_tx, posted) = std::sync::mpsc::channel::<()>();
+    let worker = Worker::<PanicsOnDrop, ()>::spawn(posted, |ctx| {
+        // Return, the parent's message unread, once it was posted.
+        ctx.worker_data()
+            .recv_timeout(LIMIT)
+            .expect("the parent posted");
+    })
+    .expect("spawn");
+    assert_eq!(worker.recv_event_timeout(LIMIT), Ok(Event::Online));
+    worker
+        .post_message(PanicsOnDrop)
+        .map_err(|_| ())
+        .expect("worker alive");
+    posted_tx.send(()).expect("worker listens");
+    let events = collect(&worker);
+    assert!(
+        matches!(
+            events.as_slice(),
+            [
+                Event::Error(WorkerFailure::DropPanicked { .. }),
+                Event::Exit(1)
+            ]
+        ),
+        "{events:?}"
+    );
+    assert_eq!(worker.join(), 1);
+}
+
+#[test]
+fn terminate_wakes_a_worker_blocked_sending_on_a_full_bounded_port() {
+    let (port, _peer) = MessageChannel::<u32, u32>::bounded(1).into_ports();
+    let mut worker = Worker::<(), ()>::spawn(port, |ctx| {
+        let port = ctx.worker_data();
+        port.post_message(1).expect("room for one");
+        ctx.parent_port().post_message(()).expect("parent listens");
+        // Nobody receives: this send waits for room until terminated.
+        assert_eq!(port.post_message(2), Err(SendError(2)));
+    })
+    .expect("spawn");
+    assert_eq!(worker.recv_event_timeout(LIMIT), Ok(Event::Online));
+    assert_eq!(worker.recv_event_timeout(LIMIT), Ok(Event::Message(())));
+    assert_eq!(worker.terminate(LIMIT).expect("the send woke"), 1);
+}
+
+#[test]
+fn terminate_wakes_a_worker_blocked_receiving_on_another_port() {
+    let (port, _peer) = MessageChannel::<u32, u32>::new().into_ports();
+    let mut worker = Worker::<(), RecvError>::spawn(port, |ctx| {
+        ctx.parent_port()
+            .post_message(RecvError::Empty)
+            .expect("parent listens");
+        let err = ctx.worker_data().recv().expect_err("nothing is sent");
+        ctx.parent_port().post_message(err).expect("parent listens");
+    })
+    .expect("spawn");
+    assert_eq!(worker.recv_event_timeout(LIMIT), Ok(Event::Online));
+    assert_eq!(
+        worker.recv_event_timeout(LIMIT),
+        Ok(Event::Message(RecvError::Empty))
+    );
+    assert_eq!(worker.terminate(LIMIT).expect("the receive woke"), 1);
+    assert_eq!(
+        collect(&worker),
+        vec![Event::Message(RecvError::Terminated), Event::Exit(1)]
+    );
 }
