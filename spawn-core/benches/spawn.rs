@@ -8,7 +8,7 @@
 //! Both in spawns per second, better higher, beside the raw OS figure: a
 //! bare `posix_spawn` + `waitpid` loop written here with libc, measured in
 //! the same run, interleaved raw / async / blocking over several repetitions.
-//! Good is ≥ 0.9 × raw (Node.js's `child_process.spawn` manages about 0.42 ×).
+//! Good is ≥ 0.9 × raw (Node.js's `child_process.spawn`: docs/benchmarks.md).
 //! Figures are medians of the repetitions; spread is (max - min) / 2.
 //!
 //! `--quick` runs a tiny workload (a few seconds even in a debug build);
