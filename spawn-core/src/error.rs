@@ -161,7 +161,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// [`Child::kill_group`](crate::Child::kill_group) on a child that does
+    /// [`Child::signal_group`](crate::Child::signal_group) on a child that does
     /// not lead its own process group.
     #[error("{program:?} (pid {pid}) does not lead a process group")]
     NotGroupLeader {

@@ -136,7 +136,7 @@ fn group_kill_leaves_no_grandchild_alive() {
 }
 
 #[test]
-fn kill_group_needs_a_group_leader() {
+fn signal_group_needs_a_group_leader() {
     run(async {
         let mut child = Command::new("sleep")
             .arg("100")
