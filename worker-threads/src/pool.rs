@@ -293,10 +293,11 @@ type Job = Box<dyn FnOnce(Action<'_>) + Send>;
 /// What to do with a job: run it, or resolve it with an error without
 /// running it.
 enum Action<'a> {
-    /// Run the task; `pool.finish` counts it before its result is sent.
+    /// Run the task; `pool.finish` counts it (and frees its place) before
+    /// its result is sent.
     Run {
         token: &'a CancelToken,
-        pool: &'a Shared,
+        pool: &'a Arc<Shared>,
         started: Instant,
     },
     /// Resolve it; a panicking `Drop` of the task is reported on `pool`.
@@ -577,7 +578,8 @@ where
                     Err(TaskError::Panicked { message })
                 }
             };
-            // The stats count the task before its result can be seen.
+            // The stats count the task, and its place is free, before its
+            // result can be seen.
             pool.finish(outcome(&result), started);
             if let Err(unsent) = tx.send(result) {
                 // Nobody waits for it: its `Drop` runs here, on our thread.
@@ -756,11 +758,11 @@ impl Shared {
             }
         }
         slot.phase.store(DONE, Ordering::Release);
-        self.release_place();
     }
 
-    /// Counts a task that ran, before its result is sent.
-    fn finish(&self, outcome: Outcome, started: Instant) {
+    /// Counts a task that ran and frees its place, before its result is
+    /// sent.
+    fn finish(self: &Arc<Self>, outcome: Outcome, started: Instant) {
         let busy = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.busy_nanos.fetch_add(busy, Ordering::Relaxed);
         let counter = match outcome {
@@ -770,11 +772,14 @@ impl Shared {
             Outcome::TimedOut => &self.timed_out,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let mut state = lock(&self.state);
-        state.running -= 1;
-        if state.queue.is_empty() && state.running == 0 {
-            self.idle.notify_all();
+        {
+            let mut state = lock(&self.state);
+            state.running -= 1;
+            if state.queue.is_empty() && state.running == 0 {
+                self.idle.notify_all();
+            }
         }
+        self.release_place();
     }
 
     /// Cancels a task: resolves it if it waits for room, removes it if

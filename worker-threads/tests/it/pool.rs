@@ -103,6 +103,7 @@ fn queue_cap_zero_runs_a_task_only_when_a_thread_is_free() {
     // With its only thread busy, there is no queue to wait in.
     let gate = CancelToken::new();
     let running = blocker(&pool, &gate);
+    until_running(&pool, 1);
     let back = pool.try_run(|| 4).expect_err("no free thread");
     assert!(matches!(back, TryRunError::Full(_)));
     let waiting = pool.run(|| 5);
