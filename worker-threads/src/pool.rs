@@ -372,11 +372,13 @@ impl Pool {
 
     /// Runs `task`, first blocking this thread while the queue is at its cap
     /// (backpressure for a sync producer: it never gets ahead of the pool).
+    /// Without a cap it never blocks, like [`run`](Self::run).
     ///
     /// # Panics
-    /// When called on a thread that drives an async runtime (tokio's check,
-    /// as in its `blocking_send`): blocking there would stall every task of
-    /// that thread. Use [`run`](Self::run) and await the handle instead.
+    /// On a pool with a queue cap, when called on a thread that drives an
+    /// async runtime (tokio's check, as in its `blocking_send`): blocking
+    /// there would stall every task of that thread. Use [`run`](Self::run)
+    /// and await the handle instead.
     pub fn blocking_run<T, F>(&self, task: F) -> TaskHandle<T>
     where
         F: FnOnce() -> T + Send + 'static,
