@@ -145,6 +145,15 @@ pub enum Error {
         #[source]
         source: sched_policy::Error,
     },
+    /// A rolling reload failed for a reason reported in full elsewhere (to
+    /// the caller of [`Cluster::reload`](crate::Cluster::reload)); the
+    /// reload's [`Event::ReloadFinished`](crate::Event::ReloadFinished)
+    /// carries it in words.
+    #[error("reload failed: {reason}")]
+    Reload {
+        /// Why, in words (the error and its causes).
+        reason: String,
+    },
     /// A setting's environment variable holds something else than a
     /// non-negative integer.
     #[error("{name} is not a number: {value:?}")]
@@ -154,6 +163,33 @@ pub enum Error {
         /// What it holds.
         value: String,
     },
+}
+
+impl Error {
+    /// This error again, for a second report (an event beside a returned
+    /// error): the same variant where it holds only plain data, otherwise
+    /// [`Error::Reload`] with the error and its causes in words.
+    pub(crate) fn for_report(&self) -> Error {
+        match self {
+            Error::ReloadFailed { slot, replacement } => Error::ReloadFailed {
+                slot: *slot,
+                replacement: *replacement,
+            },
+            Error::Stopped => Error::Stopped,
+            Error::TooManySlots => Error::TooManySlots,
+            Error::WorkerGone { worker } => Error::WorkerGone { worker: *worker },
+            other => {
+                let mut reason = other.to_string();
+                let mut source = std::error::Error::source(other);
+                while let Some(cause) = source {
+                    reason.push_str(": ");
+                    reason.push_str(&cause.to_string());
+                    source = cause.source();
+                }
+                Error::Reload { reason }
+            }
+        }
+    }
 }
 
 /// The crate's result type.

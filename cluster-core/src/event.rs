@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::sync::OwnedSemaphorePermit;
+use cluster_ipc::Credit;
 
 use crate::Error;
 
@@ -29,20 +29,23 @@ pub use sched_policy::SlotId;
 /// type as `spawn-core`'s, re-exported.
 pub use spawn_core::Close;
 
-/// A typed message from a worker. While it is alive it holds one of the
-/// worker's receive credits: a primary that does not consume messages makes
-/// the worker's `send` wait (backpressure), instead of buffering without bound.
+/// A typed message from a worker. While it is alive it holds its room in
+/// the worker's channel window ([`Settings::message_window`](crate::Settings::message_window)):
+/// a primary that does not consume messages makes the worker's `send` wait
+/// (backpressure), instead of buffering without bound. Only messages wait:
+/// the worker's connection acknowledgements, heartbeats and disconnect are
+/// read and handled whatever the program does with its events.
 #[derive(Debug)]
 pub struct Message<M> {
     worker: WorkerId,
     value: M,
-    /// None for what a worker sent before it ended, delivered after its
-    /// process was reaped (no backpressure left to apply).
-    _credit: Option<OwnedSemaphorePermit>,
+    /// Given back to the worker when the message is dropped or its value
+    /// taken.
+    _credit: Credit,
 }
 
 impl<M> Message<M> {
-    pub(crate) fn new(worker: WorkerId, value: M, credit: Option<OwnedSemaphorePermit>) -> Self {
+    pub(crate) fn new(worker: WorkerId, value: M, credit: Credit) -> Self {
         Self {
             worker,
             value,
@@ -60,7 +63,7 @@ impl<M> Message<M> {
         &self.value
     }
 
-    /// The value; releases the credit.
+    /// The value; gives the message's room back to the worker.
     pub fn into_value(self) -> M {
         self.value
     }

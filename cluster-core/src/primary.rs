@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use spawn_core::Signal;
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Payload;
 use crate::error::{Error, Result};
@@ -103,6 +103,11 @@ pub(crate) struct State<M> {
     pub(crate) gave_up: bool,
 }
 
+/// The supervisor's end of the event queue: each event with the room it
+/// holds in a worker's window (none for most), given back when the program
+/// takes it.
+pub(crate) type EventSender<M> = mpsc::UnboundedSender<(Event<M>, cluster_ipc::Credit)>;
+
 pub(crate) struct Shared<M> {
     pub(crate) state: Mutex<State<M>>,
     pub(crate) notices: mpsc::UnboundedSender<Notice<M>>,
@@ -126,13 +131,17 @@ impl<M: Payload> Shared<M> {
     /// at a time.
     pub(crate) async fn reload(&self) -> Result<()> {
         let _one_at_a_time = self.reloading.lock().await;
-        // The service manager hears of every reload (the API's, SIGHUP's).
+        // The service manager and the events hear of every reload (the
+        // API's, SIGHUP's), the events in order through the supervisor.
+        let _ = self.notices.send(Notice::ReloadStarted);
         self.service.reloading();
         let result = self.reload_slots().await;
         self.service.reloaded(match &result {
             Ok(()) => "done",
             Err(_) => "failed",
         });
+        let error = result.as_ref().err().map(Error::for_report);
+        let _ = self.notices.send(Notice::ReloadFinished(error));
         result
     }
 
@@ -178,22 +187,35 @@ impl<M: Payload> Shared<M> {
             });
         }
         pending.keep();
-        let kept = {
+        let (kept, displaced) = {
             let mut st = self.lock();
             match st.slots.get_mut(&slot) {
                 Some(s) => {
-                    s.current = Some(new.id());
+                    let displaced = s.current.replace(new.id());
                     s.guard.started(Instant::now());
                     // It is ready: its end is no failed start.
                     s.guard.ready();
-                    true
+                    // The slot's current worker is `old`, unless `old` died
+                    // while its replacement started and the guard restarted
+                    // the slot: that restarted worker runs the old program
+                    // too, and goes like `old`.
+                    let displaced = displaced
+                        .filter(|id| *id != old.id())
+                        .and_then(|id| st.workers.get(&id).cloned());
+                    (true, displaced)
                 }
                 // Removed by `scale_to` meanwhile: the replacement goes too.
-                None => false,
+                None => (false, None),
             }
         };
         if !kept {
             let _ = new.disconnect().await;
+        }
+        if let Some(restarted) = displaced {
+            tracing::debug!(target: crate::trace::TARGET, slot = slot.get(), restarted = restarted.id().0, "a worker restarted during the reload: draining it too");
+            tokio::spawn(async move {
+                let _ = restarted.disconnect().await;
+            });
         }
         tracing::debug!(target: crate::trace::TARGET, slot = slot.get(), old = old.id().0, new = new.id().0, "replacement ready: old worker draining");
         // The old one may have died meanwhile; that is fine. A task of
@@ -436,6 +458,7 @@ impl<M: Payload> Shared<M> {
             messages: 0.into(),
             started: Instant::now(),
             request_limit,
+            pending_broadcasts: std::sync::atomic::AtomicUsize::new(0),
         }));
         st.workers.insert(id, handle.clone());
         if placement == Placement::Current
@@ -466,15 +489,15 @@ impl<M: Payload> Shared<M> {
                 ));
             }
         }
-        let credits = Arc::new(Semaphore::new(st.settings.message_credits));
+        let config = cluster_ipc::Config::default().receive_window(st.settings.message_window);
         let (reaped_tx, reaped_rx) = watch::channel(false);
         let reader = net::spawn_until(
             driver::read_loop(
                 launched.channel,
                 id,
                 env.token,
+                config,
                 sender_tx,
-                credits,
                 reaped_rx,
                 self.notices.clone(),
                 Arc::clone(&self.balancer),
@@ -499,7 +522,7 @@ impl<M: Payload> Shared<M> {
 /// See the [crate docs](crate) for an example.
 pub struct Cluster<M> {
     shared: Arc<Shared<M>>,
-    events: mpsc::UnboundedReceiver<Event<M>>,
+    events: mpsc::UnboundedReceiver<(Event<M>, cluster_ipc::Credit)>,
     commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -794,16 +817,26 @@ impl<M: Payload> Cluster<M> {
     }
 
     /// Send `msg` to every live worker that was not disconnected; returns how
-    /// many it reached.
+    /// many it was queued for. The message is encoded once.
+    ///
+    /// Never waits for a worker: each live worker whose window has room has
+    /// the message queued at once (in the order of its other messages). A
+    /// worker whose window is full — it does not read its messages, or it
+    /// hangs — gets it when it catches up, in a task that waits for room, up
+    /// to 16 broadcasts behind; a worker further behind misses the later
+    /// ones (they are not counted). So a stopped worker never delays the
+    /// others, and never makes the primary hold more than 16 messages for
+    /// it.
     pub async fn broadcast(&self, msg: &M) -> usize {
+        let Ok(encoded) = cluster_ipc::Encoded::new(msg) else {
+            return 0;
+        };
+        let encoded = Arc::new(encoded);
         let workers: Vec<_> = self.shared.lock().workers.values().cloned().collect();
-        let mut reached = 0;
-        for w in workers {
-            if w.send(msg).await.is_ok() {
-                reached += 1;
-            }
-        }
-        reached
+        workers
+            .iter()
+            .filter(|w| !matches!(w.offer(&encoded), handle::Offered::Missed))
+            .count()
     }
 
     /// The next event; `None` once the cluster has shut down (or every slot
@@ -815,7 +848,9 @@ impl<M: Payload> Cluster<M> {
     /// Cancel-safe: if it is dropped before it completes (a `select!` whose
     /// other branch won), no event is lost; the next call returns it.
     pub async fn next_event(&mut self) -> Option<Event<M>> {
-        self.events.recv().await
+        // The event's credit (a message that did not decode holds one) is
+        // given back as the program takes it.
+        self.events.recv().await.map(|(event, _credit)| event)
     }
 
     /// Whether every slot gave up (the crash-loop limit): the cluster cannot

@@ -224,7 +224,7 @@ pub struct Settings {
     pub(crate) ready_timeout: Duration,
     pub(crate) handle_signals: bool,
     pub(crate) reload_on_hangup: bool,
-    pub(crate) message_credits: usize,
+    pub(crate) message_window: u32,
     pub(crate) scheduling: Option<PolicyChoice>,
     pub(crate) upgrade_on_signal: bool,
     pub(crate) upgrade_timeout: Duration,
@@ -252,7 +252,7 @@ impl Default for Settings {
             ready_timeout: Duration::from_secs(30),
             handle_signals: false,
             reload_on_hangup: false,
-            message_credits: 64,
+            message_window: cluster_ipc::DEFAULT_RECEIVE_WINDOW,
             scheduling: None,
             upgrade_on_signal: false,
             upgrade_timeout: Duration::from_secs(60),
@@ -419,10 +419,18 @@ impl Settings {
         self
     }
 
-    /// How many undelivered messages of one worker the primary holds before
-    /// that worker's sends wait. Default: 64.
-    pub fn message_credits(&mut self, n: usize) -> &mut Self {
-        self.message_credits = n.max(1);
+    /// How many bytes of one worker's messages the primary holds undelivered
+    /// before that worker's sends wait: the receive window of the primary's
+    /// end of the channel (a message counts its encoded size plus 56 bytes;
+    /// see `docs/ipc.md`, "Flow control"). A message stops counting once
+    /// the program takes it ([`Message::into_value`](crate::Message::into_value)
+    /// or dropping it). The worker's end has the default window, and its
+    /// messages count until `Worker::recv` returns them. Only messages wait: connection hand-offs, their
+    /// acknowledgements, heartbeats and disconnects never do, however many
+    /// messages are unread. Default: 1 MiB
+    /// ([`cluster_ipc::DEFAULT_RECEIVE_WINDOW`]).
+    pub fn message_window(&mut self, bytes: u32) -> &mut Self {
+        self.message_window = bytes.max(1);
         self
     }
 
@@ -622,7 +630,7 @@ impl Settings {
             ready_timeout,
             handle_signals,
             reload_on_hangup,
-            message_credits,
+            message_window,
             upgrade_on_signal,
             upgrade_timeout,
             worker_output,

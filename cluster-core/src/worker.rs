@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_ipc::{
-    Config, ControlMsg, Handshake, Incoming, ListenOnRequest, ListenRequest, ListenTarget,
+    Config, ControlMsg, Credit, Handshake, Incoming, ListenOnRequest, ListenRequest, ListenTarget,
     Receiver, Sender, SocketKind,
 };
 use tokio::sync::{mpsc, watch};
@@ -46,9 +46,11 @@ use crate::role::{take_channel, worker_env};
 use listen::Net;
 pub use listen::{Connection, DrainSignal, FdListener, Listener, UnixConnection, UnixListener};
 
-/// How many decoded messages wait in the worker before the channel stops
-/// being read (and the primary's `send` waits).
-const INBOX: usize = 64;
+/// A message (or the error of one) waiting for [`Worker::recv`], with its
+/// room in the channel's window: the primary's sends wait once the window
+/// is full of messages the program has not taken, while the channel itself
+/// is always read (hand-offs and the disconnect never wait for `recv`).
+type Inbox<M> = mpsc::UnboundedReceiver<(Result<M>, Credit)>;
 
 /// This process as a worker of a cluster. `M` is the message type, both ways.
 #[derive(Debug)]
@@ -56,7 +58,7 @@ pub struct Worker<M> {
     id: WorkerId,
     slot: SlotId,
     tx: Sender,
-    inbox: mpsc::Receiver<Result<M>>,
+    inbox: Inbox<M>,
     net: Arc<Net>,
     /// True once the channel from the primary closed.
     gone: watch::Receiver<bool>,
@@ -76,7 +78,7 @@ impl<M: Payload> Worker<M> {
         if theirs.worker_id != env.id.0 || theirs.token != env.token {
             return Err(Error::WrongWorker { worker: env.id });
         }
-        let (inbox_tx, inbox) = mpsc::channel(INBOX);
+        let (inbox_tx, inbox) = mpsc::unbounded_channel();
         let net = Net::new(tx.clone());
         let (gone_tx, gone_rx) = watch::channel(false);
         tokio::spawn(receive_loop::<M>(rx, inbox_tx, Arc::clone(&net), gone_tx));
@@ -139,7 +141,8 @@ impl<M: Payload> Worker<M> {
     /// other branch won), no message is lost; the next call returns it.
     pub async fn recv(&mut self) -> Result<Option<M>> {
         match self.inbox.recv().await {
-            Some(item) => item.map(Some),
+            // Taken: the message's room goes back to the primary.
+            Some((item, _credit)) => item.map(Some),
             None => {
                 let _ = self.tx.flush().await;
                 Ok(None)
@@ -366,10 +369,7 @@ impl<M: Payload> Worker<M> {
     /// worker. Finish the work in flight, then return from `main`.
     pub async fn disconnect(self) -> Result<()> {
         self.net.drain();
-        self.tx
-            .send_control(&ControlMsg::Disconnect, Vec::new())
-            .await
-            .map_err(gone)?;
+        self.tx.send_disconnect().await.map_err(gone)?;
         self.tx.flush().await.map_err(gone)
     }
 }
@@ -391,24 +391,32 @@ fn gone(e: cluster_ipc::Error) -> Error {
 }
 
 /// Dispatch every frame from the primary, in one place: user messages (or
-/// the error of one that does not decode) to the inbox, control messages
-/// here (listen replies, connection hand-off, `Disconnect`, which also stops
-/// every listener). When the channel closes, the primary is gone: the worker
-/// drains and `gone` turns true; the process goes on (the user decides).
+/// the error of one that does not decode) to the inbox, with their credit,
+/// control messages here (listen replies, connection hand-off, `Disconnect`,
+/// which also stops every listener). The loop never waits for the program:
+/// the window bounds the inbox. When the channel closes, the primary is
+/// gone: the worker drains and `gone` turns true; the process goes on (the
+/// user decides).
 async fn receive_loop<M: Payload>(
     mut rx: Receiver,
-    inbox: mpsc::Sender<Result<M>>,
+    inbox: mpsc::UnboundedSender<(Result<M>, Credit)>,
     net: Arc<Net>,
     gone: watch::Sender<bool>,
 ) {
-    let mut inbox = Some(inbox);
+    let mut inbox = InboxSender::open(inbox);
     loop {
-        match rx.recv::<M>().await {
-            Ok(Incoming::User(msg, _fds)) => deliver(&inbox, Ok(msg)).await,
-            Ok(Incoming::Control(ControlMsg::Disconnect, _)) => {
-                // Ends `recv()` once the queued messages are read, and
-                // `accept()` once the connections taken over are.
-                inbox = None;
+        match rx.recv_raw().await {
+            Ok(Incoming::User(mut frame, _fds)) => {
+                let credit = frame.take_credit();
+                // One message that is not an `M`: the channel goes on.
+                let item = frame.decode::<M>().map_err(Error::Ipc);
+                inbox.message(item, credit);
+            }
+            Ok(Incoming::Control(ControlMsg::Disconnect { after_messages }, _)) => {
+                // Ends `recv()` once the messages sent before it are read
+                // (it overtook those still on their way), and `accept()`
+                // once the connections taken over are.
+                inbox.close_after(after_messages);
                 net.drain();
             }
             Ok(Incoming::Control(ControlMsg::ListenReply(reply), fds)) => net.on_reply(reply, fds),
@@ -451,12 +459,10 @@ async fn receive_loop<M: Payload>(
                 | ControlMsg::ListenOn(_),
                 _,
             )) => {}
-            // One message that is not an `M`: the channel goes on.
-            Err(e) if is_message_error(&e) => deliver(&inbox, Err(Error::Ipc(e))).await,
             Err(e) if e.is_peer_closed() => break,
             Err(e) => {
                 // The receiver is closed after this one error.
-                deliver(&inbox, Err(Error::Ipc(e))).await;
+                inbox.send(Err(Error::Ipc(e)), Credit::none());
                 break;
             }
         }
@@ -465,25 +471,51 @@ async fn receive_loop<M: Payload>(
     gone.send_replace(true);
 }
 
-/// Queue a message (or its error) for `Worker::recv`, unless the worker
-/// stopped receiving (disconnected, or the `Worker` dropped: discarded).
-async fn deliver<M>(inbox: &Option<mpsc::Sender<Result<M>>>, item: Result<M>) {
-    if let Some(tx) = inbox {
-        let _ = tx.send(item).await;
-    }
+/// The receive loop's end of the inbox: open until the primary's
+/// `Disconnect` and the messages it overtook are delivered, or the `Worker`
+/// is dropped (then what comes is discarded, its credit given back).
+struct InboxSender<M> {
+    tx: Option<mpsc::UnboundedSender<(Result<M>, Credit)>>,
+    /// User messages received so far.
+    received: u64,
+    /// The count of messages after which a `Disconnect` closes the inbox.
+    close_at: Option<u64>,
 }
 
-/// Whether `e` is about one user message only (its payload does not decode
-/// as the expected type; `cluster-ipc` consumed the frame and the channel
-/// stays usable).
-fn is_message_error(e: &cluster_ipc::Error) -> bool {
-    matches!(
-        e,
-        cluster_ipc::Error::MalformedPayload {
-            kind: cluster_ipc::frame::FrameKind::User,
-            ..
+impl<M> InboxSender<M> {
+    fn open(tx: mpsc::UnboundedSender<(Result<M>, Credit)>) -> Self {
+        InboxSender {
+            tx: Some(tx),
+            received: 0,
+            close_at: None,
         }
-    )
+    }
+
+    /// A user message, or the error of one that did not decode.
+    fn message(&mut self, item: Result<M>, credit: Credit) {
+        self.received += 1;
+        self.send(item, credit);
+        self.close_if_due();
+    }
+
+    fn send(&mut self, item: Result<M>, credit: Credit) {
+        if let Some(tx) = &self.tx
+            && tx.send((item, credit)).is_err()
+        {
+            self.tx = None;
+        }
+    }
+
+    fn close_after(&mut self, messages: u64) {
+        self.close_at = Some(messages);
+        self.close_if_due();
+    }
+
+    fn close_if_due(&mut self) {
+        if self.close_at.is_some_and(|at| self.received >= at) {
+            self.tx = None;
+        }
+    }
 }
 
 async fn heartbeat(tx: Sender, every: Duration) {

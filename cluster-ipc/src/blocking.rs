@@ -1,6 +1,15 @@
 //! A blocking endpoint: the same wire, without a runtime, for simple workers
 //! and tools. One value owns both directions; sends are buffered until
 //! [`BlockingChannel::flush`] (or [`BlockingChannel::send`], which flushes).
+//!
+//! Flow control as in the async endpoint: a user message waits for credit
+//! from the peer's window. Having one thread, a channel out of credit reads
+//! the socket itself until the peer's window update comes, keeping the
+//! frames it reads on the way for the next [`BlockingChannel::recv`]. A
+//! message returned by `recv` or `recv_raw` is consumed at once: its room
+//! is granted back (a small write, in batches of a quarter window).
+
+use std::collections::VecDeque;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -9,10 +18,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::control::{ControlMsg, Handshake};
+use crate::endpoint::Credit;
 use crate::endpoint::{Config, Incoming, UserFrame, parse_handshake};
 use crate::error::Error;
 use crate::frame::{
-    DecodedFrame, Decoder, FrameKind, decode_limited, decode_payload, encode_frame, next_send,
+    DecodedFrame, Decoder, FrameKind, Header, decode_limited, decode_payload, encode_frame,
+    next_send, user_frame_charge,
 };
 use crate::sys::{self, RecvError, Wait};
 
@@ -32,6 +43,27 @@ pub struct BlockingChannel {
     /// A write failed: the stream may end inside a frame, so nothing more
     /// is sent (the error, kept to be given again).
     send_failed: Option<(io::ErrorKind, Option<i32>)>,
+    /// Frames read while waiting for credit, for the next receive.
+    stash: VecDeque<Stashed>,
+    /// The peer's window, and what user frames took of it and got back.
+    peer_window: u64,
+    charged: u64,
+    granted_in: u64,
+    /// This end's window; what the peer sent of it, what was granted back,
+    /// and what was consumed and not yet granted.
+    window: u64,
+    received: u64,
+    granted_out: u64,
+    consumed: u64,
+}
+
+/// A frame read ahead (while waiting for credit), its bytes copied out of
+/// the decoder's buffer.
+#[derive(Debug)]
+struct Stashed {
+    header: Header,
+    payload: Vec<u8>,
+    fds: Vec<OwnedFd>,
 }
 
 impl BlockingChannel {
@@ -58,9 +90,25 @@ impl BlockingChannel {
             max_depth: config.depth_limit(),
             closed: false,
             send_failed: None,
+            stash: VecDeque::new(),
+            peer_window: 0,
+            charged: 0,
+            granted_in: 0,
+            window: u64::from(config.window()),
+            received: 0,
+            granted_out: 0,
+            consumed: 0,
+        };
+        let ours = Handshake {
+            window: config.window(),
+            ..ours
         };
         channel.feed_frame(FrameKind::Handshake, &ours, Vec::new())?;
-        channel.flush()?;
+        // A failed write is not this call's error: the peer may have sent
+        // its handshake (and more) and gone, which reading tells; the
+        // sending direction keeps the error for the next send (as the
+        // async `handshake` does).
+        let _ = channel.flush();
         let frame = channel.next_frame()?;
         if frame.header.kind != FrameKind::Handshake {
             return Err(channel.fail(Error::UnexpectedFrame {
@@ -70,7 +118,63 @@ impl BlockingChannel {
         }
         let theirs =
             parse_handshake(channel.decoder.bytes(frame.payload)).map_err(|e| channel.fail(e))?;
+        channel.peer_window = u64::from(theirs.window);
         Ok((channel, theirs))
+    }
+
+    /// Waits (reading the socket, keeping what it reads) until the peer's
+    /// window has room for a user frame.
+    fn wait_for_credit(&mut self) -> Result<(), Error> {
+        while self.charged.saturating_sub(self.granted_in) >= self.peer_window {
+            // Frames buffered here took credit the peer cannot grant back
+            // before it has them.
+            self.flush()?;
+            let Some(frame) = self.read_frame_or_update()? else {
+                continue;
+            };
+            let stashed = Stashed {
+                header: frame.header,
+                payload: self.decoder.bytes(frame.payload).to_vec(),
+                fds: frame.fds,
+            };
+            self.stash.push_back(stashed);
+        }
+        Ok(())
+    }
+
+    /// The next frame: one read ahead first, else from the socket.
+    fn next_incoming(&mut self) -> Result<Stashed, Error> {
+        if let Some(frame) = self.stash.pop_front() {
+            return Ok(frame);
+        }
+        let frame = self.next_frame()?;
+        Ok(Stashed {
+            header: frame.header,
+            payload: self.decoder.bytes(frame.payload).to_vec(),
+            fds: frame.fds,
+        })
+    }
+
+    /// A user message of `charge` bytes was consumed: grant in batches.
+    fn consume(&mut self, charge: u64) -> Result<(), Error> {
+        self.consumed += charge;
+        if self.consumed >= (self.window / 4).max(1) {
+            let bytes = std::mem::take(&mut self.consumed);
+            self.granted_out += bytes;
+            if self.send_failed.is_none() {
+                // Only the grant goes now; buffered user frames wait for
+                // the caller's flush, as before.
+                let mut grant = Vec::new();
+                encode_frame(&mut grant, FrameKind::Window, &bytes, 0, self.cap)?;
+                let fds = std::mem::take(&mut self.out_fds);
+                let out = std::mem::replace(&mut self.out, grant);
+                let result = self.write_all();
+                self.out = out;
+                self.out_fds = fds;
+                result?;
+            }
+        }
+        Ok(())
     }
 
     fn feed_frame<T: Serialize + ?Sized>(
@@ -80,8 +184,16 @@ impl BlockingChannel {
         fds: Vec<OwnedFd>,
     ) -> Result<(), Error> {
         self.check_sendable()?;
+        if kind == FrameKind::User {
+            self.wait_for_credit()?;
+        }
         let offset = self.out.len();
         encode_frame(&mut self.out, kind, msg, fds.len(), self.cap)?;
+        if kind == FrameKind::User {
+            let payload_len = self.out.len() - offset - crate::frame::HEADER_LEN;
+            // At most the cap: the encoder checked.
+            self.charged += user_frame_charge(payload_len as u32);
+        }
         self.out_fds.extend(fds.into_iter().map(|fd| (offset, fd)));
         Ok(())
     }
@@ -161,41 +273,69 @@ impl BlockingChannel {
 
     /// Blocks for the next frame; a user payload is decoded as `T`.
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<Incoming<T>, Error> {
-        let frame = self.next_frame()?;
+        let frame = self.next_incoming()?;
         match frame.header.kind {
             FrameKind::User => {
-                let bytes = self.decoder.bytes(frame.payload);
-                let msg = decode_limited(FrameKind::User, bytes, self.max_depth)?;
+                self.consume(user_frame_charge(frame.header.len))?;
+                let msg = decode_limited(FrameKind::User, &frame.payload, self.max_depth)?;
                 Ok(Incoming::User(msg, frame.fds))
             }
             _ => self.control(frame),
         }
     }
 
-    /// Blocks for the next frame; a user payload stays encoded.
+    /// Blocks for the next frame; a user payload stays encoded (and is
+    /// consumed: its frame holds no credit).
     pub fn recv_raw(&mut self) -> Result<Incoming<UserFrame>, Error> {
-        let frame = self.next_frame()?;
+        let frame = self.next_incoming()?;
         match frame.header.kind {
             FrameKind::User => {
-                let payload = self.decoder.bytes(frame.payload).to_vec();
-                let user = UserFrame::from_payload(payload, self.max_depth);
+                self.consume(user_frame_charge(frame.header.len))?;
+                let user = UserFrame::from_payload(frame.payload, self.max_depth, Credit::none());
                 Ok(Incoming::User(user, frame.fds))
             }
             _ => self.control(frame),
         }
     }
 
-    fn control<U>(&mut self, frame: DecodedFrame) -> Result<Incoming<U>, Error> {
+    fn control<U>(&mut self, frame: Stashed) -> Result<Incoming<U>, Error> {
         if frame.header.kind != FrameKind::Control {
             return Err(self.fail(Error::UnexpectedFrame {
                 expected: "a control or user frame",
                 found: frame.header.kind,
             }));
         }
-        match decode_payload::<ControlMsg>(FrameKind::Control, self.decoder.bytes(frame.payload)) {
+        match decode_payload::<ControlMsg>(FrameKind::Control, &frame.payload) {
             Ok(msg) => Ok(Incoming::Control(msg, frame.fds)),
             Err(e) => Err(self.fail(e)),
         }
+    }
+
+    /// Applies a window update, or counts a user frame against this end's
+    /// window; other frames pass.
+    fn account(
+        &mut self,
+        header: &Header,
+        update: Option<Result<u64, Error>>,
+    ) -> Result<(), Error> {
+        match header.kind {
+            FrameKind::Window => {
+                let bytes = update.unwrap_or(Ok(0))?;
+                self.granted_in = self.granted_in.saturating_add(bytes);
+            }
+            FrameKind::User => {
+                let outstanding = self.received.saturating_sub(self.granted_out);
+                if outstanding >= self.window {
+                    return Err(Error::WindowExceeded {
+                        window: self.window,
+                        outstanding,
+                    });
+                }
+                self.received += user_frame_charge(header.len);
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     fn fail(&mut self, e: Error) -> Error {
@@ -207,12 +347,35 @@ impl BlockingChannel {
     }
 
     fn next_frame(&mut self) -> Result<DecodedFrame, Error> {
+        loop {
+            if let Some(frame) = self.read_frame_or_update()? {
+                return Ok(frame);
+            }
+        }
+    }
+
+    /// The next frame other than a window update; `None` right after a
+    /// window update was applied (a sender waiting for credit looks again).
+    fn read_frame_or_update(&mut self) -> Result<Option<DecodedFrame>, Error> {
         if self.closed {
             return Err(Error::Closed);
         }
         loop {
             match self.decoder.next_frame() {
-                Ok(Some(frame)) => return Ok(frame),
+                Ok(Some(frame)) => {
+                    let header = frame.header;
+                    let update = (header.kind == FrameKind::Window).then(|| {
+                        let payload = self.decoder.bytes(frame.payload.clone());
+                        decode_payload::<u64>(FrameKind::Window, payload)
+                    });
+                    if let Err(e) = self.account(&header, update) {
+                        return Err(self.fail(e));
+                    }
+                    if header.kind != FrameKind::Window {
+                        return Ok(Some(frame));
+                    }
+                    return Ok(None);
+                }
                 Ok(None) => {}
                 Err(e) => return Err(self.fail(e)),
             }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version announced in the handshake. Bumped on any change
 /// that an older peer would misread.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The first frame each way: who is talking and which protocol it speaks.
 ///
@@ -32,6 +32,12 @@ pub struct Handshake {
     /// worker. The handshake carries it; checking it is the caller's (it
     /// knows the expected value).
     pub token: u64,
+    /// The sender's receive window: how many bytes of user frames
+    /// (counted by [`user_frame_charge`](crate::frame::user_frame_charge))
+    /// the peer may have sent and not yet had granted back with a window
+    /// update. The endpoint fills it in from its
+    /// [`Config::receive_window`](crate::Config::receive_window).
+    pub window: u32,
 }
 
 impl Handshake {
@@ -42,6 +48,7 @@ impl Handshake {
             worker_id,
             pid,
             token: 0,
+            window: crate::endpoint::DEFAULT_RECEIVE_WINDOW,
         }
     }
 
@@ -106,7 +113,16 @@ pub enum ControlMsg {
         conn_id: u64,
     },
     /// Either way: no new work; finish what is in flight, then close.
-    Disconnect,
+    ///
+    /// Control frames overtake user messages queued before them, so the
+    /// count says where the disconnect stands among them: the receiver
+    /// delivers the first `after_messages` user messages of the channel
+    /// (counted from the handshake), and only then ends its stream of
+    /// messages.
+    Disconnect {
+        /// User messages the sender had queued on this channel before it.
+        after_messages: u64,
+    },
     /// Worker → primary: liveness, once per heartbeat interval. Not
     /// answered: the primary only counts the time since the last one, and a
     /// worker learns that its primary is gone from the channel closing.
@@ -144,7 +160,7 @@ impl ControlMsg {
             ControlMsg::NewConnection { .. } => "NewConnection",
             ControlMsg::ConnectionAck { .. } => "ConnectionAck",
             ControlMsg::ConnectionClosed { .. } => "ConnectionClosed",
-            ControlMsg::Disconnect => "Disconnect",
+            ControlMsg::Disconnect { .. } => "Disconnect",
             ControlMsg::Heartbeat { .. } => "Heartbeat",
             ControlMsg::ListenOn(_) => "ListenOn",
             ControlMsg::ListenOnReply(_) => "ListenOnReply",

@@ -3,6 +3,7 @@
 
 mod recv;
 mod send;
+mod window;
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -14,12 +15,19 @@ use tokio::io::unix::AsyncFd;
 
 pub use recv::{DEFAULT_RECEIVE_SPIN, Receiver};
 pub use send::Sender;
+pub use window::Credit;
 
 use crate::control::{ControlMsg, Handshake, PROTOCOL_VERSION};
 use crate::error::Error;
 use crate::frame::{
     DEFAULT_MAX_DEPTH, DEFAULT_MAX_FRAME_LEN, FrameKind, decode_limited, decode_payload,
 };
+
+/// The receive window an endpoint announces unless configured otherwise
+/// ([`Config::receive_window`]): 1 MiB of user frames, counted by
+/// [`user_frame_charge`](crate::frame::user_frame_charge) (about 16,000
+/// small messages, or one large one).
+pub const DEFAULT_RECEIVE_WINDOW: u32 = 1024 * 1024;
 use crate::sys;
 
 /// Settings of an endpoint. Both ends should use the same frame cap.
@@ -29,6 +37,7 @@ pub struct Config {
     send_queue_bytes: usize,
     max_depth: u32,
     receive_spin: Duration,
+    receive_window: u32,
 }
 
 impl Default for Config {
@@ -38,6 +47,7 @@ impl Default for Config {
             send_queue_bytes: 256 * 1024,
             max_depth: DEFAULT_MAX_DEPTH,
             receive_spin: DEFAULT_RECEIVE_SPIN,
+            receive_window: DEFAULT_RECEIVE_WINDOW,
         }
     }
 }
@@ -89,6 +99,25 @@ impl Config {
         self
     }
 
+    /// How many bytes of user messages the peer may send ahead of what this
+    /// end's program consumed, announced in the handshake. Default: 1 MiB
+    /// ([`DEFAULT_RECEIVE_WINDOW`]). Each user frame counts its header and
+    /// payload plus a fixed [`MESSAGE_COST`](crate::frame::MESSAGE_COST),
+    /// so the window bounds the memory of unconsumed messages, however
+    /// small: at most the window plus one frame. A message is consumed when
+    /// [`Receiver::recv`] returns it decoded, or when the [`Credit`] of a
+    /// [`UserFrame`] is dropped. Control frames take none of it. Zero is
+    /// taken as one byte (one message at a time).
+    pub fn receive_window(mut self, bytes: u32) -> Self {
+        self.receive_window = bytes.max(1);
+        self
+    }
+
+    /// The configured receive window.
+    pub fn window(&self) -> u32 {
+        self.receive_window
+    }
+
     /// The configured frame cap.
     pub fn frame_cap(&self) -> u32 {
         self.max_frame_len
@@ -111,6 +140,9 @@ struct Shared {
     /// next send: a send that answers a message is written at once by the
     /// sending task (see `Sender::push`), a stream of sends is batched.
     answer_pending: AtomicBool,
+    /// The send queue: the sender's, where the receiver also queues window
+    /// updates and applies the peer's.
+    queue: Arc<send::Queue>,
 }
 
 /// A frame that arrived: a control message or a user message, each with the
@@ -127,15 +159,31 @@ pub enum Incoming<U = UserFrame> {
 }
 
 /// A user message whose payload has not been decoded yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// It holds its room in the receiver's window (its [`Credit`]) until it is
+/// dropped, or until the credit is taken out with [`UserFrame::take_credit`]
+/// to be held for as long as the message waits for the program.
+#[derive(Debug)]
 pub struct UserFrame {
     payload: Vec<u8>,
     max_depth: u32,
+    credit: Credit,
 }
 
 impl UserFrame {
-    pub(crate) fn from_payload(payload: Vec<u8>, max_depth: u32) -> Self {
-        UserFrame { payload, max_depth }
+    pub(crate) fn from_payload(payload: Vec<u8>, max_depth: u32, credit: Credit) -> Self {
+        UserFrame {
+            payload,
+            max_depth,
+            credit,
+        }
+    }
+
+    /// Takes this message's room in the receiver's window out of the frame:
+    /// dropping the returned [`Credit`] gives it back to the peer. (The
+    /// frame keeps none.)
+    pub fn take_credit(&mut self) -> Credit {
+        std::mem::replace(&mut self.credit, Credit::none())
     }
 
     /// Decodes the payload as `T`. Trailing bytes are an error, and so is a
@@ -154,7 +202,8 @@ impl UserFrame {
 /// Opens an endpoint on a channel end and exchanges handshakes.
 ///
 /// Sends `ours` (its `version` should be [`PROTOCOL_VERSION`]; see
-/// [`Handshake::new`]), then waits for the peer's. Returns the two halves and
+/// [`Handshake::new`]; its `window` is replaced by `config`'s
+/// [`receive_window`](Config::receive_window)), then waits for the peer's. Returns the two halves and
 /// the peer's handshake. A peer at another version gives
 /// [`Error::VersionMismatch`]; any other first frame gives
 /// [`Error::UnexpectedFrame`].
@@ -172,6 +221,10 @@ pub async fn handshake(
     ours: Handshake,
     config: Config,
 ) -> Result<(Sender, Receiver, Handshake), Error> {
+    let ours = Handshake {
+        window: config.receive_window,
+        ..ours
+    };
     let (tx, mut rx) = open(fd, config)?;
     tx.send_frame(FrameKind::Handshake, &ours, Vec::new())
         .await?;
@@ -183,6 +236,7 @@ pub async fn handshake(
     // error for the next send.
     let _ = tx.flush().await;
     let theirs = rx.recv_handshake().await?;
+    tx.set_peer_window(theirs.window);
     Ok((tx, rx, theirs))
 }
 
@@ -203,20 +257,23 @@ fn open(fd: OwnedFd, config: Config) -> Result<(Sender, Receiver), Error> {
         op: "epoll registration",
         source,
     })?;
+    let queue = send::Queue::new(config.send_queue_bytes, config.max_frame_len);
     let shared = Arc::new(Shared {
         fd,
         cap: config.max_frame_len,
         max_depth: config.max_depth,
         receive_spin: config.receive_spin,
         answer_pending: AtomicBool::new(false),
+        queue: Arc::clone(&queue),
     });
     let write_fd = shared
         .fd
         .get_ref()
         .try_clone()
         .map_err(|source| Error::Io { op: "dup", source })?;
-    let tx = Sender::start(Arc::clone(&shared), write_fd, config.send_queue_bytes);
-    let rx = Receiver::new(shared);
+    let grants = Arc::new(window::Grants::new(config.receive_window, queue));
+    let tx = Sender::start(Arc::clone(&shared), write_fd);
+    let rx = Receiver::new(shared, grants);
     Ok((tx, rx))
 }
 

@@ -69,6 +69,16 @@ pub enum Error {
         /// The nesting limit in force.
         limit: u32,
     },
+    /// The peer sent a user frame while what it had sent and not had
+    /// granted back already filled this end's receive window: it broke the
+    /// flow control (a correct peer waits for a window update).
+    #[error("peer exceeded the receive window of {window} bytes ({outstanding} bytes outstanding)")]
+    WindowExceeded {
+        /// The window this end announced.
+        window: u64,
+        /// Bytes the peer had outstanding when it started the frame.
+        outstanding: u64,
+    },
     /// A frame of one kind arrived where another was required (the handshake
     /// must come first, and only once).
     #[error("unexpected {found} frame: expected {expected}")]

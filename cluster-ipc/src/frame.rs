@@ -5,13 +5,14 @@
 //! | bytes | field     | meaning                                          |
 //! |-------|-----------|--------------------------------------------------|
 //! | 0..4  | `len`     | payload length, u32 little-endian, `<= cap`      |
-//! | 4     | `kind`    | 0 handshake, 1 control, 2 user                   |
+//! | 4     | `kind`    | 0 handshake, 1 control, 2 user, 3 window update  |
 //! | 5     | `n_fds`   | descriptors this frame claims from the fd queue  |
 //! | 6..8  | reserved  | must be zero                                     |
 //!
 //! The [`Decoder`] owns the read buffer and the queue of received
 //! descriptors. It checks a header before it grows the buffer for the
-//! payload, so no announced length can make it allocate past `8 + cap`, and
+//! payload, so no announced length can make it allocate past `8 + cap` (or
+//! one 256 KiB read, when that is larger), and
 //! it grows the buffer as the payload's bytes arrive, so an announced length
 //! costs nothing until they do.
 
@@ -50,6 +51,18 @@ pub(crate) const READ_BUF_LEN: usize = 256 * 1024;
 /// A read buffer grown for a large frame is kept up to this size.
 pub(crate) const RETAINED_BUF_LEN: usize = 4 * 1024 * 1024;
 
+/// What a user frame costs against the receiver's window, in bytes: its
+/// header and payload, plus [`MESSAGE_COST`] for the bookkeeping a queued
+/// message takes beside its bytes (so a window bounds the memory of many
+/// tiny messages too). Both ends compute it alike: it is part of the wire.
+pub const fn user_frame_charge(payload_len: u32) -> u64 {
+    HEADER_LEN as u64 + payload_len as u64 + MESSAGE_COST
+}
+
+/// The fixed part of [`user_frame_charge`]: what one queued message costs
+/// beyond its bytes.
+pub const MESSAGE_COST: u64 = 56;
+
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -60,6 +73,10 @@ pub enum FrameKind {
     Control,
     /// A user message of any serde type.
     User,
+    /// A window update: the receiver of user messages grants the sender
+    /// more room (a postcard `u64` of bytes, see [`user_frame_charge`]).
+    /// Handled inside the endpoint, never returned to its caller.
+    Window,
 }
 
 impl FrameKind {
@@ -69,6 +86,7 @@ impl FrameKind {
             FrameKind::Handshake => 0,
             FrameKind::Control => 1,
             FrameKind::User => 2,
+            FrameKind::Window => 3,
         }
     }
 
@@ -78,6 +96,7 @@ impl FrameKind {
             0 => Some(FrameKind::Handshake),
             1 => Some(FrameKind::Control),
             2 => Some(FrameKind::User),
+            3 => Some(FrameKind::Window),
             _ => None,
         }
     }
@@ -89,6 +108,7 @@ impl fmt::Display for FrameKind {
             FrameKind::Handshake => "handshake",
             FrameKind::Control => "control",
             FrameKind::User => "user",
+            FrameKind::Window => "window update",
         })
     }
 }
@@ -125,7 +145,7 @@ impl Header {
     pub fn parse(bytes: &[u8; HEADER_LEN], cap: u32) -> Result<Header, Error> {
         let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
         let kind = FrameKind::from_byte(bytes[4]).ok_or(Error::MalformedHeader {
-            expected: "frame kind 0, 1 or 2",
+            expected: "frame kind 0, 1, 2 or 3",
             found: u64::from(bytes[4]),
         })?;
         let n_fds = bytes[5];
@@ -151,6 +171,12 @@ impl Header {
         if kind == FrameKind::Handshake && n_fds != 0 {
             return Err(Error::MalformedHeader {
                 expected: "no descriptors on a handshake",
+                found: u64::from(n_fds),
+            });
+        }
+        if kind == FrameKind::Window && n_fds != 0 {
+            return Err(Error::MalformedHeader {
+                expected: "no descriptors on a window update",
                 found: u64::from(n_fds),
             });
         }
@@ -203,6 +229,101 @@ pub fn encode_frame<T: Serialize + ?Sized>(
     frame.buf[start..start + HEADER_LEN].copy_from_slice(&header.to_bytes());
     frame.armed = false;
     Ok(())
+}
+
+/// A user payload encoded once, to be sent as is to many peers
+/// ([`Sender::send_encoded`](crate::Sender::send_encoded)): a broadcast
+/// encodes its message once, not once per worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    payload: Vec<u8>,
+}
+
+impl Encoded {
+    /// Encodes `msg` (postcard, as a user frame's payload).
+    pub fn new<T: Serialize + ?Sized>(msg: &T) -> Result<Self, Error> {
+        let payload = postcard::to_stdvec(msg).map_err(|source| Error::Encode {
+            kind: FrameKind::User,
+            source,
+        })?;
+        Ok(Encoded { payload })
+    }
+
+    /// The encoded payload.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+/// What a frame's payload is made from: a value to encode, or bytes
+/// encoded already.
+pub(crate) trait PayloadSource {
+    /// Appends one frame of this payload to `buf` (see [`encode_frame`]).
+    fn append_frame(
+        &self,
+        buf: &mut Vec<u8>,
+        kind: FrameKind,
+        n_fds: usize,
+        cap: u32,
+    ) -> Result<(), Error>;
+}
+
+impl<T: Serialize + ?Sized> PayloadSource for T {
+    #[inline(always)]
+    fn append_frame(
+        &self,
+        buf: &mut Vec<u8>,
+        kind: FrameKind,
+        n_fds: usize,
+        cap: u32,
+    ) -> Result<(), Error> {
+        encode_frame(buf, kind, self, n_fds, cap)
+    }
+}
+
+impl PayloadSource for &Encoded {
+    fn append_frame(
+        &self,
+        buf: &mut Vec<u8>,
+        kind: FrameKind,
+        n_fds: usize,
+        cap: u32,
+    ) -> Result<(), Error> {
+        (**self).append_frame(buf, kind, n_fds, cap)
+    }
+}
+
+impl PayloadSource for Encoded {
+    fn append_frame(
+        &self,
+        buf: &mut Vec<u8>,
+        kind: FrameKind,
+        n_fds: usize,
+        cap: u32,
+    ) -> Result<(), Error> {
+        if n_fds > MAX_FDS_PER_FRAME {
+            return Err(Error::TooManyDescriptorsForFrame {
+                count: n_fds,
+                limit: MAX_FDS_PER_FRAME,
+            });
+        }
+        let len = self.payload.len();
+        if len > cap as usize {
+            return Err(Error::FrameTooLarge {
+                len: len as u64,
+                cap,
+            });
+        }
+        let header = Header {
+            // `len <= cap <= u32::MAX`, checked above.
+            len: len as u32,
+            kind,
+            n_fds: n_fds as u8,
+        };
+        buf.extend_from_slice(&header.to_bytes());
+        buf.extend_from_slice(&self.payload);
+        Ok(())
+    }
 }
 
 /// Truncates `buf` back to `start` when dropped armed, so that half a frame

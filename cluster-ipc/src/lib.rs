@@ -16,8 +16,11 @@
 //!   so descriptor placement has one implementation.
 //! - [`handshake`]: open an async endpoint on a channel end and exchange
 //!   handshakes; gives a clonable [`Sender`] and a [`Receiver`].
-//! - [`Sender::send`] / [`Sender::try_send`] (backpressure: a bounded queue;
-//!   `try_send` hands the message back in [`TrySendError::Full`]), and
+//! - [`Sender::send`] / [`Sender::try_send`] (backpressure: the peer's
+//!   receive window, granted back as its program consumes messages, and a
+//!   bounded queue; `try_send` hands the message back in
+//!   [`TrySendError::Full`]; control frames take neither and go first, see
+//!   `docs/ipc.md`, "Flow control"), and
 //!   [`Receiver::recv`] / [`Receiver::recv_raw`], which yield [`Incoming`].
 //! - [`BlockingChannel`]: the same wire without a runtime (buffered sends,
 //!   blocking receives), for simple workers and tools.
@@ -54,7 +57,7 @@
 //!                 Incoming::User(greeting, _fds) => {
 //!                     tx.send(&Greeting { text: format!("{} back", greeting.text) }).await?;
 //!                 }
-//!                 Incoming::Control(ControlMsg::Disconnect, _) => return Ok(()),
+//!                 Incoming::Control(ControlMsg::Disconnect { .. }, _) => return Ok(()),
 //!                 Incoming::Control(_, _) => {}
 //!             }
 //!         }
@@ -72,7 +75,7 @@
 //!         }
 //!         other => panic!("unexpected {other:?}"),
 //!     }
-//!     tx.send_control(&ControlMsg::Disconnect, Vec::new()).await?;
+//!     tx.send_disconnect().await?;
 //!     worker.await.unwrap()
 //! })
 //! # }
@@ -107,8 +110,8 @@
 //! Any byte sequence from the peer yields a frame or one [`Error`] (then the
 //! receiver is closed), never a panic. A header is checked (kind, reserved
 //! bytes, descriptor count, length against the cap) before the buffer grows
-//! for its payload, so the read buffer never exceeds `8 + cap` bytes; and
-//! the buffer grows as the payload's bytes arrive (doubling when full, up to
+//! for its payload, so the read buffer never exceeds the larger of `8 + cap`
+//! bytes and one 256 KiB read; and the buffer grows as the payload's bytes arrive (doubling when full, up to
 //! the frame), so a header announcing 64 MiB costs nothing until the bytes
 //! come: the buffer holds at most twice what arrived (or one 256 KiB read).
 //! Descriptors are owned from the moment they arrive: a frame dropped unread
@@ -167,10 +170,11 @@ pub use control::{
     SocketKind, UnixAddr,
 };
 pub use endpoint::{
-    Config, DEFAULT_RECEIVE_SPIN, Incoming, Receiver, Sender, UserFrame, handshake,
+    Config, Credit, DEFAULT_RECEIVE_SPIN, DEFAULT_RECEIVE_WINDOW, Incoming, Receiver, Sender,
+    UserFrame, handshake,
 };
 pub use error::{Error, TrySendError};
-pub use frame::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_FRAME_LEN, MAX_FDS_PER_FRAME};
+pub use frame::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_FRAME_LEN, Encoded, MAX_FDS_PER_FRAME};
 
 // The Rust snippets of the README and of docs/ipc.md are compiled (and run,
 // unless marked `no_run`) as doc tests, so the documentation cannot drift

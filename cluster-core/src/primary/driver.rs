@@ -4,14 +4,15 @@
 //! [`crate::output`], never to the primary's stdout directly). They report to the
 //! supervisor through [`Notice`]s, the one place where events are ordered.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use std::os::fd::OwnedFd;
 
-use cluster_ipc::{Config, ControlMsg, Handshake, Incoming};
+use cluster_ipc::{Config, ControlMsg, Credit, Handshake, Incoming};
 use tokio::io::AsyncRead;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::Payload;
 use crate::error::Error;
@@ -29,8 +30,10 @@ pub(crate) enum Notice<M> {
     /// The worker itself asked to disconnect.
     WorkerDisconnect(WorkerId),
     Message(Message<M>),
-    /// A user message that did not decode; the channel goes on.
-    MessageError(WorkerId, Error),
+    /// A user message that did not decode; the channel goes on. The credit
+    /// is the message's room in the window, held until the program takes
+    /// the event.
+    MessageError(WorkerId, Error, Credit),
     ChannelError(WorkerId, Error),
     ChannelClosed(WorkerId),
     Exited(WorkerId, Close),
@@ -46,6 +49,10 @@ pub(crate) enum Notice<M> {
     Recycling(WorkerId, SlotId, crate::event::RecycleReason),
     /// `Cluster::scale_to` removed a slot (its worker, draining).
     SlotRemoved(SlotId, Option<WorkerId>),
+    /// A rolling reload (the API's or SIGHUP's) started.
+    ReloadStarted,
+    /// A rolling reload ended, with its error if it failed.
+    ReloadFinished(Option<Error>),
 }
 
 /// Once the process is reaped, the longest the reader waits for the next
@@ -103,17 +110,20 @@ pub(crate) async fn drive<M: Payload>(
 /// dispatch every frame the worker sends, in one place: control messages
 /// (online, listening, heartbeat, disconnect, listen requests, connection
 /// acknowledgements and closes, the last three through the [`Balancer`])
-/// and user messages, each of which takes one credit
-/// so that a primary that does not consume events makes the worker wait.
-/// Once the driver reaped the process (`reaped`), no credit is needed: what
-/// the dead process sent is delivered at once, then the loop ends.
+/// and user messages. The loop never waits for the program: a user
+/// message holds its room in the channel's window (its [`Credit`]) until
+/// the program takes it, so a primary that does not consume events makes
+/// the worker's *messages* wait, while its control frames (acks, closes,
+/// heartbeats) are read and handled at once. Once the driver reaped the
+/// process (`reaped`), what the dead process sent is delivered, then the
+/// loop ends.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn read_loop<M: Payload>(
     channel: OwnedFd,
     id: WorkerId,
     token: u64,
+    config: Config,
     sender: watch::Sender<Option<cluster_ipc::Sender>>,
-    credits: Arc<Semaphore>,
     reaped: watch::Receiver<bool>,
     notices: mpsc::UnboundedSender<Notice<M>>,
     balancer: Arc<Balancer>,
@@ -126,8 +136,8 @@ pub(crate) async fn read_loop<M: Payload>(
         channel,
         id,
         token,
+        config,
         &sender,
-        credits,
         &mut reaped,
         &notices,
         &balancer,
@@ -187,18 +197,26 @@ impl Reaped {
         let until = limit.min(tokio::time::Instant::now() + DRAIN);
         tokio::time::timeout_at(until, rx.recv_raw()).await.ok()
     }
+}
 
-    /// A credit for one message, waiting for one while the process lives;
-    /// none is needed once it was reaped (the dead can send nothing more).
-    async fn credit(&mut self, credits: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
-        if self.now() {
-            return None;
-        }
-        tokio::select! {
-            biased;
-            credit = Arc::clone(credits).acquire_owned() => credit.ok(),
-            () = self.wait() => None,
-        }
+/// At most this many distinct addresses a worker may report as listening
+/// on by itself (`ControlMsg::Listening`, for a socket it opened alone):
+/// past it, its reports are dropped, so a broken worker cannot grow the
+/// primary's events without bound (a real worker listens on a handful).
+const MAX_LISTENING_REPORTS: usize = 1024;
+
+/// The notices a worker's control frames may raise once (or once per
+/// address): repeats from a broken worker raise nothing.
+#[derive(Default)]
+struct Reported {
+    online: bool,
+    disconnect: bool,
+    listening: HashSet<std::net::SocketAddr>,
+}
+
+impl Reported {
+    fn first_listening(&mut self, addr: std::net::SocketAddr) -> bool {
+        self.listening.len() < MAX_LISTENING_REPORTS && self.listening.insert(addr)
     }
 }
 
@@ -207,14 +225,14 @@ async fn read_frames<M: Payload>(
     channel: OwnedFd,
     id: WorkerId,
     token: u64,
+    config: Config,
     sender: &watch::Sender<Option<cluster_ipc::Sender>>,
-    credits: Arc<Semaphore>,
     reaped: &mut Reaped,
     notices: &mpsc::UnboundedSender<Notice<M>>,
     balancer: &Arc<Balancer>,
 ) {
     let ours = Handshake::new(id.0, std::process::id()).with_token(token);
-    let rx = match cluster_ipc::handshake(channel, ours, Config::default()).await {
+    let rx = match cluster_ipc::handshake(channel, ours, config).await {
         Ok((tx, rx, theirs)) if theirs.worker_id == id.0 && theirs.token == token => {
             balancer.set_sender(id, tx.clone());
             sender.send_replace(Some(tx.clone()));
@@ -232,17 +250,27 @@ async fn read_frames<M: Payload>(
         }
     };
     let (tx, mut rx) = rx;
+    let mut reported = Reported::default();
     loop {
         let Some(frame) = reaped.next_frame(&mut rx).await else {
             break;
         };
         let notice = match frame {
             Ok(Incoming::Control(c, _fds)) => match c {
-                ControlMsg::Online => Notice::Online(id),
-                ControlMsg::Listening { addr } => Notice::Listening(id, addr),
+                ControlMsg::Online if !std::mem::replace(&mut reported.online, true) => {
+                    Notice::Online(id)
+                }
+                ControlMsg::Online => continue,
+                ControlMsg::Listening { addr } if reported.first_listening(addr) => {
+                    Notice::Listening(id, addr)
+                }
+                ControlMsg::Listening { .. } => continue,
                 ControlMsg::Heartbeat { .. } => Notice::Heartbeat(id),
-                ControlMsg::Disconnect => {
+                ControlMsg::Disconnect { .. } => {
                     balancer.set_draining(id);
+                    if std::mem::replace(&mut reported.disconnect, true) {
+                        continue;
+                    }
                     Notice::WorkerDisconnect(id)
                 }
                 ControlMsg::Listen(req) => match balancer.listen(id, &tx, req).await {
@@ -281,12 +309,12 @@ async fn read_frames<M: Payload>(
                     break;
                 }
             },
-            Ok(Incoming::User(frame, _fds)) => {
-                let credit = reaped.credit(&credits).await;
+            Ok(Incoming::User(mut frame, _fds)) => {
+                let credit = frame.take_credit();
                 match frame.decode::<M>() {
                     Ok(value) => Notice::Message(Message::new(id, value, credit)),
                     // That message only: the channel goes on.
-                    Err(e) => Notice::MessageError(id, Error::Ipc(e)),
+                    Err(e) => Notice::MessageError(id, Error::Ipc(e), credit),
                 }
             }
             Err(e) if e.is_peer_closed() => break,

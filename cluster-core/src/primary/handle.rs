@@ -4,7 +4,6 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cluster_ipc::ControlMsg;
 use spawn_core::Signal;
 use tokio::sync::{mpsc, watch};
 
@@ -40,6 +39,23 @@ pub(crate) struct HandleInner {
     pub(crate) started: std::time::Instant,
     /// Its `max_requests` limit, jitter included (`None`: no limit).
     pub(crate) request_limit: Option<u64>,
+    /// Broadcasts waiting for room in its window (it does not read its
+    /// messages): at most [`MAX_PENDING_BROADCASTS`].
+    pub(crate) pending_broadcasts: std::sync::atomic::AtomicUsize,
+}
+
+/// How many broadcasts a worker whose window is full (one that does not
+/// read its messages) may have waiting for it; later ones pass it by.
+pub(crate) const MAX_PENDING_BROADCASTS: usize = 16;
+
+/// What [`WorkerHandle::offer`] did with a broadcast.
+pub(crate) enum Offered {
+    /// Queued on the channel now.
+    Sent,
+    /// Waiting (in a task) for room in the worker's window.
+    Pending,
+    /// Not sent: the worker is gone, disconnected, or too far behind.
+    Missed,
 }
 
 /// The primary's handle on one worker. Cheap to clone; every clone talks to
@@ -123,8 +139,9 @@ impl<M> WorkerHandle<M> {
 }
 
 impl<M: Payload> WorkerHandle<M> {
-    /// Send a message. Waits while the worker's receive buffer is full
-    /// (backpressure). Fails with [`Error::ChannelClosed`] once the worker
+    /// Send a message. Waits while the worker's window is full of messages
+    /// its program has not taken (backpressure); connection hand-offs and
+    /// the disconnect never wait behind them. Fails with [`Error::ChannelClosed`] once the worker
     /// was disconnected (by either side; Node's `ERR_IPC_CHANNEL_CLOSED`),
     /// and with [`Error::WorkerGone`] once it is dead.
     pub async fn send(&self, msg: &M) -> Result<()> {
@@ -135,6 +152,46 @@ impl<M: Payload> WorkerHandle<M> {
         }
         let sender = self.sender().await?;
         sender.send(msg).await.map_err(|e| self.channel_error(e))
+    }
+
+    /// Offer a broadcast, encoded once for every worker, without ever
+    /// waiting: queued at once if the worker's window has room, otherwise
+    /// left to a task that waits for room (up to
+    /// [`MAX_PENDING_BROADCASTS`] of them per worker).
+    pub(crate) fn offer(&self, msg: &Arc<cluster_ipc::Encoded>) -> Offered {
+        if self.exited_after_disconnect() || !self.state().is_alive() {
+            return Offered::Missed;
+        }
+        let sender = self.inner.sender.borrow().clone();
+        if let Some(sender) = &sender {
+            match sender.try_send_encoded(msg) {
+                Ok(()) => return Offered::Sent,
+                Err(cluster_ipc::TrySendError::Full(())) => {}
+                Err(_) => return Offered::Missed,
+            }
+        }
+        // Its window is full, or its channel is not open yet: a task waits.
+        let pending = &self.inner.pending_broadcasts;
+        if pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_BROADCASTS {
+            pending.fetch_sub(1, Ordering::AcqRel);
+            return Offered::Missed;
+        }
+        let inner = Arc::clone(&self.inner);
+        let msg = Arc::clone(msg);
+        tokio::spawn(async move {
+            let mut opened = inner.sender.clone();
+            let sender = opened
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|s| s.clone());
+            if let Some(sender) = sender {
+                // Until there is room, or the channel ends.
+                let _ = sender.send_encoded(&msg).await;
+            }
+            inner.pending_broadcasts.fetch_sub(1, Ordering::AcqRel);
+        });
+        Offered::Pending
     }
 
     /// Send a signal to the worker process.
@@ -164,7 +221,7 @@ impl<M: Payload> WorkerHandle<M> {
         self.inner.balancer.set_draining(self.inner.id);
         let sender = self.sender().await?;
         sender
-            .send_control(&ControlMsg::Disconnect, Vec::new())
+            .send_disconnect()
             .await
             .map_err(|e| self.channel_error(e))
     }

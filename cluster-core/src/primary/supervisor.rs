@@ -11,10 +11,12 @@ use spawn_core::Signal;
 use tokio::signal::unix::{Signal as UnixSignal, SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
+use cluster_ipc::Credit;
+
 use crate::Payload;
 use crate::event::{Close, Event, SlotId, WorkerId};
 use crate::primary::driver::Notice;
-use crate::primary::{Command, Placement, Shared};
+use crate::primary::{Command, EventSender, Placement, Shared};
 use crate::restart::Decision;
 use crate::settings::Heartbeat;
 use crate::state::WorkerState;
@@ -112,20 +114,16 @@ impl Signals {
     }
 }
 
-/// The rolling reload asked for by SIGHUP, reported as events (reloads run
-/// one at a time: a second SIGHUP waits for the first reload to end).
-async fn reload_on_hangup<M: Payload>(
-    shared: Arc<Shared<M>>,
-    events: mpsc::UnboundedSender<Event<M>>,
-) {
-    let _ = events.send(Event::ReloadStarted);
-    let error = shared.reload().await.err();
-    let _ = events.send(Event::ReloadFinished { error });
+/// The rolling reload asked for by SIGHUP (reloads run one at a time: a
+/// second SIGHUP waits for the first reload to end); the reload reports
+/// itself as events, through the supervisor.
+async fn reload_on_hangup<M: Payload>(shared: Arc<Shared<M>>) {
+    let _ = shared.reload().await;
 }
 
 struct Supervisor<M> {
     shared: Arc<Shared<M>>,
-    events: mpsc::UnboundedSender<Event<M>>,
+    events: EventSender<M>,
     /// The heartbeat in force, read again at every fork (the settings may
     /// change until the first one).
     heartbeat: Option<Heartbeat>,
@@ -150,7 +148,7 @@ pub(crate) async fn run<M: Payload>(
     shared: Arc<Shared<M>>,
     mut notices: mpsc::UnboundedReceiver<Notice<M>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<Event<M>>,
+    events: EventSender<M>,
     mut signals: Option<Signals>,
 ) {
     let heartbeat = shared.lock().settings.heartbeat;
@@ -194,7 +192,7 @@ pub(crate) async fn run<M: Payload>(
                 SignalAction::Shutdown => sup.begin_shutdown(),
                 SignalAction::Reload => {
                     if !sup.shared.lock().stopping {
-                        tokio::spawn(reload_on_hangup(Arc::clone(&sup.shared), sup.events.clone()));
+                        tokio::spawn(reload_on_hangup(Arc::clone(&sup.shared)));
                     }
                 }
             },
@@ -239,7 +237,16 @@ impl<M: Payload> Supervisor<M> {
 
     fn emit_with_pid(&self, ev: Event<M>, pid: Option<u32>) {
         crate::trace::event(&ev, pid);
-        let _ = self.events.send(ev);
+        let _ = self.events.send((ev, Credit::none()));
+    }
+
+    /// [`Supervisor::emit`] an event that holds room in a worker's window
+    /// (a message that did not decode) until the program takes it.
+    fn emit_holding(&self, ev: Event<M>, credit: Credit) {
+        let pid =
+            event_worker(&ev).and_then(|id| self.shared.lock().workers.get(&id).map(|w| w.pid()));
+        crate::trace::event(&ev, pid);
+        let _ = self.events.send((ev, credit));
     }
 
     fn on_notice(&mut self, notice: Notice<M>) {
@@ -297,7 +304,8 @@ impl<M: Payload> Supervisor<M> {
                         .messages
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                let _ = self.events.send(Event::Message(m));
+                // The message holds its own credit until its value is taken.
+                let _ = self.events.send((Event::Message(m), Credit::none()));
             }
             Notice::Recycling(worker, slot, reason) => self.emit(Event::Recycling {
                 worker,
@@ -305,7 +313,11 @@ impl<M: Payload> Supervisor<M> {
                 reason,
             }),
             Notice::SlotRemoved(slot, worker) => self.emit(Event::SlotRemoved { slot, worker }),
-            Notice::MessageError(id, error) => self.emit(Event::MessageError { worker: id, error }),
+            Notice::MessageError(id, error, credit) => {
+                self.emit_holding(Event::MessageError { worker: id, error }, credit);
+            }
+            Notice::ReloadStarted => self.emit(Event::ReloadStarted),
+            Notice::ReloadFinished(error) => self.emit(Event::ReloadFinished { error }),
             Notice::ChannelError(id, error) => {
                 self.kill(id, Signal::SIGKILL);
                 self.emit(Event::ChannelError { worker: id, error });
@@ -537,7 +549,7 @@ impl<M: Payload> Supervisor<M> {
             (w, st.settings.shutdown_deadline)
         };
         self.shared.service.stopping();
-        self.deadline = Some(tokio::time::Instant::now() + deadline);
+        self.deadline = Some(saturating_deadline(deadline));
         for w in workers {
             w.mark_disconnected();
             tokio::spawn(async move {
@@ -582,4 +594,13 @@ pub(crate) fn watchdog<M: Payload>(notices: mpsc::UnboundedSender<Notice<M>>, ev
             }
         }
     });
+}
+
+/// `now + after`, or a deadline so far away that it never comes (30 years)
+/// when that overflows: `Settings::shutdown_deadline(Duration::MAX)` means
+/// "wait for ever", not a panic.
+fn saturating_deadline(after: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600))
 }

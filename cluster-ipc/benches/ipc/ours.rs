@@ -58,20 +58,20 @@ pub(crate) fn rtt_big_ours(n: u64) -> anyhow::Result<f64> {
 pub(crate) fn throughput_ours(n: u64) -> anyhow::Result<f64> {
     let (child, fd) = spawn_peer(&["sink-small", &n.to_string()])?;
     let per_s = runtime()?.block_on(async {
-        let (tx, mut rx) = open(fd).await?;
+        let (tx, rx) = open(fd).await?;
         let mut msg = Small {
             seq: 0,
             text: TEXT.into(),
         };
+        // The receiver is read while the sender sends: the peer's window
+        // updates arrive on it.
+        let count = tokio::spawn(final_count(rx));
         let t = Instant::now();
         for i in 0..n {
             msg.seq = i;
             tx.send(&msg).await?;
         }
-        match rx.recv::<u64>().await? {
-            Incoming::User(count, _) if count == n => {}
-            other => bail!("unexpected {other:?}"),
-        }
+        expect_count(count, n).await?;
         anyhow::Ok(n as f64 / t.elapsed().as_secs_f64())
     })?;
     reap(child)?;
@@ -81,18 +81,34 @@ pub(crate) fn throughput_ours(n: u64) -> anyhow::Result<f64> {
 pub(crate) fn fd_pass_ours(n: u64) -> anyhow::Result<f64> {
     let (child, fd) = spawn_peer(&["sink-fd", &n.to_string()])?;
     let per_s = runtime()?.block_on(async {
-        let (tx, mut rx) = open(fd).await?;
+        let (tx, rx) = open(fd).await?;
         let file = std::fs::File::open("/dev/null")?;
+        let count = tokio::spawn(final_count(rx));
         let t = Instant::now();
         for i in 0..n {
             tx.send_with_fds(i, vec![file.try_clone()?.into()]).await?;
         }
-        match rx.recv::<u64>().await? {
-            Incoming::User(count, _) if count == n => {}
-            other => bail!("unexpected {other:?}"),
-        }
+        expect_count(count, n).await?;
         anyhow::Ok(n as f64 / t.elapsed().as_secs_f64())
     })?;
     reap(child)?;
     Ok(per_s)
+}
+
+/// Reads the receiver until the peer's one message, the count it received
+/// (window updates are applied on the way).
+async fn final_count(mut rx: cluster_ipc::Receiver) -> anyhow::Result<u64> {
+    match rx.recv::<u64>().await? {
+        Incoming::User(count, _) => Ok(count),
+        other => bail!("unexpected {other:?}"),
+    }
+}
+
+async fn expect_count(
+    count: tokio::task::JoinHandle<anyhow::Result<u64>>,
+    n: u64,
+) -> anyhow::Result<()> {
+    let count = count.await??;
+    anyhow::ensure!(count == n, "the peer counted {count} of {n}");
+    Ok(())
 }

@@ -26,7 +26,7 @@ fn a_blocking_worker_talks_to_an_async_primary() {
                     }
                     ch.flush().unwrap();
                 }
-                Incoming::Control(ControlMsg::Disconnect, _) => return,
+                Incoming::Control(ControlMsg::Disconnect { .. }, _) => return,
                 Incoming::Control(other, _) => panic!("unexpected {other:?}"),
             }
         }
@@ -67,9 +67,7 @@ fn a_blocking_worker_talks_to_an_async_primary() {
         let mut text = String::new();
         mine.read_to_string(&mut text).unwrap();
         assert_eq!(text, "hello");
-        tx.send_control(&ControlMsg::Disconnect, Vec::new())
-            .await
-            .unwrap();
+        tx.send_disconnect().await.unwrap();
         tx.flush().await.unwrap();
     };
     // The whole conversation is bounded, every await of it included.

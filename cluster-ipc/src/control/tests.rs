@@ -108,7 +108,13 @@ fn examples() -> Vec<(&'static str, ControlMsg, usize)> {
             ControlMsg::ConnectionClosed { conn_id: 300 },
             0,
         ),
-        ("disconnect", ControlMsg::Disconnect, 0),
+        (
+            "disconnect",
+            ControlMsg::Disconnect {
+                after_messages: 300,
+            },
+            0,
+        ),
         ("heartbeat", ControlMsg::Heartbeat { seq: 1_000_000 }, 0),
         (
             "listen_on_unix",
@@ -205,7 +211,7 @@ fn examples_cover_every_variant() {
             | ControlMsg::NewConnection { .. }
             | ControlMsg::ConnectionAck { .. }
             | ControlMsg::ConnectionClosed { .. }
-            | ControlMsg::Disconnect
+            | ControlMsg::Disconnect { .. }
             | ControlMsg::Heartbeat { .. }
             | ControlMsg::ListenOn(_)
             | ControlMsg::ListenOnReply(_)
@@ -222,6 +228,7 @@ fn handshake_is_pinned() {
         worker_id: 3,
         pid: 4242,
         token: 0x0123_4567_89ab_cdef,
+        window: 1024 * 1024,
     };
     insta::assert_snapshot!("handshake", render(FrameKind::Handshake, &hs, 0));
 }
@@ -310,7 +317,7 @@ fn arb_control() -> impl Strategy<Value = ControlMsg> {
         (any::<u64>(), any::<bool>())
             .prop_map(|(conn_id, accepted)| ControlMsg::ConnectionAck { conn_id, accepted }),
         any::<u64>().prop_map(|conn_id| ControlMsg::ConnectionClosed { conn_id }),
-        Just(ControlMsg::Disconnect),
+        any::<u64>().prop_map(|after_messages| ControlMsg::Disconnect { after_messages }),
         any::<u64>().prop_map(|seq| ControlMsg::Heartbeat { seq }),
         (any::<u64>(), arb_target()).prop_map(|(request_id, target)| ControlMsg::ListenOn(
             ListenOnRequest { request_id, target }

@@ -9,10 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use super::window::{Credit, Grants};
 use super::{Incoming, Shared, UserFrame, parse_handshake};
 use crate::control::{ControlMsg, Handshake};
 use crate::error::Error;
-use crate::frame::{DecodedFrame, Decoder, FrameKind, decode_limited, decode_payload};
+use crate::frame::{
+    DecodedFrame, Decoder, FrameKind, decode_limited, decode_payload, user_frame_charge,
+};
 use crate::sys::{self, RecvError, Wait};
 
 /// The receiving half of an endpoint. One task owns it.
@@ -27,6 +30,12 @@ use crate::sys::{self, RecvError, Wait};
 /// deeper than [`Config::max_depth`](crate::Config::max_depth), is not such
 /// an error: the frame is consumed (its descriptors closed), and the channel
 /// stays usable.
+///
+/// Read it for as long as this endpoint sends, too: the peer's window
+/// updates arrive here (they are applied as the receiver reads, never
+/// returned), and a sender out of credit waits for them. Dropping the
+/// receiver shuts the read side of the socket, so the peer's later sends
+/// fail ([`Error::PeerClosed`]) instead of filling a buffer nobody reads.
 pub struct Receiver {
     shared: Arc<Shared>,
     decoder: Decoder,
@@ -38,6 +47,23 @@ pub struct Receiver {
     /// The last frame returned was a user message: only then does the next
     /// read spin (see [`Receiver::read`]).
     after_user: bool,
+    /// This end's window and the grants given back.
+    grants: Arc<Grants>,
+    /// Bytes of user frames received so far ([`user_frame_charge`]).
+    received: u64,
+    /// Bytes of messages consumed by [`Receiver::recv`] and not yet granted
+    /// back (granted in batches, without an atomic per message).
+    consumed: u64,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if !self.closed {
+            // Nobody reads this socket any more: the peer's sends fail
+            // instead of filling it and waiting for ever.
+            let _ = sys::shutdown_read(self.shared.fd.get_ref().as_fd());
+        }
+    }
 }
 
 /// How long a receive spins (non-blocking reads, yielding between them)
@@ -63,7 +89,7 @@ impl std::fmt::Debug for Receiver {
 }
 
 impl Receiver {
-    pub(super) fn new(shared: Arc<Shared>) -> Receiver {
+    pub(super) fn new(shared: Arc<Shared>, grants: Arc<Grants>) -> Receiver {
         let cap = shared.cap;
         Receiver {
             shared,
@@ -72,6 +98,46 @@ impl Receiver {
             closed: false,
             spin_backoff: 0,
             after_user: false,
+            grants,
+            received: 0,
+            consumed: 0,
+        }
+    }
+
+    /// Counts a user frame against this end's window: a peer that sent
+    /// past it broke the protocol (the channel fails).
+    #[inline]
+    fn admit_user(&mut self, payload_len: u32) -> Result<u64, Error> {
+        let outstanding = self.received.saturating_sub(self.grants.granted());
+        if outstanding >= self.grants.window() {
+            return Err(self.fail(Error::WindowExceeded {
+                window: self.grants.window(),
+                outstanding,
+            }));
+        }
+        let charge = user_frame_charge(payload_len);
+        self.received += charge;
+        Ok(charge)
+    }
+
+    /// A message of `charge` bytes was consumed here: grant in batches.
+    #[inline]
+    fn consumed(&mut self, charge: u64) {
+        self.consumed += charge;
+        if self.consumed >= self.grants.threshold() {
+            self.grants.grant(std::mem::take(&mut self.consumed));
+        }
+    }
+
+    /// Applies a window update from the peer.
+    #[cold]
+    fn window_update(&mut self, frame: &DecodedFrame) -> Result<(), Error> {
+        match decode_payload::<u64>(FrameKind::Window, self.decoder.bytes(frame.payload.clone())) {
+            Ok(bytes) => {
+                self.shared.queue.on_grant(bytes);
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e)),
         }
     }
 
@@ -93,8 +159,10 @@ impl Receiver {
         self.after_user = frame.header.kind == FrameKind::User;
         match frame.header.kind {
             FrameKind::User => {
+                let charge = self.admit_user(frame.header.len)?;
                 let payload = self.decoder.bytes(frame.payload).to_vec();
-                let frame_of = UserFrame::from_payload(payload, self.shared.max_depth);
+                let credit = Credit::new(Arc::clone(&self.grants), charge);
+                let frame_of = UserFrame::from_payload(payload, self.shared.max_depth, credit);
                 Ok(Incoming::User(frame_of, frame.fds))
             }
             _ => self
@@ -123,6 +191,9 @@ impl Receiver {
         self.after_user = frame.header.kind == FrameKind::User;
         match frame.header.kind {
             FrameKind::User => {
+                let charge = self.admit_user(frame.header.len)?;
+                // Consumed here, whether it decodes or not.
+                self.consumed(charge);
                 let bytes = self.decoder.bytes(frame.payload);
                 let msg = decode_limited(FrameKind::User, bytes, self.shared.max_depth)?;
                 Ok(Incoming::User(msg, frame.fds))
@@ -187,7 +258,15 @@ impl Receiver {
         if self.closed {
             return Err(Error::Closed);
         }
-        self.decoder.next_frame().map_err(|e| self.fail(e))
+        loop {
+            match self.decoder.next_frame() {
+                Ok(Some(frame)) if frame.header.kind == FrameKind::Window => {
+                    self.window_update(&frame)?;
+                }
+                Ok(frame) => return Ok(frame),
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
     }
 
     async fn read_frame(&mut self) -> Result<DecodedFrame, Error> {
@@ -204,10 +283,8 @@ impl Receiver {
                 Ok(_) => {}
                 Err(e) => return Err(self.fail(e)),
             }
-            match self.decoder.next_frame() {
-                Ok(Some(frame)) => return Ok(frame),
-                Ok(None) => {}
-                Err(e) => return Err(self.fail(e)),
+            if let Some(frame) = self.take_buffered()? {
+                return Ok(frame);
             }
         }
     }

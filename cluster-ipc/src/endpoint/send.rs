@@ -8,6 +8,14 @@
 //! them with the first byte of that `sendmsg`, so they are always queued at
 //! the receiver by the time it parses the frame's header.
 //!
+//! Two lanes: control frames (and window updates) take no credit and no
+//! room, and the writer takes them before the user frames queued with
+//! them, so a hand-off, an acknowledgement or a heartbeat never waits
+//! behind user messages (at most behind one batch already being written).
+//! A user frame first takes credit from the peer's window (see
+//! `super::window`); without credit, `send` waits and `try_send` hands the
+//! message back.
+//!
 //! One shortcut: a frame sent after the receiver of the same endpoint read
 //! something (an answer, in a request/response or ping-pong exchange) is
 //! written by the sending task itself when the queue is empty and no batch is
@@ -27,7 +35,10 @@ use tokio::sync::Notify;
 use super::Shared;
 use crate::control::ControlMsg;
 use crate::error::{Error, TrySendError};
-use crate::frame::{FrameKind, MAX_FDS_PER_FRAME, encode_frame};
+use crate::frame::{
+    Encoded, FrameKind, HEADER_LEN, MAX_FDS_PER_FRAME, PayloadSource, encode_frame,
+    user_frame_charge,
+};
 use crate::sys::{self, Wait};
 
 mod writer;
@@ -61,7 +72,7 @@ impl Drop for SendInner {
     }
 }
 
-struct Queue {
+pub(super) struct Queue {
     state: Mutex<QueueState>,
     /// Wakes the writer: bytes were queued, or the senders are gone.
     data_ready: Notify,
@@ -85,6 +96,13 @@ const MAX_QUEUED_SEND_FDS: usize = 256;
 
 #[derive(Default)]
 struct QueueState {
+    /// Control frames (and window updates, and the handshake): no credit,
+    /// no bound (what the protocol sends is bounded by its own windows);
+    /// the writer takes them first.
+    control: Vec<u8>,
+    /// Each descriptor of a control frame, with the offset of its frame.
+    control_fds: Vec<(usize, OwnedFd)>,
+    /// User frames, in order, each with its credit taken.
     bytes: Vec<u8>,
     /// Each descriptor with the offset of the frame that claims it.
     fds: Vec<(usize, OwnedFd)>,
@@ -92,6 +110,42 @@ struct QueueState {
     writing: bool,
     senders_gone: bool,
     closed: Option<CloseReason>,
+    credit: SendCredit,
+}
+
+impl QueueState {
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty() && self.control.is_empty()
+    }
+
+    /// Drops everything queued (the channel closed).
+    fn clear(&mut self) {
+        self.bytes = Vec::new();
+        self.fds.clear();
+        self.control = Vec::new();
+        self.control_fds.clear();
+    }
+}
+
+/// The sending side's view of the peer's window.
+#[derive(Default, Debug)]
+struct SendCredit {
+    /// The peer's window, from its handshake (0 until it arrived).
+    window: u64,
+    /// Bytes of user frames queued so far ([`user_frame_charge`]).
+    charged: u64,
+    /// Bytes the peer granted back so far.
+    granted: u64,
+    /// User frames queued so far.
+    frames: u64,
+}
+
+impl SendCredit {
+    /// Whether a user frame may start: what is outstanding is under the
+    /// peer's window.
+    fn available(&self) -> bool {
+        self.charged.saturating_sub(self.granted) < self.window
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -126,6 +180,49 @@ impl CloseReason {
 }
 
 impl Queue {
+    pub(super) fn new(limit: usize, cap: u32) -> Arc<Queue> {
+        Arc::new(Queue {
+            state: Mutex::new(QueueState::default()),
+            data_ready: Notify::new(),
+            space_ready: Notify::new(),
+            waiters: AtomicUsize::new(0),
+            limit,
+            cap,
+        })
+    }
+
+    /// Queues a window update on the control lane (nothing once this end
+    /// stopped sending: its peer learns of the end of the stream instead).
+    pub(super) fn push_window_update(&self, bytes: u64) {
+        let mut st = self.lock();
+        if st.closed.is_some() || st.senders_gone {
+            return;
+        }
+        let was_empty = st.is_empty();
+        // A u64 always encodes, far under any cap.
+        if encode_frame(&mut st.control, FrameKind::Window, &bytes, 0, self.cap).is_err() {
+            return;
+        }
+        drop(st);
+        if was_empty {
+            self.data_ready.notify_one();
+        }
+    }
+
+    /// The peer granted `bytes` more: senders waiting for credit go on.
+    pub(super) fn on_grant(&self, bytes: u64) {
+        let mut st = self.lock();
+        st.credit.granted = st.credit.granted.saturating_add(bytes);
+        drop(st);
+        self.wake_waiters();
+    }
+
+    /// The peer's window, from its handshake.
+    pub(super) fn set_peer_window(&self, window: u32) {
+        self.lock().credit.window = u64::from(window);
+        self.wake_waiters();
+    }
+
     /// Wakes the tasks waiting for room or for a flush, if any.
     fn wake_waiters(&self) {
         if self.waiters.load(Ordering::SeqCst) > 0 {
@@ -166,15 +263,8 @@ enum Push {
 }
 
 impl Sender {
-    pub(super) fn start(shared: Arc<Shared>, write_fd: OwnedFd, limit: usize) -> Sender {
-        let queue = Arc::new(Queue {
-            state: Mutex::new(QueueState::default()),
-            data_ready: Notify::new(),
-            space_ready: Notify::new(),
-            waiters: AtomicUsize::new(0),
-            limit,
-            cap: shared.cap,
-        });
+    pub(super) fn start(shared: Arc<Shared>, write_fd: OwnedFd) -> Sender {
+        let queue = Arc::clone(&shared.queue);
         tokio::spawn(writer(Arc::clone(&shared), write_fd, Arc::clone(&queue)));
         Sender {
             inner: Arc::new(SendInner { queue, shared }),
@@ -185,9 +275,14 @@ impl Sender {
         &self.inner.queue
     }
 
+    /// The peer's window, from its handshake: user frames may go now.
+    pub(super) fn set_peer_window(&self, window: u32) {
+        self.queue().set_peer_window(window);
+    }
+
     /// Encodes and queues one frame, unless the queue is full.
     #[inline]
-    fn push<T: Serialize + ?Sized>(
+    fn push<T: PayloadSource + ?Sized>(
         &self,
         kind: FrameKind,
         msg: &T,
@@ -198,7 +293,7 @@ impl Sender {
 
     /// [`Sender::push`]; `direct: false` never takes the answer shortcut.
     #[inline]
-    fn push_with<T: Serialize + ?Sized>(
+    fn push_with<T: PayloadSource + ?Sized>(
         &self,
         kind: FrameKind,
         msg: &T,
@@ -206,33 +301,49 @@ impl Sender {
         direct: bool,
     ) -> Result<Push, Error> {
         let queue = self.queue();
-        let mut st = queue.lock();
+        let mut guard = queue.lock();
+        let st = &mut *guard;
         if let Some(reason) = st.closed {
             return Err(reason.to_error());
         }
-        if !st.bytes.is_empty()
-            && (st.bytes.len() >= queue.limit || st.fds.len() + fds.len() > MAX_QUEUED_SEND_FDS)
+        let user = kind == FrameKind::User;
+        if user
+            && ((!st.bytes.is_empty()
+                && (st.bytes.len() >= queue.limit
+                    || st.fds.len() + fds.len() > MAX_QUEUED_SEND_FDS))
+                || !st.credit.available())
         {
             return Ok(Push::Full);
         }
-        let was_empty = st.bytes.is_empty();
-        let offset = st.bytes.len();
-        encode_frame(&mut st.bytes, kind, msg, fds.len(), queue.cap)?;
+        let was_empty = st.is_empty();
+        let (buf, buf_fds) = if user {
+            (&mut st.bytes, &mut st.fds)
+        } else {
+            (&mut st.control, &mut st.control_fds)
+        };
+        let offset = buf.len();
+        msg.append_frame(buf, kind, fds.len(), queue.cap)?;
+        let frame_len = buf.len() - offset;
+        if user {
+            // `frame_len - HEADER_LEN <= cap <= u32::MAX`: the encoder checked.
+            st.credit.charged += user_frame_charge((frame_len - HEADER_LEN) as u32);
+            st.credit.frames += 1;
+        }
         if !fds.is_empty() {
-            st.fds.extend(fds.drain(..).map(|fd| (offset, fd)));
+            buf_fds.extend(fds.drain(..).map(|fd| (offset, fd)));
         } else if direct
             && was_empty
             && !st.writing
-            && st.bytes.len() <= DIRECT_WRITE_MAX
+            && frame_len <= DIRECT_WRITE_MAX
             && self
                 .inner
                 .shared
                 .answer_pending
                 .swap(false, Ordering::Relaxed)
         {
-            return self.write_directly(st);
+            return self.write_directly(guard);
         }
-        drop(st);
+        drop(guard);
         if was_empty {
             queue.data_ready.notify_one();
         }
@@ -252,13 +363,19 @@ impl Sender {
     fn write_directly(&self, mut st: MutexGuard<'_, QueueState>) -> Result<Push, Error> {
         let queue = self.queue();
         let fd = self.inner.shared.fd.get_ref().as_fd();
-        match sys::send_with_fds(fd, &st.bytes, &[], Wait::DontWait) {
-            Ok(n) if n == st.bytes.len() => {
-                st.bytes.clear();
+        // The queue holds this one frame, in one of the two lanes.
+        let lane = if st.control.is_empty() {
+            &mut st.bytes
+        } else {
+            &mut st.control
+        };
+        match sys::send_with_fds(fd, lane, &[], Wait::DontWait) {
+            Ok(n) if n == lane.len() => {
+                lane.clear();
                 Ok(Push::Queued)
             }
             Ok(n) => {
-                st.bytes.drain(..n);
+                lane.drain(..n);
                 drop(st);
                 queue.data_ready.notify_one();
                 Ok(Push::Queued)
@@ -276,8 +393,7 @@ impl Sender {
             Err(e) => {
                 let reason = CloseReason::from_write_error(&e);
                 st.closed = Some(reason);
-                st.bytes = Vec::new();
-                st.fds.clear();
+                st.clear();
                 drop(st);
                 // The writer ends when it next looks at the queue; senders
                 // waiting for room or a flush learn it now.
@@ -288,7 +404,7 @@ impl Sender {
         }
     }
 
-    pub(super) async fn send_frame<T: Serialize + ?Sized>(
+    pub(super) async fn send_frame<T: PayloadSource + ?Sized>(
         &self,
         kind: FrameKind,
         msg: &T,
@@ -312,7 +428,7 @@ impl Sender {
     /// [`Sender::send_frame`] without descriptors: no `Vec` goes into the
     /// future's state (copying one in and out of it costs a store-forwarding
     /// stall per message on the fast path).
-    async fn send_frame_without_fds<T: Serialize + ?Sized>(
+    async fn send_frame_without_fds<T: PayloadSource + ?Sized>(
         &self,
         kind: FrameKind,
         msg: &T,
@@ -324,7 +440,7 @@ impl Sender {
         Box::pin(self.wait_and_push(kind, msg, no_fds)).await
     }
 
-    async fn wait_and_push<T: Serialize + ?Sized>(
+    async fn wait_and_push<T: PayloadSource + ?Sized>(
         &self,
         kind: FrameKind,
         msg: &T,
@@ -341,7 +457,7 @@ impl Sender {
         }
     }
 
-    fn try_send_frame<T: Serialize, M>(
+    fn try_send_frame<T: PayloadSource, M>(
         &self,
         kind: FrameKind,
         msg: T,
@@ -383,6 +499,19 @@ impl Sender {
         fds: Vec<OwnedFd>,
     ) -> Result<(), Error> {
         self.send_frame(FrameKind::User, &msg, fds).await
+    }
+
+    /// Sends a user message encoded already (once for many peers: see
+    /// [`Encoded`]), waiting for credit and room as [`Sender::send`] does.
+    /// Cancel-safe like [`Sender::send`].
+    pub async fn send_encoded(&self, msg: &Encoded) -> Result<(), Error> {
+        self.send_frame_without_fds(FrameKind::User, msg).await
+    }
+
+    /// Queues a user message encoded already if there is credit and room;
+    /// `Err(TrySendError::Full(()))` otherwise (the caller keeps `msg`).
+    pub fn try_send_encoded(&self, msg: &Encoded) -> Result<(), TrySendError<()>> {
+        self.try_send_frame(FrameKind::User, msg, Vec::new(), |_, _| ())
     }
 
     /// Queues a user message if there is room, or hands it back.
@@ -445,7 +574,7 @@ impl Sender {
                 if let Some(reason) = st.closed {
                     return Err(reason.to_error());
                 }
-                if st.bytes.is_empty() && !st.writing {
+                if st.is_empty() && !st.writing {
                     return Ok(());
                 }
             }
@@ -453,8 +582,38 @@ impl Sender {
         }
     }
 
-    /// Encoded bytes waiting in the queue (not counting a batch being written).
+    /// Encoded bytes waiting in the queue, both lanes (not counting a
+    /// batch being written).
     pub fn queued_bytes(&self) -> usize {
-        self.queue().lock().bytes.len()
+        let st = self.queue().lock();
+        st.bytes.len() + st.control.len()
+    }
+
+    /// Sends [`ControlMsg::Disconnect`], counting the user messages queued
+    /// before it: the control frame overtakes them, and the count lets the
+    /// peer deliver them all before it ends its stream of messages.
+    /// Cancel-safe like [`Sender::send_control`].
+    pub async fn send_disconnect(&self) -> Result<(), Error> {
+        // Control frames are never refused for room: this queues at once.
+        let mut guard = self.queue().lock();
+        if let Some(reason) = guard.closed {
+            return Err(reason.to_error());
+        }
+        let msg = ControlMsg::Disconnect {
+            after_messages: guard.credit.frames,
+        };
+        let was_empty = guard.is_empty();
+        encode_frame(
+            &mut guard.control,
+            FrameKind::Control,
+            &msg,
+            0,
+            self.queue().cap,
+        )?;
+        drop(guard);
+        if was_empty {
+            self.queue().data_ready.notify_one();
+        }
+        Ok(())
     }
 }

@@ -35,6 +35,7 @@ async fn version_mismatch_is_a_typed_error() {
         worker_id: 1,
         pid: 1,
         token: 0,
+        window: 4096,
     };
     encode_frame(&mut frame, FrameKind::Handshake, &future, 0, 1024).unwrap();
     theirs.write_all(&frame).unwrap();
@@ -371,12 +372,10 @@ async fn answers_written_by_the_sending_task_stay_whole_when_the_socket_fills() 
     let (ours, theirs) = channel_pair().unwrap();
     let (consumed_tx, consumed_rx) = std::sync::mpsc::channel::<u32>();
     let peer = std::thread::spawn(move || {
-        let (mut ch, _) = cluster_ipc::BlockingChannel::handshake(
-            theirs,
-            Handshake::new(1, 2),
-            Config::default(),
-        )
-        .unwrap();
+        // A window that takes every answer, so they never wait for credit.
+        let window = Config::default().receive_window(16 << 20);
+        let (mut ch, _) =
+            cluster_ipc::BlockingChannel::handshake(theirs, Handshake::new(1, 2), window).unwrap();
         for i in 0..N {
             ch.send(i).unwrap();
             // One request per read on the other side: the next is sent

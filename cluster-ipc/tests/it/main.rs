@@ -1,6 +1,7 @@
 //! Integration tests of `cluster-ipc`: real socketpairs in one process (the
 //! tests across a child process are in `tests-integration`).
 
+mod flow;
 mod local;
 
 use std::time::Duration;

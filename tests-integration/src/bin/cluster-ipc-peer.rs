@@ -88,7 +88,7 @@ async fn echo(fd: OwnedFd, cap: u32) -> Result<(), BoxError> {
                     .await?;
             }
             Incoming::User(msg, fds) => tx.send_with_fds(msg, fds).await?,
-            Incoming::Control(ControlMsg::Disconnect, _) => {
+            Incoming::Control(ControlMsg::Disconnect { .. }, _) => {
                 tx.flush().await?;
                 return Ok(());
             }

@@ -52,8 +52,9 @@ async fn message_round_trip_both_ways_and_broadcast() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_messages_arrive_in_order_with_backpressure() {
+    // A window of about a dozen small messages each way.
     let mut s = settings("echo", 1);
-    s.message_credits(4);
+    s.message_window(1024);
     let mut cluster = cluster_core::Cluster::<Msg>::new(s).unwrap();
     let w = cluster.fork().unwrap();
     until(&mut cluster, |ev| matches!(ev, Event::Online { .. })).await;
@@ -108,11 +109,10 @@ async fn an_undecodable_message_to_a_worker_is_an_error_there_and_the_channel_go
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_comes_after_the_last_message_however_late_events_are_read() {
-    // Far more messages than credits: most of them are still in the socket
-    // when the worker exits.
+    // Every message is sent before the program reads one event: the worker
+    // exits with them all unread (within the default window).
     const N: u64 = 500;
-    let mut s = settings(&format!("burst:{N}"), 1);
-    s.message_credits(16);
+    let s = settings(&format!("burst:{N}"), 1);
     let mut cluster = cluster_core::Cluster::<Msg>::new(s).unwrap();
     let w = cluster.fork().unwrap();
     // Read no event until the cluster is done with the worker: reaped, and

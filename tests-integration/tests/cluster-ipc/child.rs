@@ -85,9 +85,7 @@ async fn the_child_adopts_its_end_and_handshakes() {
         Incoming::Control(ControlMsg::Heartbeat { seq: 9 }, fds) => assert!(fds.is_empty()),
         other => panic!("unexpected {other:?}"),
     }
-    bounded(tx.send_control(&ControlMsg::Disconnect, Vec::new()))
-        .await
-        .unwrap();
+    bounded(tx.send_disconnect()).await.unwrap();
     finish(child).await;
 }
 
@@ -124,9 +122,7 @@ async fn descriptors_pass_both_ways_interleaved_with_plain_frames() {
             assert!(fds.is_empty());
         }
     }
-    bounded(tx.send_control(&ControlMsg::Disconnect, Vec::new()))
-        .await
-        .unwrap();
+    bounded(tx.send_disconnect()).await.unwrap();
     finish(child).await;
 }
 
@@ -166,9 +162,7 @@ async fn a_message_just_under_the_cap_arrives_intact_both_ways() {
     );
     bounded(tx.send(PeerMsg::Echo(1))).await.unwrap();
     assert_eq!(recv_user(&mut rx).await.0, PeerMsg::Echo(1));
-    bounded(tx.send_control(&ControlMsg::Disconnect, Vec::new()))
-        .await
-        .unwrap();
+    bounded(tx.send_disconnect()).await.unwrap();
     finish(child).await;
 }
 

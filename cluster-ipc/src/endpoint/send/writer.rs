@@ -28,8 +28,7 @@ impl Drop for CloseOnExit {
         if st.closed.is_none() {
             st.closed = Some(CloseReason::WriterStopped);
             st.writing = false;
-            st.bytes = Vec::new();
-            st.fds.clear();
+            st.clear();
         }
         drop(st);
         self.0.space_ready.notify_waiters();
@@ -49,7 +48,7 @@ pub(super) async fn writer(shared: Arc<Shared>, write_fd: OwnedFd, queue: Arc<Qu
             if st.closed.is_some() {
                 return;
             }
-            if st.bytes.is_empty() {
+            if st.is_empty() {
                 st.writing = false;
                 if st.senders_gone {
                     drop(st);
@@ -59,9 +58,20 @@ pub(super) async fn writer(shared: Arc<Shared>, write_fd: OwnedFd, queue: Arc<Qu
                     let _ = sys::shutdown_write(shared.fd.get_ref().as_fd());
                     return;
                 }
-            } else {
+            } else if st.control.is_empty() {
                 std::mem::swap(&mut st.bytes, &mut batch);
                 std::mem::swap(&mut st.fds, &mut batch_fds);
+                st.writing = true;
+            } else {
+                // Control first, then the user frames queued so far: a
+                // control frame never waits behind them.
+                let st = &mut *st;
+                std::mem::swap(&mut st.control, &mut batch);
+                std::mem::swap(&mut st.control_fds, &mut batch_fds);
+                let base = batch.len();
+                batch.extend_from_slice(&st.bytes);
+                st.bytes.clear();
+                batch_fds.extend(st.fds.drain(..).map(|(at, fd)| (at + base, fd)));
                 st.writing = true;
             }
         }
@@ -83,8 +93,7 @@ pub(super) async fn writer(shared: Arc<Shared>, write_fd: OwnedFd, queue: Arc<Qu
             let mut st = queue.lock();
             st.closed = Some(reason);
             st.writing = false;
-            st.bytes = Vec::new();
-            st.fds.clear();
+            st.clear();
             drop(st);
             queue.space_ready.notify_waiters();
             return;
