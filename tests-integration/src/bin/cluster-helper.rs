@@ -389,6 +389,13 @@ fn helper_addr() -> BoxResult<std::net::SocketAddr> {
 async fn serve(w: Worker<Msg>, mode: &str) -> BoxResult {
     let mut listener = w.listen(helper_addr()?).await?;
     let id = w.id().0;
+    if let Some(n) = mode.strip_prefix("serve-chatty:") {
+        // Messages the primary may not read for a while, sent before any
+        // connection is served.
+        for n in 0..n.parse()? {
+            w.send(&Msg::Pong { worker: id, n }).await?;
+        }
+    }
     let mut open = tokio::task::JoinSet::new();
     while let Some((conn, _peer)) = listener.accept().await {
         if mode == "serve-report" {

@@ -5,6 +5,7 @@
 mod demo;
 mod drain;
 mod faults;
+mod flow;
 mod guard;
 mod lifecycle;
 mod listen;
