@@ -8,7 +8,8 @@
 //! once online), `stubborn` (ignore SIGTERM and disconnection),
 //! `fail-if:<path>` (exit 3 before connecting when the file exists, else
 //! `echo`), `hang-if:<path>` (block for good before connecting when the
-//! file exists, else `echo`), `print` (print a line, then `echo`), `leave` (disconnect by
+//! file exists, else `echo`), `wait-while:<path>` (connect only once the
+//! file is gone, then `echo`), `print` (print a line, then `echo`), `leave` (disconnect by
 //! itself, exit 0), `garbage` (send a message the primary cannot decode,
 //! then `echo`), `burst:<n>` (send `Pong { worker, n }` for n in `0..<n>`,
 //! flush, exit 0), `outlive` (`echo`; once `recv` ends, await
@@ -181,6 +182,15 @@ fn worker(mode: &str) -> BoxResult {
         && std::path::Path::new(path).exists()
     {
         std::process::exit(3);
+    }
+    if let Some(path) = mode.strip_prefix("wait-while:") {
+        // Come online only once the file is gone (bounded: a minute).
+        for _ in 0..6000 {
+            if !std::path::Path::new(path).exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     if let Some(path) = mode.strip_prefix("hang-if:")
         && std::path::Path::new(path).exists()

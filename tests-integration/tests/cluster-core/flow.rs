@@ -205,3 +205,55 @@ async fn reloads_report_themselves_through_the_events_in_order() {
     ));
     support::shutdown(cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_restarted_during_a_reload_is_replaced_too() {
+    let dir = std::env::temp_dir().join(format!("reload-race-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gate = dir.join("gate");
+    let mut s = settings(&format!("wait-while:{}", gate.display()), 1);
+    s.ready_timeout(BOUND);
+    let mut cluster = cluster_core::Cluster::<Msg>::new(s).unwrap();
+    let first = cluster.start().unwrap().remove(0);
+    until(&mut cluster, |ev| matches!(ev, Event::Online { .. })).await;
+    // From now on a new worker waits before it comes online.
+    std::fs::write(&gate, b"").unwrap();
+    // The replacement (2) is started and waits; meanwhile the old worker
+    // is killed and its slot restarted (3), which waits too. The script
+    // watches the worker table (it cannot read events while the reload
+    // borrows the cluster).
+    let has_worker = |id: u64| {
+        let cluster = &cluster;
+        async move {
+            while !cluster.workers().contains_key(&cluster_core::WorkerId(id)) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    };
+    let script = async {
+        has_worker(2).await;
+        first.kill(Signal::SIGKILL).unwrap();
+        has_worker(3).await;
+        std::fs::remove_file(&gate).unwrap();
+    };
+    let (reloaded, ()) =
+        tokio::time::timeout(BOUND, async { tokio::join!(cluster.reload(), script) })
+            .await
+            .expect("the reload did not end");
+    reloaded.unwrap();
+    // The restarted worker runs the old program too: it is drained as the
+    // old one would have been, and the slot is the replacement's alone.
+    until(&mut cluster, |ev| {
+        matches!(ev, Event::Exit { worker, exited_after_disconnect: true, .. } if worker.0 == 3)
+    })
+    .await;
+    let alive: Vec<_> = cluster
+        .workers()
+        .values()
+        .filter(|w| w.state().is_alive())
+        .map(|w| w.id().0)
+        .collect();
+    assert_eq!(alive, [2]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    support::shutdown(cluster).await;
+}
