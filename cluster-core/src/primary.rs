@@ -13,12 +13,12 @@
 //!   drivers (`#[tokio::main]` or `Runtime` with `enable_all`).
 //! - Dropping the `Cluster` SIGKILLs every worker: workers never outlive the
 //!   primary that started them. Call [`Cluster::shutdown`] for a graceful end.
-//! - Consume the events: messages from workers hold credits until their
-//!   [`Event::Message`] is dropped, and a worker's `send` waits when it has
-//!   none left (lifecycle events never wait).
-//!   With a heartbeat configured, a worker whose messages wait that way
-//!   also has its heartbeats wait behind them, and is eventually declared
-//!   unresponsive: keep the event loop going.
+//! - Consume the events: messages from workers hold room in the worker's
+//!   channel window until their [`Event::Message`] is dropped (or its value
+//!   taken), and a worker's `send` waits when the window is full
+//!   ([`Settings::message_window`]). Only messages wait: lifecycle events,
+//!   connection acknowledgements, heartbeats and disconnects are read and
+//!   handled whatever the program does with its events.
 //! - The heartbeat is on by default. Its clock starts when the worker is
 //!   online; until then a worker has [`Settings::ready_timeout`] to come
 //!   online, or it is reported unresponsive and killed too.
