@@ -33,9 +33,12 @@ use crate::sys::{self, RecvError, Wait};
 ///
 /// Read it for as long as this endpoint sends, too: the peer's window
 /// updates arrive here (they are applied as the receiver reads, never
-/// returned), and a sender out of credit waits for them. Dropping the
-/// receiver shuts the read side of the socket, so the peer's later sends
-/// fail ([`Error::PeerClosed`]) instead of filling a buffer nobody reads.
+/// returned), and a sender out of credit waits for them; once the receiver
+/// has seen the end of the stream (or failed, or was dropped), a send
+/// without credit fails with [`Error::PeerClosed`] instead of waiting for
+/// an update that cannot come. Dropping the receiver also shuts the read
+/// side of the socket, so the peer's later sends fail
+/// ([`Error::PeerClosed`]) instead of filling a buffer nobody reads.
 pub struct Receiver {
     shared: Arc<Shared>,
     decoder: Decoder,
@@ -58,6 +61,8 @@ pub struct Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
+        // Nobody reads the peer's window updates any more.
+        self.shared.queue.end_grants();
         if !self.closed {
             // Nobody reads this socket any more: the peer's sends fail
             // instead of filling it and waiting for ever.
@@ -241,6 +246,8 @@ impl Receiver {
     #[cold]
     fn fail(&mut self, e: Error) -> Error {
         self.closed = true;
+        // No window update can arrive any more.
+        self.shared.queue.end_grants();
         self.decoder = Decoder::new(self.shared.cap);
         // The peer learns it (its sends fail) rather than blocking on a
         // socket nobody reads; a failure means the socket is gone already.

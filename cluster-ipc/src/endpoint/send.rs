@@ -138,6 +138,9 @@ struct SendCredit {
     granted: u64,
     /// User frames queued so far.
     frames: u64,
+    /// The peer can grant nothing more (its end of the stream came, or
+    /// this end's receiver failed): a user frame without credit fails.
+    ended: bool,
 }
 
 impl SendCredit {
@@ -214,6 +217,14 @@ impl Queue {
         let mut st = self.lock();
         st.credit.granted = st.credit.granted.saturating_add(bytes);
         drop(st);
+        self.wake_waiters();
+    }
+
+    /// The peer will grant nothing more (this end's receiver saw the end of
+    /// the stream, or failed): senders waiting for credit fail instead of
+    /// waiting for ever.
+    pub(super) fn end_grants(&self) {
+        self.lock().credit.ended = true;
         self.wake_waiters();
     }
 
@@ -307,11 +318,18 @@ impl Sender {
             return Err(reason.to_error());
         }
         let user = kind == FrameKind::User;
+        if user && !st.credit.available() {
+            if st.credit.ended {
+                // No window update will ever come.
+                return Err(Error::PeerClosed {
+                    partial_frame_bytes: 0,
+                });
+            }
+            return Ok(Push::Full);
+        }
         if user
-            && ((!st.bytes.is_empty()
-                && (st.bytes.len() >= queue.limit
-                    || st.fds.len() + fds.len() > MAX_QUEUED_SEND_FDS))
-                || !st.credit.available())
+            && !st.bytes.is_empty()
+            && (st.bytes.len() >= queue.limit || st.fds.len() + fds.len() > MAX_QUEUED_SEND_FDS)
         {
             return Ok(Push::Full);
         }

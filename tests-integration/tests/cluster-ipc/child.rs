@@ -208,16 +208,20 @@ async fn descriptors_the_peer_cannot_install_are_a_truncation_error() {
 async fn a_full_queue_gives_backpressure_not_unbounded_memory() {
     const LIMIT: usize = 64 * 1024;
     let (mut child, fd) = spawn_peer(&["stall"]);
-    let (tx, _rx, _) = bounded(handshake(
+    let (tx, mut rx, _) = bounded(handshake(
         fd,
         Handshake::for_this_process(1),
         Config::default().send_queue_bytes(LIMIT),
     ))
     .await
     .unwrap();
+    // Read, as an endpoint that sends must be: the peer's window updates
+    // (none here) and the end of its stream arrive there.
+    tokio::spawn(async move { while rx.recv_raw().await.is_ok() {} });
     let msg = PeerMsg::Blob(vec![1; 1000]);
     let frame_len = 8 + postcard::to_allocvec(&msg).unwrap().len();
-    // The socket buffers fill, then our queue: bounded by a count, never by time.
+    // The peer's window (it never reads: no update comes) or the socket
+    // buffers and our queue fill: bounded by a count, never by time.
     let mut full = None;
     for i in 0..100_000 {
         match tx.try_send(msg.clone()) {
@@ -236,7 +240,7 @@ async fn a_full_queue_gives_backpressure_not_unbounded_memory() {
     assert_eq!(
         full,
         Some(msg.clone()),
-        "try_send never reported a full queue"
+        "try_send never reported a full window or queue"
     );
     assert!(tx.queued_bytes() <= LIMIT + frame_len);
     // `send().await` waits rather than queueing more.
