@@ -342,12 +342,6 @@ fn describe(event: &Event<()>, pids: &HashMap<WorkerId, u32>) -> Option<String> 
 
 async fn worker() -> anyhow::Result<()> {
     let me = Worker::<()>::connect().await?;
-    if let Ok(path) = std::env::var("SOCKET_PATH") {
-        return serve_unix(me, path).await;
-    }
-    let listener = me
-        .listen(SocketAddr::new(host()?, env("PORT", 3000)?))
-        .await?;
     // `VERSION` is appended only when set: the default body is unchanged.
     let version = match std::env::var("VERSION") {
         Ok(v) if !v.is_empty() => format!(" version {v}"),
@@ -359,12 +353,16 @@ async fn worker() -> anyhow::Result<()> {
         std::process::id()
     )
     .into();
-    // Serves until this worker has drained (a reload, the shutdown).
-    cluster_core::hyper::serve(
-        listener,
-        service_fn(move |req| answer(req, Arc::clone(&hello))),
-    )
-    .await;
+    let service = service_fn(move |req| answer(req, Arc::clone(&hello)));
+    // Serves until this worker has drained (a reload, the shutdown): the
+    // same way on a Unix-domain socket as on a TCP port.
+    match std::env::var("SOCKET_PATH") {
+        Ok(path) => cluster_core::hyper::serve(me.listen_unix(path.as_str()).await?, service).await,
+        Err(_) => {
+            let addr = SocketAddr::new(host()?, env("PORT", 3000)?);
+            cluster_core::hyper::serve(me.listen(addr).await?, service).await;
+        }
+    }
     Ok(())
 }
 
@@ -393,41 +391,4 @@ async fn answer(req: Request<Incoming>, hello: Arc<str>) -> Result<Response<Body
             r
         }
     })
-}
-
-/// `SOCKET_PATH`: the same service on a Unix-domain socket, through the
-/// primary like a TCP port, drained the same way.
-async fn serve_unix(me: Worker<()>, path: String) -> anyhow::Result<()> {
-    let mut listener = me.listen_unix(path.as_str()).await?;
-    let hello: Arc<str> = format!(
-        "hello from worker {} (pid {})\n",
-        me.id(),
-        std::process::id()
-    )
-    .into();
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Some(conn) = accepted else { break };
-                let hello = Arc::clone(&hello);
-                let service = service_fn(move |req| answer(req, Arc::clone(&hello)));
-                let mut drain = me.drain_signal();
-                connections.spawn(async move {
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(conn), service);
-                    let mut conn = std::pin::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => return,
-                        () = drain.wait() => {}
-                    }
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    while connections.join_next().await.is_some() {}
-    Ok(())
 }

@@ -1,6 +1,7 @@
 //! axum on a worker's listener, with the drain (feature `axum`): the
-//! cluster's [`Listener`] is an [`axum::serve::Listener`], and
-//! [`DrainLayer`] marks the responses sent while draining.
+//! cluster's [`Listener`] (TCP, or a [`UnixListener`](crate::UnixListener))
+//! is an [`axum::serve::Listener`], and [`DrainLayer`] marks the responses
+//! sent while draining.
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
@@ -28,31 +29,30 @@
 //! that never ends), after the connections already handed over.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use ::axum::http::{Request, Response};
 use tower::{Layer, Service};
 
-use crate::worker::{Connection, DrainSignal, Listener};
+use crate::worker::{Connection, DrainSignal, ListenStream, Listener};
 
-impl ::axum::serve::Listener for Listener {
-    type Io = Connection;
-    type Addr = SocketAddr;
+impl<S: ListenStream> ::axum::serve::Listener for Listener<S> {
+    type Io = Connection<S>;
+    type Addr = S::Peer;
 
     /// The next connection; once the worker drains (after the connections
     /// already handed over), it never resolves: axum stops accepting when
     /// its graceful-shutdown future resolves.
-    async fn accept(&mut self) -> (Connection, SocketAddr) {
+    async fn accept(&mut self) -> (Connection<S>, S::Peer) {
         match Listener::accept(self).await {
             Some(accepted) => accepted,
             None => std::future::pending().await,
         }
     }
 
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(Listener::local_addr(self))
+    fn local_addr(&self) -> std::io::Result<S::Peer> {
+        S::local_peer(&Listener::local_addr(self))
     }
 }
 

@@ -79,10 +79,15 @@ impl fmt::Display for UnixAddr {
     }
 }
 
-/// What a worker asked the primary to listen on, besides a TCP address.
+/// What a worker asked the primary to listen on, besides a TCP address
+/// (which [`Cluster::inherited_fd`](crate::Cluster::inherited_fd) also
+/// takes).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum ListenTarget {
+    /// A TCP address (`Worker::listen`; its errors are
+    /// [`Error::Listen`](crate::Error::Listen)).
+    Tcp(SocketAddr),
     /// A Unix-domain stream socket (`Worker::listen_unix`).
     Unix(UnixAddr),
     /// A UDP address (`Worker::bind_udp`).
@@ -94,6 +99,7 @@ pub enum ListenTarget {
 impl fmt::Display for ListenTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ListenTarget::Tcp(a) => write!(f, "tcp:{a}"),
             ListenTarget::Unix(a) => write!(f, "unix:{a}"),
             ListenTarget::Udp(a) => write!(f, "udp:{a}"),
             ListenTarget::Fd(fd) => write!(f, "fd:{fd}"),

@@ -32,10 +32,11 @@ use ::hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::task::JoinSet;
 
-use crate::worker::{Connection, DrainSignal, Listener};
+use crate::worker::{Connection, DrainSignal, ListenStream, Listener};
 
-/// Serve `service` on every connection of `listener` until the worker has
-/// drained, with the drain rules of `docs/cluster.md`:
+/// Serve `service` on every connection of `listener` (TCP, or a
+/// [`UnixListener`](crate::UnixListener): any kind of listener) until the
+/// worker has drained, with the drain rules of `docs/cluster.md`:
 ///
 /// - requests in flight when the drain starts finish;
 /// - every response sent while draining carries `Connection: close`, and
@@ -50,8 +51,9 @@ use crate::worker::{Connection, DrainSignal, Listener};
 /// connection is served by its own task (`tokio::spawn`). A connection that
 /// fails (the client went away, a malformed request) ends quietly: it is
 /// the client's error, not the worker's.
-pub async fn serve<S, B>(mut listener: Listener, service: S)
+pub async fn serve<K, S, B>(mut listener: Listener<K>, service: S)
 where
+    K: ListenStream,
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn StdError + Send + Sync>>,
@@ -78,8 +80,9 @@ where
 /// One connection: served until the client closes it, a response while
 /// draining closes it, or the drain grace ends (then hyper's graceful
 /// shutdown: the request in flight finishes, an idle connection closes).
-async fn serve_connection<S, B>(conn: Connection, service: S, mut drain: DrainSignal)
+async fn serve_connection<K, S, B>(conn: Connection<K>, service: S, mut drain: DrainSignal)
 where
+    K: ListenStream,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn StdError + Send + Sync>>,

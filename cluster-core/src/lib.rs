@@ -147,7 +147,8 @@ pub use settings::{
 pub use spawn_core::Signal;
 pub use state::WorkerState;
 pub use worker::{
-    Connection, DrainSignal, FdListener, Listener, UnixConnection, UnixListener, Worker,
+    Connection, DrainSignal, FdListener, ListenStream, Listener, UnixConnection, UnixListener,
+    Worker,
 };
 
 /// A message type of a cluster: serialisable both ways and sendable between

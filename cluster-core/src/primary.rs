@@ -553,6 +553,7 @@ impl<M: Payload> Cluster<M> {
         let service = notify::Service::from_env(
             settings.pid_file.clone(),
             activation::take_upgrade_channel(),
+            settings.ready_timeout,
         );
         let watchdog = service.watchdog_interval();
         let on_usr2 = settings.upgrade_on_signal;
@@ -696,6 +697,38 @@ impl<M: Payload> Cluster<M> {
     /// Unix-domain socket given this way is never removed by the cluster.
     pub fn inherit_socket(&self, socket: InheritedSocket) -> std::os::fd::RawFd {
         self.shared.balancer.inherit(socket)
+    }
+
+    /// The descriptor number under which this primary already holds a
+    /// socket for `target` — one given to
+    /// [`inherit_socket`](Self::inherit_socket), one a service manager
+    /// passed (socket activation), or one the primary this one upgraded
+    /// from handed on (an upgrade carries every listener) — for a worker's
+    /// [`listen_fd`](crate::Worker::listen_fd). A program that opens its
+    /// own sockets for `inherit_socket` opens only those it does not hold
+    /// yet, so the same program runs as the first primary and as an
+    /// upgraded one:
+    ///
+    /// ```no_run
+    /// # fn f(cluster: &cluster_core::Cluster<()>) -> std::io::Result<i32> {
+    /// use cluster_core::{InheritedSocket, ListenTarget, UnixAddr};
+    ///
+    /// let path = "/run/app/app.sock";
+    /// let target = ListenTarget::Unix(UnixAddr::from(path));
+    /// let fd = match cluster.inherited_fd(&target) {
+    ///     Some(fd) => fd,
+    ///     None => {
+    ///         let socket = std::os::unix::net::UnixListener::bind(path)?;
+    ///         cluster.inherit_socket(InheritedSocket::Unix(socket))
+    ///     }
+    /// };
+    /// // Pass `fd` to the workers (`Settings::env`), for `listen_fd`.
+    /// # Ok(fd) }
+    /// ```
+    pub fn inherited_fd(&self, target: &crate::ListenTarget) -> Option<std::os::fd::RawFd> {
+        self.shared
+            .balancer
+            .held_fd(&balancer::ListenKey::from(target))
     }
 
     /// One live worker.
@@ -900,21 +933,26 @@ impl<M: Payload> Cluster<M> {
 
     /// Zero-downtime upgrade of the primary itself (nginx's SIGUSR2
     /// binary upgrade): start the program now on disk as a new primary,
-    /// handing it the listening sockets (systemd's `LISTEN_FDS` variables);
-    /// once its workers listen, it says so and this cluster begins its
-    /// graceful shutdown (no more restarts, workers drained, then the event
-    /// stream ends: the program should then exit). No connection is refused
-    /// meanwhile: the sockets stay open in the new primary. Returns the new
-    /// primary's pid (also reported as [`Event::Upgraded`], as `MAINPID=` to
-    /// the service manager and in the [pid file](Settings::pid_file)).
+    /// handing it every listener of every kind — TCP, Unix-domain (the
+    /// file stays; the new primary owns it), UDP, sockets given to
+    /// [`inherit_socket`](Self::inherit_socket) — through systemd's
+    /// `LISTEN_FDS` variables; once its workers listen, it says so and this
+    /// cluster begins its graceful shutdown (no more restarts, workers
+    /// drained, then the event stream ends: the program should then exit).
+    /// No connection is refused meanwhile: the sockets stay open in the new
+    /// primary. Returns the new primary's pid (also reported as
+    /// [`Event::Upgraded`], as `MAINPID=` to the service manager and in the
+    /// [pid file](Settings::pid_file)).
     ///
-    /// If the new primary exits, or is not ready within
-    /// [`Settings::upgrade_timeout`], it is killed and this one keeps
-    /// serving: [`Error::Upgrade`] (and [`Event::UpgradeFailed`]) says why.
-    /// One upgrade at a time ([`Error::UpgradeInProgress`]). The new
-    /// primary must be a program that builds a `Cluster` whose workers listen
-    /// on the same addresses. [`Settings::upgrade_on_signal`] runs this on
-    /// SIGUSR2.
+    /// If the new primary exits, is not ready within
+    /// [`Settings::upgrade_timeout`], or its workers do not all listen
+    /// within its [`Settings::ready_timeout`], it is killed and this one
+    /// keeps serving: [`Error::Upgrade`] (and [`Event::UpgradeFailed`]) says
+    /// why. So is it if this cluster starts its graceful shutdown first
+    /// (SIGTERM, SIGINT, [`shutdown`](Self::shutdown)). One upgrade at a
+    /// time ([`Error::UpgradeInProgress`]). The new primary must be a
+    /// program that builds a `Cluster` whose workers listen on the same
+    /// addresses. [`Settings::upgrade_on_signal`] runs this on SIGUSR2.
     pub async fn upgrade(&self) -> Result<u32> {
         upgrade::upgrade(&self.shared).await
     }

@@ -43,8 +43,10 @@ use crate::error::{Error, Result};
 use crate::event::{SlotId, WorkerId};
 use crate::role::{take_channel, worker_env};
 
-use listen::Net;
-pub use listen::{Connection, DrainSignal, FdListener, Listener, UnixConnection, UnixListener};
+pub use listen::{
+    Connection, DrainSignal, FdListener, ListenStream, Listener, UnixConnection, UnixListener,
+};
+use listen::{Net, Requested};
 
 /// A message (or the error of one) waiting for [`Worker::recv`], with its
 /// room in the channel's window: the primary's sends wait once the window
@@ -208,38 +210,42 @@ impl<M: Payload> Worker<M> {
     /// }
     /// ```
     pub async fn listen(&self, addr: SocketAddr) -> Result<Listener> {
-        let (request_id, answer) = self.net.request(addr);
+        let requested = Requested::Tcp(addr);
+        let (request_id, answer) = self.net.request(requested.clone());
         let req = ListenRequest {
             request_id,
             addr,
             kind: SocketKind::Tcp,
         };
-        self.tx
-            .send_control(&ControlMsg::Listen(req), Vec::new())
-            .await
-            .map_err(gone)?;
-        answer.await.map_err(|_| Error::PrimaryGone)?
+        match self.ask(ControlMsg::Listen(req), answer).await? {
+            FdListener::Tcp(l) => Ok(l),
+            _ => Err(wrong_kind(&requested)),
+        }
     }
 
     /// Listen on a Unix-domain stream socket through the primary (Node's
     /// `server.listen({ path })` in a worker): a filesystem path or, on
     /// Linux, an abstract name ([`UnixAddr`]). The primary binds it once for
     /// every worker that asks, and the connections come as with
-    /// [`listen`](Self::listen): handed over under a distributed policy
-    /// (sticky has no client address to key on here and uses round-robin),
-    /// accepted here on the shared socket under `none`. The primary then
-    /// reports [`Event::ListeningOn`](crate::Event::ListeningOn).
+    /// [`listen`](Self::listen), into the same [`Listener`] (over a
+    /// `UnixStream`): handed over under a distributed policy (sticky has no
+    /// client address to key on here and uses round-robin), accepted here on
+    /// the shared socket under `none`. The primary then reports
+    /// [`Event::ListeningOn`](crate::Event::ListeningOn).
     ///
     /// A socket file left by a crashed run (nothing accepts on it: a
     /// connect is refused) is replaced; a live one fails with
-    /// [`ListenErrorKind::AddrInUse`](crate::ListenErrorKind). The file is
-    /// removed when the last worker listening there is gone and at
+    /// [`ListenErrorKind::AddrInUse`](crate::ListenErrorKind). The primary
+    /// keeps the socket bound for the life of the cluster, as it keeps a TCP
+    /// port (a client waits through a restart), and removes the file at
     /// shutdown. The file's permissions are what the primary's umask gives;
     /// see [`listen_unix_with_mode`](Self::listen_unix_with_mode).
     ///
     /// Fails with [`Error::ListenOn`], whose `kind` is `AddrInUse`,
     /// `NotFound` (no such directory), `PermissionDenied` or `PathTooLong`
-    /// (longer than `sun_path`'s 107 bytes).
+    /// (longer than `sun_path`'s 107 bytes), or [`Error::PrimaryGone`] (as
+    /// every listen request does) when the primary is gone before it
+    /// answers.
     pub async fn listen_unix(&self, addr: impl Into<UnixAddr>) -> Result<UnixListener> {
         self.listen_unix_inner(addr.into(), None).await
     }
@@ -262,10 +268,10 @@ impl<M: Payload> Worker<M> {
             addr: addr.to_wire(),
             mode,
         };
-        let target = crate::ListenTarget::Unix(addr);
-        match self.listen_on(target.clone(), wire).await? {
+        let requested = Requested::On(crate::ListenTarget::Unix(addr));
+        match self.listen_on(&requested, wire).await? {
             FdListener::Unix(l) => Ok(l),
-            _ => Err(wrong_kind(target)),
+            _ => Err(wrong_kind(&requested)),
         }
     }
 
@@ -278,13 +284,10 @@ impl<M: Payload> Worker<M> {
     /// come from the shared address. The primary then reports
     /// [`Event::ListeningOn`](crate::Event::ListeningOn).
     pub async fn bind_udp(&self, addr: SocketAddr) -> Result<tokio::net::UdpSocket> {
-        let target = crate::ListenTarget::Udp(addr);
-        match self
-            .listen_on(target.clone(), ListenTarget::Udp(addr))
-            .await?
-        {
+        let requested = Requested::On(crate::ListenTarget::Udp(addr));
+        match self.listen_on(&requested, ListenTarget::Udp(addr)).await? {
             FdListener::Udp(s) => Ok(s),
-            _ => Err(wrong_kind(target)),
+            _ => Err(wrong_kind(&requested)),
         }
     }
 
@@ -298,22 +301,28 @@ impl<M: Payload> Worker<M> {
     /// [`Error::ListenOn`] of kind `UnknownDescriptor` for a number the
     /// primary was not given.
     pub async fn listen_fd(&self, fd: i32) -> Result<FdListener> {
-        self.listen_on(crate::ListenTarget::Fd(fd), ListenTarget::Fd(fd))
-            .await
+        let requested = Requested::On(crate::ListenTarget::Fd(fd));
+        self.listen_on(&requested, ListenTarget::Fd(fd)).await
     }
 
-    async fn listen_on(
-        &self,
-        target: crate::ListenTarget,
-        wire: ListenTarget,
-    ) -> Result<FdListener> {
-        let (request_id, answer) = self.net.request_on(target);
+    async fn listen_on(&self, requested: &Requested, wire: ListenTarget) -> Result<FdListener> {
+        let (request_id, answer) = self.net.request(requested.clone());
         let req = ListenOnRequest {
             request_id,
             target: wire,
         };
+        self.ask(ControlMsg::ListenOn(req), answer).await
+    }
+
+    /// Send a listen request of any kind and wait for its answer:
+    /// `Error::PrimaryGone` if the primary is gone before it answers.
+    async fn ask(
+        &self,
+        request: ControlMsg,
+        answer: tokio::sync::oneshot::Receiver<Result<FdListener>>,
+    ) -> Result<FdListener> {
         self.tx
-            .send_control(&ControlMsg::ListenOn(req), Vec::new())
+            .send_control(&request, Vec::new())
             .await
             .map_err(gone)?;
         answer.await.map_err(|_| Error::PrimaryGone)?
@@ -375,12 +384,11 @@ impl<M: Payload> Worker<M> {
 }
 
 /// The primary answered with another kind of socket than asked for.
-fn wrong_kind(target: crate::ListenTarget) -> Error {
-    Error::ListenOn {
-        target,
-        kind: cluster_ipc::ListenErrorKind::Unsupported,
-        source: std::io::Error::other("the primary answered with another kind of socket"),
-    }
+fn wrong_kind(requested: &Requested) -> Error {
+    requested.error(
+        cluster_ipc::ListenErrorKind::Unsupported,
+        std::io::Error::other("the primary answered with another kind of socket"),
+    )
 }
 
 fn gone(e: cluster_ipc::Error) -> Error {

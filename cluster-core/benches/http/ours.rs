@@ -89,7 +89,7 @@ pub(crate) fn worker_main() -> anyhow::Result<()> {
         let answer = Answer::new(&me.id().to_string());
         if let Some(path) = std::env::var_os(UNIX_ENV) {
             let mut listener = me.listen_unix(std::path::PathBuf::from(path)).await?;
-            while let Some(mut conn) = listener.accept().await {
+            while let Some((mut conn, _)) = listener.accept().await {
                 let _ = answer.serve_async(&mut conn).await;
             }
             return Ok(());

@@ -6,7 +6,11 @@
 //! They are adopted once per process, at the first [`Cluster::new`]
 //! (`crate::Cluster`): each is duplicated close-on-exec and the original
 //! closed, so a worker never inherits one by accident, and each is owned by
-//! exactly one [`Inherited`] until a listener takes it. The environment is
+//! exactly one [`Activated`] until a listener takes it. Each is recognised
+//! by what it is (`SO_TYPE` and its address): a TCP listener, a Unix-domain
+//! stream listener or a UDP socket, found by its address (a request for
+//! port 0 takes one on the same IP address) or by its descriptor number
+//! here; anything else is only handed on by an upgrade. The environment is
 //! only read, never changed (the primary is multi-threaded by then); the
 //! variables are removed from the environment of every child instead
 //! ([`CHILD_ENV_REMOVE`]), so no worker ever sees a `LISTEN_PID` naming it.
@@ -18,10 +22,13 @@
 #[cfg(test)]
 mod tests;
 
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use nix::sys::socket::{SockType, getsockopt, sockopt};
+
+use super::balancer::{Held, InheritedSocket, ListenKey};
 
 /// The first inherited descriptor (`SD_LISTEN_FDS_START`).
 pub(crate) const LISTEN_FDS_START: RawFd = 3;
@@ -40,20 +47,65 @@ pub(crate) const CHILD_ENV_REMOVE: &[&str] = &[
     "WATCHDOG_USEC",
 ];
 
-/// One inherited listening socket.
+/// One inherited socket no listener took yet.
 #[derive(Debug)]
-pub(crate) struct Inherited {
-    /// Its name in `LISTEN_FDNAMES` (systemd's `FileDescriptorName=`).
-    pub(crate) name: Option<String>,
-    /// Its local address, when it is a TCP socket.
-    pub(crate) addr: Option<SocketAddr>,
-    pub(crate) fd: OwnedFd,
+enum Activated {
+    /// A TCP, Unix-domain or UDP socket, found by its keys.
+    Known {
+        name: Option<String>,
+        keys: Vec<ListenKey>,
+        socket: InheritedSocket,
+    },
+    /// Something else: only handed on by an upgrade.
+    Other { name: Option<String>, fd: OwnedFd },
+}
+
+impl Activated {
+    fn name(&self) -> Option<&String> {
+        match self {
+            Activated::Known { name, .. } | Activated::Other { name, .. } => name.as_ref(),
+        }
+    }
+
+    fn answers(&self, key: &ListenKey) -> bool {
+        matches!(self, Activated::Known { keys, .. } if keys.iter().any(|k| k.answers(key)))
+    }
+}
+
+/// What an inherited descriptor is: a TCP or a Unix-domain stream
+/// listener, or a UDP socket.
+fn recognise(fd: OwnedFd) -> Result<InheritedSocket, OwnedFd> {
+    let stream = match getsockopt(&fd, sockopt::SockType) {
+        Ok(SockType::Stream) => true,
+        Ok(SockType::Datagram) => false,
+        _ => return Err(fd),
+    };
+    let Ok(dup) = fd.try_clone() else {
+        return Err(fd);
+    };
+    if !stream {
+        let udp = std::net::UdpSocket::from(dup);
+        return match udp.local_addr() {
+            Ok(_) => Ok(InheritedSocket::Udp(udp)),
+            Err(_) => Err(fd),
+        };
+    }
+    // `local_addr` checks the address family.
+    let tcp = std::net::TcpListener::from(dup);
+    if tcp.local_addr().is_ok() {
+        return Ok(InheritedSocket::Tcp(tcp));
+    }
+    let unix = std::os::unix::net::UnixListener::from(OwnedFd::from(tcp));
+    match unix.local_addr() {
+        Ok(_) => Ok(InheritedSocket::Unix(unix)),
+        Err(_) => Err(fd),
+    }
 }
 
 /// What this process inherited.
 #[derive(Debug, Default)]
 struct Adopted {
-    sockets: Vec<Inherited>,
+    sockets: Vec<Activated>,
     upgrade: Option<UnixStream>,
 }
 
@@ -124,11 +176,14 @@ fn adopt_from_env() -> Adopted {
     let mut out = Adopted::default();
     for (raw, name) in fds {
         if let Some(fd) = take_cloexec(raw) {
-            let addr = fd
-                .try_clone()
-                .ok()
-                .and_then(|d| std::net::TcpListener::from(d).local_addr().ok());
-            out.sockets.push(Inherited { name, addr, fd });
+            out.sockets.push(match recognise(fd) {
+                Ok(socket) => Activated::Known {
+                    name,
+                    keys: socket.keys(),
+                    socket,
+                },
+                Err(fd) => Activated::Other { name, fd },
+            });
         }
     }
     out.upgrade = upgrade.and_then(take_cloexec).map(UnixStream::from);
@@ -153,23 +208,27 @@ fn take_cloexec(raw: RawFd) -> Option<OwnedFd> {
     Some(dup)
 }
 
-/// The inherited listening socket bound to `addr`, taken (each is given out
-/// once); `None` if there is none. Port 0 asks for any port: an inherited
-/// socket on the same IP address is that port (as after an upgrade of a
-/// primary whose workers listen on port 0).
-pub(crate) fn take_listener(addr: SocketAddr) -> Option<std::net::TcpListener> {
+/// The inherited socket that answers to `key`, taken (each is given out
+/// once) with its keys and name; `None` if there is none.
+pub(crate) fn take(key: &ListenKey) -> Option<Held> {
     let mut ad = adopted();
-    let exact = ad.sockets.iter().position(|s| s.addr == Some(addr));
-    let any_port = || {
-        ad.sockets
-            .iter()
-            .position(|s| addr.port() == 0 && s.addr.is_some_and(|a| a.ip() == addr.ip()))
-    };
-    let i = exact.or_else(any_port)?;
-    let s = ad.sockets.remove(i);
-    let listener = std::net::TcpListener::from(s.fd);
-    listener.set_nonblocking(true).ok()?;
-    Some(listener)
+    let at = ad.sockets.iter().position(|s| s.answers(key))?;
+    match ad.sockets.remove(at) {
+        Activated::Known { name, keys, socket } => Some(Held { keys, socket, name }),
+        other @ Activated::Other { .. } => {
+            ad.sockets.insert(at, other);
+            None
+        }
+    }
+}
+
+/// The descriptor number of the inherited socket that answers to `key`,
+/// not taken.
+pub(crate) fn held_fd(key: &ListenKey) -> Option<RawFd> {
+    adopted().sockets.iter().find_map(|s| match s {
+        Activated::Known { socket, .. } if s.answers(key) => Some(socket.raw_fd()),
+        _ => None,
+    })
 }
 
 /// Duplicates of the inherited sockets no listener took yet (an upgrade
@@ -178,7 +237,13 @@ pub(crate) fn untaken() -> Vec<(Option<String>, OwnedFd)> {
     adopted()
         .sockets
         .iter()
-        .filter_map(|s| Some((s.name.clone(), s.fd.try_clone().ok()?)))
+        .filter_map(|s| {
+            let fd = match s {
+                Activated::Known { socket, .. } => socket.duplicate().ok()?,
+                Activated::Other { fd, .. } => fd.try_clone().ok()?,
+            };
+            Some((s.name().cloned(), fd))
+        })
         .collect()
 }
 

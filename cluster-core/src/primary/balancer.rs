@@ -1,17 +1,23 @@
-//! Listening through the primary: the listeners it binds for its workers,
+//! Listening through the primary: the listeners it holds for its workers,
 //! the scheduling of every accepted connection, and the hand-off with its
 //! acknowledgement.
 //!
-//! One [`Balancer`] per cluster. A worker's `Listen` request binds (or finds)
-//! one listener per distinct address; port 0 is resolved once and every later
-//! request for it (or for the real port) shares it.
+//! One [`Balancer`] per cluster. Every kind of listener — a TCP address, a
+//! Unix-domain stream socket, a UDP address, a socket the primary was given
+//! ([`InheritedSocket`], from `Cluster::inherit_socket`, systemd's socket
+//! activation or an upgrading primary) — is one [`ListenerEntry`], opened
+//! once by one path (`listeners.rs`: found by what a worker asks for, or
+//! adopted, or bound) the first time a worker asks, and kept until the
+//! cluster closes: a listener outlives its workers, so a client that
+//! connects while none listens waits in the backlog (or is parked) for the
+//! next one, whatever the kind.
 //!
-//! - Distributed policies: an accept task per listener asks that listener's
-//!   [`Scheduler`] for a slot, hands the socket to the slot's newest ready
-//!   worker (`NewConnection`, the descriptor attached) and keeps a duplicate
-//!   until the worker's `ConnectionAck`. A refusal, a failed send or the
-//!   worker's death before the ack re-routes the connection with that slot
-//!   excluded.
+//! - Distributed policies (stream sockets): an accept task per listener
+//!   asks that listener's [`Scheduler`] for a slot, hands the socket to the
+//!   slot's newest ready worker (`NewConnection`, or `NewUnixConnection`,
+//!   the descriptor attached) and keeps a duplicate until the worker's
+//!   `ConnectionAck`. A refusal, a failed send or the worker's death before
+//!   the ack re-routes the connection with that slot excluded.
 //! - Bounds: a worker has at most `window` connections handed over and not
 //!   acknowledged (the scheduler's window); one not acknowledged by its
 //!   deadline (plus a margin) is taken back and re-routed, and the worker is
@@ -23,30 +29,28 @@
 //!   worker has room; it is closed only when the balancer closes (shutdown,
 //!   or every slot gave up). So the primary holds at most
 //!   `workers x window` (+ one accept batch) connections per listener.
-//! - `none`: every listening worker gets a duplicate of the listening socket
-//!   and accepts itself.
+//! - Shared (`none`, and UDP whatever the policy): every listening worker
+//!   gets a duplicate of the socket and accepts (or receives) itself.
 //!
 //! A slot's row in a scheduler is `Ready` while one of its workers listens on
-//! that address and is not draining (a reload's replacement and the worker
+//! that listener and is not draining (a reload's replacement and the worker
 //! it replaces share the row: the newest takes the new connections), and is
 //! removed when none is left; a restarted worker re-adds it, so a sticky
-//! client finds its slot again.
+//! client finds its slot again. Every new route wakes the listener (its
+//! parked connections, its accept task), whatever the kind.
 //!
-//! This file keeps the tables and the workers' membership; `bind.rs` binds
-//! the listeners and answers listen requests, `handoff.rs` accepts,
-//! schedules and hands the connections over and tracks their acks and
-//! closes. The other kinds of listener (`ListenOn` requests) live beside:
-//! `listen_on.rs` answers them and keeps the sockets the primary was given
-//! (inherited descriptors), `unix.rs` binds Unix-domain stream sockets
-//! (their connections take the same hand-off path as TCP's), `udp.rs` binds
-//! the UDP sockets every worker of an address shares.
+//! This file keeps the tables and the workers' membership; `listeners.rs`
+//! opens the listeners and answers listen requests (one path for every
+//! kind), `unix.rs` holds what only a Unix-domain socket needs (its file,
+//! the stale-file check), `handoff.rs` accepts, schedules and hands the
+//! connections over and tracks their acks and closes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use cluster_ipc::Bound;
 use sched_policy::{Availability, Policy, Scheduler};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -54,14 +58,12 @@ use tokio::task::AbortHandle;
 use crate::event::{SlotId, WorkerId};
 use crate::settings::PolicyChoice;
 
-mod bind;
 mod handoff;
-mod listen_on;
-mod udp;
+mod listeners;
 mod unix;
 
-pub use listen_on::InheritedSocket;
-pub(crate) use listen_on::ListenKey;
+pub use listeners::InheritedSocket;
+pub(crate) use listeners::{Held, ListenKey};
 
 use handoff::{Open, Pending, close_open, hand_off_failed, unpark};
 
@@ -109,18 +111,29 @@ pub struct ConnectionStats {
 struct Route {
     worker: WorkerId,
     /// The worker's listen request, echoed as `listener_id` in each
-    /// `NewConnection` so the worker finds its `Listener`.
+    /// hand-off so the worker finds its listener.
     request_id: u64,
 }
 
+/// One listener of the cluster, whatever its kind. See the module docs.
 struct ListenerEntry {
-    /// TCP: the bound address (unspecified for a Unix-domain listener).
-    addr: SocketAddr,
-    /// A Unix-domain listener: its address and socket file.
-    unix: Option<unix::UnixSide>,
-    /// `none`: the listening socket, duplicated to each worker.
-    shared: Option<std::os::fd::OwnedFd>,
-    /// Distributed: the scheduler of this listener's connections.
+    /// What it is bound to, as the workers are told.
+    bound: Bound,
+    /// The primary's own copy of the listening socket, kept until the
+    /// listener closes (`Balancer::close`, or `stop_accepting` once an
+    /// upgrade handed it on): duplicated for the workers when shared, and
+    /// for the accept task and a new primary.
+    socket: Option<InheritedSocket>,
+    /// Its name in `LISTEN_FDNAMES` when a new primary gets it.
+    name: Option<String>,
+    /// The socket file this cluster owns (a Unix-domain path it bound, or
+    /// one an upgrading primary handed on): removed when the listener
+    /// closes, if the path still names it.
+    file: Option<unix::SocketFile>,
+    /// Every worker gets a duplicate of the socket and accepts (or
+    /// receives) itself: `none`, and UDP whatever the policy.
+    shared: bool,
+    /// Handed over: the scheduler of this listener's connections.
     sched: Option<Scheduler<Box<dyn Policy>>>,
     /// The workers listening here, by slot, oldest first.
     routes: BTreeMap<SlotId, Vec<Route>>,
@@ -131,9 +144,6 @@ struct ListenerEntry {
     /// Whether the accept task waits for room (on `room_notify`).
     waiting: bool,
     room_notify: Arc<Notify>,
-    /// A duplicate of the listening socket, handed on by an upgrade
-    /// (`upgrade.rs`); dropped when the listener closes.
-    kept: Option<std::os::fd::OwnedFd>,
 }
 
 struct WorkerNet {
@@ -177,13 +187,12 @@ struct State {
     choice: Option<PolicyChoice>,
     limits: HandoffLimits,
     listeners: Vec<ListenerEntry>,
-    by_addr: HashMap<SocketAddr, usize>,
-    /// The listeners of `ListenOn` requests (Unix-domain, descriptors).
+    /// Each listener under every key a worker may ask for it by (its
+    /// address, the address requested, its descriptor number).
     by_key: HashMap<ListenKey, usize>,
-    /// The UDP sockets, by requested and bound address (and descriptor).
-    udp: HashMap<ListenKey, Arc<std::net::UdpSocket>>,
-    /// Sockets given to the primary that no worker asked for yet.
-    inherited: Vec<listen_on::Inherited>,
+    /// Sockets given to the primary (`Cluster::inherit_socket`) that no
+    /// worker asked for yet.
+    given: Vec<listeners::Held>,
     workers: HashMap<WorkerId, WorkerNet>,
     pending: HashMap<u64, Pending>,
     open: HashMap<u64, Open>,
@@ -201,6 +210,11 @@ struct State {
 #[derive(Default)]
 pub(crate) struct Balancer {
     state: Mutex<State>,
+    /// Held while a listener is opened (found, adopted or bound), so two
+    /// workers asking for the same new address open it once. Async: a
+    /// Unix-domain bind may check a socket file in the way (a connect,
+    /// bounded) without holding `state` or blocking the network thread.
+    opening: tokio::sync::Mutex<()>,
     /// Set while an upgraded primary waits for its accepted connections to
     /// be taken ([`Balancer::handed_over`]): only then do acks notify.
     awaiting_handover: std::sync::atomic::AtomicBool,
@@ -285,7 +299,6 @@ impl Balancer {
             }
             refresh_row(entry, w.slot, &st.workers, st.limits.window);
         }
-        unix::release_unused(st);
         let unacked: Vec<u64> = st
             .pending
             .iter()
@@ -299,9 +312,9 @@ impl Balancer {
     }
 
     /// Stop accepting: close every listener (new connections are refused by
-    /// the kernel). Connections already handed over may still be
-    /// acknowledged or re-routed; parked ones, with no worker to go to, are
-    /// closed.
+    /// the kernel; a socket file the cluster owns is removed). Connections
+    /// already handed over may still be acknowledged or re-routed; parked
+    /// ones, with no worker to go to, are closed.
     pub(crate) fn close(&self) {
         let mut st = self.lock();
         st.closed = true;
@@ -310,13 +323,11 @@ impl Balancer {
             if let Some(task) = entry.accept_task.take() {
                 task.abort();
             }
-            entry.shared = None;
+            entry.socket = None;
+            entry.file = None;
             parked.extend(entry.parked.drain(..));
-            // A socket file the primary created goes with its listener.
-            entry.unix = None;
-            entry.kept = None;
         }
-        st.udp.clear();
+        st.given.clear();
         let dropped: Vec<_> = parked
             .into_iter()
             .filter_map(|c| st.pending.remove(&c))
@@ -327,15 +338,18 @@ impl Balancer {
 
     /// Stop accepting (another primary accepts on the same sockets now):
     /// the accept tasks end and this primary's listening descriptors close,
-    /// while the connections already accepted are still handed over.
+    /// while the connections already accepted are still handed over. The
+    /// socket files are the new primary's now: never removed by this one.
     pub(crate) fn stop_accepting(&self) {
         let mut st = self.lock();
         for entry in &mut st.listeners {
             if let Some(task) = entry.accept_task.take() {
                 task.abort();
             }
-            entry.shared = None;
-            entry.kept = None;
+            entry.socket = None;
+            if let Some(file) = entry.file.take() {
+                file.disown();
+            }
         }
     }
 
@@ -369,15 +383,23 @@ impl Balancer {
         }
     }
 
-    /// Duplicates of the open listening sockets, for a new primary.
+    /// Duplicates of every open listener, of every kind, for a new primary,
+    /// with the names it gets them under (`listeners::OWNED_FILE` for a
+    /// socket file the new primary is to remove at its end).
     pub(crate) fn listening_fds(
         &self,
     ) -> std::io::Result<Vec<(Option<String>, std::os::fd::OwnedFd)>> {
         let st = self.lock();
         st.listeners
             .iter()
-            .filter_map(|e| e.kept.as_ref())
-            .map(|fd| Ok((None, fd.try_clone()?)))
+            .filter_map(|e| {
+                let socket = e.socket.as_ref()?;
+                let name = match &e.file {
+                    Some(_) => Some(listeners::OWNED_FILE.to_owned()),
+                    None => e.name.clone(),
+                };
+                Some(socket.duplicate().map(|fd| (name, fd)))
+            })
             .collect()
     }
 }

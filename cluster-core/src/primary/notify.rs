@@ -18,6 +18,12 @@
 //! - `WATCHDOG=1` at half of `WATCHDOG_USEC`, sent by the supervisor task
 //!   itself, so a stuck supervisor stops them.
 //!
+//! A primary started by an upgrade tells the old one `ready` on the upgrade
+//! channel once every slot's worker listens; if they do not all listen
+//! within the ready timeout of its first fork, it says `not ready: …`
+//! instead, and the old primary counts the upgrade as failed (it kills this
+//! one and serves on).
+//!
 //! The protocol is a few lines of `std` (`UnixDatagram`); no crate needed.
 
 #[cfg(test)]
@@ -26,8 +32,10 @@ mod tests;
 use std::io::Write as _;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 /// The service manager's socket, parsed from `NOTIFY_SOCKET`.
 pub(crate) fn notify_addr(value: &str) -> Option<UnixAddr> {
@@ -78,8 +86,13 @@ fn monotonic_usec() -> u64 {
 struct State {
     ready: bool,
     handed_over: bool,
-    /// Set in a primary started by an upgrade: told "ready" once.
+    /// Set in a primary started by an upgrade: told "ready" (or "not
+    /// ready") once.
     upgrade: Option<UnixStream>,
+    /// The ready timeout's timer runs (armed at the first worker event).
+    deadline_armed: bool,
+    /// The last count: workers listening, of the slots.
+    listening: (usize, usize),
 }
 
 /// The primary's link to its service manager. See the module docs.
@@ -87,12 +100,22 @@ pub(crate) struct Service {
     socket: Option<(UnixDatagram, UnixAddr)>,
     watchdog: Option<Duration>,
     pid_file: Option<PathBuf>,
-    state: Mutex<State>,
+    /// How long a primary started by an upgrade gives its workers to
+    /// listen (the settings' ready timeout).
+    ready_timeout: Duration,
+    state: Arc<Mutex<State>>,
+    /// Turns true when the graceful shutdown starts: an upgrade still
+    /// waiting for its new primary stops it.
+    stopping: watch::Sender<bool>,
 }
 
 impl Service {
     /// From the environment (read, never changed).
-    pub(crate) fn from_env(pid_file: Option<PathBuf>, upgrade: Option<UnixStream>) -> Self {
+    pub(crate) fn from_env(
+        pid_file: Option<PathBuf>,
+        upgrade: Option<UnixStream>,
+        ready_timeout: Duration,
+    ) -> Self {
         let socket = std::env::var("NOTIFY_SOCKET")
             .ok()
             .as_deref()
@@ -107,15 +130,25 @@ impl Service {
             socket,
             watchdog,
             pid_file,
-            state: Mutex::new(State {
+            ready_timeout,
+            state: Arc::new(Mutex::new(State {
                 upgrade,
                 ..State::default()
-            }),
+            })),
+            stopping: watch::Sender::new(false),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
+    }
+
+    /// Resolves once the graceful shutdown has started (at once if it has).
+    pub(crate) fn stopping_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stopping.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
     }
 
     /// Send one notification (best effort).
@@ -140,6 +173,21 @@ impl Service {
     pub(crate) fn progress(&self, ready: usize, total: usize, last: &str) {
         let status = format!("STATUS={ready}/{total} workers ready; {last}");
         let mut st = self.lock();
+        st.listening = (ready, total);
+        if st.upgrade.is_some() && !st.deadline_armed {
+            st.deadline_armed = true;
+            let (state, timeout) = (Arc::clone(&self.state), self.ready_timeout);
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                let mut st = lock(&state);
+                let (ready, total) = st.listening;
+                if let Some(mut up) = st.upgrade.take() {
+                    let line =
+                        format!("not ready: {ready}/{total} workers listening after {timeout:?}\n");
+                    let _ = up.write_all(line.as_bytes());
+                }
+            });
+        }
         if st.ready || total == 0 || ready < total {
             drop(st);
             self.send(&status);
@@ -171,6 +219,7 @@ impl Service {
 
     /// The graceful shutdown starts.
     pub(crate) fn stopping(&self) {
+        self.stopping.send_replace(true);
         if !self.lock().handed_over {
             self.send("STOPPING=1\nSTATUS=draining");
         }
@@ -191,6 +240,10 @@ impl Service {
     pub(crate) fn upgrade_failed(&self, reason: &str) {
         self.send(&format!("STATUS=upgrade failed: {reason}"));
     }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Write `pid` to `path` atomically (a temporary file renamed over it).

@@ -5,25 +5,32 @@
 //! 1. The old primary starts the program now on disk (the path of its own
 //!    executable, remembered when the cluster was made, so a binary renamed
 //!    over it is the one started) with its own arguments, handing it a
-//!    duplicate of every listening socket through the socket-activation
-//!    variables (`LISTEN_FDS`, `LISTEN_FDNAMES`, `LISTEN_PID`; the child's
-//!    own pid is only known after the fork, so `/bin/sh` sets it and `exec`s
-//!    the program, keeping that pid) and one end of a socketpair, named by
-//!    `PROCWORK_UPGRADE_FD`.
-//! 2. The new primary adopts the sockets (`activation.rs`), starts its
-//!    workers, which accept on the same sockets alongside the old ones; once
-//!    every slot's worker listens it writes `ready` on the socketpair
-//!    (`notify.rs`).
+//!    duplicate of every listener of every kind — TCP, Unix-domain (its
+//!    file too, named `procwork-owned` when the cluster owns it), UDP, the
+//!    sockets given to `Cluster::inherit_socket` and those inherited at
+//!    start that no worker took (`Balancer::listening_fds`) — through the
+//!    socket-activation variables (`LISTEN_FDS`, `LISTEN_FDNAMES`,
+//!    `LISTEN_PID`; the child's own pid is only known after the fork, so
+//!    `/bin/sh` sets it and `exec`s the program, keeping that pid) and one
+//!    end of a socketpair, named by `PROCWORK_UPGRADE_FD`.
+//! 2. The new primary adopts the sockets (`activation.rs`): its workers'
+//!    requests find them by address (no unlink, no second bind), and
+//!    accept on the same sockets alongside the old ones; once every slot's
+//!    worker listens it writes `ready` on the socketpair (`notify.rs`), or
+//!    `not ready: …` when they do not all listen within its ready timeout.
 //! 3. The old primary reports `MAINPID=` (and the pid file) and begins its
 //!    graceful shutdown: it closes its copies of the listening sockets
 //!    (the kernel keeps them open for the new primary, so no connection is
-//!    refused), its workers finish what they hold and exit, and its event
-//!    stream ends.
+//!    refused; a socket file is the new primary's now and stays), its
+//!    workers finish what they hold and exit, and its event stream ends.
 //!
-//! If the new primary exits, closes the socketpair or is not ready within
+//! If the new primary exits, closes the socketpair, says it is not ready,
+//! or is not ready within
 //! [`Settings::upgrade_timeout`](crate::Settings::upgrade_timeout), it is
 //! SIGKILLed (its workers die with it) and the old primary goes on serving;
-//! the error says why. One upgrade at a time per process.
+//! the error says why. So is it when the old primary's graceful shutdown
+//! starts meanwhile (SIGTERM, SIGINT, `Cluster::shutdown`): nobody is left
+//! half started. One upgrade at a time per process.
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
@@ -60,6 +67,8 @@ enum Heard {
     Said(String),
     Closed,
     Exited(Result<spawn_core::Close, spawn_core::Error>),
+    /// Not from the new primary: this one's graceful shutdown started.
+    Stopping,
 }
 
 /// Set while an upgrade runs.
@@ -165,6 +174,7 @@ async fn run<M: Payload>(shared: &Arc<Shared<M>>) -> Result<u32> {
     let ours =
         tokio::net::UnixStream::from_std(ours).map_err(|e| failed(format!("channel: {e}")))?;
     let mut lines = tokio::io::BufReader::new(ours).lines();
+    let stopping = shared.service.stopping_signal();
     let first = tokio::time::timeout(timeout, async {
         tokio::select! {
             line = lines.next_line() => match line {
@@ -173,6 +183,7 @@ async fn run<M: Payload>(shared: &Arc<Shared<M>>) -> Result<u32> {
                 Ok(None) | Err(_) => Heard::Closed,
             },
             close = child.wait() => Heard::Exited(close),
+            () = stopping => Heard::Stopping,
         }
     })
     .await;
@@ -187,6 +198,9 @@ async fn run<M: Payload>(shared: &Arc<Shared<M>>) -> Result<u32> {
         Ok(Heard::Ready) => Ok(()),
         Ok(Heard::Said(l)) => Err(format!("the new primary (pid {pid}) said {l:?}")),
         Ok(Heard::Exited(close)) => Err(exited(close)),
+        Ok(Heard::Stopping) => Err(format!(
+            "the cluster is shutting down: the new primary (pid {pid}) is stopped"
+        )),
         // It closed the channel: most likely it is exiting.
         Ok(Heard::Closed) => match tokio::time::timeout(CLOSED_EXIT_WAIT, child.wait()).await {
             Ok(close) => Err(exited(close)),

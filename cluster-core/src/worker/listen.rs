@@ -1,7 +1,12 @@
-//! Listening in a worker: [`Listener`] and the accepted [`Connection`].
+//! Listening in a worker: the one [`Listener`] (over the stream type: TCP,
+//! or Unix-domain as [`UnixListener`]), its [`Connection`]s, and the
+//! requests behind them.
 //!
-//! `Worker::listen` asks the primary to listen on the worker's behalf. Under
-//! a distributed policy (round-robin, sticky, …) the primary accepts and
+//! `Worker::listen` (and `listen_unix`, `bind_udp`, `listen_fd`) asks the
+//! primary to listen on the worker's behalf; every kind of request waits in
+//! one table and is answered the same way, and fails with
+//! `Error::PrimaryGone` once the primary's channel closes. Under a
+//! distributed policy (round-robin, sticky, …) the primary accepts and
 //! hands each connection over; the receive loop takes the descriptor and
 //! queues it for [`Listener::accept`], which acknowledges it when it hands it
 //! to the user. Until then the primary still owns it: a worker that dies, or
@@ -11,7 +16,8 @@
 //! its runtime blocked): it is refused, since the primary may have taken it
 //! back and given it to another worker. Under `none` the
 //! primary sends the listening socket itself and `accept` calls the kernel.
-//! Either way the user sees the same `Listener`.
+//! Either way, and whatever the stream type, the user sees the same
+//! `Listener`.
 //!
 //! The drain (see [`DrainSignal`]): once the worker drains, `accept` ends
 //! after the connections already taken over; every connection still open
@@ -26,27 +32,95 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use cluster_ipc::{ControlMsg, ListenReply, Sender, TrySendError};
-use tokio::net::{TcpListener, TcpStream};
+use cluster_ipc::{
+    Bound, ControlMsg, ListenFailure, ListenOnReply, ListenReply, Sender, TrySendError,
+};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::endpoint::{ListenTarget, UnixAddr};
 use crate::error::{Error, Result};
 
-mod listen_on;
+mod listener;
+mod stream;
 #[cfg(test)]
 mod tests;
-mod unix;
 
-pub use listen_on::FdListener;
-pub use unix::{UnixConnection, UnixListener};
+pub use listener::{Connection, FdListener, Listener, UnixConnection, UnixListener};
+pub use stream::ListenStream;
+
+use listener::{Handed, Source};
 
 /// How long a draining worker keeps an idle connection open, by default:
 /// Node's `server.keepAliveTimeout`, so a client pool that honours that
 /// timeout never reuses a connection the drain is about to close.
 pub(crate) const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(5);
 
-/// What the receive loop resolves a listen request with.
-pub(crate) type ListenAnswer = Result<Listener>;
+/// What a listen request asked for: its failures are told in those terms.
+#[derive(Debug, Clone)]
+pub(crate) enum Requested {
+    /// A TCP address (`Worker::listen`: `Error::Listen`).
+    Tcp(SocketAddr),
+    /// Anything else (`Error::ListenOn`).
+    On(ListenTarget),
+}
+
+impl Requested {
+    /// The error of a failed request.
+    pub(crate) fn error(&self, kind: cluster_ipc::ListenErrorKind, source: io::Error) -> Error {
+        match self {
+            Requested::Tcp(addr) => Error::Listen {
+                addr: *addr,
+                kind,
+                source,
+            },
+            Requested::On(target) => Error::ListenOn {
+                target: target.clone(),
+                kind,
+                source,
+            },
+        }
+    }
+}
+
+/// A listen request waiting for its answer.
+struct Waiting {
+    requested: Requested,
+    answer: oneshot::Sender<Result<FdListener>>,
+}
+
+/// A handed-over connection as it arrives, for its listener's queue.
+struct Arrival {
+    fd: OwnedFd,
+    /// The client's address the primary sent (TCP).
+    peer: Option<SocketAddr>,
+    conn_id: u64,
+    deadline_ns: u64,
+    open: Open,
+}
+
+/// A listener's queue of handed-over connections, whatever its stream
+/// type: adopts the descriptor and queues it; `false` when it cannot (the
+/// listener is gone), and the connection is refused.
+type Queue = Arc<dyn Fn(Arrival) -> bool + Send + Sync>;
+
+/// The queue of a listener over `S`.
+fn queue_of<S: ListenStream>(tx: mpsc::UnboundedSender<Handed<S>>) -> Queue {
+    Arc::new(move |a: Arrival| match S::adopt(a.fd) {
+        Ok(stream) => {
+            let peer = stream.handed_peer(a.peer);
+            tx.send(Handed {
+                stream,
+                peer,
+                conn_id: a.conn_id,
+                open: a.open,
+                deadline_ns: a.deadline_ns,
+            })
+            .is_ok()
+        }
+        Err(_) => false,
+    })
+}
 
 /// The worker's listening state, shared by `Worker` and its receive loop.
 pub(crate) struct Net {
@@ -60,13 +134,10 @@ struct NetState {
     next_request: u64,
     /// The channel from the primary closed: no answer will come.
     primary_gone: bool,
-    waiting: HashMap<u64, (SocketAddr, oneshot::Sender<ListenAnswer>)>,
-    /// Listeners fed by the primary's hand-off, by listen request id.
-    handed: HashMap<u64, mpsc::UnboundedSender<Handed>>,
-    /// `ListenOn` requests (Unix-domain, UDP, descriptors) in flight.
-    waiting_on: HashMap<u64, listen_on::Waiting>,
-    /// Unix-domain listeners fed by the hand-off, by listen request id.
-    handed_unix: HashMap<u64, mpsc::UnboundedSender<unix::HandedUnix>>,
+    /// Listen requests of every kind waiting for their answer.
+    waiting: HashMap<u64, Waiting>,
+    /// The listeners fed by the primary's hand-off, by listen request id.
+    handed: HashMap<u64, Queue>,
 }
 
 impl std::fmt::Debug for Net {
@@ -92,8 +163,6 @@ impl Net {
                 primary_gone: false,
                 waiting: HashMap::new(),
                 handed: HashMap::new(),
-                waiting_on: HashMap::new(),
-                handed_unix: HashMap::new(),
             }),
             drain,
             draining,
@@ -115,15 +184,20 @@ impl Net {
         self.drain.grace_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// Register a listen request; its id and the answer to wait for.
-    pub(crate) fn request(&self, addr: SocketAddr) -> (u64, oneshot::Receiver<ListenAnswer>) {
-        let (tx, rx) = oneshot::channel();
+    /// Register a listen request of any kind; its id and the answer to wait
+    /// for (a closed channel, `Error::PrimaryGone`, once the primary is
+    /// gone).
+    pub(crate) fn request(
+        &self,
+        requested: Requested,
+    ) -> (u64, oneshot::Receiver<Result<FdListener>>) {
+        let (answer, rx) = oneshot::channel();
         let mut st = self.lock();
         let id = st.next_request;
         st.next_request += 1;
         if !st.primary_gone {
-            // Otherwise `tx` is dropped: the answer is `PrimaryGone`.
-            st.waiting.insert(id, (addr, tx));
+            // Otherwise `answer` is dropped: the request fails at once.
+            st.waiting.insert(id, Waiting { requested, answer });
         }
         (id, rx)
     }
@@ -132,13 +206,11 @@ impl Net {
     /// connections already taken over), and new hand-offs are refused.
     pub(crate) fn drain(&self) {
         self.draining.send_replace(true);
-        let mut st = self.lock();
-        st.handed.clear();
-        st.handed_unix.clear();
+        self.lock().handed.clear();
     }
 
-    /// The channel from the primary closed: drain, and fail the listen
-    /// requests still waiting for an answer (`Error::PrimaryGone`).
+    /// The channel from the primary closed: drain, and fail every listen
+    /// request still waiting for an answer (`Error::PrimaryGone`).
     pub(crate) fn primary_gone(&self) {
         self.drain();
         let mut st = self.lock();
@@ -146,58 +218,107 @@ impl Net {
         st.waiting.clear();
     }
 
-    /// The primary answered a listen request.
+    /// The primary answered a TCP listen request.
     pub(crate) fn on_reply(&self, reply: ListenReply, fds: Vec<OwnedFd>) {
-        let Some((requested, answer)) = self.lock().waiting.remove(&reply.request_id) else {
+        let result = reply.result.map(|ok| (Bound::Tcp(ok.addr), ok.fd_attached));
+        self.answered(reply.request_id, result, fds);
+    }
+
+    /// The primary answered a `ListenOn` request.
+    pub(crate) fn on_listen_on_reply(&self, reply: ListenOnReply, fds: Vec<OwnedFd>) {
+        let result = reply.result.map(|ok| (ok.bound, ok.fd_attached));
+        self.answered(reply.request_id, result, fds);
+    }
+
+    /// The one answer to a listen request of any kind: the listener of what
+    /// the primary bound, or the error as the request asked.
+    fn answered(
+        &self,
+        request_id: u64,
+        result: std::result::Result<(Bound, bool), ListenFailure>,
+        fds: Vec<OwnedFd>,
+    ) {
+        let Some(Waiting { requested, answer }) = self.lock().waiting.remove(&request_id) else {
             return;
         };
-        let result = match reply.result {
-            Ok(ok) if ok.fd_attached => match fds.into_iter().next() {
-                Some(fd) => shared_listener(fd).map(|l| Listener {
-                    addr: ok.addr,
-                    drain: self.drain_signal(),
-                    accepting: Some(self.drain.open.track_listener()),
-                    source: Source::Shared {
-                        listener: l,
-                        draining: self.draining.subscribe(),
-                    },
-                }),
-                None => Err(Error::Listen {
-                    addr: requested,
-                    kind: cluster_ipc::ListenErrorKind::Other,
-                    source: io::Error::other("the listening socket was not attached"),
-                }),
-            },
-            Ok(ok) => {
-                let (conn_tx, conn_rx) = mpsc::unbounded_channel();
-                if !*self.draining.borrow() {
-                    self.lock().handed.insert(reply.request_id, conn_tx);
+        let other = cluster_ipc::ListenErrorKind::Other;
+        let result = match result {
+            Ok((bound, attached)) => {
+                let fd = fds.into_iter().next();
+                if attached && fd.is_none() {
+                    Err(requested.error(other, io::Error::other("the socket was not attached")))
+                } else {
+                    self.opened(request_id, bound, fd)
+                        .map_err(|e| requested.error(other, e))
                 }
-                Ok(Listener {
-                    addr: ok.addr,
-                    drain: self.drain_signal(),
-                    accepting: Some(self.drain.open.track_listener()),
-                    source: Source::Handed {
-                        queue: conn_rx,
-                        tx: self.tx.clone(),
-                    },
-                })
             }
-            Err(f) => Err(Error::Listen {
-                addr: requested,
-                kind: f.kind,
-                source: f.errno.map_or_else(
+            Err(f) => Err(requested.error(
+                f.kind,
+                f.errno.map_or_else(
                     || io::Error::other(f.message.clone()),
                     io::Error::from_raw_os_error,
                 ),
-            }),
+            )),
         };
         let _ = answer.send(result);
     }
 
-    /// The primary handed a connection over: take the descriptor and queue
-    /// it for its listener, whose `accept` acknowledges it; or refuse it at
-    /// once (listener gone, worker draining), and the primary re-routes it.
+    /// The listener of what the primary bound: fed by the hand-off, or on
+    /// the attached socket.
+    fn opened(&self, request_id: u64, bound: Bound, fd: Option<OwnedFd>) -> io::Result<FdListener> {
+        Ok(match bound {
+            Bound::Tcp(addr) => FdListener::Tcp(self.listener::<TcpStream>(request_id, addr, fd)?),
+            Bound::Unix(addr) => FdListener::Unix(self.listener::<UnixStream>(
+                request_id,
+                UnixAddr::from_wire(addr),
+                fd,
+            )?),
+            Bound::Udp(_) => {
+                let fd = fd.ok_or_else(|| io::Error::other("the socket was not attached"))?;
+                let std = std::net::UdpSocket::from(fd);
+                std.set_nonblocking(true)?;
+                FdListener::Udp(tokio::net::UdpSocket::from_std(std)?)
+            }
+            _ => return Err(io::Error::from(io::ErrorKind::Unsupported)),
+        })
+    }
+
+    /// The listener over `S` of request `request_id`: on the shared socket
+    /// `fd` (`none`), or fed by the hand-off (unless the worker drains
+    /// already: then its `accept` ends at once).
+    fn listener<S: ListenStream>(
+        &self,
+        request_id: u64,
+        addr: S::Addr,
+        fd: Option<OwnedFd>,
+    ) -> io::Result<Listener<S>> {
+        let source = match fd {
+            Some(fd) => Source::Shared {
+                listener: S::share(fd)?,
+                draining: self.draining.subscribe(),
+            },
+            None => {
+                let (conn_tx, queue) = mpsc::unbounded_channel();
+                let mut st = self.lock();
+                // Checked under the lock `drain` clears the queues under.
+                if !*self.draining.borrow() {
+                    st.handed.insert(request_id, queue_of::<S>(conn_tx));
+                }
+                Source::Handed {
+                    queue,
+                    tx: self.tx.clone(),
+                }
+            }
+        };
+        Ok(Listener {
+            addr,
+            drain: self.drain_signal(),
+            accepting: Some(self.drain.open.track_listener()),
+            source,
+        })
+    }
+
+    /// The primary handed a TCP connection over.
     pub(crate) async fn on_connection(
         &self,
         conn_id: u64,
@@ -206,20 +327,43 @@ impl Net {
         deadline_ns: u64,
         fds: Vec<OwnedFd>,
     ) {
+        self.handed(conn_id, listener_id, Some(peer), deadline_ns, fds)
+            .await;
+    }
+
+    /// The primary handed a Unix-domain connection over.
+    pub(crate) async fn on_unix_connection(
+        &self,
+        conn_id: u64,
+        listener_id: u64,
+        deadline_ns: u64,
+        fds: Vec<OwnedFd>,
+    ) {
+        self.handed(conn_id, listener_id, None, deadline_ns, fds)
+            .await;
+    }
+
+    /// A connection of any kind handed over: take the descriptor and queue
+    /// it for its listener, whose `accept` acknowledges it; or refuse it at
+    /// once (listener gone, worker draining), and the primary re-routes it.
+    /// Counted among the worker's open connections from now on.
+    async fn handed(
+        &self,
+        conn_id: u64,
+        listener_id: u64,
+        peer: Option<SocketAddr>,
+        deadline_ns: u64,
+        fds: Vec<OwnedFd>,
+    ) {
         let queue = self.lock().handed.get(&listener_id).cloned();
         let queued = match (queue, fds.into_iter().next()) {
-            (Some(queue), Some(fd)) => match adopt(fd) {
-                Ok(stream) => queue
-                    .send(Handed {
-                        stream,
-                        peer,
-                        conn_id,
-                        open: self.drain.open.track(),
-                        deadline_ns,
-                    })
-                    .is_ok(),
-                Err(_) => false,
-            },
+            (Some(queue), Some(fd)) => queue(Arrival {
+                fd,
+                peer,
+                conn_id,
+                deadline_ns,
+                open: self.drain.open.track(),
+            }),
             _ => false,
         };
         if !queued {
@@ -230,18 +374,6 @@ impl Net {
             let _ = self.tx.send_control(&refused, Vec::new()).await;
         }
     }
-}
-
-/// A connection handed over and not yet accepted (nor acknowledged).
-#[derive(Debug)]
-struct Handed {
-    stream: TcpStream,
-    peer: SocketAddr,
-    conn_id: u64,
-    /// Counts it among the worker's open connections from the hand-over on.
-    open: Open,
-    /// The hand-off deadline (`CLOCK_MONOTONIC` ns): refused past it.
-    deadline_ns: u64,
 }
 
 /// What a worker still has in hand: the connections it took over (queued
@@ -309,7 +441,7 @@ impl Drop for Open {
 /// this worker's) and `true`, or, past its hand-off deadline, refused and
 /// `false` (the primary may have given it to another worker; it keeps its
 /// own descriptor of it). TCP's and Unix-domain listeners alike.
-pub(super) fn take_handed(tx: &Sender, conn_id: u64, deadline_ns: u64) -> bool {
+fn take_handed(tx: &Sender, conn_id: u64, deadline_ns: u64) -> bool {
     let accepted = crate::clock::monotonic_ns() <= deadline_ns;
     send_soon(tx, ControlMsg::ConnectionAck { conn_id, accepted });
     accepted
@@ -317,7 +449,7 @@ pub(super) fn take_handed(tx: &Sender, conn_id: u64, deadline_ns: u64) -> bool {
 
 /// A listener is dropped: every connection still queued for it goes back
 /// to the primary, which gives it to another worker.
-pub(super) fn refuse_queued<T>(
+fn refuse_queued<T>(
     queue: &mut mpsc::UnboundedReceiver<T>,
     tx: &Sender,
     conn_id: impl Fn(&T) -> u64,
@@ -346,30 +478,6 @@ fn send_soon(tx: &Sender, msg: ControlMsg) {
             let _ = tx.send_control(&msg, Vec::new()).await;
         });
     }
-}
-
-fn shared_listener(fd: OwnedFd) -> Result<TcpListener> {
-    let std = std::net::TcpListener::from(fd);
-    let io = |source: io::Error| Error::Listen {
-        addr: std
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
-        kind: cluster_ipc::ListenErrorKind::Other,
-        source,
-    };
-    std.set_nonblocking(true).map_err(io)?;
-    let addr = std.local_addr().map_err(io)?;
-    TcpListener::from_std(std).map_err(|source| Error::Listen {
-        addr,
-        kind: cluster_ipc::ListenErrorKind::Other,
-        source,
-    })
-}
-
-fn adopt(fd: OwnedFd) -> io::Result<TcpStream> {
-    let std = std::net::TcpStream::from(fd);
-    std.set_nonblocking(true)?;
-    TcpStream::from_std(std)
 }
 
 /// The worker's drain: when it starts, how long an idle connection may
@@ -463,134 +571,6 @@ impl DrainSignal {
     }
 }
 
-/// Where a listener's connections come from.
-#[derive(Debug)]
-enum Source {
-    /// Handed over by the primary (distributed policies).
-    Handed {
-        queue: mpsc::UnboundedReceiver<Handed>,
-        tx: Sender,
-    },
-    /// Accepted here on the primary's listening socket (`none`).
-    Shared {
-        listener: TcpListener,
-        draining: watch::Receiver<bool>,
-    },
-}
-
-/// A listening address of a worker: the stream of its accepted connections.
-///
-/// Made by `Worker::listen`. Whatever the cluster's scheduling policy, the
-/// connections come out of [`accept`](Listener::accept) the same way;
-/// [`accept`](Listener::accept) returns `None` once the worker is draining
-/// (the primary asked it to disconnect, it called `Worker::disconnect`, or
-/// the primary is gone),
-/// after the connections it already took over. Dropping the `Listener`
-/// makes the worker refuse further connections for it (the primary gives
-/// them to another worker).
-#[derive(Debug)]
-pub struct Listener {
-    addr: SocketAddr,
-    drain: DrainSignal,
-    /// Held until `accept` ends: see [`DrainSignal::done`].
-    accepting: Option<Open>,
-    source: Source,
-}
-
-impl Listener {
-    /// The address the primary listens on, with a requested port 0
-    /// resolved (the same for every worker that asked for it).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Whether the primary hands connections over (a distributed policy),
-    /// rather than sharing the listening socket (`none`).
-    pub fn is_handed_over(&self) -> bool {
-        matches!(self.source, Source::Handed { .. })
-    }
-
-    /// The drain of this listener's worker (the same as
-    /// `Worker::drain_signal`).
-    pub fn drain_signal(&self) -> DrainSignal {
-        self.drain.clone()
-    }
-
-    /// The next connection and its peer address; `None` once the worker is
-    /// draining. Under `none`, a failed `accept` (out of descriptors, a
-    /// connection reset before it was accepted) is retried after a short
-    /// pause rather than reported.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe: if it is dropped before it completes (a `select!` whose
-    /// other branch won), no connection is lost. A handed-over connection
-    /// stays queued (and unacknowledged) until a later call takes it; under
-    /// `none`, it stays in the kernel's backlog.
-    pub async fn accept(&mut self) -> Option<(Connection, SocketAddr)> {
-        let accepted = self.accept_inner().await;
-        if accepted.is_none() {
-            self.accepting = None;
-        }
-        accepted
-    }
-
-    async fn accept_inner(&mut self) -> Option<(Connection, SocketAddr)> {
-        match &mut self.source {
-            Source::Handed { queue, tx } => loop {
-                let h = queue.recv().await?;
-                if !take_handed(tx, h.conn_id, h.deadline_ns) {
-                    continue;
-                }
-                let conn = Connection {
-                    stream: h.stream,
-                    peer: h.peer,
-                    _notice: Some(CloseNotice {
-                        conn_id: h.conn_id,
-                        tx: tx.clone(),
-                    }),
-                    _open: h.open,
-                };
-                return Some((conn, h.peer));
-            },
-            Source::Shared { listener, draining } => loop {
-                if *draining.borrow() {
-                    return None;
-                }
-                // Biased, the accept first: a connection that is already
-                // waiting is taken without registering for the drain
-                // signal (a lock and a waiter per accept otherwise); the
-                // drain is checked above on every turn anyway.
-                tokio::select! {
-                    biased;
-                    res = listener.accept() => match res {
-                        Ok((stream, peer)) => {
-                            let _open = self.drain.open.track();
-                            return Some((Connection { stream, peer, _notice: None, _open }, peer));
-                        }
-                        Err(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
-                    },
-                    changed = draining.changed() => {
-                        if changed.is_err() {
-                            return None;
-                        }
-                    }
-                }
-            },
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        // What was handed over but never accepted goes back to the primary,
-        // which gives it to another worker.
-        if let Source::Handed { queue, tx } = &mut self.source {
-            refuse_queued(queue, tx, |h| h.conn_id);
-        }
-    }
-}
-
 /// Tells the primary when a handed-over connection is closed.
 #[derive(Debug)]
 struct CloseNotice {
@@ -608,138 +588,3 @@ impl Drop for CloseNotice {
         );
     }
 }
-
-/// An accepted TCP connection of a worker: a [`TcpStream`] that tells the
-/// primary when it is dropped (so the primary's open-connection counters,
-/// which least-connections and power of two choices read, stay true).
-///
-/// It reads and writes like the stream (`AsyncRead`, `AsyncWrite`, `Unpin`:
-/// hyper's `TokioIo::new(conn)` takes it as it is) and derefs to it for
-/// everything else (`set_nodelay`, `local_addr`, …).
-///
-/// # Caveats
-/// Dropping a connection handed over by the primary (any policy but
-/// `none`) shuts its socket down, both ways, before closing it: the client
-/// sees the end at once, even while the primary still holds its duplicate
-/// of the socket (until it has processed this worker's ack). A descriptor
-/// of it you duplicated yourself ends with it.
-#[derive(Debug)]
-pub struct Connection {
-    stream: TcpStream,
-    peer: SocketAddr,
-    /// Sends `ConnectionClosed` when dropped (with the connection).
-    _notice: Option<CloseNotice>,
-    /// Counts it among the worker's open connections.
-    _open: Open,
-}
-
-impl Connection {
-    /// The client's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
-    }
-
-    /// The stream.
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
-    }
-
-    /// The stream, mutably.
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
-        &mut self.stream
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        if self._notice.is_some() {
-            shut_down(&self.stream);
-        }
-    }
-}
-
-/// End a handed-over connection now, whatever other descriptors of it
-/// exist: the primary keeps a duplicate until it has processed this worker's
-/// ack, and a plain close would leave the client waiting for its end (the
-/// FIN) until then.
-fn shut_down(stream: &TcpStream) {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    // SAFETY: the descriptor is the stream's own and stays open for this
-    // call (`&TcpStream`); the borrowed `std` view is never dropped
-    // (`ManuallyDrop`), so it does not close the descriptor.
-    let view = std::mem::ManuallyDrop::new(unsafe {
-        std::net::TcpStream::from_raw_fd(stream.as_raw_fd())
-    });
-    // Already reset or shut down by the peer: nothing to end.
-    let _ = view.shutdown(std::net::Shutdown::Both);
-}
-
-/// `Deref`/`DerefMut` to the stream, and `AsyncRead`/`AsyncWrite` passed
-/// through to it, for a connection type wrapping a tokio stream in its
-/// `stream` field (TCP's [`Connection`] and the Unix-domain
-/// `UnixConnection`).
-macro_rules! stream_wrapper {
-    ($wrapper:ty, $stream:ty) => {
-        impl std::ops::Deref for $wrapper {
-            type Target = $stream;
-            fn deref(&self) -> &$stream {
-                &self.stream
-            }
-        }
-
-        impl std::ops::DerefMut for $wrapper {
-            fn deref_mut(&mut self) -> &mut $stream {
-                &mut self.stream
-            }
-        }
-
-        impl tokio::io::AsyncRead for $wrapper {
-            fn poll_read(
-                mut self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                buf: &mut tokio::io::ReadBuf<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
-            }
-        }
-
-        impl tokio::io::AsyncWrite for $wrapper {
-            fn poll_write(
-                mut self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                buf: &[u8],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
-            }
-
-            fn poll_write_vectored(
-                mut self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                bufs: &[std::io::IoSlice<'_>],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-            }
-
-            fn is_write_vectored(&self) -> bool {
-                self.stream.is_write_vectored()
-            }
-
-            fn poll_flush(
-                mut self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                std::pin::Pin::new(&mut self.stream).poll_flush(cx)
-            }
-
-            fn poll_shutdown(
-                mut self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
-            }
-        }
-    };
-}
-pub(super) use stream_wrapper;
-
-stream_wrapper!(Connection, TcpStream);

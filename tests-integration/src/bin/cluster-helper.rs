@@ -34,7 +34,9 @@
 //! `spew-inline` (prints those lines from the runtime's only thread, so a
 //! blocked write blocks the runtime and its heartbeat, then `echo`),
 //! `listen-twice` (listen through the primary on `HELPER_ADDR`, then on
-//! `HELPER_ADDR2`; exit 1 when that fails).
+//! `HELPER_ADDR2`; exit 1 when that fails), `listen-gone` (ask for every
+//! kind of listener at once and print `<call> <Error variant>` for each, as
+//! the requests end).
 //!
 //! Operations (issue 14): `serve-alloc` (`serve`, and on each `Ping(n)`
 //! allocate and touch `n` MiB more, kept, then answer `Pong { n }`),
@@ -43,20 +45,24 @@
 //! `echo`). `supervise` takes `HELPER_OUTPUT` (`raw` or `json`: the
 //! forwarding format).
 //!
-//! `versioned` (listen through the primary on `HELPER_ADDR`; on each
+//! `versioned` (listen through the primary like `serve`; on each
 //! connection answer every line with `<HELPER_VERSION> <worker id> <pid>`;
 //! once draining, answer the next request with ` close` appended and close,
-//! or close after 5 s without one).
+//! or close after 5 s without one; with `HELPER_UDP`, also bind that UDP
+//! address and answer each datagram with the version; the version
+//! `nolisten` exits 1 at start instead).
 //!
-//! Other kinds of listener: `serve-unix` and `serve-unix-report` (`serve`
-//! on the Unix-domain socket `HELPER_UNIX`, a path, or an abstract name
-//! after `@`; with `HELPER_UNIX_MODE`, octal, as its file's mode),
-//! `listen-unix-report` (`listen-report` for `HELPER_UNIX`; `HELPER_FD`
-//! set: for that descriptor of the primary), `serve-fd` (`serve` on the
-//! primary's descriptor `HELPER_FD`, a TCP or Unix-domain listener), `udp`
-//! (bind `HELPER_ADDR` as UDP through the primary and answer each datagram
-//! with `<worker id> <source port>`, pausing 2 ms after each so the others
-//! take their share; when disconnected, exit 0).
+//! Every kind of listener: the modes that listen (`serve`, `serve-report`,
+//! `versioned`) listen on the primary's descriptor `HELPER_FD` when it is
+//! set (a TCP or Unix-domain socket given to `Cluster::inherit_socket`),
+//! else on the Unix-domain socket `HELPER_UNIX` when it is set (a path, or
+//! an abstract name after `@`; with `HELPER_UNIX_MODE`, octal, as its file's
+//! mode), else on the TCP address `HELPER_ADDR`: one generic loop over
+//! `Listener<S>` serves them all. `listen-unix-report` (`listen-report` for
+//! `HELPER_UNIX`; `HELPER_FD` set: for that descriptor of the primary),
+//! `udp` (bind `HELPER_ADDR` as UDP through the primary and answer each
+//! datagram with `<worker id> <source port>`, pausing 2 ms after each so the
+//! others take their share; when disconnected, exit 0).
 //!
 //! The primary prints `fork <id> <pid>`, `online <id>`, `exit <id> <exit>`,
 //! `reload started` and `reload done` (or `reload failed <error>`) lines,
@@ -78,13 +84,18 @@
 //! `cluster-helper upgradable <n>` is a primary of `n` `versioned` workers
 //! that can upgrade itself: its version is the first word of the file named
 //! by `HELPER_VERSION_FILE` (read at start; the word `exit` makes it exit 7
-//! at once, a broken new binary, and `hang` makes it sleep, one never
-//! ready), its workers listen on `HELPER_ADDR`, it writes `HELPER_PID_FILE`
-//! if set; `HELPER_UPGRADE_TIMEOUT_MS` is its upgrade timeout (default
-//! 20 s). SIGUSR2 upgrades it through
-//! `Settings::upgrade_on_signal`, SIGUSR1 through `Cluster::upgrade`,
-//! SIGWINCH reloads it, SIGTERM drains it. Each line it prints starts with
-//! its pid: `<pid> ready <version> <addr>`, `<pid> upgraded <new pid>`,
+//! at once, a broken new binary, and `hang` makes it print `<pid> hanging`
+//! and sleep, one never ready; `nolisten` starts workers that never
+//! listen), its workers listen on `HELPER_ADDR` (or `HELPER_UNIX`; or, with
+//! `HELPER_INHERIT`, `<addr>` or `unix:<path>`, on a socket the primary
+//! holds already — an upgrade handed it on — or opens and gives to
+//! `Cluster::inherit_socket`), it writes `HELPER_PID_FILE` if set;
+//! `HELPER_UPGRADE_TIMEOUT_MS` is its upgrade timeout (default 20 s),
+//! `HELPER_READY_TIMEOUT_MS` its ready timeout (default 30 s). SIGUSR2
+//! upgrades it through `Settings::upgrade_on_signal`, SIGUSR1 through
+//! `Cluster::upgrade`, SIGWINCH reloads it, SIGTERM drains it. Each line it
+//! prints starts with its pid: `<pid> ready <version> <addr>` (or
+//! `unix:<path>`), `<pid> udp <addr>`, `<pid> upgraded <new pid>`,
 //! `<pid> upgrade-failed <reason>`, `<pid> done`.
 
 use std::time::Duration;
@@ -167,6 +178,7 @@ fn main() -> BoxResult {
                 std::process::exit(7);
             }
             if version == "hang" {
+                println!("{} hanging", std::process::id());
                 std::thread::sleep(Duration::from_secs(600));
             }
             tokio::runtime::Runtime::new()?.block_on(upgradable(n, version))
@@ -236,9 +248,6 @@ fn worker(mode: &str) -> BoxResult {
                 }
             });
         }
-        if mode.starts_with("serve-unix") || mode == "serve-fd" {
-            return other::serve(w, mode).await;
-        }
         if mode.starts_with("serve") {
             return serve(w, mode).await;
         }
@@ -253,6 +262,9 @@ fn worker(mode: &str) -> BoxResult {
         }
         if mode == "udp" {
             return other::udp(w).await;
+        }
+        if mode == "listen-gone" {
+            return other::listen_gone(&w).await;
         }
         if mode == "versioned" {
             return versioned(w).await;
@@ -395,20 +407,36 @@ fn helper_addr() -> BoxResult<std::net::SocketAddr> {
 }
 
 /// Serve connections from the primary until disconnected, then finish the
-/// open ones and return (exit 0).
+/// open ones and return (exit 0). On whatever the environment names
+/// (`other::listen_any`): one generic loop for every kind of listener.
 async fn serve(w: Worker<Msg>, mode: &str) -> BoxResult {
-    let mut listener = w.listen(helper_addr()?).await?;
+    let report = mode == "serve-report";
+    let chatty = match mode.strip_prefix("serve-chatty:") {
+        Some(n) => n.parse()?,
+        None => 0,
+    };
+    match other::listen_any(&w).await? {
+        cluster_core::FdListener::Tcp(l) => serve_on(&w, l, report, chatty).await,
+        cluster_core::FdListener::Unix(l) => serve_on(&w, l, report, chatty).await,
+        other => Err(format!("not a stream listener: {other:?}").into()),
+    }
+}
+
+async fn serve_on<S: cluster_core::ListenStream>(
+    w: &Worker<Msg>,
+    mut listener: cluster_core::Listener<S>,
+    report: bool,
+    chatty: u64,
+) -> BoxResult {
     let id = w.id().0;
-    if let Some(n) = mode.strip_prefix("serve-chatty:") {
-        // Messages the primary may not read for a while, sent before any
-        // connection is served.
-        for n in 0..n.parse()? {
-            w.send(&Msg::Pong { worker: id, n }).await?;
-        }
+    // Messages the primary may not read for a while, sent before any
+    // connection is served (`serve-chatty:<n>`).
+    for n in 0..chatty {
+        w.send(&Msg::Pong { worker: id, n }).await?;
     }
     let mut open = tokio::task::JoinSet::new();
     while let Some((conn, _peer)) = listener.accept().await {
-        if mode == "serve-report" {
+        if report {
             w.send(&Msg::Text("accepted".into())).await?;
         }
         open.spawn(answer(conn, id));
@@ -634,7 +662,7 @@ mod other {
 
     use cluster_core::{FdListener, UnixAddr, Worker};
 
-    use super::{BoxResult, Msg, answer};
+    use super::{BoxResult, Msg};
 
     fn unix_addr() -> BoxResult<UnixAddr> {
         let v = std::env::var("HELPER_UNIX")?;
@@ -681,34 +709,40 @@ mod other {
         })
     }
 
-    /// `serve` on a Unix-domain socket, or on the primary's descriptor.
-    pub(super) async fn serve(w: Worker<Msg>, mode: &str) -> BoxResult {
-        let id = w.id().0;
-        let report = mode.ends_with("-report");
-        let mut open = tokio::task::JoinSet::new();
-        let mut unix = match helper_fd().filter(|_| mode == "serve-fd") {
-            Some(fd) => match w.listen_fd(fd).await? {
-                FdListener::Unix(l) => l,
-                FdListener::Tcp(mut l) => {
-                    while let Some((conn, _)) = l.accept().await {
-                        open.spawn(answer(conn, id));
-                    }
-                    while open.join_next().await.is_some() {}
-                    w.flush().await?;
-                    return Ok(());
-                }
-                other => return Err(format!("not a stream listener: {other:?}").into()),
-            },
-            None => listen_unix(&w).await?,
-        };
-        while let Some(conn) = unix.accept().await {
-            if report {
-                w.send(&Msg::Text("accepted".into())).await?;
-            }
-            open.spawn(answer(conn, id));
+    /// The listener the environment names: the primary's descriptor
+    /// `HELPER_FD`, else the Unix-domain socket `HELPER_UNIX`, else the TCP
+    /// address `HELPER_ADDR`.
+    pub(super) async fn listen_any(w: &Worker<Msg>) -> BoxResult<FdListener> {
+        if let Some(fd) = helper_fd() {
+            return Ok(w.listen_fd(fd).await?);
         }
-        while open.join_next().await.is_some() {}
-        w.flush().await?;
+        if std::env::var_os("HELPER_UNIX").is_some() {
+            return Ok(FdListener::Unix(listen_unix(w).await?));
+        }
+        Ok(FdListener::Tcp(w.listen(super::helper_addr()?).await?))
+    }
+
+    /// Ask for every kind of listener at once and print how each request
+    /// ended: `<call> <Error variant>` (or `<call> ok`).
+    pub(super) async fn listen_gone(w: &Worker<Msg>) -> BoxResult {
+        fn outcome<T>(call: &str, r: cluster_core::Result<T>) -> String {
+            match r {
+                Ok(_) => format!("{call} ok"),
+                Err(cluster_core::Error::PrimaryGone) => format!("{call} PrimaryGone"),
+                Err(e) => format!("{call} {e:?}"),
+            }
+        }
+        let local: std::net::SocketAddr = "127.0.0.1:0".parse()?;
+        let (tcp, unix, udp, fd) = tokio::join!(
+            w.listen(local),
+            w.listen_unix("/nonexistent/gone.sock"),
+            w.bind_udp(local),
+            w.listen_fd(1000),
+        );
+        println!("{}", outcome("listen", tcp));
+        println!("{}", outcome("listen_unix", unix));
+        println!("{}", outcome("bind_udp", udp));
+        println!("{}", outcome("listen_fd", fd));
         Ok(())
     }
 
@@ -738,9 +772,35 @@ mod other {
 /// The `versioned` worker: a line protocol with keep-alive and a clean
 /// close when draining (see the module docs).
 async fn versioned(w: Worker<Msg>) -> BoxResult {
-    let mut listener = w.listen(helper_addr()?).await?;
     let version = std::env::var("HELPER_VERSION").unwrap_or_else(|_| "v0".into());
+    if version == "nolisten" {
+        // A new binary whose workers cannot serve.
+        std::process::exit(1);
+    }
+    match other::listen_any(&w).await? {
+        cluster_core::FdListener::Tcp(l) => versioned_on(&w, l, &version).await,
+        cluster_core::FdListener::Unix(l) => versioned_on(&w, l, &version).await,
+        other => Err(format!("not a stream listener: {other:?}").into()),
+    }
+}
+
+async fn versioned_on<S: cluster_core::ListenStream>(
+    w: &Worker<Msg>,
+    mut listener: cluster_core::Listener<S>,
+    version: &str,
+) -> BoxResult {
     let hello: std::sync::Arc<str> = format!("{version} {} {}", w.id(), std::process::id()).into();
+    if let Ok(addr) = std::env::var("HELPER_UDP") {
+        // Each datagram is answered with the version.
+        let udp = w.bind_udp(addr.parse()?).await?;
+        let version = version.to_owned();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while let Ok((_, peer)) = udp.recv_from(&mut buf).await {
+                let _ = udp.send_to(version.as_bytes(), peer).await;
+            }
+        });
+    }
     let mut open = tokio::task::JoinSet::new();
     while let Some((conn, _peer)) = listener.accept().await {
         open.spawn(versioned_conn(conn, hello.clone(), w.drain_signal()));
@@ -750,11 +810,13 @@ async fn versioned(w: Worker<Msg>) -> BoxResult {
     Ok(())
 }
 
-async fn versioned_conn(
-    conn: cluster_core::Connection,
+async fn versioned_conn<C>(
+    conn: C,
     hello: std::sync::Arc<str>,
     mut drain: cluster_core::DrainSignal,
-) {
+) where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let (read, mut write) = tokio::io::split(conn);
     let mut lines = tokio::io::BufReader::new(read).lines();
@@ -786,6 +848,25 @@ async fn versioned_conn(
     }
 }
 
+/// `HELPER_INHERIT` (`<addr>` or `unix:<path>`): the socket the primary
+/// holds for it already (an upgrade handed it on), or one opened now and
+/// given to the cluster; its descriptor number, for the workers.
+fn inherit(cluster: &Cluster<Msg>, what: &str) -> BoxResult<i32> {
+    use cluster_core::{InheritedSocket, ListenTarget, UnixAddr};
+    let target = match what.strip_prefix("unix:") {
+        Some(path) => ListenTarget::Unix(UnixAddr::from(path)),
+        None => ListenTarget::Tcp(what.parse()?),
+    };
+    if let Some(fd) = cluster.inherited_fd(&target) {
+        return Ok(fd);
+    }
+    let socket = match what.strip_prefix("unix:") {
+        Some(path) => InheritedSocket::Unix(std::os::unix::net::UnixListener::bind(path)?),
+        None => InheritedSocket::Tcp(std::net::TcpListener::bind(what)?),
+    };
+    Ok(cluster.inherit_socket(socket))
+}
+
 /// The `upgradable` primary (see the module docs).
 async fn upgradable(n: usize, version: String) -> BoxResult {
     use tokio::signal::unix::{SignalKind, signal};
@@ -801,6 +882,12 @@ async fn upgradable(n: usize, version: String) -> BoxResult {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(20_000),
         ))
+        .ready_timeout(Duration::from_millis(
+            std::env::var("HELPER_READY_TIMEOUT_MS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(30_000),
+        ))
         .shutdown_deadline(Duration::from_secs(10))
         .env("HELPER_MODE", "versioned")
         .env("HELPER_VERSION", &version);
@@ -808,6 +895,12 @@ async fn upgradable(n: usize, version: String) -> BoxResult {
         settings.pid_file(path);
     }
     let mut cluster = Cluster::<Msg>::new(settings)?;
+    if let Ok(what) = std::env::var("HELPER_INHERIT") {
+        let fd = inherit(&cluster, &what)?;
+        cluster.setup(|s| {
+            s.env("HELPER_FD", fd.to_string());
+        })?;
+    }
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut winch = signal(SignalKind::window_change())?;
     cluster.start()?;
@@ -819,6 +912,15 @@ async fn upgradable(n: usize, version: String) -> BoxResult {
                     listening += 1;
                     if listening == n {
                         println!("{me} ready {version} {addr}");
+                    }
+                }
+                Some(Event::ListeningOn { endpoint: cluster_core::Endpoint::Udp(addr), .. }) => {
+                    println!("{me} udp {addr}");
+                }
+                Some(Event::ListeningOn { endpoint: cluster_core::Endpoint::Unix(addr), .. }) => {
+                    listening += 1;
+                    if listening == n {
+                        println!("{me} ready {version} unix:{addr}");
                     }
                 }
                 Some(Event::Upgraded { pid }) => println!("{me} upgraded {pid}"),

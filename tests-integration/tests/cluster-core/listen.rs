@@ -5,12 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use cluster_core::{Cluster, Event, PolicyKind, RestartPolicy, SlotId, WorkerId};
-use nix::sys::signal::Signal;
+use cluster_core::{Cluster, Event, PolicyKind, SlotId, WorkerId};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::support::{self, BOUND, Msg, settings, until, until_n, wait_stopped};
+use crate::support::{self, BOUND, Msg, settings, until, until_n};
 
 /// A cluster of `n` helper workers in `mode`, with `policy`, listening on an
 /// ephemeral loopback port; returns it once every worker listens, with the
@@ -246,54 +245,6 @@ async fn none_shares_the_listener_and_the_workers_accept() {
         "{:?}",
         cluster.connection_stats()
     );
-    support::shutdown(cluster).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_queued_for_a_killed_worker_are_answered_by_another() {
-    let mut s = settings("serve", 0);
-    s.env("HELPER_ADDR", "127.0.0.1:0")
-        .scheduling_policy(PolicyKind::RoundRobin)
-        .restart(RestartPolicy::Never);
-    let mut cluster = Cluster::<Msg>::new(s).unwrap();
-    let good = cluster.fork().unwrap();
-    let stalled = cluster.fork().unwrap();
-    let events = listening(&mut cluster, 2).await;
-    // Stop the second worker before any connection exists: it stops reading
-    // its channel, so it never acknowledges what is handed to it.
-    let pid = nix::unistd::Pid::from_raw(stalled.pid() as i32);
-    nix::sys::signal::kill(pid, Signal::SIGSTOP).unwrap();
-    wait_stopped(stalled.pid()).await;
-    let addr = listening_addr(&events);
-    // Ten clients at once: round-robin queues half of them for the stopped
-    // worker.
-    let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
-    for _ in 0..10 {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let (id, conn) = ask(addr, None).await;
-            let _ = tx.send((id, conn));
-        });
-    }
-    drop(tx);
-    let mut got = Vec::new();
-    while got.len() < 5 {
-        let (id, conn) = tokio::time::timeout(BOUND, answers.recv())
-            .await
-            .expect("the good worker did not answer")
-            .expect("a client failed");
-        got.push((id, conn));
-    }
-    stalled.kill(cluster_core::Signal::SIGKILL).unwrap();
-    while let Some(answer) = tokio::time::timeout(BOUND, answers.recv())
-        .await
-        .expect("a connection queued for the killed worker hangs")
-    {
-        got.push(answer);
-    }
-    assert_eq!(got.len(), 10, "a client failed");
-    assert!(got.iter().all(|(id, _)| WorkerId(*id) == good.id()));
-    drop(got);
     support::shutdown(cluster).await;
 }
 

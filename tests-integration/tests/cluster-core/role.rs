@@ -164,3 +164,62 @@ async fn the_primary_refuses_a_channel_with_another_launch_token() {
     );
     support::shutdown(cluster).await;
 }
+
+/// A worker asks for every kind of listener (`listen`, `listen_unix`,
+/// `bind_udp`, `listen_fd`), and its primary goes away without answering:
+/// each request fails with `Error::PrimaryGone` instead of waiting for
+/// ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_requests_fail_typed_when_the_primary_is_gone() {
+    const TOKEN: u64 = 0x90e;
+    let (mut child, ours) = launch_by_hand("listen-gone", TOKEN);
+    let ours_hs = Handshake::for_this_process(1).with_token(TOKEN);
+    let (tx, mut rx, _) = tokio::time::timeout(
+        BOUND,
+        cluster_ipc::handshake(ours, ours_hs, Config::default()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // Online, then the four requests (in any order).
+    let mut requests = Vec::new();
+    while requests.len() < 4 {
+        let frame = tokio::time::timeout(BOUND, rx.recv_raw())
+            .await
+            .expect("the worker's requests in time")
+            .unwrap();
+        match frame {
+            Incoming::Control(ControlMsg::Online, _) => {}
+            Incoming::Control(ControlMsg::Listen(_), _) => requests.push("listen"),
+            Incoming::Control(ControlMsg::ListenOn(_), _) => requests.push("listen_on"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Gone without a word.
+    drop((tx, rx));
+    let mut lines = BufReader::new(child.take_stdout().unwrap()).lines();
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let line = tokio::time::timeout(BOUND, lines.next_line())
+            .await
+            .expect("every request answered in time")
+            .unwrap()
+            .expect("a line per request");
+        got.push(line);
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "bind_udp PrimaryGone",
+            "listen PrimaryGone",
+            "listen_fd PrimaryGone",
+            "listen_unix PrimaryGone"
+        ]
+    );
+    let close = tokio::time::timeout(BOUND, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(close.success(), "{close:?}");
+}

@@ -19,11 +19,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
-use crate::support::{BOUND, HELPER, Lines};
+use crate::support::{self, BOUND, HELPER, Io, KINDS, Kind, Lines, Target};
 
 /// A scratch directory of one test, removed at the end.
 struct Scratch(PathBuf);
@@ -101,7 +100,7 @@ impl Primaries {
                     && let Ok(from) = from.parse::<i32>()
                 {
                     match verb {
-                        "ready" => self.pids.insert(from),
+                        "ready" | "hanging" => self.pids.insert(from),
                         "done" => self.pids.remove(&from),
                         _ => false,
                     };
@@ -124,14 +123,14 @@ impl Primaries {
         }
     }
 
-    /// Wait for a `ready` line: (pid, version, address).
-    async fn ready(&mut self, pid: Option<i32>) -> (i32, String, SocketAddr) {
+    /// Wait for a `ready` line: (pid, version, where clients connect).
+    async fn ready(&mut self, pid: Option<i32>) -> (i32, String, Target) {
         let w = self.wait(pid, "ready").await;
-        (
-            w[0].parse().expect("a pid"),
-            w[2].clone(),
-            w[3].parse().expect("an address"),
-        )
+        let target = match w[3].strip_prefix("unix:") {
+            Some(path) => Target::Unix(path.into()),
+            None => Target::Tcp(w[3].parse().expect("an address")),
+        };
+        (w[0].parse().expect("a pid"), w[2].clone(), target)
     }
 }
 
@@ -139,7 +138,8 @@ fn signal(pid: i32, sig: Signal) {
     kill(Pid::from_raw(pid), sig).expect("signal the primary");
 }
 
-/// The helper's primary, with its version file.
+/// The helper's primary, with its version file, its workers on a loopback
+/// port.
 fn helper(version_file: &Path) -> Command {
     let mut cmd = Command::new(HELPER);
     cmd.args(["upgradable", "2"])
@@ -152,7 +152,7 @@ fn helper(version_file: &Path) -> Command {
 }
 
 /// One request on `stream`: the answer's words. Bounded.
-async fn ask(stream: &mut BufReader<TcpStream>) -> Result<Vec<String>, String> {
+async fn ask(stream: &mut BufReader<Box<dyn Io>>) -> Result<Vec<String>, String> {
     let exchange = async {
         stream
             .get_mut()
@@ -174,8 +174,9 @@ async fn ask(stream: &mut BufReader<TcpStream>) -> Result<Vec<String>, String> {
         .map_err(|_| "timed out (hung)".to_owned())?
 }
 
-async fn connect(addr: SocketAddr) -> Result<BufReader<TcpStream>, String> {
-    TcpStream::connect(addr)
+async fn connect(target: &Target) -> Result<BufReader<Box<dyn Io>>, String> {
+    target
+        .connect()
         .await
         .map(BufReader::new)
         .map_err(|e| format!("connect: {e}"))
@@ -193,7 +194,7 @@ struct Seen {
 /// a new connection per request, or one kept alive (a new one when the
 /// server says `close`). Publishes the latest version answered.
 async fn load(
-    addr: SocketAddr,
+    target: Target,
     keep_alive: bool,
     latest: watch::Sender<String>,
     mut stop: watch::Receiver<bool>,
@@ -201,14 +202,14 @@ async fn load(
     const MAX_REQUESTS: usize = 50_000;
     let started = Instant::now();
     let mut seen = Seen::default();
-    let mut conn: Option<BufReader<TcpStream>> = None;
+    let mut conn: Option<BufReader<Box<dyn Io>>> = None;
     for n in 1..=MAX_REQUESTS {
         if *stop.borrow_and_update() || started.elapsed() > Duration::from_secs(120) {
             break;
         }
         let stream = match conn.take() {
             Some(s) => Ok(s),
-            None => connect(addr).await,
+            None => connect(&target).await,
         };
         let result = match stream {
             Ok(mut s) => {
@@ -233,7 +234,7 @@ async fn load(
     seen
 }
 
-/// Two loads (connection per request, keep-alive) against `addr`.
+/// Two loads (connection per request, keep-alive) against `target`.
 struct Load {
     stop: watch::Sender<bool>,
     latest: Vec<watch::Receiver<String>>,
@@ -241,14 +242,19 @@ struct Load {
 }
 
 impl Load {
-    fn start(addr: SocketAddr) -> Load {
+    fn start(target: &Target) -> Load {
         let (stop, stop_rx) = watch::channel(false);
         let mut latest = Vec::new();
         let mut tasks = Vec::new();
         for keep_alive in [false, true] {
             let (tx, rx) = watch::channel(String::new());
             latest.push(rx);
-            tasks.push(tokio::spawn(load(addr, keep_alive, tx, stop_rx.clone())));
+            tasks.push(tokio::spawn(load(
+                target.clone(),
+                keep_alive,
+                tx,
+                stop_rx.clone(),
+            )));
         }
         Load {
             stop,
@@ -283,15 +289,30 @@ impl Load {
     }
 }
 
-/// `upgrades` upgrades in a row under both loads, then a broken one.
-async fn upgrades_under_load(policy: &str, upgrades: usize) {
-    let scratch = Scratch::new(&format!("upgrade-{policy}"));
+/// `upgrades` upgrades in a row under both loads, then a broken one, with
+/// the workers on a listener of `kind` (the same socket all along: no
+/// request fails or is refused, whatever the kind).
+async fn upgrades_under_load(policy: &str, kind: Kind, upgrades: usize) {
+    let scratch = Scratch::new(&format!("upgrade-{policy}-{kind:?}"));
     let version_file = scratch.path("version");
     let pid_file = scratch.path("pid");
     std::fs::write(&version_file, "v1").unwrap();
     let mut cmd = helper(&version_file);
     cmd.env("HELPER_PID_FILE", &pid_file)
         .env("CLUSTER_SCHED_POLICY", policy);
+    let socket = support::socket_path("upgrade");
+    match kind {
+        Kind::Tcp => {}
+        Kind::Unix => {
+            cmd.env("HELPER_UNIX", &socket);
+        }
+        Kind::InheritedTcp => {
+            cmd.env("HELPER_INHERIT", "127.0.0.1:0");
+        }
+        Kind::InheritedUnix => {
+            cmd.env("HELPER_INHERIT", format!("unix:{}", socket.display()));
+        }
+    }
     let mut primaries = Primaries::spawn(cmd);
     let (mut current, version, addr) = primaries.ready(None).await;
     assert_eq!(version, "v1");
@@ -299,7 +320,7 @@ async fn upgrades_under_load(policy: &str, upgrades: usize) {
         std::fs::read_to_string(&pid_file).unwrap().trim(),
         current.to_string()
     );
-    let mut load = Load::start(addr);
+    let mut load = Load::start(&addr);
     load.until_version("v1").await;
 
     let last = upgrades + 1;
@@ -318,8 +339,8 @@ async fn upgrades_under_load(policy: &str, upgrades: usize) {
             .unwrap();
         let (ready_pid, ready_version, ready_addr) = primaries.ready(Some(new)).await;
         assert_eq!(
-            (ready_pid, ready_version.as_str(), ready_addr),
-            (new, v.as_str(), addr)
+            (ready_pid, ready_version.as_str(), &ready_addr),
+            (new, v.as_str(), &addr)
         );
         assert_eq!(
             std::fs::read_to_string(&pid_file).unwrap().trim(),
@@ -341,14 +362,19 @@ async fn upgrades_under_load(policy: &str, upgrades: usize) {
             .contains("exited before it was ready (exit code 7)"),
         "{failed:?}"
     );
-    let mut conn = connect(addr).await.unwrap();
+    let mut conn = connect(&addr).await.unwrap();
     assert_eq!(ask(&mut conn).await.unwrap()[0], format!("v{last}"));
     drop(conn);
 
     let (per_request, keep_alive) = load.finish().await;
     for (what, seen) in [("per request", &per_request), ("keep-alive", &keep_alive)] {
+        let refused = seen
+            .failures
+            .iter()
+            .filter(|f| f.contains("connect:"))
+            .count();
         eprintln!(
-            "{policy} {what}: {} ok, {} failed, versions {:?}",
+            "{policy} {kind:?} {what}: {} ok, {} failed ({refused} refused), versions {:?}",
             seen.ok,
             seen.failures.len(),
             seen.versions
@@ -363,16 +389,32 @@ async fn upgrades_under_load(policy: &str, upgrades: usize) {
     }
     signal(current, Signal::SIGTERM);
     primaries.wait(Some(current), "done").await;
+    // The cluster's own file goes with the last primary; a socket the
+    // program gave it is the program's.
+    assert_eq!(
+        socket.exists(),
+        kind == Kind::InheritedUnix,
+        "{kind:?}: the socket file after the last primary"
+    );
+    let _ = std::fs::remove_file(&socket);
 }
 
+/// Every kind of listener (a TCP port, a Unix-domain socket, and both
+/// given to `Cluster::inherit_socket`): the upgrade carries it — a new
+/// primary adopts it, with no unlink and no second bind — and no request
+/// fails or is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_upgrades_under_load_lose_no_request_and_a_broken_one_keeps_the_old() {
-    upgrades_under_load("rr", 5).await;
+    for kind in KINDS {
+        upgrades_under_load("rr", kind, 5).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrades_under_load_lose_no_request_shared_listener() {
-    upgrades_under_load("none", 2).await;
+    for kind in KINDS {
+        upgrades_under_load("none", kind, 2).await;
+    }
 }
 
 /// The datagrams a test's notify socket received, in order.
@@ -528,10 +570,11 @@ async fn socket_activation(policy: &str) {
         eprintln!("systemd-socket-activate: {listening:?}; another port");
     }
     let (mut primaries, addr, _stderr) = started.expect("systemd-socket-activate listens");
+    let addr = Target::Tcp(addr);
     // Ten clients before any worker exists: none is refused, all answered.
     let mut early = Vec::new();
     for _ in 0..10 {
-        let mut conn = connect(addr).await.expect("not refused");
+        let mut conn = connect(&addr).await.expect("not refused");
         conn.get_mut().write_all(b"GET\n").await.unwrap();
         early.push(conn);
     }
@@ -545,7 +588,7 @@ async fn socket_activation(policy: &str) {
             .unwrap();
         assert!(line.starts_with("v1 "), "{line:?}");
     }
-    let mut conn = connect(addr).await.unwrap();
+    let mut conn = connect(&addr).await.unwrap();
     assert_eq!(ask(&mut conn).await.unwrap()[0], "v1");
     drop(conn);
     signal(pid, Signal::SIGTERM);
@@ -571,7 +614,7 @@ async fn a_new_primary_never_ready_is_killed_and_a_second_upgrade_is_refused_mea
     cmd.env("HELPER_UPGRADE_TIMEOUT_MS", "1500");
     let mut primaries = Primaries::spawn(cmd);
     let (pid, _, addr) = primaries.ready(None).await;
-    let mut load = Load::start(addr);
+    let mut load = Load::start(&addr);
     load.until_version("v1").await;
 
     std::fs::write(&version_file, "hang").unwrap();
@@ -595,7 +638,7 @@ async fn a_new_primary_never_ready_is_killed_and_a_second_upgrade_is_refused_mea
     assert!(failed.contains("was not ready within"), "{failed}");
 
     // The old primary serves on, and upgrades later.
-    let mut conn = connect(addr).await.unwrap();
+    let mut conn = connect(&addr).await.unwrap();
     assert_eq!(ask(&mut conn).await.unwrap()[0], "v1");
     drop(conn);
     // (Its short timeout may fail a real upgrade on a slow machine: retry.)
@@ -618,4 +661,124 @@ async fn a_new_primary_never_ready_is_killed_and_a_second_upgrade_is_refused_mea
     primaries.wait(Some(pid), "done").await;
     signal(new, Signal::SIGTERM);
     primaries.wait(Some(new), "done").await;
+}
+
+/// Whether process `pid` is gone (reaped, or a zombie nobody reaped yet).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+/// Wait (bounded) until process `pid` is gone.
+async fn until_gone(pid: i32, what: &str) {
+    tokio::time::timeout(BOUND, async {
+        while !gone(pid) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what} (pid {pid}) is still running"));
+}
+
+/// A new binary whose workers never listen (they exit at start, and its
+/// slots keep restarting them): once its ready timeout has passed with
+/// not every worker listening, the upgrade counts as failed — the new
+/// primary is killed and the old one serves on — without waiting for the
+/// (longer) upgrade timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_primary_whose_workers_do_not_listen_within_the_ready_timeout_fails() {
+    let scratch = Scratch::new("upgrade-nolisten");
+    let version_file = scratch.path("version");
+    std::fs::write(&version_file, "v1").unwrap();
+    let mut cmd = helper(&version_file);
+    cmd.env("HELPER_READY_TIMEOUT_MS", "1000")
+        .env("HELPER_UPGRADE_TIMEOUT_MS", "60000");
+    let mut primaries = Primaries::spawn(cmd);
+    let (pid, _, addr) = primaries.ready(None).await;
+    std::fs::write(&version_file, "nolisten").unwrap();
+    signal(pid, Signal::SIGUSR2);
+    let failed = primaries.wait(Some(pid), "upgrade-failed").await.join(" ");
+    assert!(
+        failed.contains("workers listening"),
+        "the ready timeout, not the upgrade's: {failed}"
+    );
+    let new: i32 = failed
+        .split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {failed:?}"));
+    until_gone(new, "the failed new primary").await;
+    let mut conn = connect(&addr).await.unwrap();
+    assert_eq!(
+        ask(&mut conn).await.unwrap()[0],
+        "v1",
+        "the old one serves on"
+    );
+    drop(conn);
+    signal(pid, Signal::SIGTERM);
+    primaries.wait(Some(pid), "done").await;
+}
+
+/// SIGTERM (then, in a second run, SIGINT) to the old primary while its
+/// new primary is not ready yet: the old one drains, and the new one is
+/// stopped too rather than left to start serving alone later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_or_sigint_during_an_upgrade_stops_the_new_primary_too() {
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        let scratch = Scratch::new(&format!("upgrade-stop-{sig}"));
+        let version_file = scratch.path("version");
+        std::fs::write(&version_file, "v1").unwrap();
+        let mut primaries = Primaries::spawn(helper(&version_file));
+        let (pid, _, _) = primaries.ready(None).await;
+        std::fs::write(&version_file, "hang").unwrap();
+        signal(pid, Signal::SIGUSR2);
+        let new: i32 = primaries.wait(None, "hanging").await[0].parse().unwrap();
+        signal(pid, sig);
+        primaries.wait(Some(pid), "done").await;
+        until_gone(new, "the new primary").await;
+    }
+}
+
+/// The upgrade carries the UDP socket the workers bind too: after each
+/// upgrade the same port answers, now with the new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_carries_the_udp_socket() {
+    let scratch = Scratch::new("upgrade-udp");
+    let version_file = scratch.path("version");
+    std::fs::write(&version_file, "v1").unwrap();
+    let mut cmd = helper(&version_file);
+    cmd.env("HELPER_UDP", "127.0.0.1:0");
+    let mut primaries = Primaries::spawn(cmd);
+    let (mut current, _, _) = primaries.ready(None).await;
+    let udp: SocketAddr = primaries.wait(Some(current), "udp").await[2]
+        .parse()
+        .unwrap();
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for round in 2..=3 {
+        let v = format!("v{round}");
+        std::fs::write(&version_file, &v).unwrap();
+        signal(current, Signal::SIGUSR2);
+        let new: i32 = primaries.wait(Some(current), "upgraded").await[2]
+            .parse()
+            .unwrap();
+        let port = primaries.wait(Some(new), "udp").await[2].clone();
+        assert_eq!(port, udp.to_string(), "the same UDP socket");
+        primaries.wait(Some(current), "done").await;
+        current = new;
+        // Answered by the new version (the old workers are gone).
+        client.send_to(b"version?", udp).await.unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = tokio::time::timeout(BOUND, client.recv_from(&mut buf))
+            .await
+            .expect("an answer on the carried UDP socket")
+            .unwrap();
+        assert_eq!(&buf[..n], v.as_bytes());
+    }
+    signal(current, Signal::SIGTERM);
+    primaries.wait(Some(current), "done").await;
 }

@@ -264,3 +264,126 @@ pub(crate) async fn wait_stopped(pid: u32) {
     .await
     .expect("the worker did not stop");
 }
+
+/// A kind of listener. The fault tests that exist for TCP run for each
+/// (a new path re-proves the old guarantees).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `Worker::listen` on a loopback port the primary binds.
+    Tcp,
+    /// `Worker::listen_unix` on a socket file the primary binds.
+    Unix,
+    /// `Worker::listen_fd` on a TCP socket given to `Cluster::inherit_socket`.
+    InheritedTcp,
+    /// `Worker::listen_fd` on a Unix-domain socket given to
+    /// `Cluster::inherit_socket`.
+    InheritedUnix,
+}
+
+/// Every kind of stream listener.
+pub(crate) const KINDS: [Kind; 4] = [
+    Kind::Tcp,
+    Kind::Unix,
+    Kind::InheritedTcp,
+    Kind::InheritedUnix,
+];
+
+/// Where the clients of a cluster connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    Tcp(std::net::SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+/// A client's connection, of either kind.
+pub(crate) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+impl Target {
+    /// Connect (not bounded in time: the callers bound their whole
+    /// exchange).
+    pub(crate) async fn connect(&self) -> std::io::Result<Box<dyn Io>> {
+        Ok(match self {
+            Target::Tcp(addr) => Box::new(tokio::net::TcpStream::connect(addr).await?),
+            Target::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+        })
+    }
+
+    /// The socket file, for a Unix-domain target.
+    pub(crate) fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Target::Tcp(_) => None,
+            Target::Unix(p) => Some(p),
+        }
+    }
+}
+
+/// A socket path of its own for each call in this test process (short
+/// enough for `sun_path`), nothing there yet.
+pub(crate) fn socket_path(name: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("pw-{}-{n}-{name}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Start `s` (a helper mode that serves, e.g. `serve`) on a new listener of
+/// `kind`, under the policy `s` names (round-robin by default), until `n`
+/// workers listen:
+/// the cluster and where its clients connect. An inherited socket is
+/// opened here and given to the cluster before the first fork.
+pub(crate) async fn serving_on(mut s: Settings, kind: Kind, n: usize) -> (Cluster<Msg>, Target) {
+    let (target, inherited) = match kind {
+        Kind::Tcp => {
+            s.env("HELPER_ADDR", "127.0.0.1:0");
+            (None, None)
+        }
+        Kind::Unix => {
+            let path = socket_path("unix");
+            s.env("HELPER_UNIX", &path);
+            (Some(Target::Unix(path)), None)
+        }
+        Kind::InheritedTcp => {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let target = Target::Tcp(l.local_addr().unwrap());
+            (Some(target), Some(cluster_core::InheritedSocket::Tcp(l)))
+        }
+        Kind::InheritedUnix => {
+            let path = socket_path("inherited");
+            let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+            (
+                Some(Target::Unix(path)),
+                Some(cluster_core::InheritedSocket::Unix(l)),
+            )
+        }
+    };
+    let mut cluster = Cluster::<Msg>::new(s).unwrap();
+    if let Some(socket) = inherited {
+        let fd = cluster.inherit_socket(socket);
+        cluster
+            .setup(|s| {
+                s.env("HELPER_FD", fd.to_string());
+            })
+            .unwrap();
+    }
+    cluster.start().unwrap();
+    let mut addr = None;
+    let mut listening = 0;
+    until(&mut cluster, |ev| {
+        match ev {
+            Event::Listening { addr: a, .. } => {
+                addr = Some(*a);
+                listening += 1;
+            }
+            Event::ListeningOn { .. } => listening += 1,
+            _ => {}
+        }
+        listening == n
+    })
+    .await;
+    let target = target.unwrap_or_else(|| Target::Tcp(addr.expect("an address")));
+    (cluster, target)
+}

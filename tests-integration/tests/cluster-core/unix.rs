@@ -13,11 +13,10 @@ use cluster_core::{
     Cluster, Endpoint, Event, InheritedSocket, PolicyKind, RestartPolicy, SlotId, UnixAddr,
     WorkerId,
 };
-use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::support::{self, BOUND, Msg, settings, until, until_n, wait_stopped};
+use crate::support::{self, BOUND, Msg, settings, until, until_n};
 
 /// A fresh directory for this test's socket files.
 fn scratch(name: &str) -> PathBuf {
@@ -98,13 +97,8 @@ async fn read_id(stream: UnixStream) -> (u64, BufReader<UnixStream>) {
 async fn round_robin_gives_each_of_4_workers_100_of_400_unix_connections() {
     let dir = scratch("rr");
     let path = dir.join("app.sock");
-    let (cluster, slots) = unix_cluster(
-        "serve-unix",
-        4,
-        PolicyKind::RoundRobin,
-        path.to_str().unwrap(),
-    )
-    .await;
+    let (cluster, slots) =
+        unix_cluster("serve", 4, PolicyKind::RoundRobin, path.to_str().unwrap()).await;
     let mut counts: BTreeMap<u64, u32> = BTreeMap::new();
     for _ in 0..400 {
         let (id, conn) = ask(&path).await;
@@ -128,7 +122,7 @@ async fn sticky_least_connections_and_p2c_serve_unix_connections() {
     ] {
         let dir = scratch(policy.as_str());
         let path = dir.join("app.sock");
-        let (cluster, slots) = unix_cluster("serve-unix", 2, policy, path.to_str().unwrap()).await;
+        let (cluster, slots) = unix_cluster("serve", 2, policy, path.to_str().unwrap()).await;
         // Held open: least-connections and p2c alternate between two
         // workers; sticky, with no client address, is round-robin.
         let mut counts: BTreeMap<u64, u32> = BTreeMap::new();
@@ -154,13 +148,8 @@ async fn sticky_least_connections_and_p2c_serve_unix_connections() {
 async fn none_shares_the_unix_listener_and_the_workers_accept() {
     let dir = scratch("none");
     let path = dir.join("app.sock");
-    let (mut cluster, slots) = unix_cluster(
-        "serve-unix-report",
-        2,
-        PolicyKind::None,
-        path.to_str().unwrap(),
-    )
-    .await;
+    let (mut cluster, slots) =
+        unix_cluster("serve-report", 2, PolicyKind::None, path.to_str().unwrap()).await;
     for _ in 0..20 {
         let (id, conn) = ask(&path).await;
         drop(conn);
@@ -185,7 +174,7 @@ async fn none_shares_the_unix_listener_and_the_workers_accept() {
 async fn an_abstract_name_is_served_and_leaves_no_file() {
     let name = format!("procwork-test-{}", std::process::id());
     let (cluster, slots) =
-        unix_cluster("serve-unix", 2, PolicyKind::RoundRobin, &format!("@{name}")).await;
+        unix_cluster("serve", 2, PolicyKind::RoundRobin, &format!("@{name}")).await;
     for _ in 0..4 {
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
         let std = std::os::unix::net::UnixStream::connect_addr(&addr).unwrap();
@@ -196,60 +185,15 @@ async fn an_abstract_name_is_served_and_leaves_no_file() {
     support::shutdown(cluster).await;
 }
 
+/// The socket file stays bound for the life of the cluster, as a TCP port
+/// does: with no worker left at all (no restart), a client connects and
+/// waits, and the next worker forked answers it; the file goes at the
+/// shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unix_connections_queued_for_a_killed_worker_are_answered_by_another() {
-    let dir = scratch("kill");
-    let path = dir.join("app.sock");
-    let mut s = settings("serve-unix", 0);
-    s.env("HELPER_UNIX", path.to_str().unwrap())
-        .scheduling_policy(PolicyKind::RoundRobin)
-        .restart(RestartPolicy::Never);
-    let mut cluster = Cluster::<Msg>::new(s).unwrap();
-    let good = cluster.fork().unwrap();
-    let stalled = cluster.fork().unwrap();
-    listening_on(&mut cluster, 2).await;
-    // Stopped before any connection exists: it never acknowledges what is
-    // handed to it.
-    let pid = nix::unistd::Pid::from_raw(stalled.pid() as i32);
-    nix::sys::signal::kill(pid, Signal::SIGSTOP).unwrap();
-    wait_stopped(stalled.pid()).await;
-    let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
-    for _ in 0..10 {
-        let tx = tx.clone();
-        let path = path.clone();
-        tokio::spawn(async move {
-            let (id, conn) = ask(&path).await;
-            let _ = tx.send((id, conn));
-        });
-    }
-    drop(tx);
-    let mut got = Vec::new();
-    while got.len() < 5 {
-        let answer = tokio::time::timeout(BOUND, answers.recv())
-            .await
-            .expect("the good worker did not answer")
-            .expect("a client failed");
-        got.push(answer);
-    }
-    stalled.kill(cluster_core::Signal::SIGKILL).unwrap();
-    while let Some(answer) = tokio::time::timeout(BOUND, answers.recv())
-        .await
-        .expect("a connection queued for the killed worker hangs")
-    {
-        got.push(answer);
-    }
-    assert_eq!(got.len(), 10, "a client failed");
-    assert!(got.iter().all(|(id, _)| WorkerId(*id) == good.id()));
-    drop(got);
-    support::shutdown(cluster).await;
-    assert!(!path.exists());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_socket_file_goes_with_the_last_worker_and_comes_back_with_the_next() {
+async fn the_socket_file_outlives_its_last_worker_and_its_client_waits_for_the_next() {
     let dir = scratch("last");
     let path = dir.join("app.sock");
-    let mut s = settings("serve-unix", 0);
+    let mut s = settings("serve", 0);
     s.env("HELPER_UNIX", path.to_str().unwrap())
         .env("HELPER_UNIX_MODE", "600")
         .restart(RestartPolicy::Never);
@@ -260,11 +204,19 @@ async fn the_socket_file_goes_with_the_last_worker_and_comes_back_with_the_next(
     assert_eq!(mode, 0o600, "the mode setting");
     only.kill(cluster_core::Signal::SIGKILL).unwrap();
     // Reported once the primary has taken the worker out of its tables.
-    until(&mut cluster, |ev| matches!(ev, Event::Disconnect { .. })).await;
-    assert!(!path.exists(), "the file outlived its last worker");
-    cluster.fork().unwrap();
+    until(&mut cluster, |ev| matches!(ev, Event::Exit { .. })).await;
+    assert!(path.exists(), "the file went with its last worker");
+    let waiting = tokio::spawn({
+        let path = path.clone();
+        async move { ask(&path).await.0 }
+    });
+    let next = cluster.fork().unwrap();
     listening_on(&mut cluster, 1).await;
-    let (_, _conn) = ask(&path).await;
+    let id = tokio::time::timeout(BOUND, waiting)
+        .await
+        .expect("the waiting client is answered")
+        .unwrap();
+    assert_eq!(WorkerId(id), next.id());
     support::shutdown(cluster).await;
     assert!(!path.exists());
 }
@@ -275,7 +227,7 @@ async fn a_stale_file_from_a_killed_primary_does_not_stop_the_next_start() {
     let path = dir.join("app.sock");
     let mut primary = tokio::process::Command::new(support::HELPER)
         .args(["primary", "1"])
-        .env("HELPER_WORKER_MODE", "serve-unix")
+        .env("HELPER_WORKER_MODE", "serve")
         .env("HELPER_UNIX", &path)
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -304,13 +256,8 @@ async fn a_stale_file_from_a_killed_primary_does_not_stop_the_next_start() {
     .await
     .expect("the killed primary's socket still accepts");
 
-    let (cluster, slots) = unix_cluster(
-        "serve-unix",
-        1,
-        PolicyKind::RoundRobin,
-        path.to_str().unwrap(),
-    )
-    .await;
+    let (cluster, slots) =
+        unix_cluster("serve", 1, PolicyKind::RoundRobin, path.to_str().unwrap()).await;
     let (id, _conn) = ask(&path).await;
     assert!(slots.contains_key(&WorkerId(id)));
     support::shutdown(cluster).await;
@@ -460,7 +407,7 @@ async fn udp_datagrams_reach_every_worker_and_none_is_lost() {
 async fn an_inherited_descriptor_is_served_by_fd_and_by_its_address() {
     let dir = scratch("fd");
     let path = dir.join("inherited.sock");
-    let mut s = settings("serve-fd", 0);
+    let mut s = settings("serve", 0);
     s.scheduling_policy(PolicyKind::RoundRobin);
     let mut cluster = Cluster::<Msg>::new(s).unwrap();
     // Bound before the cluster, as systemd would: the cluster must use it,
@@ -471,7 +418,7 @@ async fn an_inherited_descriptor_is_served_by_fd_and_by_its_address() {
     let by_fd = cluster.fork_with_env([("HELPER_FD", fd.as_str())]).unwrap();
     let by_path = cluster
         .fork_with_env([
-            ("HELPER_MODE", "serve-unix"),
+            ("HELPER_MODE", "serve"),
             ("HELPER_UNIX", path.to_str().unwrap()),
         ])
         .unwrap();
@@ -521,4 +468,89 @@ fn unix_listeners_and_connections_move_between_tasks() {
     send_sync::<cluster_core::UnixConnection>();
     send::<cluster_core::UnixListener>();
     send::<cluster_core::FdListener>();
+}
+
+/// A live socket file whose server accepts nothing and whose backlog is
+/// full: bound with a backlog of 0, connected to (without blocking) until
+/// the kernel says `EAGAIN`. A blocking connect to it waits for good.
+fn jammed_socket(path: &Path) -> Vec<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, UnixAddr as Sun, bind, connect, listen, socket,
+    };
+    use std::os::fd::AsRawFd;
+    let addr = Sun::new(path).unwrap();
+    let server = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(server.as_raw_fd(), &addr).unwrap();
+    listen(&server, Backlog::new(0).unwrap()).unwrap();
+    let mut held = vec![server];
+    for _ in 0..64 {
+        let client = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        match connect(client.as_raw_fd(), &addr) {
+            Ok(()) => held.push(client),
+            Err(nix::errno::Errno::EAGAIN) => return held,
+            Err(e) => panic!("connect to the jammed socket: {e}"),
+        }
+    }
+    panic!("the backlog of {} never filled", path.display());
+}
+
+/// The primary checks whether a socket file in the way is stale by
+/// connecting to it. A live server that is jammed (its backlog full, it
+/// accepts nothing) must not block the primary: the listen fails with
+/// `AddrInUse` (it is not stale), and the other workers' clients are
+/// served meanwhile and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jammed_socket_file_in_the_way_blocks_nothing() {
+    let dir = scratch("jammed");
+    let path = dir.join("jammed.sock");
+    let _jammed = jammed_socket(&path);
+    let (mut cluster, target) =
+        support::serving_on(settings("serve", 1), support::Kind::Tcp, 1).await;
+    let support::Target::Tcp(addr) = target else {
+        unreachable!("a TCP target")
+    };
+    let prober = cluster
+        .fork_with_env([
+            ("HELPER_MODE", "listen-unix-report"),
+            ("HELPER_UNIX", path.to_str().unwrap()),
+        ])
+        .unwrap();
+    let mut report = None;
+    until(&mut cluster, |ev| {
+        if let Event::Message(m) = ev
+            && m.worker() == prober.id()
+            && let Msg::Text(t) = m.value()
+        {
+            report = Some(t.clone());
+        }
+        report.is_some()
+    })
+    .await;
+    assert_eq!(report.as_deref(), Some("error AddrInUse AddrInUse"));
+    for _ in 0..20 {
+        let stream = tokio::time::timeout(BOUND, tokio::net::TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        tokio::time::timeout(BOUND, reader.read_line(&mut line))
+            .await
+            .expect("the TCP worker answers")
+            .unwrap();
+        assert!(line.trim().parse::<u64>().is_ok(), "{line:?}");
+    }
+    support::shutdown(cluster).await;
 }

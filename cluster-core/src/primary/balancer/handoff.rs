@@ -12,8 +12,9 @@ use cluster_ipc::{ControlMsg, TrySendError};
 use sched_policy::{Connection, ListenerId};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+use tokio::task::AbortHandle;
 
-use super::{Balancer, State, room, route_of, wake, wake_all};
+use super::{Balancer, InheritedSocket, State, room, route_of, wake, wake_all};
 use crate::clock::{monotonic_ns, nanos};
 use crate::event::{SlotId, WorkerId};
 
@@ -233,7 +234,7 @@ fn responded(st: &mut State, worker: WorkerId) {
 const UNIX_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
 /// A listening socket the accept loop drains: TCP or Unix-domain stream.
-pub(super) trait Accept: AsRawFd + Send + 'static {
+trait Accept: AsRawFd + Send + 'static {
     /// Accept one connection (close-on-exec): its socket, and its peer's
     /// address when it has one.
     fn accept_one(&self) -> io::Result<(OwnedFd, Option<SocketAddr>)>;
@@ -251,6 +252,21 @@ impl Accept for std::os::unix::net::UnixListener {
     }
 }
 
+/// Start listener `idx`'s accept loop on a duplicate of its stream socket.
+pub(super) fn spawn_accept(
+    balancer: Arc<Balancer>,
+    idx: usize,
+    socket: &InheritedSocket,
+) -> io::Result<AbortHandle> {
+    Ok(match socket {
+        InheritedSocket::Tcp(l) => tokio::spawn(accept_loop(balancer, idx, l.try_clone()?)),
+        InheritedSocket::Unix(l) => tokio::spawn(accept_loop(balancer, idx, l.try_clone()?)),
+        // Shared: every worker receives itself.
+        InheritedSocket::Udp(_) => return Err(io::ErrorKind::Unsupported.into()),
+    }
+    .abort_handle())
+}
+
 /// Accept on a listener until the cluster closes it, as many connections
 /// as its workers have room for; with no room, the listener is left alone
 /// (the kernel's backlog holds the clients) until a worker has room again.
@@ -262,7 +278,7 @@ impl Accept for std::os::unix::net::UnixListener {
 /// listener is polled for readiness and drained with plain `accept4` calls,
 /// everything pending (up to [`ACCEPT_BATCH`] and the room) before the batch
 /// is handed over.
-pub(super) async fn accept_loop<L: Accept>(balancer: Arc<Balancer>, idx: usize, listener: L) {
+async fn accept_loop<L: Accept>(balancer: Arc<Balancer>, idx: usize, listener: L) {
     // SAFETY: the AsyncFd owns the listener, so its descriptor stays open
     // (and is not reused) for as long as it is registered; it is
     // deregistered when the AsyncFd drops, before the listener closes.

@@ -1,29 +1,37 @@
-//! Unix-domain stream listeners in the primary: binding a path (or a Linux
-//! abstract name) once for every worker that asks for it, the stale socket
-//! file of a crashed run, the permission bits, and the removal of the file.
+//! What only a Unix-domain stream listener needs in the primary: binding a
+//! path (or a Linux abstract name), the stale socket file of a crashed
+//! run, the permission bits, and the removal of the file. Everything else
+//! (routes, scheduler, accept loop, hand-off, upgrade) is the one path of
+//! every listener.
 //!
 //! - **Stale file.** When the bind finds the path taken (`EADDRINUSE`) and
 //!   the path is a socket, the primary connects to it: `ECONNREFUSED` means
 //!   nobody listens there (a crashed run left it), so the file is removed and
-//!   the bind retried once; a connection that succeeds means a live server
-//!   owns it, and the listen fails with `AddrInUse`. Anything that is not a
-//!   socket is never removed.
-//! - **Removal.** The socket file the primary created is removed when its
-//!   listener closes: when the last worker listening there is gone, at
-//!   shutdown, and when the cluster is dropped — but only if the path still
-//!   names the same file (device and inode), so a file someone else bound
-//!   there since is left alone. An inherited socket's file is never removed
-//!   (its owner, e.g. systemd, created it).
+//!   the bind retried once; anything else (a connection, a full backlog, no
+//!   answer within [`PROBE_TIMEOUT`]) means a live server owns it, and the
+//!   listen fails with `AddrInUse`. That connect is tokio's: it never blocks
+//!   the network thread, and no lock is held meanwhile. Anything that is not
+//!   a socket is never removed.
+//! - **Removal.** The socket file the cluster owns (it bound it, or an
+//!   upgrading primary handed it on as the cluster's) stays for the life of
+//!   the cluster — clients wait through a restart as on TCP — and is
+//!   removed when the listener closes (shutdown, every slot gave up, the
+//!   cluster dropped), but only if the path still names the same file
+//!   (device and inode), so a file someone else bound there since is left
+//!   alone. After an upgrade the file is the new primary's, and the old one
+//!   leaves it. An inherited socket's file is never removed (its owner, e.g.
+//!   systemd, created it).
 
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixListener, UnixStream};
+use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixListener};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use cluster_ipc::UnixAddr;
+use cluster_ipc::{ListenErrorKind, ListenFailure, UnixAddr};
 
-use super::State;
+use super::listeners::{failure, failure_of};
 
 /// The longest path or abstract name that fits in `sun_path` (108 bytes on
 /// Linux, with a terminating NUL for a path, the leading NUL for a name).
@@ -31,42 +39,42 @@ use super::State;
 /// not, and neither do we.
 pub(super) const MAX_PATH: usize = 107;
 
-/// The Unix side of a listener entry.
-#[derive(Debug)]
-pub(super) struct UnixSide {
-    pub(super) addr: UnixAddr,
-    /// The socket file this primary created (removed on drop).
-    pub(super) _file: Option<SocketFile>,
-    /// Bound by this primary, so it may be closed when unused and bound
-    /// again later (an inherited socket is kept).
-    pub(super) rebindable: bool,
-    /// A worker listened here (a fresh listener is not closed before its
-    /// first worker's route is in).
-    pub(super) used: bool,
-}
+/// How long the check of a socket file in the way waits for its connect.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A socket file the primary created: removed when dropped, if the path
-/// still names it.
+/// A socket file the cluster owns: removed when dropped, if the path still
+/// names it (and it was not disowned).
 #[derive(Debug)]
-pub(super) struct SocketFile {
+pub(crate) struct SocketFile {
     path: PathBuf,
     dev: u64,
     ino: u64,
+    owned: bool,
 }
 
 impl SocketFile {
-    fn of(path: &Path) -> io::Result<SocketFile> {
+    pub(super) fn of(path: &Path) -> io::Result<SocketFile> {
         let meta = std::fs::symlink_metadata(path)?;
         Ok(SocketFile {
             path: path.to_path_buf(),
             dev: meta.dev(),
             ino: meta.ino(),
+            owned: true,
         })
+    }
+
+    /// Someone else owns the file now (the new primary of an upgrade):
+    /// leave it.
+    pub(super) fn disown(mut self) {
+        self.owned = false;
     }
 }
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         if let Ok(meta) = std::fs::symlink_metadata(&self.path)
             && meta.dev() == self.dev
             && meta.ino() == self.ino
@@ -76,67 +84,49 @@ impl Drop for SocketFile {
     }
 }
 
-/// Why a Unix-domain bind failed.
-#[derive(Debug)]
-pub(super) enum UnixBindError {
-    /// The path or name does not fit in `sun_path`.
-    TooLong,
-    /// What the OS said.
-    Io(io::Error),
-}
-
-impl From<io::Error> for UnixBindError {
-    fn from(e: io::Error) -> Self {
-        UnixBindError::Io(e)
-    }
-}
-
 /// Bind `addr` (a stale socket file removed first, see the module docs) and
-/// set `mode` on a path's file.
-pub(super) fn bind(
+/// set `mode` on a path's file: the listener, non-blocking, and the file
+/// the cluster now owns.
+pub(super) async fn bind(
     addr: &UnixAddr,
     mode: Option<u32>,
-) -> Result<(UnixListener, UnixSide), UnixBindError> {
+) -> Result<(UnixListener, Option<SocketFile>), ListenFailure> {
+    let io = |e: io::Error| failure(&e);
+    let too_long = || {
+        failure_of(
+            ListenErrorKind::PathTooLong,
+            "the path does not fit in sun_path",
+        )
+    };
     match addr {
         UnixAddr::Abstract(name) => {
             if name.len() > MAX_PATH {
-                return Err(UnixBindError::TooLong);
+                return Err(too_long());
             }
-            let listener = bind_abstract(name)?;
-            listener.set_nonblocking(true)?;
-            let side = UnixSide {
-                addr: addr.clone(),
-                _file: None,
-                rebindable: true,
-                used: false,
-            };
-            Ok((listener, side))
+            let listener = bind_abstract(name).map_err(io)?;
+            listener.set_nonblocking(true).map_err(io)?;
+            Ok((listener, None))
         }
         UnixAddr::Path(bytes) => {
             if bytes.len() > MAX_PATH {
-                return Err(UnixBindError::TooLong);
+                return Err(too_long());
             }
             let path = Path::new(std::ffi::OsStr::from_bytes(bytes));
             let listener = match UnixListener::bind(path) {
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse && is_stale(path) => {
-                    std::fs::remove_file(path)?;
-                    UnixListener::bind(path)?
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && is_stale(path).await => {
+                    std::fs::remove_file(path).map_err(io)?;
+                    UnixListener::bind(path).map_err(io)?
                 }
-                other => other?,
+                other => other.map_err(io)?,
             };
-            let file = SocketFile::of(path)?;
+            let file = SocketFile::of(path).map_err(io)?;
             if let Some(mode) = mode {
                 // On failure the file goes with `file`.
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    .map_err(io)?;
             }
-            listener.set_nonblocking(true)?;
-            let side = UnixSide {
-                addr: addr.clone(),
-                _file: Some(file),
-                rebindable: true,
-                used: false,
-            };
-            Ok((listener, side))
+            listener.set_nonblocking(true).map_err(io)?;
+            Ok((listener, Some(file)))
         }
     }
 }
@@ -154,12 +144,17 @@ fn bind_abstract(_name: &[u8]) -> io::Result<UnixListener> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
-/// Whether `path` is a socket file nobody listens on (a connect is
-/// refused).
-fn is_stale(path: &Path) -> bool {
+/// Whether `path` is a socket file nobody listens on: a connect to it is
+/// refused. A connect that succeeds, finds the backlog full (`EAGAIN`) or
+/// takes longer than [`PROBE_TIMEOUT`] says a live server owns it. The
+/// connect never blocks the thread.
+async fn is_stale(path: &Path) -> bool {
     let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
-    is_socket
-        && UnixStream::connect(path).is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
+    if !is_socket {
+        return false;
+    }
+    let probe = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::UnixStream::connect(path)).await;
+    matches!(probe, Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused)
 }
 
 /// The address a Unix-domain listener is bound to.
@@ -180,26 +175,6 @@ fn abstract_name(sa: &UnixSocketAddr) -> Option<Vec<u8>> {
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn abstract_name(_sa: &UnixSocketAddr) -> Option<Vec<u8>> {
     None
-}
-
-/// Close the Unix-domain listeners the primary bound that no worker listens
-/// on any more (their socket files go with them); a later listen on the
-/// same address binds it again.
-pub(super) fn release_unused(st: &mut State) {
-    for (idx, entry) in st.listeners.iter_mut().enumerate() {
-        let unused = entry.routes.is_empty()
-            && entry.unix.as_ref().is_some_and(|u| u.rebindable && u.used)
-            && (entry.accept_task.is_some() || entry.shared.is_some());
-        if !unused {
-            continue;
-        }
-        if let Some(task) = entry.accept_task.take() {
-            task.abort();
-        }
-        entry.shared = None;
-        entry.unix = None;
-        st.by_key.retain(|_, i| *i != idx);
-    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Unit tests of the worker's listening side: a handed-over `Connection`
-//! ends the client's connection when dropped, whoever else holds it.
+//! (of either stream type) ends the client's connection when dropped,
+//! whoever else holds it, and is counted while it lives.
 
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -59,6 +60,51 @@ async fn a_dropped_connection_ends_while_the_primary_still_holds_a_duplicate() {
     assert!(matches!(
         notice,
         Incoming::Control(ControlMsg::ConnectionClosed { conn_id: 7 }, _)
+    ));
+    drop(duplicate);
+}
+
+/// The same for a Unix-domain connection (the one `Connection` over the
+/// stream type): the client sees the end at once, the primary is told, and
+/// the connection counted among the worker's open ones while it lived.
+#[tokio::test]
+async fn a_dropped_unix_connection_ends_and_was_counted_like_a_tcp_one() {
+    let (tx, mut primary) = channel().await;
+    let (theirs, ours) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let client = std::thread::spawn(move || {
+        let mut c = theirs;
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).map(|_| rest)
+    });
+    let duplicate = ours.as_fd().try_clone_to_owned().expect("dup");
+    let stream =
+        <tokio::net::UnixStream as super::stream::sealed::Kind>::adopt(ours.into()).expect("adopt");
+    let count = OpenCount::default();
+    let peer = super::stream::sealed::Kind::handed_peer(&stream, None);
+    assert!(peer.is_unnamed(), "{peer:?}");
+    let conn: super::UnixConnection = Connection {
+        stream,
+        peer,
+        _notice: Some(CloseNotice { conn_id: 9, tx }),
+        _open: count.track(),
+    };
+    assert_eq!(count.0.borrow().connections, 1);
+    drop(conn);
+    assert_eq!(count.0.borrow().connections, 0);
+    let seen = tokio::task::spawn_blocking(move || client.join())
+        .await
+        .expect("join the client")
+        .expect("the client thread");
+    assert_eq!(seen.expect("the client saw the end").len(), 0);
+    let notice = tokio::time::timeout(Duration::from_secs(10), primary.recv_raw())
+        .await
+        .expect("the close notice in time")
+        .expect("a frame");
+    assert!(matches!(
+        notice,
+        Incoming::Control(ControlMsg::ConnectionClosed { conn_id: 9 }, _)
     ));
     drop(duplicate);
 }
