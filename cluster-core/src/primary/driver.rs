@@ -251,6 +251,11 @@ async fn read_frames<M: Payload>(
     };
     let (tx, mut rx) = rx;
     let mut reported = Reported::default();
+    // Listen requests are answered beside the loop: opening a listener may
+    // wait (a stale socket file's check, bounded), and acknowledgements and
+    // heartbeats must not wait behind it. Awaited before the loop ends, so
+    // their notices precede the worker's `Exit`.
+    let mut listens = tokio::task::JoinSet::new();
     loop {
         let Some(frame) = reaped.next_frame(&mut rx).await else {
             break;
@@ -273,19 +278,26 @@ async fn read_frames<M: Payload>(
                     }
                     Notice::WorkerDisconnect(id)
                 }
-                ControlMsg::Listen(req) => match balancer.listen(id, &tx, req).await {
-                    Some(addr) => Notice::Listening(id, addr),
-                    None => continue,
-                },
+                ControlMsg::Listen(req) => {
+                    let (balancer, tx, notices) =
+                        (Arc::clone(balancer), tx.clone(), notices.clone());
+                    listens.spawn(async move {
+                        if let Some(addr) = balancer.listen(id, &tx, req).await {
+                            let _ = notices.send(Notice::Listening(id, addr));
+                        }
+                    });
+                    continue;
+                }
                 ControlMsg::ListenOn(req) => {
-                    match balancer
-                        .listen_on(id, &tx, req)
-                        .await
-                        .and_then(|b| listening_on(id, b))
-                    {
-                        Some(notice) => notice,
-                        None => continue,
-                    }
+                    let (balancer, tx, notices) =
+                        (Arc::clone(balancer), tx.clone(), notices.clone());
+                    listens.spawn(async move {
+                        let bound = balancer.listen_on(id, &tx, req).await;
+                        if let Some(notice) = bound.and_then(|b| listening_on(id, b)) {
+                            let _ = notices.send(notice);
+                        }
+                    });
+                    continue;
                 }
                 ControlMsg::ConnectionAck { conn_id, accepted } => {
                     balancer.ack(id, conn_id, accepted);
@@ -327,6 +339,7 @@ async fn read_frames<M: Payload>(
             return;
         }
     }
+    while listens.join_next().await.is_some() {}
 }
 
 pub(crate) use crate::output::Stream;
