@@ -69,8 +69,10 @@ const BATCH: usize = 64 * 1024;
 
 /// One of the primary's output streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stream {
+pub enum Stream {
+    /// Standard output.
     Stdout,
+    /// Standard error.
     Stderr,
 }
 
@@ -159,6 +161,20 @@ pub(crate) async fn forward<R: AsyncRead + Unpin>(
             sink.forward(line).await;
         }
     }
+}
+
+/// Forward a worker's piped `stream` (`io`) to the same stream of this
+/// process, line by line, framed by `format` with `worker`'s id: what a
+/// [`Cluster`](crate::Cluster) does for [`WorkerStdio::Piped`], for a
+/// program that supervises processes of its own. It stops reading `io`
+/// while the forwarding budget is full, and returns at the end of `io`.
+pub async fn forward_worker_output<R: AsyncRead + Unpin>(
+    io: R,
+    worker: WorkerId,
+    stream: Stream,
+    format: crate::WorkerOutput,
+) {
+    forward(Sink::of(stream), io, worker, stream, format.into()).await;
 }
 
 /// What the writer thread takes from the queue.
