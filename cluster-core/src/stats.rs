@@ -56,14 +56,17 @@ pub struct WorkerStats {
 
 /// What `/proc` says of one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct ProcStats {
-    pub(crate) rss_bytes: Option<u64>,
-    pub(crate) cpu_time: Option<Duration>,
+pub struct ProcStats {
+    /// Resident memory, bytes.
+    pub rss_bytes: Option<u64>,
+    /// User plus system CPU time.
+    pub cpu_time: Option<Duration>,
 }
 
-/// Read `/proc/<pid>/statm` and `/proc/<pid>/stat`: a process that is gone
-/// (or a field that does not parse) gives `None`s, never an error.
-pub(crate) fn read_proc(pid: u32) -> ProcStats {
+/// Read `/proc/<pid>/statm` and `/proc/<pid>/stat` (blocking file reads):
+/// a process that is gone (or a field that does not parse) gives `None`s,
+/// never an error.
+pub fn read_proc(pid: u32) -> ProcStats {
     let rss_bytes = std::fs::read_to_string(format!("/proc/{pid}/statm"))
         .ok()
         .and_then(|s| parse_statm_rss_pages(&s))
