@@ -136,7 +136,7 @@ pub use endpoint::{Endpoint, ListenTarget, UnixAddr};
 pub use error::ListenErrorKind;
 pub use error::{Error, Result};
 pub use event::{Close, Event, Message, RecycleReason, SlotId, WorkerId};
-pub use primary::{Cluster, ConnectionStats, InheritedSocket, WorkerHandle};
+pub use primary::{Cluster, ConnectionStats, InheritedSocket, WorkerHandle, inherited_sockets};
 pub use restart::{Backoff, CrashLoopLimit, RestartPolicy};
 pub use role::{Role, WORKER_ENV, is_primary, is_worker, role};
 pub use sched_policy::{self, Policy, PolicyKind};

@@ -60,6 +60,14 @@ use crate::state::WorkerState;
 pub use balancer::{ConnectionStats, InheritedSocket};
 pub use handle::WorkerHandle;
 
+/// Duplicates (close-on-exec) of the listening sockets this process was
+/// given by socket activation (`LISTEN_PID` naming it, `LISTEN_FDS`), with
+/// their `LISTEN_FDNAMES` names, that no cluster listener took: adopted
+/// once per process, like [`Cluster::new`] does.
+pub fn inherited_sockets() -> Vec<(Option<String>, std::os::fd::OwnedFd)> {
+    activation::untaken()
+}
+
 use balancer::{Balancer, Counters, HandoffLimits};
 
 use driver::Notice;
