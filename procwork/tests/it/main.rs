@@ -1,0 +1,1 @@
+//! procwork integration tests.
