@@ -27,6 +27,8 @@ draining = threading.Event()
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = 64 * 1024  # one write per response (flushed after each)
+    disable_nagle_algorithm = True
     timeout = GRACE  # an idle kept-alive connection is closed after this
 
     def do_GET(self):
@@ -69,12 +71,19 @@ def main():
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # CPython runs signal handlers in the main thread only, and only once
+    # that thread runs again: keep SIGTERM away from the serving threads
+    # (they inherit this mask), so the kernel delivers it to the main one.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     serving.start()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
     never = os.environ.get("APP_NEVER_READY")
     if not (never and os.path.exists(never)):
         notify("READY=1\nSTATUS=serving")
-    stop.wait()
+    while not stop.wait(0.5):
+        pass
     draining.set()
     server.shutdown()       # stop accepting
     server.socket.close()   # procwork keeps the shared socket open

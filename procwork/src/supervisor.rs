@@ -65,6 +65,10 @@ pub struct RunConfig {
     pub log: Log,
 }
 
+/// A stop signal this soon after the first is the same stop, delivered
+/// twice; a later one kills every worker at once.
+const REPEAT_STOP: Duration = Duration::from_secs(1);
+
 /// How often recycling limits are checked.
 const RECYCLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -135,6 +139,7 @@ pub struct Supervisor {
     replacing: BTreeMap<u64, u64>,
     recycle_blocked_until: Option<Instant>,
     stopping: Option<Vec<oneshot::Sender<Reply>>>,
+    stop_started: Instant,
     service: ServiceNotifier,
     announced_ready: bool,
     all_gave_up: bool,
@@ -162,6 +167,7 @@ impl Supervisor {
             replacing: BTreeMap::new(),
             recycle_blocked_until: None,
             stopping: None,
+            stop_started: Instant::now(),
             service: ServiceNotifier::from_env(),
             announced_ready: false,
             all_gave_up: false,
@@ -978,7 +984,14 @@ impl Supervisor {
 
     fn stop_all(&mut self, reply: Option<oneshot::Sender<Reply>>) {
         if let Some(waiters) = &mut self.stopping {
+            let repeated = reply.is_none();
             waiters.extend(reply);
+            // The same signal sent to procwork and to its process group
+            // (`timeout`, `kill -TERM -PGID`) arrives twice at once: only a
+            // second stop signal a while after the first skips the grace.
+            if !repeated || self.stop_started.elapsed() < REPEAT_STOP {
+                return;
+            }
             // A second stop: no more grace.
             self.cfg
                 .log
@@ -995,6 +1008,7 @@ impl Supervisor {
         );
         self.service.send("STOPPING=1\nSTATUS=stopping");
         self.stopping = Some(reply.into_iter().collect());
+        self.stop_started = Instant::now();
         if self.reload.is_some() {
             self.finish_reload(Err("procwork is stopping".into()));
         }

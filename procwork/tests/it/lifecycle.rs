@@ -1,0 +1,78 @@
+//! The instance as an operator sees it: `procwork status` lists every
+//! worker; a second `run` of the same instance is refused; SIGTERM stops
+//! everything and leaves no process (checked by process group) and no
+//! file behind.
+
+use std::time::Duration;
+
+use crate::support::{App, Instance, processes_in_groups};
+
+#[test]
+fn status_lists_every_worker() {
+    let mut pw = Instance::start(
+        &["-w", "3", "--listen", "tcp://127.0.0.1:0"],
+        &App::Python.command(),
+        &[],
+    );
+    pw.wait_line("all 3 worker(s) ready", Duration::from_secs(30));
+    let ready = pw.workers("ready");
+    assert_eq!(ready.iter().map(|w| w.0).collect::<Vec<_>>(), [1, 2, 3]);
+    let table = pw.ctl(&["status"]);
+    assert!(table.status.success());
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("SLOT  WORKER  PID"), "{table}");
+    for (slot, pid) in &ready {
+        let row = table
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some(&pid.to_string()))
+            .unwrap_or_else(|| panic!("no row for pid {pid}:\n{table}"));
+        assert!(row.starts_with(&slot.to_string()), "{row}");
+        assert!(row.contains("ready") && row.contains("mb"), "{row}");
+    }
+    // One instance per name: a second run is refused, the first serves on.
+    let second = pw.ctl(&["run", "-w", "1", "--", "true"]);
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
+    assert_eq!(pw.workers("ready").len(), 3);
+    assert!(pw.terminate().success());
+}
+
+#[test]
+fn sigterm_stops_everything_and_leaves_no_process_nor_file() {
+    let sock_dir = std::env::temp_dir().join(format!("procwork-it-sock-{}", std::process::id()));
+    std::fs::create_dir_all(&sock_dir).unwrap();
+    let sock = sock_dir.join("app.sock");
+    let listen_unix = format!("unix:{}", sock.display());
+    let mut pw = Instance::start(
+        &[
+            "-w",
+            "2",
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--listen",
+            &listen_unix,
+            "--grace",
+            "1s",
+        ],
+        &App::Python.command(),
+        // Each worker starts a child that ignores SIGTERM, in its group.
+        &[("APP_CHILD", "1")],
+    );
+    pw.wait_line("all 2 worker(s) ready", Duration::from_secs(30));
+    let groups: Vec<u32> = pw.workers("ready").iter().map(|w| w.1).collect();
+    let before = processes_in_groups(&groups);
+    assert!(before.len() >= 4, "workers and their children: {before:?}");
+    assert!(sock.exists());
+    let control = pw.runtime_dir.join("procwork");
+    assert!(control.exists());
+    let status = pw.terminate();
+    assert!(status.success(), "{status:?}");
+    let left = processes_in_groups(&groups);
+    assert!(left.is_empty(), "processes left: {left:?}");
+    assert!(!sock.exists(), "the socket file is removed");
+    let leftovers: Vec<_> = std::fs::read_dir(&control)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "files left: {leftovers:?}");
+    std::fs::remove_dir_all(&sock_dir).unwrap();
+}
