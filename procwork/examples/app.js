@@ -13,7 +13,8 @@
 //   shared socket stays open in procwork, other workers accept), answer
 //   each request still coming on a kept-alive connection with
 //   `Connection: close`, close connections idle for the whole grace, exit
-//   when none is left.
+//   when none is left. With APP_DRAIN=close it drains as most apps do,
+//   with http.Server's close() (for the benchmark's comparison).
 'use strict';
 const http = require('http');
 const fs = require('fs');
@@ -55,6 +56,10 @@ if (listenFds >= 1 && Number(process.env.LISTEN_PID) === process.pid) {
 function drain() {
   if (draining) return;
   draining = true;
+  if (process.env.APP_DRAIN === 'close') {
+    server.close(() => process.exit(0));
+    return;
+  }
   // net.Server's close: stop accepting, without http.Server's
   // closeIdleConnections (which races a client sending its next request).
   net.Server.prototype.close.call(server, () => process.exit(0));

@@ -1,6 +1,8 @@
 //! What each subcommand does, from its parsed arguments to its outcome.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cluster_core::WorkerOutput;
@@ -12,17 +14,17 @@ use crate::error::Error;
 use crate::listen::{self, ListenAddr, ListenSocket, ListenSpec};
 use crate::log::{Log, LogFormat};
 use crate::paths::{self, Paths};
-use crate::supervisor::{RunConfig, Supervisor};
+use crate::supervisor::{Outcome, RunConfig, Supervisor};
 use crate::worker::WorkerSpec;
 
 /// `procwork run`: opens the sockets, the control socket and the pid file,
-/// supervises until stopped, and cleans up. Returns whether it ended well
-/// (`false` when every slot gave up).
+/// supervises until stopped, and cleans up (unless it handed everything to
+/// a new procwork). Says how it ended.
 ///
 /// # Errors
 /// Whatever keeps it from starting: a socket, the runtime directory, the
 /// control socket taken by another procwork, a program that is not found.
-pub fn run(args: RunArgs) -> Result<bool, Error> {
+pub fn run(args: RunArgs) -> Result<Outcome, Error> {
     let paths = paths::resolve(
         args.name.as_deref(),
         args.control.as_deref(),
@@ -70,31 +72,46 @@ pub fn run(args: RunArgs) -> Result<bool, Error> {
             LogFormatArg::Plain => LogFormat::Plain,
             LogFormatArg::Json => LogFormat::Json,
         }),
+        exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+        args: std::env::args_os().skip(1).collect(),
     };
     let outcome = runtime.block_on(serve(cfg, &args, &paths));
-    let _ = std::fs::remove_file(&paths.pid_file);
-    let _ = std::fs::remove_dir(&paths.notify_dir);
-    let _ = std::fs::remove_dir(&paths.dir);
+    if !matches!(outcome, Ok(Outcome::HandedOver)) {
+        let _ = std::fs::remove_file(&paths.pid_file);
+        let _ = std::fs::remove_dir(&paths.notify_dir);
+        let _ = std::fs::remove_dir(&paths.dir);
+    }
     outcome
 }
 
-async fn serve(cfg: RunConfig, args: &RunArgs, paths: &Paths) -> Result<bool, Error> {
+async fn serve(cfg: RunConfig, args: &RunArgs, paths: &Paths) -> Result<Outcome, Error> {
+    let inherited = crate::upgrade::split(cluster_core::inherited_sockets());
+    let upgrading = inherited.handover.is_some();
     // The control socket first: a second procwork for the same instance
-    // stops here, before it binds anything else.
-    let control_spec = ListenSpec {
-        name: None,
-        addr: ListenAddr::Unix(paths.control.clone()),
+    // stops here, before it binds anything else. A procwork started by an
+    // upgrade takes over the old one's.
+    let control_socket = match inherited.control {
+        Some(fd) => {
+            let mut socket = ListenSocket::inherited(None, fd);
+            socket.addr = ListenAddr::Unix(paths.control.clone());
+            socket.adopt_file();
+            socket
+        }
+        None => {
+            let control_spec = ListenSpec {
+                name: None,
+                addr: ListenAddr::Unix(paths.control.clone()),
+            };
+            ListenSocket::open(&control_spec, 0o600).map_err(|e| match e {
+                Error::SocketInUse { path } => Error::AlreadyRunning { path },
+                other => other,
+            })?
+        }
     };
-    let control_socket = ListenSocket::open(&control_spec, 0o600).map_err(|e| match e {
-        Error::SocketInUse { path } => Error::AlreadyRunning { path },
-        other => other,
-    })?;
-    let sockets = listen::open_all(
-        &args.listen,
-        args.socket_mode,
-        cluster_core::inherited_sockets(),
-    )?;
-    paths::write_pid_file(&paths.pid_file, std::process::id())?;
+    let sockets = listen::open_all(&args.listen, args.socket_mode, inherited.sockets, upgrading)?;
+    if !upgrading {
+        paths::write_pid_file(&paths.pid_file, std::process::id())?;
+    }
     let (to_supervisor, from_control) = mpsc::unbounded_channel();
     let control_listener = control_socket
         .fd
@@ -109,13 +126,28 @@ async fn serve(cfg: RunConfig, args: &RunArgs, paths: &Paths) -> Result<bool, Er
             source,
         })?;
     let tx = to_supervisor.clone();
+    // Control connections still writing their answer (`stop`'s comes as
+    // the supervisor returns): waited for, bounded, before exiting.
+    let open_connections = Arc::new(AtomicUsize::new(0));
+    let open = Arc::clone(&open_connections);
+    let control_closed = Arc::new(tokio::sync::Notify::new());
+    let closed = Arc::clone(&control_closed);
     let control_task = tokio::spawn(async move {
         loop {
-            match control_listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(control::serve_connection(stream, tx.clone()));
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            tokio::select! {
+                accepted = control_listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let open = Arc::clone(&open);
+                        open.fetch_add(1, Ordering::SeqCst);
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            control::serve_connection(stream, tx).await;
+                            open.fetch_sub(1, Ordering::SeqCst);
+                        });
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                },
+                () = closed.notified() => return,
             }
         }
     });
@@ -136,12 +168,23 @@ async fn serve(cfg: RunConfig, args: &RunArgs, paths: &Paths) -> Result<bool, Er
     };
     drop(to_supervisor);
     let log = cfg.log;
-    let outcome = Supervisor::new(cfg, sockets).run(from_control).await;
+    let outcome = Supervisor::new(
+        cfg,
+        sockets,
+        control_socket,
+        control_closed,
+        inherited.handover,
+    )
+    .run(from_control)
+    .await;
     control_task.abort();
     if let Some(task) = metrics_task {
         task.abort();
     }
-    drop(control_socket);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while open_connections.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let _ = log;
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         cluster_core::output::Output::stdout().flush().await;

@@ -166,6 +166,12 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// procwork's own upgrade could not start the new procwork.
+    #[error("upgrade failed: {why}")]
+    Upgrade {
+        /// Why.
+        why: String,
+    },
     /// A reload did not complete: a new worker failed to become ready, and
     /// the slots not yet replaced keep their old workers.
     #[error("reload failed: {reason}")]

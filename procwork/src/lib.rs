@@ -19,7 +19,8 @@
 //! recycling, stopping), [`control`] (the control socket and its
 //! protocol), [`status`] and [`metrics`] (the table and the Prometheus
 //! text), [`paths`] (where an instance keeps its files), [`units`]
-//! (durations and sizes), [`log`], and [`app`] (each subcommand). Errors
+//! (durations and sizes), [`upgrade`] (procwork's own upgrade on SIGUSR2),
+//! [`log`], and [`app`] (each subcommand). Errors
 //! are [`Error`] and [`ValueError`].
 //!
 //! # Caveats
@@ -49,6 +50,7 @@ pub mod shim;
 pub mod status;
 pub mod supervisor;
 pub mod units;
+pub mod upgrade;
 pub mod worker;
 
 pub use error::{Error, Result, ValueError};

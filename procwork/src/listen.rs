@@ -20,6 +20,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, SockaddrLike, SockaddrStorage, UnixAddr, bind,
@@ -123,8 +124,10 @@ pub struct ListenSocket {
     /// The socket (close-on-exec; workers get duplicates).
     pub fd: OwnedFd,
     /// The socket file to remove at exit, and its inode, when procwork
-    /// created it.
+    /// created it (or took it over from the procwork it upgraded).
     created: Option<(PathBuf, u64)>,
+    /// Set once the socket was handed to a new procwork: its file stays.
+    keep_file: AtomicBool,
 }
 
 impl ListenSocket {
@@ -146,6 +149,7 @@ impl ListenSocket {
                     addr: ListenAddr::Tcp(local),
                     fd,
                     created: None,
+                    keep_file: AtomicBool::new(false),
                 })
             }
             ListenAddr::Unix(path) => {
@@ -155,6 +159,7 @@ impl ListenSocket {
                     addr: spec.addr.clone(),
                     fd,
                     created: Some((path.clone(), ino)),
+                    keep_file: AtomicBool::new(false),
                 })
             }
         }
@@ -172,12 +177,32 @@ impl ListenSocket {
             addr,
             fd,
             created: None,
+            keep_file: AtomicBool::new(false),
         }
+    }
+
+    /// Makes a socket inherited from the procwork this one upgraded
+    /// procwork's own: its file (if any) is removed at exit.
+    pub fn adopt_file(&mut self) {
+        if let ListenAddr::Unix(path) = &self.addr
+            && let Ok(meta) = std::fs::symlink_metadata(path)
+        {
+            self.created = Some((path.clone(), meta.ino()));
+        }
+    }
+
+    /// Leaves the socket file in place at exit: a new procwork holds the
+    /// socket now.
+    pub fn keep_file(&self) {
+        self.keep_file.store(true, Ordering::Relaxed);
     }
 }
 
 impl Drop for ListenSocket {
     fn drop(&mut self) {
+        if self.keep_file.load(Ordering::Relaxed) {
+            return;
+        }
         if let Some((path, ino)) = &self.created {
             // Only if it is still the file we made (not a successor's).
             if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == *ino) {
@@ -188,8 +213,10 @@ impl Drop for ListenSocket {
 }
 
 /// Opens the sockets of `specs`, taking an inherited socket for a spec of
-/// the same address instead of binding it, then appends the inherited
-/// sockets no spec named (in their order).
+/// the same address (for `tcp://HOST:0`, of the same host) instead of
+/// binding it, then appends the inherited sockets no spec named (in their
+/// order). With `adopt`, the inherited sockets' files become procwork's
+/// to remove (they come from the procwork this one upgraded).
 ///
 /// # Errors
 /// The first socket that cannot be opened ([`ListenSocket::open`]).
@@ -197,21 +224,35 @@ pub fn open_all(
     specs: &[ListenSpec],
     mode: u32,
     inherited: Vec<(Option<String>, OwnedFd)>,
+    adopt: bool,
 ) -> Result<Vec<ListenSocket>, Error> {
     let mut inherited: Vec<Option<ListenSocket>> = inherited
         .into_iter()
         .map(|(name, fd)| Some(ListenSocket::inherited(name, fd)))
         .collect();
     let mut out = Vec::with_capacity(specs.len() + inherited.len());
-    for spec in specs {
-        let taken = inherited
-            .iter_mut()
-            .find(|s| s.as_ref().is_some_and(|s| s.addr == spec.addr))
-            .and_then(Option::take);
+    for (i, spec) in specs.iter().enumerate() {
+        // From an upgrade, the sockets come in the order of the same
+        // `--listen`s; from socket activation, they are found by address.
+        let taken = if adopt {
+            inherited.get_mut(i).and_then(Option::take)
+        } else {
+            inherited
+                .iter_mut()
+                .find(|s| {
+                    s.as_ref()
+                        .is_some_and(|s| same_address(&spec.addr, &s.addr))
+                })
+                .and_then(Option::take)
+        };
         match taken {
             Some(mut socket) => {
                 if let Some(name) = &spec.name {
                     socket.name.clone_from(name);
+                }
+                if adopt && let ListenAddr::Unix(_) = spec.addr {
+                    socket.addr = spec.addr.clone();
+                    socket.adopt_file();
                 }
                 out.push(socket);
             }
@@ -220,6 +261,14 @@ pub fn open_all(
     }
     out.extend(inherited.into_iter().flatten());
     Ok(out)
+}
+
+/// Whether an inherited socket at `have` serves a `--listen` of `want`.
+fn same_address(want: &ListenAddr, have: &ListenAddr) -> bool {
+    match (want, have) {
+        (ListenAddr::Tcp(w), ListenAddr::Tcp(h)) => w == h || (w.port() == 0 && w.ip() == h.ip()),
+        (w, h) => w == h,
+    }
 }
 
 fn bind_tcp(addr: SocketAddr) -> std::io::Result<OwnedFd> {

@@ -32,11 +32,10 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         CliCommand::Run(args) => {
-            let ok = procwork::app::run(*args).context("run")?;
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
+            let outcome = procwork::app::run(*args).context("run")?;
+            Ok(match outcome {
+                procwork::supervisor::Outcome::GaveUp => ExitCode::FAILURE,
+                _ => ExitCode::SUCCESS,
             })
         }
         CliCommand::Status(args) => {

@@ -63,6 +63,21 @@ pub struct RunConfig {
     pub paths: Paths,
     /// procwork's own lines.
     pub log: Log,
+    /// procwork's own program (for an upgrade: the file now at this path).
+    pub exe: std::path::PathBuf,
+    /// procwork's arguments after its name (an upgrade passes them on).
+    pub args: Vec<std::ffi::OsString>,
+}
+
+/// How [`Supervisor::run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stopped (SIGTERM, SIGINT, `procwork stop`): every worker is gone.
+    Stopped,
+    /// Every slot gave up (a crash loop): every worker is gone.
+    GaveUp,
+    /// A new procwork took over every socket; this one's workers are gone.
+    HandedOver,
 }
 
 /// A stop signal this soon after the first is the same stop, delivered
@@ -115,6 +130,8 @@ struct Reload {
 /// Internal wake-ups.
 enum Wake {
     RestartDue(u64),
+    /// The new procwork of an upgrade said it is ready (or did not).
+    Upgraded(bool),
     /// RSS of (worker, pid) pairs, for recycling.
     Memory(Vec<(u64, Option<u64>)>),
 }
@@ -143,11 +160,29 @@ pub struct Supervisor {
     service: ServiceNotifier,
     announced_ready: bool,
     all_gave_up: bool,
+    control: ListenSocket,
+    control_closed: Arc<tokio::sync::Notify>,
+    /// Set in a procwork started by an upgrade, until it is ready.
+    handover: Option<std::os::unix::net::UnixStream>,
+    /// The new procwork of an upgrade in progress.
+    upgrade: Option<spawn_core::Child>,
+    handed_over: bool,
 }
 
 impl Supervisor {
     /// A supervisor over `sockets`; nothing starts until [`run`](Self::run).
-    pub fn new(cfg: RunConfig, sockets: Vec<ListenSocket>) -> Self {
+    ///
+    /// `control` is the control socket (kept to hand on in an upgrade),
+    /// `control_closed` is notified when this procwork stops answering on
+    /// it (handed over), `handover` is set in a procwork started by an
+    /// upgrade.
+    pub fn new(
+        cfg: RunConfig,
+        sockets: Vec<ListenSocket>,
+        control: ListenSocket,
+        control_closed: Arc<tokio::sync::Notify>,
+        handover: Option<std::os::unix::net::UnixStream>,
+    ) -> Self {
         let (reports_tx, reports) = mpsc::unbounded_channel();
         let (wake_tx, wake) = mpsc::unbounded_channel();
         Supervisor {
@@ -171,6 +206,11 @@ impl Supervisor {
             service: ServiceNotifier::from_env(),
             announced_ready: false,
             all_gave_up: false,
+            control,
+            control_closed,
+            handover,
+            upgrade: None,
+            handed_over: false,
         }
     }
 
@@ -188,15 +228,14 @@ impl Supervisor {
             .collect()
     }
 
-    /// Starts the slots and supervises until stopped. Returns whether it
-    /// ended well (`false` when every slot gave up).
+    /// Starts the slots and supervises until stopped; says how it ended.
     ///
     /// # Errors
     /// [`Error::Signals`] if the signal handlers cannot be installed.
     pub async fn run(
         mut self,
         mut control: mpsc::UnboundedReceiver<Incoming>,
-    ) -> Result<bool, Error> {
+    ) -> Result<Outcome, Error> {
         let mut term = signal(SignalKind::terminate()).map_err(Error::Signals)?;
         let mut int = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
         let mut hup = signal(SignalKind::hangup()).map_err(Error::Signals)?;
@@ -245,11 +284,7 @@ impl Supervisor {
                     let n = self.live_slots().saturating_sub(1).max(1);
                     self.scale(n, None);
                 }
-                _ = usr2.recv() => log.warn(
-                    "upgrade",
-                    json!({}),
-                    "SIGUSR2: upgrading procwork itself is not supported; restart it (the workers would restart too) or reload the workers with SIGHUP",
-                ),
+                _ = usr2.recv() => self.start_upgrade(),
                 _ = recycle.tick(), if recycling => self.check_recycling(),
                 _ = watchdog.tick(), if watchdog_every.is_some() => self.service.send("WATCHDOG=1"),
             }
@@ -260,7 +295,52 @@ impl Supervisor {
             });
         }
         log.info("exit", json!({}), "every worker has exited; exiting");
-        Ok(!self.all_gave_up)
+        if self.handed_over {
+            for socket in self.sockets.iter() {
+                socket.keep_file();
+            }
+            self.control.keep_file();
+            return Ok(Outcome::HandedOver);
+        }
+        if let Some(mut child) = self.upgrade.take() {
+            let _ = child.kill(Signal::SIGKILL);
+        }
+        Ok(if self.all_gave_up {
+            Outcome::GaveUp
+        } else {
+            Outcome::Stopped
+        })
+    }
+
+    /// SIGUSR2: starts the new procwork (see [`crate::upgrade`]).
+    fn start_upgrade(&mut self) {
+        let log = self.cfg.log;
+        if self.upgrade.is_some() || self.stopping.is_some() || self.handover.is_some() {
+            log.warn("upgrade", json!({}), "SIGUSR2 ignored: an upgrade or a stop is in progress, or this procwork is not ready yet");
+            return;
+        }
+        match crate::upgrade::start(&self.cfg.exe, &self.cfg.args, &self.sockets, &self.control) {
+            Ok((child, handover)) => {
+                let pid = child.pid();
+                log.info(
+                    "upgrade",
+                    json!({"new_pid": pid, "exe": self.cfg.exe.display().to_string()}),
+                    &format!("upgrading: started {} as pid {pid}", self.cfg.exe.display()),
+                );
+                self.upgrade = Some(child);
+                let limit = self.cfg.spec.ready_timeout + Duration::from_secs(10);
+                let wake = self.wake_tx.clone();
+                tokio::spawn(async move {
+                    let ok = crate::upgrade::wait_ready(handover, limit).await;
+                    let _ = wake.send(Wake::Upgraded(ok));
+                });
+            }
+            Err(e) => log.warn(
+                "upgrade_failed",
+                json!({"error": e.to_string()}),
+                &e.to_string(),
+            ),
+        }
     }
 
     fn command_line(&self) -> Vec<String> {
@@ -587,6 +667,35 @@ impl Supervisor {
 
     fn on_wake(&mut self, wake: Wake) {
         match wake {
+            Wake::Upgraded(ok) => {
+                let Some(mut child) = self.upgrade.take() else {
+                    return;
+                };
+                let pid = child.pid();
+                let log = self.cfg.log;
+                if ok && self.stopping.is_none() {
+                    log.info(
+                        "handed_over",
+                        json!({"new_pid": pid}),
+                        &format!(
+                            "handed over to the new procwork (pid {pid}); stopping the old workers"
+                        ),
+                    );
+                    self.service.send(&format!(
+                        "MAINPID={pid}\nSTATUS=handed over to the new procwork (pid {pid})"
+                    ));
+                    self.handed_over = true;
+                    self.control_closed.notify_one();
+                    self.stop_all(None);
+                } else {
+                    let _ = child.kill(Signal::SIGKILL);
+                    log.warn(
+                        "upgrade_failed",
+                        json!({"new_pid": pid}),
+                        &format!("upgrade failed: the new procwork (pid {pid}) was not ready in time or exited; killed it, serving on"),
+                    );
+                }
+            }
             Wake::RestartDue(slot_id) => {
                 let Some(slot) = self.slots.get_mut(&slot_id) else {
                     return;
@@ -1006,7 +1115,9 @@ impl Supervisor {
             json!({"workers": self.workers.len()}),
             &format!("stopping {} worker(s)", self.workers.len()),
         );
-        self.service.send("STOPPING=1\nSTATUS=stopping");
+        if !self.handed_over {
+            self.service.send("STOPPING=1\nSTATUS=stopping");
+        }
         self.stopping = Some(reply.into_iter().collect());
         self.stop_started = Instant::now();
         if self.reload.is_some() {
@@ -1041,6 +1152,17 @@ impl Supervisor {
                 &format!("all {total} worker(s) ready"),
             );
             self.service.send(&format!("READY=1\n{status}"));
+            if let Some(mut handover) = self.handover.take() {
+                // Started by an upgrade: tell the old procwork, and take
+                // the pid file.
+                use std::io::Write as _;
+                let _ = handover.set_nonblocking(true);
+                let _ = handover.write_all(b"ready\n");
+                let pid_file = self.cfg.paths.pid_file.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = crate::paths::write_pid_file(&pid_file, std::process::id());
+                });
+            }
         } else {
             self.service.send(&status);
         }

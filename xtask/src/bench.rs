@@ -201,8 +201,9 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         rows,
         failures,
     };
-    let page = markdown(&report, "benchmarks.svg");
+    let mut page = markdown(&report, "benchmarks.svg");
     print!("{page}");
+    page.push_str(&committed_reports(root));
     let md_path = out_dir.join("benchmarks.md");
     std::fs::write(&md_path, &page).with_context(|| format!("writing {}", md_path.display()))?;
     let svg_path = out_dir.join("benchmarks.svg");
@@ -219,6 +220,37 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         report.failures.len()
     );
     Ok(())
+}
+
+/// The reports other bench scripts committed under `bench/results/`
+/// (`bench/procwork-vs-pm2.sh`'s), each kept as a section of the page, so
+/// that a new `cargo xtask bench` run does not drop them: their headings
+/// one level down, in file-name order.
+fn committed_reports(root: &Path) -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("bench/results"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    files.sort();
+    let mut out = String::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
+        out.push_str(&format!("\n<!-- From `{rel}`, kept as it was committed. -->\n\n"));
+        for line in text.lines() {
+            if line.starts_with('#') {
+                out.push('#');
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The rounds: every bench, then every Node script, `options.rounds` times.

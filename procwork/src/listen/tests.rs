@@ -70,7 +70,7 @@ fn an_inherited_socket_is_taken_for_the_same_address() {
         addr: ListenAddr::Tcp(addr),
     }];
     // Binding the same address again would fail (EADDRINUSE): it is taken.
-    let all = open_all(&specs, 0, vec![(Some("activated".into()), fd)]).unwrap();
+    let all = open_all(&specs, 0, vec![(Some("activated".into()), fd)], false).unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].name, "web");
     assert_eq!(all[0].addr, ListenAddr::Tcp(addr));

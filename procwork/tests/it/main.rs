@@ -7,3 +7,4 @@ mod faults;
 mod lifecycle;
 mod reload;
 mod support;
+mod upgrade;

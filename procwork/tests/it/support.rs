@@ -243,6 +243,18 @@ impl Drop for Instance {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // A procwork that took over from this one (an upgrade) is stopped
+        // through the control socket, so no test leaves one running.
+        let instances = std::fs::read_dir(self.runtime_dir.join("procwork"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        if instances
+            .into_iter()
+            .any(|d| d.path().join("control.sock").exists())
+        {
+            let _ = self.ctl(&["stop"]);
+        }
         let _ = std::fs::remove_dir_all(&self.runtime_dir);
     }
 }
