@@ -188,7 +188,10 @@ pub fn parse_signal(text: &str) -> Result<Signal, ValueError> {
     } else {
         format!("SIG{upper}")
     };
-    name.parse::<Signal>().map_err(|_| bad())
+    (1..=64)
+        .filter_map(Signal::from_raw)
+        .find(|s| s.as_str() == name)
+        .ok_or_else(bad)
 }
 
 fn parse_metrics(text: &str) -> Result<std::net::SocketAddr, ValueError> {

@@ -240,9 +240,9 @@ impl Supervisor {
         let mut int = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
         let mut hup = signal(SignalKind::hangup()).map_err(Error::Signals)?;
         let mut ttin =
-            signal(SignalKind::from_raw(libc_sig(Signal::SIGTTIN))).map_err(Error::Signals)?;
+            signal(SignalKind::from_raw(Signal::SIGTTIN.as_raw())).map_err(Error::Signals)?;
         let mut ttou =
-            signal(SignalKind::from_raw(libc_sig(Signal::SIGTTOU))).map_err(Error::Signals)?;
+            signal(SignalKind::from_raw(Signal::SIGTTOU.as_raw())).map_err(Error::Signals)?;
         let mut usr2 = signal(SignalKind::user_defined2()).map_err(Error::Signals)?;
         let log = self.cfg.log;
         log.info(
@@ -303,7 +303,7 @@ impl Supervisor {
             return Ok(Outcome::HandedOver);
         }
         if let Some(mut child) = self.upgrade.take() {
-            let _ = child.kill(Signal::SIGKILL);
+            let _ = child.signal(Signal::SIGKILL);
         }
         Ok(if self.all_gave_up {
             Outcome::GaveUp
@@ -321,7 +321,7 @@ impl Supervisor {
         }
         match crate::upgrade::start(&self.cfg.exe, &self.cfg.args, &self.sockets, &self.control) {
             Ok((child, handover)) => {
-                let pid = child.pid();
+                let pid = child.id().unwrap_or(0);
                 log.info(
                     "upgrade",
                     json!({"new_pid": pid, "exe": self.cfg.exe.display().to_string()}),
@@ -401,7 +401,7 @@ impl Supervisor {
         if let Some(slot) = self.slots.get_mut(&slot_id) {
             slot.starts += 1;
         }
-        let pid = child.pid();
+        let pid = child.id().unwrap_or(0);
         let (orders_tx, orders) = mpsc::unbounded_channel();
         tokio::spawn(worker::drive(
             id,
@@ -671,7 +671,7 @@ impl Supervisor {
                 let Some(mut child) = self.upgrade.take() else {
                     return;
                 };
-                let pid = child.pid();
+                let pid = child.id().unwrap_or(0);
                 let log = self.cfg.log;
                 if ok && self.stopping.is_none() {
                     log.info(
@@ -688,7 +688,7 @@ impl Supervisor {
                     self.control_closed.notify_one();
                     self.stop_all(None);
                 } else {
-                    let _ = child.kill(Signal::SIGKILL);
+                    let _ = child.signal(Signal::SIGKILL);
                     log.warn(
                         "upgrade_failed",
                         json!({"new_pid": pid}),
@@ -1167,10 +1167,6 @@ impl Supervisor {
             self.service.send(&status);
         }
     }
-}
-
-fn libc_sig(signal: Signal) -> i32 {
-    signal as i32
 }
 
 /// How a worker ended, in words.

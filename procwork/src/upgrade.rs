@@ -76,23 +76,24 @@ pub fn start(
     let (ours, theirs) = UnixStream::pair().map_err(|e| err(e.to_string()))?;
     let mut names: Vec<&str> = sockets.iter().map(|s| s.name.as_str()).collect();
     names.extend([CONTROL_NAME, HANDOVER_NAME]);
-    let mut command = Command::new("/proc/self/exe")
-        .argv0("procwork")
+    let mut command = Command::new("/proc/self/exe");
+    command
+        .arg0("procwork")
         .arg(SHIM_ARG)
         .arg(exe)
         .args(args)
         .env("LISTEN_FDS", names.len().to_string())
         .env("LISTEN_FDNAMES", names.join(":"))
         .env_remove("LISTEN_PID")
-        .stdin(Stdio::Null)
+        .stdin(Stdio::null())
         .new_session();
     let mut fd = 3;
     for socket in sockets.iter().chain([control]) {
         let dup = socket.fd.try_clone().map_err(|e| err(e.to_string()))?;
-        command = command.inherit_fd(fd, dup);
+        command.inherit_fd(fd, dup);
         fd += 1;
     }
-    command = command.inherit_fd(fd, OwnedFd::from(theirs));
+    command.inherit_fd(fd, OwnedFd::from(theirs));
     let child = command.spawn().map_err(|e| err(e.to_string()))?;
     Ok((child, ours))
 }

@@ -29,6 +29,10 @@ use crate::listen::ListenSocket;
 use crate::notify::{NOTIFY_FD_ENV, Notice, NotifySocket, parse};
 use crate::shim::SHIM_ARG;
 
+/// How long the end of a worker waits for the rest of its process group
+/// to be gone after SIGKILL.
+const GROUP_GONE_WAIT: Duration = Duration::from_secs(1);
+
 /// What a worker is started with.
 #[derive(Debug, Clone)]
 pub struct WorkerSpec {
@@ -116,8 +120,9 @@ pub fn start(
         source,
     })?;
     let n = i32::try_from(sockets.len()).unwrap_or(i32::MAX);
-    let mut command = Command::new("/proc/self/exe")
-        .argv0("procwork")
+    let mut command = Command::new("/proc/self/exe");
+    command
+        .arg0("procwork")
         .arg(SHIM_ARG)
         .args(&spec.command)
         .env_remove("LISTEN_PID")
@@ -126,22 +131,22 @@ pub fn start(
         .env(NOTIFY_FD_ENV, (3 + n).to_string())
         .env("PROCWORK_SLOT", slot.to_string())
         .env("PROCWORK_WORKER", worker.to_string())
-        .stdin(Stdio::Null)
-        .stdout(Stdio::Piped)
-        .stderr(Stdio::Piped)
-        .process_group()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
         .parent_death_signal(Signal::SIGKILL);
-    command = if sockets.is_empty() {
+    if sockets.is_empty() {
         command
             .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_FDNAMES")
+            .env_remove("LISTEN_FDNAMES");
     } else {
         let names: Vec<&str> = sockets.iter().map(|s| s.name.as_str()).collect();
         command
             .env("LISTEN_FDS", sockets.len().to_string())
-            .env("LISTEN_FDNAMES", names.join(":"))
-    };
-    command = match spec.watchdog {
+            .env("LISTEN_FDNAMES", names.join(":"));
+    }
+    match spec.watchdog {
         Some(w) => command.env("WATCHDOG_USEC", w.as_micros().to_string()),
         None => command.env_remove("WATCHDOG_USEC"),
     };
@@ -150,9 +155,9 @@ pub fn start(
             .fd
             .try_clone()
             .map_err(|source| Error::Descriptor { worker, source })?;
-        command = command.inherit_fd(i, fd);
+        command.inherit_fd(i, fd);
     }
-    command = command.inherit_fd(3 + n, notify_fd);
+    command.inherit_fd(3 + n, notify_fd);
     let mut child = command.spawn().map_err(spawn_err)?;
     let id = WorkerId(worker);
     if let Some(out) = child.take_stdout() {
@@ -173,7 +178,8 @@ pub async fn drive(
     reports: mpsc::UnboundedSender<Report>,
     mut orders: mpsc::UnboundedReceiver<Order>,
 ) {
-    let pid = child.pid();
+    // Taken while it runs (`id` is `None` once it was reaped).
+    let pid = child.id().unwrap_or(0);
     let started = Instant::now();
     let far = started + Duration::from_secs(100 * 365 * 86400);
     let mut ready = false;
@@ -224,28 +230,38 @@ pub async fn drive(
             }
             () = tokio::time::sleep_until(watchdog_at), if watchdog_at < far => {
                 watchdog_at = far;
-                let _ = child.kill_group(Signal::SIGKILL);
+                let _ = child.signal_group(Signal::SIGKILL);
                 send(Report::Hung { worker });
             }
             order = orders.recv(), if orders_open => match order {
                 Some(Order::Stop { signal, grace }) => {
-                    let _ = child.kill(signal);
+                    let _ = child.signal(signal);
                     kill_at = kill_at.min(Instant::now() + grace);
                     timeout_at = far;
                 }
                 Some(Order::Kill) => {
-                    let _ = child.kill_group(Signal::SIGKILL);
+                    let _ = child.signal_group(Signal::SIGKILL);
                 }
                 None => orders_open = false,
             },
             () = tokio::time::sleep_until(kill_at), if kill_at < far => {
                 kill_at = far;
-                let _ = child.kill_group(Signal::SIGKILL);
+                let _ = child.signal_group(Signal::SIGKILL);
             }
         }
     };
-    // Whatever it left in its group goes with it.
-    let _ = child.kill_group(Signal::SIGKILL);
+    // Whatever it left in its group goes with it; the exit is reported
+    // once the group is empty (bounded: members that are zombies wait for
+    // their parent, or init, to reap them).
+    let _ = child.signal_group(Signal::SIGKILL);
+    let group = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0));
+    let gone_by = Instant::now() + GROUP_GONE_WAIT;
+    while pid != 0
+        && nix::sys::signal::killpg(group, None).is_ok()
+        && Instant::now() < gone_by
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     drop(notify);
     let close = close.unwrap_or(Close::Exited(-1));
     send(Report::Exited { worker, close });

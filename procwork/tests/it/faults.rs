@@ -62,7 +62,7 @@ fn a_program_never_ready_fails_at_the_timeout_and_the_old_workers_keep_serving()
             "--listen",
             "tcp://127.0.0.1:0",
             "--ready-timeout",
-            "1s",
+            "3s",
             "--grace",
             "2s",
         ],
