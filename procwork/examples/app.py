@@ -12,6 +12,7 @@
 - APP_NEVER_READY=<file>: while that file exists, the app never says
   READY=1 (a broken release, for the tests). APP_CHILD=1: it also starts a
   child that ignores SIGTERM (for the tests of the process group).
+  APP_WATCHDOG_ONCE=1: it feeds the watchdog once, then never (a hang).
 """
 import os
 import signal
@@ -82,6 +83,8 @@ def main():
     never = os.environ.get("APP_NEVER_READY")
     if not (never and os.path.exists(never)):
         notify("READY=1\nSTATUS=serving")
+    if os.environ.get("APP_WATCHDOG_ONCE") == "1":
+        notify("WATCHDOG=1")
     while not stop.wait(0.5):
         pass
     draining.set()

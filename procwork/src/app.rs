@@ -74,6 +74,7 @@ pub fn run(args: RunArgs) -> Result<Outcome, Error> {
         }),
         exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
         args: std::env::args_os().skip(1).collect(),
+        metrics: None,
     };
     let outcome = runtime.block_on(serve(cfg, &args, &paths));
     if !matches!(outcome, Ok(Outcome::HandedOver)) {
@@ -84,7 +85,7 @@ pub fn run(args: RunArgs) -> Result<Outcome, Error> {
     outcome
 }
 
-async fn serve(cfg: RunConfig, args: &RunArgs, paths: &Paths) -> Result<Outcome, Error> {
+async fn serve(mut cfg: RunConfig, args: &RunArgs, paths: &Paths) -> Result<Outcome, Error> {
     let inherited = crate::upgrade::split(cluster_core::inherited_sockets());
     let upgrading = inherited.handover.is_some();
     // The control socket first: a second procwork for the same instance
@@ -159,6 +160,7 @@ async fn serve(cfg: RunConfig, args: &RunArgs, paths: &Paths) -> Result<Outcome,
                     addr: format!("tcp://{addr}"),
                     source,
                 })?;
+            cfg.metrics = listener.local_addr().ok();
             Some(tokio::spawn(crate::metrics::serve(
                 listener,
                 to_supervisor.clone(),

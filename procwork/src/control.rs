@@ -68,6 +68,8 @@ pub struct Status {
     pub command: Vec<String>,
     /// The listening sockets.
     pub listen: Vec<String>,
+    /// Where the Prometheus metrics are served (`--metrics`), if anywhere.
+    pub metrics: Option<String>,
     /// How many slots are kept filled.
     pub slots: usize,
     /// Whether a rolling reload is running.

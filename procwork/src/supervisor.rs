@@ -67,6 +67,8 @@ pub struct RunConfig {
     pub exe: std::path::PathBuf,
     /// procwork's arguments after its name (an upgrade passes them on).
     pub args: Vec<std::ffi::OsString>,
+    /// Where the metrics are served, once bound.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// How [`Supervisor::run`] ended.
@@ -856,6 +858,7 @@ impl Supervisor {
             name: self.cfg.name.clone(),
             command: self.command_line(),
             listen: self.listen_names(),
+            metrics: self.cfg.metrics.map(|a| a.to_string()),
             slots: self.live_slots(),
             reloading: self.reload.is_some(),
             rss_bytes: None,

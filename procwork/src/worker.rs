@@ -256,10 +256,7 @@ pub async fn drive(
     let _ = child.signal_group(Signal::SIGKILL);
     let group = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0));
     let gone_by = Instant::now() + GROUP_GONE_WAIT;
-    while pid != 0
-        && nix::sys::signal::killpg(group, None).is_ok()
-        && Instant::now() < gone_by
-    {
+    while pid != 0 && nix::sys::signal::killpg(group, None).is_ok() && Instant::now() < gone_by {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     drop(notify);

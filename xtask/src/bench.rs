@@ -240,8 +240,14 @@ fn committed_reports(root: &Path) -> String {
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
-        let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
-        out.push_str(&format!("\n<!-- From `{rel}`, kept as it was committed. -->\n\n"));
+        let rel = file
+            .strip_prefix(root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        out.push_str(&format!(
+            "\n<!-- From `{rel}`, kept as it was committed. -->\n\n"
+        ));
         for line in text.lines() {
             if line.starts_with('#') {
                 out.push('#');

@@ -21,6 +21,7 @@ fn every_worker_is_a_row_under_the_header() {
         name: "api".into(),
         command: vec!["node".into(), "app.js".into()],
         listen: vec!["tcp://127.0.0.1:3000".into()],
+        metrics: None,
         slots: 2,
         reloading: true,
         rss_bytes: Some(3 << 20),

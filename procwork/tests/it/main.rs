@@ -5,6 +5,7 @@
 
 mod faults;
 mod lifecycle;
+mod operations;
 mod reload;
 mod support;
 mod upgrade;
