@@ -76,3 +76,52 @@ fn sigterm_stops_everything_and_leaves_no_process_nor_file() {
     assert!(leftovers.is_empty(), "files left: {leftovers:?}");
     std::fs::remove_dir_all(&sock_dir).unwrap();
 }
+
+#[test]
+fn sockets_from_socket_activation_are_passed_to_the_workers() {
+    let activate = crate::support::require("systemd-socket-activate");
+    let node = crate::support::require("node").display().to_string();
+    // The port may be taken again before `systemd-socket-activate` binds it
+    // (tests run in parallel): then another one.
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let launcher = [
+            activate.display().to_string(),
+            "-l".into(),
+            addr.to_string(),
+        ];
+        let listen = format!("tcp://{addr}");
+        // The same address as the inherited socket: procwork takes that
+        // one (binding it again would fail).
+        let mut pw = Instance::start_under(
+            Some(&launcher),
+            &["-w", "2", "--listen", &listen],
+            &[node.clone(), "app.js".into()],
+            &[],
+        );
+        let first = pw.wait_line("", Duration::from_secs(10));
+        if !first.starts_with("Listening on") {
+            continue;
+        }
+        // It starts procwork at the first connection, which waits in the
+        // backlog until a worker accepts it.
+        let body = crate::support::get(addr).expect("served");
+        assert!(body.starts_with("hello from pid"), "{body}");
+        pw.wait_line("all 2 worker(s) ready", Duration::from_secs(30));
+        let status = pw.status();
+        assert_eq!(
+            status["pid"].as_u64().unwrap(),
+            u64::from(pw.child.id()),
+            "exec'd, same pid"
+        );
+        assert_eq!(status["listen"][0], listen.as_str(), "{status:#}");
+        assert_eq!(status["listen"].as_array().unwrap().len(), 1, "{status:#}");
+        assert!(pw.terminate().success());
+        return;
+    }
+    panic!("systemd-socket-activate never listened");
+}

@@ -65,6 +65,18 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 impl Instance {
     /// `procwork run OPTIONS -- COMMAND` in `examples/`, with `env`.
     pub(crate) fn start(options: &[&str], command: &[String], env: &[(&str, &str)]) -> Instance {
+        Instance::start_under(None, options, command, env)
+    }
+
+    /// `procwork run OPTIONS -- COMMAND` in `examples/`, with `env`; behind
+    /// `launcher` (a program and its arguments, as `systemd-socket-activate
+    /// -l ADDR`) if given, which must pass `XDG_RUNTIME_DIR` on.
+    pub(crate) fn start_under(
+        launcher: Option<&[String]>,
+        options: &[&str],
+        command: &[String],
+        env: &[(&str, &str)],
+    ) -> Instance {
         let runtime_dir = std::env::temp_dir().join(format!(
             "procwork-it-{}-{}",
             std::process::id(),
@@ -77,7 +89,17 @@ impl Instance {
             std::os::unix::fs::PermissionsExt::from_mode(0o700),
         )
         .unwrap();
-        let mut cmd = Command::new(PROCWORK);
+        let mut cmd = match launcher {
+            Some([program, args @ ..]) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args)
+                    .arg("-E")
+                    .arg(format!("XDG_RUNTIME_DIR={}", runtime_dir.display()))
+                    .arg(PROCWORK);
+                cmd
+            }
+            _ => Command::new(PROCWORK),
+        };
         cmd.arg("run")
             .args(options)
             .arg("--")
