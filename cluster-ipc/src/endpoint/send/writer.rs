@@ -41,6 +41,10 @@ pub(super) async fn writer(shared: Arc<Shared>, write_fd: OwnedFd, queue: Arc<Qu
     let mut write_fd = Some(write_fd);
     let mut batch: Vec<u8> = Vec::new();
     let mut batch_fds: Vec<(usize, OwnedFd)> = Vec::new();
+    // Control frames taken with the batch, written before it (kept apart:
+    // a large batch of user frames is never copied behind them).
+    let mut control: Vec<u8> = Vec::new();
+    let mut control_fds: Vec<(usize, OwnedFd)> = Vec::new();
     loop {
         let wake = queue.data_ready.notified();
         {
@@ -58,29 +62,31 @@ pub(super) async fn writer(shared: Arc<Shared>, write_fd: OwnedFd, queue: Arc<Qu
                     let _ = sys::shutdown_write(shared.fd.get_ref().as_fd());
                     return;
                 }
-            } else if st.control.is_empty() {
-                std::mem::swap(&mut st.bytes, &mut batch);
-                std::mem::swap(&mut st.fds, &mut batch_fds);
-                st.writing = true;
             } else {
                 // Control first, then the user frames queued so far: a
                 // control frame never waits behind them.
                 let st = &mut *st;
-                std::mem::swap(&mut st.control, &mut batch);
-                std::mem::swap(&mut st.control_fds, &mut batch_fds);
-                let base = batch.len();
-                batch.extend_from_slice(&st.bytes);
-                st.bytes.clear();
-                batch_fds.extend(st.fds.drain(..).map(|(at, fd)| (at + base, fd)));
+                std::mem::swap(&mut st.control, &mut control);
+                std::mem::swap(&mut st.control_fds, &mut control_fds);
+                std::mem::swap(&mut st.bytes, &mut batch);
+                std::mem::swap(&mut st.fds, &mut batch_fds);
                 st.writing = true;
             }
         }
         queue.wake_waiters();
-        if batch.is_empty() {
+        if batch.is_empty() && control.is_empty() {
             wake.await;
             continue;
         }
-        let result = write_batch(&mut write_fd, &batch, &batch_fds).await;
+        let mut result = Ok(());
+        if !control.is_empty() {
+            result = write_batch(&mut write_fd, &control, &control_fds).await;
+            control.clear();
+            control_fds.clear();
+        }
+        if result.is_ok() && !batch.is_empty() {
+            result = write_batch(&mut write_fd, &batch, &batch_fds).await;
+        }
         batch.clear();
         batch_fds.clear();
         if batch.capacity() > (4 * queue.limit).max(RETAINED_BATCH_BYTES) {
