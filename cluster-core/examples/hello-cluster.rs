@@ -158,7 +158,7 @@ async fn primary() -> anyhow::Result<()> {
             },
             Some(accepted) = async { Some(metrics.as_ref()?.accept().await) } => {
                 if let Ok((conn, _)) = accepted {
-                    tokio::spawn(serve_metrics(conn, cluster.stats().render_prometheus()));
+                    tokio::spawn(serve_metrics(conn, cluster.stats().await.render_prometheus()));
                 }
                 continue;
             }

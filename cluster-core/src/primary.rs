@@ -25,6 +25,15 @@
 //! - With [`Settings::handle_signals`], SIGTERM and SIGINT stay caught by
 //!   tokio after the shutdown they triggered (tokio never restores a
 //!   disposition).
+//! - The cluster never blocks a thread of the runtime: the forks it makes
+//!   by itself (restarts, reload and recycling replacements, an upgrade),
+//!   the `/proc` reads of [`Cluster::stats`] and recycling, the pid file
+//!   and the service manager's datagrams are done off its threads. The
+//!   sync [`Cluster::start`], [`fork`](Cluster::fork),
+//!   [`fork_with_env`](Cluster::fork_with_env) and
+//!   [`scale_to`](Cluster::scale_to) return the new workers, so they wait
+//!   for the spawn (a few ms per batch) on the calling thread, as
+//!   `tokio::process::Command::spawn` does.
 
 mod activation;
 mod balancer;
@@ -41,7 +50,7 @@ pub(crate) use activation::CHILD_ENV_REMOVE;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use spawn_core::Signal;
@@ -83,7 +92,13 @@ pub(crate) enum Command {
 /// Whether a new worker takes over its slot now or only once it is ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Placement {
+    /// It fills its vacant slot (a restart).
     Current,
+    /// The first worker of a slot opened for it (`Cluster::start`, `fork`,
+    /// `scale_to`): it fills the slot, which is closed again if it cannot
+    /// be started.
+    First,
+    /// It takes over only once it is ready (the rolling path).
     Replacement,
 }
 
@@ -118,6 +133,12 @@ pub(crate) type EventSender<M> = mpsc::UnboundedSender<(Event<M>, cluster_ipc::C
 
 pub(crate) struct Shared<M> {
     pub(crate) state: Mutex<State<M>>,
+    /// Held through one batch of forks (ids taken, processes spawned,
+    /// workers registered), so ids are taken, and `Fork`s reported, in
+    /// order, while `state`'s lock is free during the spawn. Only the fork
+    /// paths take it: the sync API's on its caller's thread, the rest
+    /// on the blocking pool (`start_worker_async`).
+    forking: Mutex<()>,
     pub(crate) notices: mpsc::UnboundedSender<Notice<M>>,
     pub(crate) balancer: Arc<Balancer>,
     /// Held by the rolling reload in progress: one at a time.
@@ -137,7 +158,7 @@ impl<M: Payload> Shared<M> {
 
     /// The rolling reload of [`Cluster::reload`] (also run on SIGHUP), one
     /// at a time.
-    pub(crate) async fn reload(&self) -> Result<()> {
+    pub(crate) async fn reload(self: &Arc<Self>) -> Result<()> {
         let _one_at_a_time = self.reloading.lock().await;
         // The service manager and the events hear of every reload (the
         // API's, SIGHUP's), the events in order through the supervisor.
@@ -156,7 +177,11 @@ impl<M: Payload> Shared<M> {
     /// Replace `old`, the current worker of `slot`, through the rolling
     /// path (recycling): one at a time with reloads; nothing to do if it is
     /// no longer its slot's worker.
-    pub(crate) async fn recycle(&self, slot: SlotId, old: WorkerHandle<M>) -> Result<()> {
+    pub(crate) async fn recycle(
+        self: &Arc<Self>,
+        slot: SlotId,
+        old: WorkerHandle<M>,
+    ) -> Result<()> {
         let _one_at_a_time = self.reloading.lock().await;
         let (current, timeout) = {
             let st = self.lock();
@@ -172,7 +197,7 @@ impl<M: Payload> Shared<M> {
     /// One step of the rolling path: start `slot`'s replacement, wait until
     /// it is ready, make it current, then disconnect `old`.
     async fn replace(
-        &self,
+        self: &Arc<Self>,
         slot: SlotId,
         old: WorkerHandle<M>,
         timeout: std::time::Duration,
@@ -182,10 +207,12 @@ impl<M: Payload> Shared<M> {
         }
         let listening_needed = old.state() == WorkerState::Listening;
         tracing::debug!(target: crate::trace::TARGET, slot = slot.get(), old = old.id().0, "replacement starting");
-        let new = self.start_worker(slot, Placement::Replacement)?;
         // Killed unless it takes over: on failure, and if this future is
-        // dropped while it waits.
-        let pending = KillUnlessKept(Some(new.clone()));
+        // dropped while it waits (also for the spawn).
+        let pending = self
+            .start_worker_async(slot, Placement::Replacement)
+            .await?;
+        let new = pending.worker.clone();
         let ready = tokio::time::timeout(timeout, new.wait_ready(listening_needed)).await;
         if ready != Ok(true) {
             tracing::warn!(target: crate::trace::TARGET, slot = slot.get(), replacement = new.id().0, "replacement not ready");
@@ -235,7 +262,7 @@ impl<M: Payload> Shared<M> {
         Ok(())
     }
 
-    async fn reload_slots(&self) -> Result<()> {
+    async fn reload_slots(self: &Arc<Self>) -> Result<()> {
         let (plan, timeout) = {
             let st = self.lock();
             let plan: Vec<(SlotId, WorkerHandle<M>)> = st
@@ -269,143 +296,132 @@ impl<M: Payload> Shared<M> {
         &self,
         extra_envs: Vec<Vec<(OsString, OsString)>>,
     ) -> Vec<Result<WorkerHandle<M>>> {
-        let mut st = self.lock();
-        let mut opened = Vec::with_capacity(extra_envs.len());
         let mut refused = None;
-        for extra_env in extra_envs {
-            if st.stopping {
-                refused = Some(Error::Stopped);
-                break;
+        let mut results = self.start_many(|st| {
+            let mut opened = Vec::with_capacity(extra_envs.len());
+            for extra_env in extra_envs {
+                if st.stopping {
+                    refused = Some(Error::Stopped);
+                    break;
+                }
+                let Some(after) = st.next_slot.checked_add(1) else {
+                    refused = Some(Error::TooManySlots);
+                    break;
+                };
+                let slot = SlotId::new(st.next_slot);
+                st.next_slot = after;
+                let guard = RestartGuard::new(
+                    st.settings.restart,
+                    st.settings.backoff,
+                    st.settings.crash_loop,
+                );
+                st.slots.insert(
+                    slot,
+                    SlotEntry {
+                        guard,
+                        current: None,
+                        extra_env,
+                        gave_up: false,
+                        starts: 0,
+                    },
+                );
+                opened.push((slot, Placement::First));
             }
-            let Some(after) = st.next_slot.checked_add(1) else {
-                refused = Some(Error::TooManySlots);
-                break;
-            };
-            let slot = SlotId::new(st.next_slot);
-            st.next_slot = after;
-            let guard = RestartGuard::new(
-                st.settings.restart,
-                st.settings.backoff,
-                st.settings.crash_loop,
-            );
-            st.slots.insert(
-                slot,
-                SlotEntry {
-                    guard,
-                    current: None,
-                    extra_env,
-                    gave_up: false,
-                    starts: 0,
-                },
-            );
-            opened.push((slot, Placement::Current));
-        }
-        let mut results = if opened.is_empty() {
-            Vec::new()
-        } else {
-            self.start_many_locked(&mut st, &opened)
-        };
-        for ((slot, _), result) in opened.iter().zip(&results) {
-            if result.is_err() {
-                st.slots.remove(slot);
-            }
-        }
+            opened
+        });
         results.extend(refused.map(Err));
         results
     }
 
-    /// Start a worker for `slot`.
+    /// Start a worker for `slot`, on the calling thread (which waits for
+    /// the spawn; see [`start_many`](Self::start_many)).
     pub(crate) fn start_worker(
         &self,
         slot: SlotId,
         placement: Placement,
     ) -> Result<WorkerHandle<M>> {
-        let mut st = self.lock();
-        self.start_locked(&mut st, slot, placement)
-    }
-
-    fn start_locked(
-        &self,
-        st: &mut State<M>,
-        slot: SlotId,
-        placement: Placement,
-    ) -> Result<WorkerHandle<M>> {
-        self.start_many_locked(st, &[(slot, placement)])
+        self.start_many(|_| vec![(slot, placement)])
             .pop()
             .unwrap_or_else(|| unreachable!("one slot gives one result"))
     }
 
-    /// Start a worker for each slot, the processes spawned together (one
-    /// trip to spawn-core's spawner thread); a result per slot, in order.
-    fn start_many_locked(
-        &self,
-        st: &mut State<M>,
-        which: &[(SlotId, Placement)],
-    ) -> Vec<Result<WorkerHandle<M>>> {
-        let program = match &st.program {
-            Some(p) => p.clone(),
-            None => {
-                let p = match &st.settings.program {
-                    Some(p) => p.clone(),
-                    None => match std::env::current_exe() {
-                        Ok(p) => p,
-                        Err(e) => {
-                            return which
-                                .iter()
-                                .map(|_| {
-                                    let e = std::io::Error::new(e.kind(), e.to_string());
-                                    Err(Error::CurrentExe(e))
-                                })
-                                .collect();
-                        }
-                    },
-                };
-                st.program = Some(p.clone());
-                p
-            }
-        };
-        // Each worker's id is taken before its spawn (its environment
-        // names it); a failed spawn gives its id back when no later one
-        // took the next, so a failed fork alone leaves no gap.
-        let mut results: Vec<Option<Result<WorkerHandle<M>>>> = Vec::new();
-        let mut prepared = Vec::new();
-        let mut commands = Vec::new();
-        for &(slot, placement) in which {
-            let id = WorkerId(st.next_id);
-            st.next_id += 1;
-            let env = WorkerEnv {
-                id,
-                slot,
-                heartbeat: st.settings.heartbeat.map(|h| h.interval),
-                primary: std::process::id(),
-                token: crate::role::new_token(id),
-            };
-            let extra_env = st
-                .slots
-                .get(&slot)
-                .map(|s| s.extra_env.clone())
-                .unwrap_or_default();
-            results.push(None);
-            match command(&st.settings, &program, env, &extra_env) {
-                Ok((cmd, channel)) => {
-                    commands.push(cmd);
-                    prepared.push((results.len() - 1, slot, placement, env, channel));
-                }
-                Err(source) => {
-                    *results.last_mut().unwrap_or_else(|| unreachable!()) =
-                        Some(Err(Error::Channel { worker: id, source }));
-                }
-            }
+    /// [`start_worker`](Self::start_worker) off the runtime's threads: on
+    /// tokio's blocking pool, which waits for spawn-core's spawner thread
+    /// (and for a batch of forks in progress) while this future lets its
+    /// thread run other tasks. The worker comes back killed unless kept,
+    /// so it dies if this future, or the one that holds it, is dropped
+    /// before it takes over.
+    pub(crate) async fn start_worker_async(
+        self: &Arc<Self>,
+        slot: SlotId,
+        placement: Placement,
+    ) -> Result<KillUnlessKept<M>> {
+        let shared = Arc::clone(self);
+        let started = tokio::task::spawn_blocking(move || {
+            shared
+                .start_worker(slot, placement)
+                .map(|worker| KillUnlessKept {
+                    worker,
+                    kept: false,
+                })
+        })
+        .await;
+        match started {
+            Ok(started) => started,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down: so is the cluster.
+            Err(_) => Err(Error::Stopped),
         }
-        let spawned = spawn_core::spawn_all(commands);
+    }
+
+    /// Start a batch of workers, their processes spawned together (one
+    /// trip to spawn-core's spawner thread): `pick` chooses the slots (and
+    /// may open them) under the state's lock; the spawn runs with only the
+    /// fork sequence's lock held ([`Shared::forking`]), so the supervisor,
+    /// `stats`, the readers and the hand-off never wait for it; then each
+    /// worker is registered. A result per slot, in order.
+    ///
+    /// A spawn that ends after the shutdown began is killed unannounced
+    /// ([`Error::Stopped`]): the shutdown did not see it. A restart whose
+    /// slot was removed (`scale_to`) or filled (a reload's replacement took
+    /// it over) meanwhile drains at once, like a worker its slot no longer
+    /// needs.
+    fn start_many(
+        &self,
+        pick: impl FnOnce(&mut State<M>) -> Vec<(SlotId, Placement)>,
+    ) -> Vec<Result<WorkerHandle<M>>> {
+        let _sequence = self.forking.lock().unwrap_or_else(PoisonError::into_inner);
+        let (which, batch) = {
+            let mut st = self.lock();
+            let which = pick(&mut st);
+            let batch = prepare(&mut st, &which);
+            (which, batch)
+        };
+        let Batch {
+            program,
+            mut results,
+            prepared,
+            commands,
+        } = batch;
+        let spawned = if commands.is_empty() {
+            Vec::new()
+        } else {
+            spawn_core::spawn_all(commands)
+        };
+        let mut st = self.lock();
         for ((index, slot, placement, env, channel), child) in prepared.into_iter().zip(spawned) {
             results[index] = Some(match child {
+                Ok(mut child) if st.stopping => {
+                    // Reaped by tokio's orphan queue once it is dropped.
+                    let _ = child.start_kill();
+                    Err(Error::Stopped)
+                }
                 Ok(child) => {
-                    Ok(self.register(st, slot, placement, env, Launched { child, channel }))
+                    Ok(self.register(&mut st, slot, placement, env, Launched { child, channel }))
                 }
                 Err(source) => Err(Error::Spawn {
                     worker: env.id,
-                    program: program.clone(),
+                    program: program.clone().unwrap_or_default(),
                     source,
                 }),
             });
@@ -421,10 +437,17 @@ impl<M: Payload> Shared<M> {
                 _ => break,
             }
         }
-        results
+        let results: Vec<_> = results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| unreachable!("every slot has a result")))
-            .collect()
+            .collect();
+        // A slot opened for a worker that could not be started closes again.
+        for ((slot, placement), result) in which.iter().zip(&results) {
+            if *placement == Placement::First && result.is_err() {
+                st.slots.remove(slot);
+            }
+        }
+        results
     }
 
     /// A worker was spawned: its handle, its tasks (output, channel reader,
@@ -469,12 +492,19 @@ impl<M: Payload> Shared<M> {
             pending_broadcasts: std::sync::atomic::AtomicUsize::new(0),
         }));
         st.workers.insert(id, handle.clone());
-        if placement == Placement::Current
-            && let Some(s) = st.slots.get_mut(&slot)
-        {
-            s.current = Some(id);
-            s.guard.started(Instant::now());
-        }
+        // A restart or a new slot's worker fills its slot, if the slot is
+        // still there and vacant (see `start_many`).
+        let unneeded = match placement {
+            Placement::Replacement => false,
+            Placement::Current | Placement::First => match st.slots.get_mut(&slot) {
+                Some(s) if s.current.is_none() => {
+                    s.current = Some(id);
+                    s.guard.started(Instant::now());
+                    false
+                }
+                _ => true,
+            },
+        };
         // Sent under the lock: `Fork` precedes everything the worker's tasks
         // report, and forks are reported in id order.
         let _ = self.notices.send(Notice::Forked(handle.clone()));
@@ -520,8 +550,96 @@ impl<M: Payload> Shared<M> {
             kill_rx,
             self.notices.clone(),
         ));
+        if unneeded {
+            handle.mark_disconnected();
+            let worker = handle.clone();
+            tokio::spawn(async move {
+                let _ = worker.disconnect().await;
+            });
+        }
         handle
     }
+}
+
+/// A batch of forks, prepared under the state's lock: the program, a
+/// result per slot (those that failed already), and the commands to spawn
+/// with what each needs to register.
+struct Batch<M> {
+    program: Option<PathBuf>,
+    results: Vec<Option<Result<WorkerHandle<M>>>>,
+    prepared: Vec<(usize, SlotId, Placement, WorkerEnv, std::os::fd::OwnedFd)>,
+    commands: Vec<spawn_core::Command>,
+}
+
+/// Take an id for each slot's worker and build its command (its
+/// environment names the id); a slot whose command cannot be built has its
+/// error already.
+fn prepare<M: Payload>(st: &mut State<M>, which: &[(SlotId, Placement)]) -> Batch<M> {
+    let mut batch = Batch {
+        program: None,
+        results: Vec::new(),
+        prepared: Vec::new(),
+        commands: Vec::new(),
+    };
+    if which.is_empty() {
+        return batch;
+    }
+    let program = match &st.program {
+        Some(p) => p.clone(),
+        None => {
+            let p = match &st.settings.program {
+                Some(p) => p.clone(),
+                None => match std::env::current_exe() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        batch.results = which
+                            .iter()
+                            .map(|_| {
+                                let e = std::io::Error::new(e.kind(), e.to_string());
+                                Some(Err(Error::CurrentExe(e)))
+                            })
+                            .collect();
+                        return batch;
+                    }
+                },
+            };
+            st.program = Some(p.clone());
+            p
+        }
+    };
+    // Each worker's id is taken before its spawn (its environment names
+    // it); a failed spawn gives its id back when no later one took the
+    // next, so a failed fork alone leaves no gap.
+    for &(slot, placement) in which {
+        let id = WorkerId(st.next_id);
+        st.next_id += 1;
+        let env = WorkerEnv {
+            id,
+            slot,
+            heartbeat: st.settings.heartbeat.map(|h| h.interval),
+            primary: std::process::id(),
+            token: crate::role::new_token(id),
+        };
+        let extra_env = st
+            .slots
+            .get(&slot)
+            .map(|s| s.extra_env.clone())
+            .unwrap_or_default();
+        match command(&st.settings, &program, env, &extra_env) {
+            Ok((cmd, channel)) => {
+                batch.commands.push(cmd);
+                batch
+                    .prepared
+                    .push((batch.results.len(), slot, placement, env, channel));
+                batch.results.push(None);
+            }
+            Err(source) => batch
+                .results
+                .push(Some(Err(Error::Channel { worker: id, source }))),
+        }
+    }
+    batch.program = Some(program);
+    batch
 }
 
 /// A primary: starts workers by re-executing a program, guards them, and
@@ -578,6 +696,7 @@ impl<M: Payload> Cluster<M> {
             }),
             notices: notices_tx,
             balancer,
+            forking: Mutex::new(()),
             reloading: tokio::sync::Mutex::new(()),
             service,
             net_stop: watch::channel(()).0,
@@ -760,8 +879,9 @@ impl<M: Payload> Cluster<M> {
     /// uptime, the restarts of its slot, connections, messages, and resident
     /// memory and CPU time from `/proc` (see [`stats`](crate::stats)).
     /// Cheap enough to call every second: two small `/proc` reads per
-    /// worker, outside the cluster's lock.
-    pub fn stats(&self) -> crate::stats::ClusterStats {
+    /// worker, outside the cluster's lock and off the runtime's threads
+    /// (one task on tokio's blocking pool for them all).
+    pub async fn stats(&self) -> crate::stats::ClusterStats {
         let (workers, slots) = {
             let st = self.shared.lock();
             let workers: Vec<_> = st
@@ -778,22 +898,21 @@ impl<M: Payload> Cluster<M> {
             let slots = st.slots.values().filter(|s| !s.gave_up).count();
             (workers, slots)
         };
+        let procs = crate::stats::read_procs(workers.iter().map(|(w, _)| w.pid()).collect()).await;
         let workers = workers
             .into_iter()
-            .map(|(w, restarts)| {
-                let proc = crate::stats::read_proc(w.pid());
-                crate::stats::WorkerStats {
-                    id: w.id(),
-                    slot: w.slot(),
-                    pid: w.pid(),
-                    state: w.state(),
-                    uptime: w.uptime(),
-                    restarts,
-                    connections: w.connections(),
-                    messages: w.messages(),
-                    rss_bytes: proc.rss_bytes,
-                    cpu_time: proc.cpu_time,
-                }
+            .zip(procs)
+            .map(|((w, restarts), proc)| crate::stats::WorkerStats {
+                id: w.id(),
+                slot: w.slot(),
+                pid: w.pid(),
+                state: w.state(),
+                uptime: w.uptime(),
+                restarts,
+                connections: w.connections(),
+                messages: w.messages(),
+                rss_bytes: proc.rss_bytes,
+                cpu_time: proc.cpu_time,
             })
             .collect();
         crate::stats::ClusterStats { workers, slots }
@@ -966,20 +1085,25 @@ impl<M: Payload> Cluster<M> {
     }
 }
 
-/// A reload's replacement that has not taken over its slot: SIGKILLed when
-/// dropped, unless [`keep`](Self::keep) was called.
-struct KillUnlessKept<M: Payload>(Option<WorkerHandle<M>>);
+/// A worker that has not taken over its slot yet (a reload's replacement,
+/// a restart on its way): SIGKILLed when dropped, unless
+/// [`keep`](Self::keep) was called.
+pub(crate) struct KillUnlessKept<M: Payload> {
+    worker: WorkerHandle<M>,
+    kept: bool,
+}
 
 impl<M: Payload> KillUnlessKept<M> {
-    fn keep(mut self) {
-        self.0 = None;
+    pub(crate) fn keep(mut self) -> WorkerHandle<M> {
+        self.kept = true;
+        self.worker.clone()
     }
 }
 
 impl<M: Payload> Drop for KillUnlessKept<M> {
     fn drop(&mut self) {
-        if let Some(w) = self.0.take() {
-            let _ = w.kill(Signal::SIGKILL);
+        if !self.kept {
+            let _ = self.worker.kill(Signal::SIGKILL);
         }
     }
 }

@@ -63,7 +63,21 @@ pub struct ProcStats {
     pub cpu_time: Option<Duration>,
 }
 
-/// Read `/proc/<pid>/statm` and `/proc/<pid>/stat` (blocking file reads):
+/// [`read_proc`] for each of `pids`, in order, off the runtime's threads
+/// (one task on tokio's blocking pool for them all); a runtime shutting
+/// down gives `None`s.
+pub(crate) async fn read_procs(pids: Vec<u32>) -> Vec<ProcStats> {
+    let n = pids.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    tokio::task::spawn_blocking(move || pids.into_iter().map(read_proc).collect())
+        .await
+        .unwrap_or_else(|_| vec![ProcStats::default(); n])
+}
+
+/// Read `/proc/<pid>/statm` and `/proc/<pid>/stat` (blocking file reads:
+/// from async code, call it on the blocking pool, as `Cluster::stats` does):
 /// a process that is gone (or a field that does not parse) gives `None`s,
 /// never an error.
 pub fn read_proc(pid: u32) -> ProcStats {

@@ -40,11 +40,11 @@ pub(crate) fn run(quick: bool) -> anyhow::Result<()> {
     for _ in 0..5 {
         let start = Instant::now();
         for _ in 0..calls {
-            std::hint::black_box(four.cluster().stats());
+            std::hint::black_box(rt.block_on(four.cluster().stats()));
         }
         per_call.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(calls));
     }
-    let stats = four.cluster().stats();
+    let stats = rt.block_on(four.cluster().stats());
     eprintln!(
         "ops.stats_us_per_call (4 workers): median {:.1} µs, spread {:.1} (rss of worker 1: {:?})",
         median(&per_call),

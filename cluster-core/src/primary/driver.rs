@@ -38,6 +38,9 @@ pub(crate) enum Notice<M> {
     ChannelClosed(WorkerId),
     Exited(WorkerId, Close),
     RestartDue(SlotId),
+    /// A slot's worker could not be started again (the spawn, done in a
+    /// task of its own, failed).
+    ForkFailed(SlotId, Error),
     /// Time to tell the service manager's watchdog the supervisor runs.
     Watchdog,
     /// An upgrade ended: the new primary's pid, or why it failed.

@@ -60,7 +60,7 @@ pub(crate) async fn run<M: Payload>(shared: Weak<Shared<M>>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let Some((slot, old, reason)) = candidate(&shared) else {
+        let Some((slot, old, reason)) = candidate(&shared).await else {
             continue;
         };
         let _ = shared
@@ -72,8 +72,11 @@ pub(crate) async fn run<M: Payload>(shared: Weak<Shared<M>>) {
     }
 }
 
-/// The first ready current worker past a limit, with the limit.
-fn candidate<M: Payload>(shared: &Shared<M>) -> Option<(SlotId, WorkerHandle<M>, RecycleReason)> {
+/// The first ready current worker past a limit, with the limit (memory
+/// read from `/proc` off the runtime's threads, only with `max_memory`).
+async fn candidate<M: Payload>(
+    shared: &Shared<M>,
+) -> Option<(SlotId, WorkerHandle<M>, RecycleReason)> {
     let (limits, workers): (Recycle, Vec<WorkerHandle<M>>) = {
         let st = shared.lock();
         if st.stopping || !st.settings.recycle.any() {
@@ -88,7 +91,16 @@ fn candidate<M: Payload>(shared: &Shared<M>) -> Option<(SlotId, WorkerHandle<M>,
             .collect();
         (st.settings.recycle, workers)
     };
-    for w in workers {
+    let rss: Vec<Option<u64>> = if limits.max_memory.is_some() {
+        crate::stats::read_procs(workers.iter().map(WorkerHandle::pid).collect())
+            .await
+            .into_iter()
+            .map(|p| p.rss_bytes)
+            .collect()
+    } else {
+        vec![None; workers.len()]
+    };
+    for (w, rss) in workers.into_iter().zip(rss) {
         if let Some(limit) = w.inner.request_limit {
             let handed = w.connections().handed;
             if handed >= limit {
@@ -102,7 +114,7 @@ fn candidate<M: Payload>(shared: &Shared<M>) -> Option<(SlotId, WorkerHandle<M>,
             }
         }
         if let Some(limit) = limits.max_memory
-            && let Some(rss) = crate::stats::read_proc(w.pid()).rss_bytes
+            && let Some(rss) = rss
             && rss > limit
         {
             return Some((w.slot(), w, RecycleReason::Memory { rss, limit }));

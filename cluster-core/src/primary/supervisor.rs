@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use cluster_ipc::Credit;
 
 use crate::Payload;
+use crate::error::Error;
 use crate::event::{Close, Event, SlotId, WorkerId};
 use crate::primary::driver::Notice;
 use crate::primary::{Command, EventSender, Placement, Shared};
@@ -166,7 +167,7 @@ pub(crate) async fn run<M: Payload>(
         tokio::select! {
             Some(notice) = notices.recv() => {
                 let forked = matches!(notice, Notice::Forked(_));
-                sup.on_notice(notice);
+                sup.on_notice(notice).await;
                 if forked {
                     let heartbeat = sup.shared.lock().settings.heartbeat;
                     if heartbeat != sup.heartbeat {
@@ -249,7 +250,9 @@ impl<M: Payload> Supervisor<M> {
         let _ = self.events.send((ev, credit));
     }
 
-    fn on_notice(&mut self, notice: Notice<M>) {
+    /// Handle one notice. It awaits only the pid file's write (bounded,
+    /// on the blocking pool) before readiness and the hand-over are told.
+    async fn on_notice(&mut self, notice: Notice<M>) {
         let now = Instant::now();
         match notice {
             Notice::Forked(handle) => {
@@ -260,7 +263,8 @@ impl<M: Payload> Supervisor<M> {
                     slot: handle.slot(),
                     pid: handle.pid(),
                 });
-                self.service(&format!("worker {} started", handle.id()));
+                self.service(&format!("worker {} started", handle.id()))
+                    .await;
             }
             Notice::Online(id) => {
                 if let Some(h) = self.heartbeat {
@@ -275,13 +279,15 @@ impl<M: Payload> Supervisor<M> {
                 self.advance(id, WorkerState::Listening);
                 // The service manager, pid file and upgrade hear of
                 // readiness before the event stream does.
-                self.service(&format!("worker {id} listening on {addr}"));
+                self.service(&format!("worker {id} listening on {addr}"))
+                    .await;
                 self.emit(Event::Listening { worker: id, addr });
             }
             Notice::ListeningOn(id, endpoint) => {
                 self.with_guard(id, |g| g.ready());
                 self.advance(id, WorkerState::Listening);
-                self.service(&format!("worker {id} listening on {endpoint:?}"));
+                self.service(&format!("worker {id} listening on {endpoint:?}"))
+                    .await;
                 self.emit(Event::ListeningOn {
                     worker: id,
                     endpoint,
@@ -329,12 +335,13 @@ impl<M: Payload> Supervisor<M> {
             Notice::Exited(id, exit) => {
                 self.shared.balancer.worker_gone(id);
                 self.on_exit(id, exit, now);
-                self.service(&format!("worker {id} exited ({exit})"));
+                self.service(&format!("worker {id} exited ({exit})")).await;
             }
             Notice::RestartDue(slot) => self.restart(slot),
+            Notice::ForkFailed(slot, error) => self.fork_failed(slot, error),
             Notice::Watchdog => self.shared.service.watchdog(),
             Notice::Upgrade(Ok(pid)) => {
-                self.shared.service.handed_over(pid);
+                self.shared.service.handed_over(pid).await;
                 self.emit(Event::Upgraded { pid });
                 // The new primary accepts from now on; what this one already
                 // accepted still goes to its own workers, which drain only
@@ -370,7 +377,7 @@ impl<M: Payload> Supervisor<M> {
 
     /// Tell the service manager (`notify.rs`): workers ready of total, the
     /// last event, and readiness once every slot's worker listens.
-    fn service(&self, last: &str) {
+    async fn service(&self, last: &str) {
         let (ready, total) = {
             let st = self.shared.lock();
             let ready = st
@@ -381,7 +388,7 @@ impl<M: Payload> Supervisor<M> {
                 .count();
             (ready, st.slots.len())
         };
-        self.shared.service.progress(ready, total, last);
+        self.shared.service.progress(ready, total, last).await;
     }
 
     fn advance(&self, id: WorkerId, next: WorkerState) {
@@ -466,6 +473,10 @@ impl<M: Payload> Supervisor<M> {
         }
     }
 
+    /// Start `slot`'s worker again, in a task: the spawn is done off the
+    /// runtime's threads (`Shared::start_worker_async`) and this loop goes
+    /// on meanwhile; the worker reports its `Fork` (or the task a
+    /// [`Notice::ForkFailed`]).
     fn restart(&mut self, slot: SlotId) {
         {
             let st = self.shared.lock();
@@ -474,22 +485,34 @@ impl<M: Payload> Supervisor<M> {
                 return;
             }
         }
-        if let Err(error) = self.shared.start_worker(slot, Placement::Current) {
-            self.emit(Event::ForkError { slot, error });
-            // The program could not even be started: count it as a failed
-            // run of the slot, so the backoff and the crash-loop limit apply.
-            let now = Instant::now();
-            let exit = SPAWN_FAILED;
-            let decision = {
-                let mut st = self.shared.lock();
-                st.slots.get_mut(&slot).map(|s| {
-                    s.guard.started(now);
-                    s.guard.exited(now, exit, false)
-                })
-            };
-            if let Some(d) = decision {
-                self.apply(slot, d, exit);
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            match shared.start_worker_async(slot, Placement::Current).await {
+                Ok(started) => drop(started.keep()),
+                // The shutdown began meanwhile: nothing to restart.
+                Err(Error::Stopped) => {}
+                Err(error) => {
+                    let _ = shared.notices.send(Notice::ForkFailed(slot, error));
+                }
             }
+        });
+    }
+
+    /// `slot`'s worker could not be started: reported, and counted as a
+    /// failed run of the slot, so the backoff and the crash-loop limit apply.
+    fn fork_failed(&mut self, slot: SlotId, error: Error) {
+        self.emit(Event::ForkError { slot, error });
+        let now = Instant::now();
+        let exit = SPAWN_FAILED;
+        let decision = {
+            let mut st = self.shared.lock();
+            st.slots.get_mut(&slot).map(|s| {
+                s.guard.started(now);
+                s.guard.exited(now, exit, false)
+            })
+        };
+        if let Some(d) = decision {
+            self.apply(slot, d, exit);
         }
     }
 

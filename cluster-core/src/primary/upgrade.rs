@@ -161,12 +161,17 @@ async fn run<M: Payload>(shared: &Arc<Shared<M>>) -> Result<u32> {
         cmd.inherit_fd(LISTEN_FDS_START + i, fd);
     }
     cmd.inherit_fd(LISTEN_FDS_START + n, OwnedFd::from(theirs));
-    let mut child = cmd.spawn().map_err(|e| {
+    // Off the runtime's threads: the fork, and the wait for the exec.
+    let could_not = |e: &dyn std::fmt::Display| {
         failed(format!(
             "could not start {}: {e}",
             program.to_string_lossy()
         ))
-    })?;
+    };
+    let mut child = tokio::task::spawn_blocking(move || cmd.spawn())
+        .await
+        .map_err(|e| could_not(&e))?
+        .map_err(|e| could_not(&e))?;
     let pid = child.id().unwrap_or_default();
 
     ours.set_nonblocking(true)

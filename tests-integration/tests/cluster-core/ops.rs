@@ -267,7 +267,7 @@ async fn stats_until(
     pred: impl Fn(&cluster_core::stats::WorkerStats) -> bool,
 ) -> cluster_core::stats::WorkerStats {
     for _ in 0..2000 {
-        let stats = cluster.stats();
+        let stats = cluster.stats().await;
         if let Some(w) = stats.workers.iter().find(|w| w.id == id)
             && pred(w)
         {
@@ -275,7 +275,7 @@ async fn stats_until(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("{what}: never seen in {:#?}", cluster.stats());
+    panic!("{what}: never seen in {:#?}", cluster.stats().await);
 }
 
 /// The snapshot follows what the test does: a held connection is handed
@@ -284,7 +284,7 @@ async fn stats_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_follow_connections_and_memory() {
     let (mut cluster, addr) = serving(settings("serve-alloc", 1), 1).await;
-    let stats = cluster.stats();
+    let stats = cluster.stats().await;
     assert_eq!(stats.slots, 1);
     let w = stats.workers[0].clone();
     assert_eq!(
@@ -446,7 +446,7 @@ async fn scaling_up_and_down_under_load_fails_no_request() {
         removed.len() == 3 && removed.is_subset(&exited)
     })
     .await;
-    let stats = cluster.stats();
+    let stats = cluster.stats().await;
     assert_eq!(stats.slots, 1);
     assert_eq!(stats.workers.len(), 1, "{stats:#?}");
     assert_eq!(stats.workers[0].slot, SlotId::new(0));
