@@ -97,6 +97,10 @@
 //! prints starts with its pid: `<pid> ready <version> <addr>` (or
 //! `unix:<path>`), `<pid> udp <addr>`, `<pid> upgraded <new pid>`,
 //! `<pid> upgrade-failed <reason>`, `<pid> done`.
+//!
+//! `cluster-helper stall <n>` is a primary on a current-thread runtime that
+//! measures the longest stall of its event loop through a kill storm, a
+//! reload, `stats()` calls and an upgrade (see `src/helper/stall.rs`).
 
 use std::time::Duration;
 
@@ -120,6 +124,9 @@ enum Msg {
 }
 
 type BoxResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+#[path = "../helper/stall.rs"]
+mod stall;
 
 fn main() -> BoxResult {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -164,6 +171,7 @@ fn main() -> BoxResult {
             let n: usize = args.get(1).map_or(Ok(2), |s| s.parse())?;
             tokio::runtime::Runtime::new()?.block_on(supervise(n))
         }
+        Some("stall") => stall::main(args.get(1).map_or(Ok(4), |s| s.parse())?),
         Some("upgradable") => {
             let n: usize = args.get(1).map_or(Ok(2), |s| s.parse())?;
             let version = match std::env::var("HELPER_VERSION_FILE") {
@@ -184,7 +192,7 @@ fn main() -> BoxResult {
             tokio::runtime::Runtime::new()?.block_on(upgradable(n, version))
         }
         _ => {
-            Err("usage: cluster-helper primary <n> [setup] | supervise <n> | upgradable <n>".into())
+            Err("usage: cluster-helper primary <n> [setup] | supervise <n> | upgradable <n> | stall <n>".into())
         }
     }
 }

@@ -16,5 +16,6 @@ mod output;
 mod reload;
 mod role;
 mod service;
+mod stall;
 mod support;
 mod unix;
