@@ -10,10 +10,10 @@
 //! | 6..8  | reserved  | must be zero                                     |
 //!
 //! The [`Decoder`] owns the read buffer and the queue of received
-//! descriptors. It checks a header before it grows the buffer for the
-//! payload, so no announced length can make it allocate past `8 + cap` (or
-//! one 256 KiB read, when that is larger), and
-//! it grows the buffer as the payload's bytes arrive, so an announced length
+//! descriptors. Its buffer is one 256 KiB read to start with; it checks a
+//! header before it grows the buffer for the payload, so no announced length
+//! can make it allocate past `8 + cap` (or the 256 KiB, if larger), and it
+//! grows the buffer as the payload's bytes arrive, so an announced length
 //! costs nothing until they do.
 
 use std::cell::Cell;

@@ -110,10 +110,13 @@
 //! Any byte sequence from the peer yields a frame or one [`Error`] (then the
 //! receiver is closed), never a panic. A header is checked (kind, reserved
 //! bytes, descriptor count, length against the cap) before the buffer grows
-//! for its payload, so the read buffer never exceeds the larger of `8 + cap`
-//! bytes and one 256 KiB read; and the buffer grows as the payload's bytes arrive (doubling when full, up to
-//! the frame), so a header announcing 64 MiB costs nothing until the bytes
-//! come: the buffer holds at most twice what arrived (or one 256 KiB read).
+//! for its payload, so the read buffer never exceeds the larger of one
+//! 256 KiB read and `8 + cap` bytes (it is 256 KiB from the first read,
+//! whatever the cap); and it grows for a frame as the frame's bytes arrive
+//! (doubling when full, up to the frame), so a header announcing 64 MiB
+//! costs nothing until the bytes come: growing, it holds at most twice what
+//! arrived. A buffer grown for a large frame is kept (up to 4 MiB) for the
+//! next one.
 //! Descriptors are owned from the moment they arrive: a frame dropped unread
 //! closes them.
 //!

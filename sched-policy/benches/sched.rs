@@ -12,9 +12,10 @@
 //! The other rows have no raw figure (`raw: null`).
 //!
 //! What "good" is: a decision should cost well under 1% of a connection
-//! hand-off; MISSION.md puts a bare C accept-and-pass-the-fd loop at 26k
-//! connections/s (Node.js: 12.5k/s), so the target is >= 2.6M decisions/s
-//! for every policy at every worker count, i.e. under 400 ns.
+//! hand-off; a bare C accept-and-pass-the-fd loop runs about 26k
+//! connections/s on the reference 2-core machine, so the target is >= 2.6M
+//! decisions/s for every policy at every worker count, i.e. under 400 ns
+//! (the `sched.*` rows' target in `docs/benchmarks.md`).
 //!
 //! Method: 7 repetitions, ours and raw interleaved A B A B; medians, and
 //! spread = (max - min) / 2 of the repetitions. `--quick` (or being run as a

@@ -7,8 +7,10 @@ use super::figures::{Better, Figure, Measured, combine, median};
 use super::machine::Machine;
 use super::target::parse_target;
 
-/// Ids in the order of MISSION.md's "Figures to beat"; others follow in the
-/// order they were first printed.
+/// Ids in the report's order (spawn, IPC, cluster, HTTP, scheduling,
+/// threads, the user-level rows: the order of the table in
+/// `docs/benchmarks.md`); others follow in the order they were first
+/// printed.
 const ORDER: &[&str] = &[
     "spawn.",
     "ipc.rtt_small_pinned",

@@ -206,7 +206,7 @@ fn rows_combine_rounds_and_judge_targets() {
             "ipc.rtt_1mib",
             "threads.start_to_first_msg"
         ],
-        "MISSION's order"
+        "the report's order"
     );
     let pinned = &rows[1];
     assert!((pinned.ours_over_raw.unwrap() - 8.1 / 7.0).abs() < 1e-9);
