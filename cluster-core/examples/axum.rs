@@ -1,7 +1,12 @@
 //! A plain axum app, clustered: one worker per CPU behind one port; SIGHUP
 //! reloads the workers one by one and SIGTERM or Ctrl-C drains them, and
-//! neither fails a request, keep-alive clients included. docs/cluster.md
-//! opens with it, beside the same app without the cluster.
+//! neither fails a request, keep-alive clients included. With every
+//! operator feature, each off until the operator asks: `WORKERS`,
+//! `METRICS_PORT` (Prometheus), `LOG_FORMAT=json` and `RUST_LOG`,
+//! recycling (`MAX_REQUESTS`, `MAX_MEMORY_MB`, `MAX_AGE_SECS`), SIGTTIN and
+//! SIGTTOU scaling, SIGUSR2 upgrades, systemd (socket activation, notify,
+//! `PID_FILE`). docs/cluster.md opens with it, beside the same app without
+//! the cluster.
 //!
 //! ```sh
 //! cargo run --release --example axum
@@ -9,7 +14,7 @@
 //! ```
 //!
 //! `GET /slow` answers the same a second later (to watch a drain finish a
-//! request in flight). The primary prints every cluster event.
+//! request in flight). The primary prints one line per cluster event.
 
 use axum::{Router, routing::get};
 use cluster_core::{Cluster, Settings, Worker};
@@ -23,24 +28,23 @@ async fn slow() -> String {
     hello().await
 }
 
-// One thread per process: the workers are the parallelism, and no thread
-// exists yet when `is_primary` reads (and removes) the cluster's variable.
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
-    if cluster_core::is_primary() {
-        let mut settings = Settings::new();
-        settings.handle_signals().reload_on_hangup();
-        let cluster = Cluster::<()>::new(settings)?;
-        return Ok(cluster.run(|event| println!("{event:?}")).await?);
-    }
-    let worker = Worker::<()>::connect().await?;
+fn main() -> anyhow::Result<()> {
+    cluster_core::main(primary, worker)
+}
+
+async fn primary() -> anyhow::Result<()> {
+    let mut settings = Settings::from_env()?;
+    settings.handle_signals().reload_on_hangup();
+    settings.upgrade_on_signal().scale_on_signals();
+    Ok(Cluster::<()>::new(settings)?.run().await?)
+}
+
+async fn worker(worker: Worker<()>) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/", get(hello))
         .route("/slow", get(slow));
     let port = std::env::var("PORT").map_or(Ok(3000), |p| p.parse())?;
-    let listener = worker.listen(([127, 0, 0, 1], port).into()).await?;
-    axum::serve(listener, app.layer(worker.drain_layer()))
-        .with_graceful_shutdown(worker.shutdown_signal())
-        .await?;
+    let listener = worker.listen(("127.0.0.1", port)).await?;
+    cluster_core::axum::serve(listener, app).await;
     Ok(())
 }

@@ -35,7 +35,7 @@ async fn primary() -> anyhow::Result<()> {
     // Wait until all are online, then end the example gracefully.
     let mut online = 0;
     while let Some(event) = cluster.next_event().await {
-        if let Event::Online { worker } = event {
+        if let Event::Online { worker, .. } = event {
             online += 1;
             println!("worker {worker} is online");
             if online == cpus {

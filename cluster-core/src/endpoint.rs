@@ -117,3 +117,13 @@ pub enum Endpoint {
     /// A UDP socket (a requested port 0 resolved).
     Udp(SocketAddr),
 }
+
+/// `unix:/run/app.sock`, `unix:@name`, `udp:127.0.0.1:5000`.
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(a) => write!(f, "unix:{a}"),
+            Endpoint::Udp(a) => write!(f, "udp:{a}"),
+        }
+    }
+}

@@ -154,15 +154,66 @@ pub enum Error {
         /// Why, in words (the error and its causes).
         reason: String,
     },
-    /// A setting's environment variable holds something else than a
-    /// non-negative integer.
-    #[error("{name} is not a number: {value:?}")]
+    /// An operator's variable ([`Settings::from_env`]) holds something it
+    /// cannot mean.
+    ///
+    /// [`Settings::from_env`]: crate::Settings::from_env
+    #[error("{name}={value:?}: expected {expected}")]
     EnvVar {
         /// The variable.
         name: &'static str,
         /// What it holds.
         value: String,
+        /// What it may hold.
+        expected: &'static str,
     },
+    /// A setting needs a cargo feature of cluster-core this build lacks
+    /// ([`Settings::metrics`]: `prometheus`; [`Settings::logs`]: `logs`).
+    ///
+    /// [`Settings::metrics`]: crate::Settings::metrics
+    /// [`Settings::logs`]: crate::Settings::logs
+    #[error("the {setting} setting needs cluster-core's `{feature}` feature")]
+    FeatureDisabled {
+        /// The setting.
+        setting: &'static str,
+        /// The feature.
+        feature: &'static str,
+    },
+    /// The metrics endpoint ([`Settings::metrics`]) could not listen.
+    ///
+    /// [`Settings::metrics`]: crate::Settings::metrics
+    #[error("could not serve the metrics on {addr}")]
+    Metrics {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The filter of [`Settings::logs`] does not parse.
+    ///
+    /// [`Settings::logs`]: crate::Settings::logs
+    #[error("not a tracing filter: {filter:?}")]
+    LogFilter {
+        /// The filter.
+        filter: String,
+    },
+    /// Every slot gave up (the crash-loop limit): no worker could be kept
+    /// running ([`Event::AllSlotsGaveUp`](crate::Event::AllSlotsGaveUp)).
+    #[error("every slot gave up: no worker could be kept running")]
+    AllSlotsGaveUp,
+    /// A listening socket this primary inherited (socket activation, an
+    /// upgrade) is not listened on by any worker
+    /// ([`Event::UnusedSocket`](crate::Event::UnusedSocket)).
+    #[error("inherited socket {addr} is not listened on by any worker")]
+    UnusedSocket {
+        /// Its local address, or `fd <n>`.
+        addr: String,
+    },
+    /// The address given to `Worker::listen` could not be resolved, or
+    /// resolved to nothing.
+    #[error("could not resolve the listening address")]
+    Resolve(#[source] io::Error),
 }
 
 impl Error {

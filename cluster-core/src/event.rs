@@ -9,6 +9,12 @@ use cluster_ipc::Credit;
 
 use crate::Error;
 
+mod log;
+#[cfg(test)]
+mod tests;
+
+pub use log::EventLog;
+
 /// A worker's id: counts up from 1 in the primary, never reused (a restarted
 /// worker gets a new id; its [`SlotId`] stays).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -90,11 +96,15 @@ pub enum Event<M> {
     Online {
         /// The worker.
         worker: WorkerId,
+        /// Its process id.
+        pid: u32,
     },
     /// The worker listens on an address.
     Listening {
         /// The worker.
         worker: WorkerId,
+        /// Its process id.
+        pid: u32,
         /// Where it listens.
         addr: SocketAddr,
     },
@@ -103,6 +113,8 @@ pub enum Event<M> {
     ListeningOn {
         /// The worker.
         worker: WorkerId,
+        /// Its process id.
+        pid: u32,
         /// What it listens on.
         endpoint: crate::Endpoint,
     },
@@ -112,11 +124,15 @@ pub enum Event<M> {
     Disconnect {
         /// The worker.
         worker: WorkerId,
+        /// Its process id.
+        pid: u32,
     },
     /// The worker's process ended and was reaped.
     Exit {
         /// The worker.
         worker: WorkerId,
+        /// Its process id (reaped: it may be reused from now on).
+        pid: u32,
         /// Its slot.
         slot: SlotId,
         /// Exactly one of a code or a signal.
@@ -131,12 +147,16 @@ pub enum Event<M> {
     Unresponsive {
         /// The worker.
         worker: WorkerId,
+        /// Its process id.
+        pid: u32,
     },
     /// The worker's channel failed (a malformed frame, an OS error, a wrong
     /// handshake): its channel is closed and the worker killed.
     ChannelError {
         /// The worker.
         worker: WorkerId,
+        /// Its process id.
+        pid: u32,
         /// What went wrong.
         error: Error,
     },
@@ -146,6 +166,8 @@ pub enum Event<M> {
     MessageError {
         /// The worker.
         worker: WorkerId,
+        /// Its process id.
+        pid: u32,
         /// What went wrong.
         error: Error,
     },
@@ -205,6 +227,8 @@ pub enum Event<M> {
     Recycling {
         /// The worker being replaced.
         worker: WorkerId,
+        /// Its process id.
+        pid: u32,
         /// Its slot.
         slot: SlotId,
         /// The limit it reached.
@@ -224,6 +248,191 @@ pub enum Event<M> {
         /// Why.
         reason: String,
     },
+    /// Every slot's worker is ready, but a listening socket this primary
+    /// inherited (systemd's socket activation, or an upgrade) is not
+    /// listened on by any worker: its clients would wait for ever. The
+    /// primary does not report itself ready (`READY=1`, the pid file, an
+    /// upgrade's ready message) while one is unused, and
+    /// [`Cluster::run`](crate::Cluster::run) ends with
+    /// [`Error::UnusedSocket`](crate::Error::UnusedSocket).
+    UnusedSocket {
+        /// The socket's local address (`127.0.0.1:3402`, a Unix-domain
+        /// path), or `fd <n>` when it has none.
+        addr: String,
+        /// Its name in `LISTEN_FDNAMES` (systemd's `FileDescriptorName=`).
+        name: Option<String>,
+    },
+}
+
+impl<M> Event<M> {
+    /// The worker the event is about, if one.
+    pub fn worker(&self) -> Option<WorkerId> {
+        match self {
+            Event::Fork { worker, .. }
+            | Event::Online { worker, .. }
+            | Event::Listening { worker, .. }
+            | Event::ListeningOn { worker, .. }
+            | Event::Disconnect { worker, .. }
+            | Event::Exit { worker, .. }
+            | Event::Unresponsive { worker, .. }
+            | Event::ChannelError { worker, .. }
+            | Event::MessageError { worker, .. }
+            | Event::Recycling { worker, .. } => Some(*worker),
+            Event::Message(m) => Some(m.worker()),
+            Event::SlotRemoved { worker, .. } => *worker,
+            _ => None,
+        }
+    }
+
+    /// The process id of the worker the event is about, if it names one.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Event::Fork { pid, .. }
+            | Event::Online { pid, .. }
+            | Event::Listening { pid, .. }
+            | Event::ListeningOn { pid, .. }
+            | Event::Disconnect { pid, .. }
+            | Event::Exit { pid, .. }
+            | Event::Unresponsive { pid, .. }
+            | Event::ChannelError { pid, .. }
+            | Event::MessageError { pid, .. }
+            | Event::Recycling { pid, .. } => Some(*pid),
+            _ => None,
+        }
+    }
+}
+
+/// One line for the operator, naming the worker with its pid:
+/// `worker 3 (pid 4242) listening on 127.0.0.1:3000`, `worker 3 (pid 4242)
+/// killed by signal 9`, `slot 1: restart in 100 ms`, `reload done`. An error
+/// is written with its causes (`: `-separated). The alternate form (`{:#}`)
+/// writes a TCP listening address as an `http://` URL (what
+/// [`EventLog::http`](crate::EventLog::http) prints).
+impl<M> fmt::Display for Event<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let who = |f: &mut fmt::Formatter<'_>, worker: &WorkerId, pid: &u32| {
+            write!(f, "worker {worker} (pid {pid})")
+        };
+        match self {
+            Event::Fork { worker, slot, pid } => {
+                who(f, worker, pid)?;
+                write!(f, " forked in slot {slot}")
+            }
+            Event::Online { worker, pid } => {
+                who(f, worker, pid)?;
+                f.write_str(" online")
+            }
+            Event::Listening { worker, pid, addr } => {
+                who(f, worker, pid)?;
+                if f.alternate() {
+                    write!(f, " listening on http://{addr}/")
+                } else {
+                    write!(f, " listening on {addr}")
+                }
+            }
+            Event::ListeningOn {
+                worker,
+                pid,
+                endpoint,
+            } => {
+                who(f, worker, pid)?;
+                write!(f, " listening on {endpoint}")
+            }
+            Event::Message(m) => write!(f, "worker {} sent a message", m.worker()),
+            Event::Disconnect { worker, pid } => {
+                who(f, worker, pid)?;
+                f.write_str(" disconnected")
+            }
+            Event::Exit {
+                worker,
+                pid,
+                exit,
+                exited_after_disconnect,
+                ..
+            } => {
+                who(f, worker, pid)?;
+                match exit {
+                    Close::Exited(code) => write!(f, " exited with code {code}")?,
+                    Close::Signaled(signo) => write!(f, " killed by signal {signo}")?,
+                }
+                if *exited_after_disconnect {
+                    f.write_str(" after disconnecting")?;
+                }
+                Ok(())
+            }
+            Event::Unresponsive { worker, pid } => {
+                who(f, worker, pid)?;
+                f.write_str(" unresponsive: killed")
+            }
+            Event::ChannelError { worker, pid, error } => {
+                who(f, worker, pid)?;
+                write!(f, " channel error: {}", Chain(error))
+            }
+            Event::MessageError { worker, pid, error } => {
+                who(f, worker, pid)?;
+                write!(f, " sent a message that does not decode: {}", Chain(error))
+            }
+            Event::ForkError { slot, error } => {
+                write!(f, "slot {slot}: fork failed: {}", Chain(error))
+            }
+            Event::RestartScheduled { slot, delay } => {
+                write!(f, "slot {slot}: restart in {} ms", delay.as_millis())
+            }
+            Event::ReloadStarted => f.write_str("rolling reload started"),
+            Event::ReloadFinished { error: None } => f.write_str("reload done"),
+            // Already in words, "reload failed: …" included.
+            Event::ReloadFinished {
+                error: Some(e @ Error::Reload { .. }),
+            } => write!(f, "{e}"),
+            Event::ReloadFinished { error: Some(e) } => write!(f, "reload failed: {}", Chain(e)),
+            Event::GaveUp { slot, last_exit } => {
+                write!(f, "slot {slot}: gave up (crash loop), last {last_exit}")
+            }
+            Event::AllSlotsGaveUp => f.write_str("every slot gave up: stopping"),
+            Event::Upgraded { pid } => {
+                write!(f, "upgraded: the new primary (pid {pid}) serves; draining")
+            }
+            Event::Recycling {
+                worker,
+                pid,
+                reason,
+                ..
+            } => {
+                who(f, worker, pid)?;
+                write!(f, " recycling: {reason}")
+            }
+            Event::SlotRemoved { slot, worker } => {
+                write!(f, "slot {slot}: removed (scaled down)")?;
+                match worker {
+                    Some(w) => write!(f, ", worker {w} draining"),
+                    None => Ok(()),
+                }
+            }
+            Event::UpgradeFailed { reason } => write!(f, "upgrade failed: {reason}"),
+            Event::UnusedSocket { addr, name } => {
+                write!(f, "inherited socket {addr}")?;
+                if let Some(name) = name {
+                    write!(f, " ({name})")?;
+                }
+                f.write_str(" is not listened on by any worker: not ready")
+            }
+        }
+    }
+}
+
+/// An error and its causes, `: `-separated.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
 }
 
 /// Why a worker is recycled ([`Event::Recycling`]).

@@ -26,8 +26,9 @@
 //!   choices, or your own [`Policy`], from [`sched_policy`]), re-routing a
 //!   connection whose worker dies or refuses before acknowledging it; or,
 //!   under [`PolicyKind::None`], passes the listening socket to each worker.
-//!   The policy comes from [`Settings::scheduling_policy`] or the
-//!   `CLUSTER_SCHED_POLICY` variable; per-worker counters from
+//!   The policy comes from [`Settings::scheduling_policy`] (or the
+//!   `CLUSTER_SCHED_POLICY` variable, through [`Settings::from_env`]);
+//!   per-worker counters from
 //!   [`Cluster::connection_stats`].
 //! - The other kinds of listener go through the primary too:
 //!   [`Worker::listen_unix`] (a Unix-domain stream socket, handed over like
@@ -50,14 +51,29 @@
 //!   a stalled reader of the primary's stdout pushes back to the chatty
 //!   workers, never to supervision. [`output::Output`] gives the primary's
 //!   own lines the same path (use it instead of `println!` in an event loop).
-//! - HTTP, behind cargo features off by default: `axum` (the worker's
-//!   [`Listener`] is an `axum::serve::Listener`, and `axum` has the drain's
-//!   layer) and `hyper` (`hyper::serve`, a hyper service over a worker's
-//!   connections). Both drain without failing a request, keep-alive clients
-//!   included ([`DrainSignal`]; the rules and their reasons are in
+//! - HTTP, behind cargo features off by default: `hyper` (`hyper::serve`, a
+//!   hyper service over a worker's connections) and `axum` (`axum::serve`,
+//!   an app; the worker's listeners are `axum::serve::Listener`s too, and
+//!   `axum` has the drain's layer). One serve for every listener kind
+//!   ([`Accept`]: TCP, Unix-domain, inherited), HTTP/1.1 and HTTP/2; both
+//!   drain without failing a request, keep-alive clients included
+//!   ([`DrainSignal`]; the rules and their reasons are in
 //!   `docs/cluster.md`). [`Settings::reload_on_hangup`] reloads on SIGHUP.
+//! - Operations, each a setting off unless asked for (see
+//!   `docs/operations.md`): [`Settings::from_env`] reads the operator's
+//!   variables ([`env_vars`]; [`Cluster::new`] reads none); every [`Event`]
+//!   prints itself as one line, and [`Cluster::run`] prints them through
+//!   the default [`EventLog`]; [`Cluster::handle`] acts on a running
+//!   cluster beside `run`; [`Settings::metrics`] serves Prometheus'
+//!   format (feature `prometheus`), [`Settings::logs`] the `tracing`
+//!   records (feature `logs`), [`Settings::scale_on_signals`] scales on
+//!   SIGTTIN/SIGTTOU, and [`Settings::max_requests`] and its siblings
+//!   recycle workers.
+//! - [`main`] runs each role on its runtime, so a program need not ask for
+//!   its role and build runtimes by hand.
 //! - Runs as a service (see `docs/deploy.md`): the primary adopts sockets
-//!   passed by systemd's socket activation (`LISTEN_FDS`), reports to its
+//!   passed by systemd's socket activation (`LISTEN_FDS`; one no worker
+//!   listens on is an error, never a silent `READY=1`), reports to its
 //!   service manager (`NOTIFY_SOCKET`: ready, status, reloading, stopping,
 //!   watchdog, main pid) and a [pid file](Settings::pid_file), and upgrades
 //!   itself with no downtime ([`Cluster::upgrade`], or SIGUSR2 with
@@ -84,7 +100,7 @@
 //!     let mut replies = 0;
 //!     while let Some(event) = cluster.next_event().await {
 //!         match event {
-//!             Event::Online { worker } => {
+//!             Event::Online { worker, .. } => {
 //!                 cluster.worker(worker).unwrap().send(&"hello".into()).await?;
 //!             }
 //!             Event::Message(m) => {
@@ -113,15 +129,19 @@ compile_error!(
     "cluster-core supports Linux only (the parent-death signal, and cluster-ipc's Linux socket flags)"
 );
 
+mod accept;
 #[cfg(feature = "axum")]
 pub mod axum;
 mod clock;
 mod endpoint;
+mod entry;
 mod error;
 mod event;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod launch;
+#[cfg(feature = "logs")]
+pub mod logs;
 pub mod output;
 mod primary;
 pub mod restart;
@@ -132,17 +152,21 @@ pub mod stats;
 mod trace;
 mod worker;
 
+pub use accept::{Accept, FdConnection};
 pub use endpoint::{Endpoint, ListenTarget, UnixAddr};
+pub use entry::main;
 pub use error::ListenErrorKind;
 pub use error::{Error, Result};
-pub use event::{Close, Event, Message, RecycleReason, SlotId, WorkerId};
-pub use primary::{Cluster, ConnectionStats, InheritedSocket, WorkerHandle, inherited_sockets};
+pub use event::{Close, Event, EventLog, Message, RecycleReason, SlotId, WorkerId};
+pub use primary::{
+    Cluster, ClusterHandle, ConnectionStats, InheritedSocket, WorkerHandle, inherited_sockets,
+};
 pub use restart::{Backoff, CrashLoopLimit, RestartPolicy};
 pub use role::{Role, WORKER_ENV, is_primary, is_worker, role};
 pub use sched_policy::{self, Policy, PolicyKind};
 pub use settings::{
-    DEFAULT_HANDOFF_DEADLINE, DEFAULT_HANDOFF_WINDOW, Heartbeat, Recycle, Settings, WorkerOutput,
-    WorkerStdio, env_vars,
+    DEFAULT_HANDOFF_DEADLINE, DEFAULT_HANDOFF_WINDOW, Heartbeat, LogFormat, Recycle, Settings,
+    WorkerOutput, WorkerStdio, env_vars,
 };
 pub use spawn_core::Signal;
 pub use state::WorkerState;

@@ -424,3 +424,12 @@ impl Output {
         }
     }
 }
+
+/// Wait (bounded by `bound` per stream) until what is queued on the
+/// primary's stdout and stderr was written: the end of `Cluster::run` and
+/// of [`crate::main`]'s primary.
+pub(crate) async fn flush_both(bound: std::time::Duration) {
+    for out in [Output::stdout(), Output::stderr()] {
+        let _ = tokio::time::timeout(bound, out.flush()).await;
+    }
+}

@@ -37,15 +37,22 @@
 
 mod activation;
 mod balancer;
+mod control;
 mod driver;
 mod handle;
+#[cfg(feature = "prometheus")]
+mod metrics;
 mod net;
 mod notify;
 mod recycle;
+mod run;
+mod scale;
 mod supervisor;
+mod unused;
 mod upgrade;
 
 pub(crate) use activation::CHILD_ENV_REMOVE;
+pub(crate) use run::FLUSH_BOUND;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -67,6 +74,7 @@ use crate::settings::{Settings, WorkerStdio};
 use crate::state::WorkerState;
 
 pub use balancer::{ConnectionStats, InheritedSocket};
+pub use control::ClusterHandle;
 pub use handle::WorkerHandle;
 
 /// Duplicates (close-on-exec) of the listening sockets this process was
@@ -145,8 +153,11 @@ pub(crate) struct Shared<M> {
     reloading: tokio::sync::Mutex<()>,
     /// The service manager, the pid file and an upgrade's ready message.
     pub(crate) service: notify::Service,
-    /// Dropped with the cluster: stops its readers on the network thread.
+    /// Dropped with the cluster: stops its readers on the network thread
+    /// (and its metrics endpoint).
     net_stop: watch::Sender<()>,
+    /// Where the metrics endpoint listens, once it does.
+    pub(crate) metrics_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl<M: Payload> Shared<M> {
@@ -661,9 +672,17 @@ impl<M> std::fmt::Debug for Cluster<M> {
 impl<M: Payload> Cluster<M> {
     /// A cluster with these settings and no workers yet. Must be called inside
     /// a tokio runtime; with [`Settings::handle_signals`] it installs the
-    /// SIGTERM and SIGINT handlers now.
-    pub fn new(mut settings: Settings) -> Result<Self> {
-        settings.apply_env()?;
+    /// SIGTERM and SIGINT handlers now (and those of the other signals
+    /// asked for), installs the [logs](Settings::logs) and binds the
+    /// [metrics endpoint](Settings::metrics).
+    ///
+    /// It reads no configuration variable: the settings are all there is
+    /// ([`Settings::from_env`] reads the operator's variables, on request).
+    /// It reads the service manager's protocol alone: socket activation
+    /// (`LISTEN_FDS`) and notification (`NOTIFY_SOCKET`, `WATCHDOG_USEC`),
+    /// see `docs/deploy.md`.
+    pub fn new(settings: Settings) -> Result<Self> {
+        run::check_features(&settings)?;
         let (notices_tx, notices_rx) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
@@ -671,7 +690,7 @@ impl<M: Payload> Cluster<M> {
             supervisor::Signals::install(settings.handle_signals, settings.reload_on_hangup)
                 .map_err(Error::Signals)?;
         let balancer = Arc::new(Balancer::default());
-        balancer.set_choice(settings.resolve_policy()?);
+        balancer.set_choice(settings.resolve_policy());
         balancer.set_limits(limits(&settings));
         // Socket activation and upgrades: adopt what was inherited, once.
         activation::adopt();
@@ -683,6 +702,7 @@ impl<M: Payload> Cluster<M> {
         );
         let watchdog = service.watchdog_interval();
         let on_usr2 = settings.upgrade_on_signal;
+        let operator = settings.clone();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 settings,
@@ -700,7 +720,9 @@ impl<M: Payload> Cluster<M> {
             reloading: tokio::sync::Mutex::new(()),
             service,
             net_stop: watch::channel(()).0,
+            metrics_addr: std::sync::OnceLock::new(),
         });
+        run::start_operator_features(&shared, &Settings::default(), &operator)?;
         if on_usr2 {
             upgrade::on_signal(Arc::downgrade(&shared)).map_err(Error::Signals)?;
         }
@@ -724,9 +746,11 @@ impl<M: Payload> Cluster<M> {
 
     /// Change the settings (Node's `setupPrimary`): the changes merge into the
     /// current ones. Fails with [`Error::SettingsFrozen`] after the first fork.
-    /// [`Settings::handle_signals`] and [`Settings::reload_on_hangup`] turned
-    /// on here install their handlers now (an [`Error::Signals`] if they
-    /// cannot be).
+    /// [`Settings::handle_signals`], [`Settings::reload_on_hangup`] and
+    /// [`Settings::scale_on_signals`] turned on here install their handlers
+    /// now (an [`Error::Signals`] if they cannot be), as do
+    /// [`Settings::logs`] its subscriber and [`Settings::metrics`] its
+    /// endpoint; [`Settings::upgrade_on_signal`] applies only in `new`.
     pub fn setup(&self, change: impl FnOnce(&mut Settings)) -> Result<()> {
         let mut st = self.shared.lock();
         if st.next_id > 1 || st.program.is_some() {
@@ -734,7 +758,8 @@ impl<M: Payload> Cluster<M> {
         }
         let mut changed = st.settings.clone();
         change(&mut changed);
-        let policy = changed.resolve_policy()?;
+        run::check_features(&changed)?;
+        let policy = changed.resolve_policy();
         let shutdown_on = changed.handle_signals && !st.settings.handle_signals;
         let reload_on = changed.reload_on_hangup && !st.settings.reload_on_hangup;
         if let Some(signals) =
@@ -743,6 +768,7 @@ impl<M: Payload> Cluster<M> {
             // A supervisor already gone has nothing left to signal.
             let _ = self.commands.send(Command::Signals(signals));
         }
+        run::start_operator_features(&self.shared, &st.settings, &changed)?;
         self.shared.balancer.set_choice(policy);
         self.shared.balancer.set_limits(limits(&changed));
         st.settings = changed;
@@ -764,29 +790,6 @@ impl<M: Payload> Cluster<M> {
             .fork_slots(vec![Vec::new(); n])
             .into_iter()
             .collect()
-    }
-
-    /// Run the cluster to its end, for a primary that only supervises:
-    /// [`start`](Self::start) the workers, then hand every event to
-    /// `on_event` until the cluster has shut down and every event was
-    /// delivered (with [`Settings::handle_signals`]: after SIGTERM or
-    /// Ctrl-C). Fails only if the workers cannot be started.
-    ///
-    /// ```no_run
-    /// # async fn f() -> cluster_core::Result<()> {
-    /// use cluster_core::{Cluster, Settings};
-    ///
-    /// let mut settings = Settings::new();
-    /// settings.handle_signals().reload_on_hangup();
-    /// Cluster::<()>::new(settings)?.run(|event| println!("{event:?}")).await
-    /// # }
-    /// ```
-    pub async fn run(mut self, mut on_event: impl FnMut(Event<M>)) -> Result<()> {
-        self.start()?;
-        while let Some(event) = self.next_event().await {
-            on_event(event);
-        }
-        Ok(())
     }
 
     /// Start one more worker, in a new slot that the guard keeps filled.
@@ -882,98 +885,26 @@ impl<M: Payload> Cluster<M> {
     /// worker, outside the cluster's lock and off the runtime's threads
     /// (one task on tokio's blocking pool for them all).
     pub async fn stats(&self) -> crate::stats::ClusterStats {
-        let (workers, slots) = {
-            let st = self.shared.lock();
-            let workers: Vec<_> = st
-                .workers
-                .values()
-                .map(|w| {
-                    let restarts = st
-                        .slots
-                        .get(&w.slot())
-                        .map_or(0, |s| s.starts.saturating_sub(1));
-                    (w.clone(), restarts)
-                })
-                .collect();
-            let slots = st.slots.values().filter(|s| !s.gave_up).count();
-            (workers, slots)
-        };
-        let procs = crate::stats::read_procs(workers.iter().map(|(w, _)| w.pid()).collect()).await;
-        let workers = workers
-            .into_iter()
-            .zip(procs)
-            .map(|((w, restarts), proc)| crate::stats::WorkerStats {
-                id: w.id(),
-                slot: w.slot(),
-                pid: w.pid(),
-                state: w.state(),
-                uptime: w.uptime(),
-                restarts,
-                connections: w.connections(),
-                messages: w.messages(),
-                rss_bytes: proc.rss_bytes,
-                cpu_time: proc.cpu_time,
-            })
-            .collect();
-        crate::stats::ClusterStats { workers, slots }
+        self.shared.stats().await
     }
 
     /// How many slots the cluster keeps filled now (those the crash-loop
     /// limit gave up on excluded).
     pub fn slots(&self) -> usize {
-        self.shared
-            .lock()
-            .slots
-            .values()
-            .filter(|s| !s.gave_up)
-            .count()
+        self.shared.slots()
     }
 
-    /// Change the number of workers at run time (Gunicorn's TTIN/TTOU):
-    /// open new slots (each [`fork`](Self::fork)ed: [`Event::Fork`] and so
-    /// on) or remove the newest ones: a removed slot is not refilled and
-    /// its worker is told to disconnect, so it drains (no new connection
-    /// goes to it, those it holds finish) — [`Event::SlotRemoved`]. Slots the
+    /// Change the number of workers at run time (Gunicorn's TTIN/TTOU;
+    /// [`Settings::scale_on_signals`] does it on those signals): open new
+    /// slots (each [`fork`](Self::fork)ed: [`Event::Fork`] and so on) or
+    /// remove the newest ones: a removed slot is not refilled and its
+    /// worker is told to disconnect, so it drains (no new connection goes
+    /// to it, those it holds finish) — [`Event::SlotRemoved`]. Slots the
     /// crash-loop limit gave up on are not counted. Fails with
     /// [`Error::Stopped`] once the cluster is shutting down; `n` must be at
     /// least 1 (0 is taken as 1: use [`shutdown`](Self::shutdown) to stop).
     pub fn scale_to(&self, n: usize) -> Result<()> {
-        let n = n.max(1);
-        let (live, removed) = {
-            let mut st = self.shared.lock();
-            if st.stopping {
-                return Err(Error::Stopped);
-            }
-            let live: Vec<SlotId> = st
-                .slots
-                .iter()
-                .filter(|(_, s)| !s.gave_up)
-                .map(|(id, _)| *id)
-                .collect();
-            let mut removed = Vec::new();
-            for slot in live.iter().skip(n).rev() {
-                if let Some(s) = st.slots.remove(slot) {
-                    let worker = s.current.and_then(|id| st.workers.get(&id).cloned());
-                    removed.push((*slot, worker));
-                }
-            }
-            (live.len(), removed)
-        };
-        for (slot, worker) in removed {
-            let _ = self
-                .shared
-                .notices
-                .send(Notice::SlotRemoved(slot, worker.as_ref().map(|w| w.id())));
-            if let Some(w) = worker {
-                tokio::spawn(async move {
-                    let _ = w.disconnect().await;
-                });
-            }
-        }
-        for _ in live..n {
-            self.fork()?;
-        }
-        Ok(())
+        self.shared.scale_to(n)
     }
 
     /// Send `msg` to every live worker that was not disconnected; returns how

@@ -6,7 +6,12 @@
 //! `Cluster::setup` until its first fork: the changes merge into what is
 //! already set (args and env accumulate, the rest is replaced), like Node's
 //! repeated `setupPrimary` calls.
+//!
+//! The library reads no configuration variable behind the program's back:
+//! [`Settings::from_env`] (or [`Settings::read_env`]) is the one explicit
+//! call that reads the operator's variables ([`env_vars`]).
 
+mod env;
 #[cfg(test)]
 mod tests;
 
@@ -187,10 +192,41 @@ pub const DEFAULT_HANDOFF_WINDOW: u32 = 16;
 /// default.
 pub const DEFAULT_HANDOFF_DEADLINE: Duration = Duration::from_secs(1);
 
-/// The environment variables [`Settings`] reads in `Cluster::new` for what
-/// was not set in code (a setting in code wins; a malformed value is an
-/// error). Durations are in milliseconds.
+/// The variables [`Settings::from_env`] and [`Settings::read_env`] read:
+/// the operator's settings of a cluster. Nothing reads them otherwise
+/// (`Cluster::new` does not). A variable unset or empty leaves its setting
+/// as it is; a malformed value is an error naming the variable and its
+/// value ([`Error::EnvVar`](crate::Error::EnvVar)). Durations in `_MS`
+/// variables are milliseconds.
 pub mod env_vars {
+    /// [`Settings::n_workers`](super::Settings::n_workers), at least 1.
+    pub const WORKERS: &str = "WORKERS";
+    /// [`Settings::scheduling_policy`](super::Settings::scheduling_policy):
+    /// `rr`, `none`, `sticky`, `least-conn`, `p2c` (sched-policy's
+    /// `ENV_VAR`).
+    pub const SCHED_POLICY: &str = sched_policy::ENV_VAR;
+    /// [`Settings::max_requests`](super::Settings::max_requests).
+    pub const MAX_REQUESTS: &str = "MAX_REQUESTS";
+    /// The jitter of [`Settings::max_requests`](super::Settings::max_requests).
+    pub const MAX_REQUESTS_JITTER: &str = "MAX_REQUESTS_JITTER";
+    /// [`Settings::max_memory`](super::Settings::max_memory), in MiB.
+    pub const MAX_MEMORY_MB: &str = "MAX_MEMORY_MB";
+    /// [`Settings::max_age`](super::Settings::max_age), in seconds (at least 1).
+    pub const MAX_AGE_SECS: &str = "MAX_AGE_SECS";
+    /// [`Settings::pid_file`](super::Settings::pid_file).
+    pub const PID_FILE: &str = "PID_FILE";
+    /// [`Settings::metrics`](super::Settings::metrics) on 127.0.0.1 at this
+    /// port (0: any free port, printed by the event log). Needs the
+    /// `prometheus` feature.
+    pub const METRICS_PORT: &str = "METRICS_PORT";
+    /// [`Settings::logs`](super::Settings::logs)' format: `plain`, `json`,
+    /// or `off`. Needs the `logs` feature.
+    pub const LOG_FORMAT: &str = "LOG_FORMAT";
+    /// [`Settings::logs`](super::Settings::logs)' filter (`tracing`'s
+    /// `EnvFilter` syntax: `info`, `cluster_core=debug,warn`); set, it turns
+    /// the logs on (plain, unless `LOG_FORMAT` says otherwise). Read only
+    /// with the `logs` feature.
+    pub const RUST_LOG: &str = "RUST_LOG";
     /// [`Settings::handoff_window`](super::Settings::handoff_window).
     pub const HANDOFF_WINDOW: &str = "CLUSTER_HANDOFF_WINDOW";
     /// [`Settings::handoff_deadline`](super::Settings::handoff_deadline), ms.
@@ -203,6 +239,45 @@ pub mod env_vars {
     pub const CRASH_LOOP_LIMIT: &str = "CLUSTER_CRASH_LOOP_LIMIT";
     /// [`CrashLoopLimit::window`](crate::CrashLoopLimit::window), ms.
     pub const CRASH_LOOP_WINDOW_MS: &str = "CLUSTER_CRASH_LOOP_WINDOW_MS";
+
+    /// Every variable read, in the order they are applied.
+    pub const ALL: &[&str] = &[
+        WORKERS,
+        SCHED_POLICY,
+        MAX_REQUESTS,
+        MAX_REQUESTS_JITTER,
+        MAX_MEMORY_MB,
+        MAX_AGE_SECS,
+        PID_FILE,
+        METRICS_PORT,
+        LOG_FORMAT,
+        RUST_LOG,
+        HANDOFF_WINDOW,
+        HANDOFF_DEADLINE_MS,
+        HEARTBEAT_INTERVAL_MS,
+        HEARTBEAT_TIMEOUT_MS,
+        CRASH_LOOP_LIMIT,
+        CRASH_LOOP_WINDOW_MS,
+    ];
+}
+
+/// How the primary's `tracing` output is written ([`Settings::logs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// One readable line per record (`tracing-subscriber`'s `fmt`, no
+    /// colours).
+    #[default]
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The primary's logs: a format and a filter ([`Settings::logs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Logs {
+    pub(crate) format: LogFormat,
+    pub(crate) filter: String,
 }
 
 /// The settings of a primary. See the module docs.
@@ -231,6 +306,9 @@ pub struct Settings {
     pub(crate) pid_file: Option<PathBuf>,
     pub(crate) worker_output: WorkerOutput,
     pub(crate) recycle: Recycle,
+    pub(crate) metrics: Option<std::net::SocketAddr>,
+    pub(crate) logs: Option<Logs>,
+    pub(crate) scale_on_signals: bool,
 }
 
 impl Default for Settings {
@@ -259,6 +337,9 @@ impl Default for Settings {
             pid_file: None,
             worker_output: WorkerOutput::default(),
             recycle: Recycle::default(),
+            metrics: None,
+            logs: None,
+            scale_on_signals: false,
         }
     }
 }
@@ -308,7 +389,7 @@ impl Settings {
     }
 
     /// How many workers `Cluster::start` forks. Default: the available
-    /// parallelism (number of CPUs).
+    /// parallelism (number of CPUs; [`Settings::from_env`]: `WORKERS`).
     pub fn n_workers(&mut self, n: usize) -> &mut Self {
         self.n_workers = n;
         self
@@ -335,16 +416,17 @@ impl Settings {
 
     /// The crash-loop limit: how many runs that ended before the worker
     /// was ready (see [`CrashLoopLimit`]) a slot tolerates within a window
-    /// before it gives up. Default: 10 per 60 s, or the variables
-    /// `CLUSTER_CRASH_LOOP_LIMIT` and `CLUSTER_CRASH_LOOP_WINDOW_MS`.
+    /// before it gives up. Default: 10 per 60 s ([`Settings::from_env`]:
+    /// `CLUSTER_CRASH_LOOP_LIMIT` and `CLUSTER_CRASH_LOOP_WINDOW_MS`).
     pub fn crash_loop_limit(&mut self, limit: CrashLoopLimit) -> &mut Self {
         self.crash_loop = limit;
         self
     }
 
     /// Heartbeats every `interval`, a worker silent for `timeout` killed.
-    /// Default: on, 1 s and 5 s (or `CLUSTER_HEARTBEAT_INTERVAL_MS` and
-    /// `CLUSTER_HEARTBEAT_TIMEOUT_MS`); see [`Heartbeat`].
+    /// Default: on, 1 s and 5 s ([`Settings::from_env`]:
+    /// `CLUSTER_HEARTBEAT_INTERVAL_MS` and `CLUSTER_HEARTBEAT_TIMEOUT_MS`);
+    /// see [`Heartbeat`].
     pub fn heartbeat(&mut self, interval: Duration, timeout: Duration) -> &mut Self {
         self.heartbeat = Some(Heartbeat { interval, timeout });
         self
@@ -362,7 +444,8 @@ impl Settings {
     /// one listener, that the worker has not acknowledged yet; a worker at
     /// its window gets no new connection until it acknowledges one (at
     /// least 1). Bounds what a hung worker can hold up, and with it the
-    /// primary's descriptors. Default: 16, or `CLUSTER_HANDOFF_WINDOW`.
+    /// primary's descriptors. Default: 16 ([`Settings::from_env`]:
+    /// `CLUSTER_HANDOFF_WINDOW`).
     pub fn handoff_window(&mut self, window: u32) -> &mut Self {
         self.handoff_window = window.max(1);
         self
@@ -371,8 +454,8 @@ impl Settings {
     /// How long a worker has to acknowledge a connection handed to it
     /// before the primary takes it back and gives it to another (the worker
     /// refuses it if it comes to it later), and the worker gets no new
-    /// connection until it acknowledges something. Default: 1 s, or
-    /// `CLUSTER_HANDOFF_DEADLINE_MS`.
+    /// connection until it acknowledges something. Default: 1 s
+    /// ([`Settings::from_env`]: `CLUSTER_HANDOFF_DEADLINE_MS`).
     pub fn handoff_deadline(&mut self, deadline: Duration) -> &mut Self {
         self.handoff_deadline = deadline.max(Duration::from_millis(1));
         self
@@ -439,10 +522,9 @@ impl Settings {
     /// primary accepts and hands each connection over in turn),
     /// [`PolicyKind::None`] (the workers accept on a shared socket),
     /// [`PolicyKind::Sticky`], [`PolicyKind::LeastConnections`] or
-    /// [`PolicyKind::PowerOfTwoChoices`]. Default: the environment variable
-    /// `CLUSTER_SCHED_POLICY` (`rr`, `none`, `sticky`, `least-conn`, `p2c`),
-    /// read by `Cluster::new`, else round-robin. A setting here wins over
-    /// the variable.
+    /// [`PolicyKind::PowerOfTwoChoices`]. Default: round-robin
+    /// ([`Settings::from_env`]: `CLUSTER_SCHED_POLICY`, one of `rr`, `none`,
+    /// `sticky`, `least-conn`, `p2c`).
     ///
     /// Node's `cluster.schedulingPolicy = cluster.SCHED_RR`:
     ///
@@ -461,8 +543,7 @@ impl Settings {
     }
 
     /// Schedule connections with a policy of your own: `make` is called once
-    /// per distinct listening address (each gets its own instance). Wins
-    /// over `CLUSTER_SCHED_POLICY`.
+    /// per distinct listening address (each gets its own instance).
     pub fn custom_policy<P, F>(&mut self, make: F) -> &mut Self
     where
         P: Policy + 'static,
@@ -491,68 +572,17 @@ impl Settings {
     /// Write the primary's pid to this file once its workers are ready (and
     /// the new primary's pid at an upgrade), for a service manager that
     /// tracks pid files (systemd's `PIDFile=`). Written atomically. Default:
-    /// none.
+    /// none ([`Settings::from_env`]: `PID_FILE`).
     pub fn pid_file(&mut self, path: impl AsRef<Path>) -> &mut Self {
         self.pid_file = Some(path.as_ref().to_path_buf());
         self
     }
 
-    /// The policy in force: the setting, else `CLUSTER_SCHED_POLICY`, else
-    /// round-robin. An unknown name in the variable is an error.
-    pub(crate) fn resolve_policy(&self) -> crate::Result<PolicyChoice> {
-        if let Some(choice) = &self.scheduling {
-            return Ok(choice.clone());
-        }
-        match std::env::var(sched_policy::ENV_VAR) {
-            Ok(name) if !name.trim().is_empty() => name
-                .parse::<PolicyKind>()
-                .map(PolicyChoice::Kind)
-                .map_err(|source| crate::Error::SchedulingPolicy {
-                    name: sched_policy::ENV_VAR,
-                    source,
-                }),
-            _ => Ok(PolicyChoice::Kind(PolicyKind::RoundRobin)),
-        }
-    }
-
-    /// Fill what was not set in code (still at its default) from the
-    /// variables of [`env_vars`]; a malformed value is an error.
-    pub(crate) fn apply_env(&mut self) -> crate::Result<()> {
-        let d = Settings::default();
-        if self.handoff_window == d.handoff_window
-            && let Some(n) = env_number(env_vars::HANDOFF_WINDOW)?
-        {
-            self.handoff_window(u32::try_from(n).unwrap_or(u32::MAX));
-        }
-        if self.handoff_deadline == d.handoff_deadline
-            && let Some(ms) = env_number(env_vars::HANDOFF_DEADLINE_MS)?
-        {
-            self.handoff_deadline(Duration::from_millis(ms));
-        }
-        if self.heartbeat == d.heartbeat {
-            let interval = env_number(env_vars::HEARTBEAT_INTERVAL_MS)?;
-            let timeout = env_number(env_vars::HEARTBEAT_TIMEOUT_MS)?;
-            let hb = self.heartbeat.unwrap_or_default();
-            match timeout {
-                Some(0) => self.heartbeat = None,
-                _ if interval.is_none() && timeout.is_none() => {}
-                _ => {
-                    self.heartbeat(
-                        interval.map_or(hb.interval, |ms| Duration::from_millis(ms.max(1))),
-                        timeout.map_or(hb.timeout, Duration::from_millis),
-                    );
-                }
-            }
-        }
-        if self.crash_loop == d.crash_loop {
-            if let Some(n) = env_number(env_vars::CRASH_LOOP_LIMIT)? {
-                self.crash_loop.max_restarts = u32::try_from(n).unwrap_or(u32::MAX);
-            }
-            if let Some(ms) = env_number(env_vars::CRASH_LOOP_WINDOW_MS)? {
-                self.crash_loop.window = Duration::from_millis(ms);
-            }
-        }
-        Ok(())
+    /// The policy in force: the setting, else round-robin.
+    pub(crate) fn resolve_policy(&self) -> PolicyChoice {
+        self.scheduling
+            .clone()
+            .unwrap_or(PolicyChoice::Kind(PolicyKind::RoundRobin))
     }
 
     /// How forwarded worker lines are framed (with [`WorkerStdio::Piped`]).
@@ -564,7 +594,8 @@ impl Settings {
 
     /// Recycle a worker after `n` connections handed to it, plus a random
     /// `0..=jitter` per worker (Gunicorn's `max_requests`,
-    /// `max_requests_jitter`; distributed policies only). Default: never.
+    /// `max_requests_jitter`; distributed policies only). Default: never
+    /// ([`Settings::from_env`]: `MAX_REQUESTS`, `MAX_REQUESTS_JITTER`).
     pub fn max_requests(&mut self, n: u64, jitter: u64) -> &mut Self {
         self.recycle.max_requests = Some(n);
         self.recycle.jitter = jitter;
@@ -572,13 +603,15 @@ impl Settings {
     }
 
     /// Recycle a worker whose resident memory exceeds `bytes` (PM2's
-    /// `max_memory_restart`). Default: never.
+    /// `max_memory_restart`). Default: never ([`Settings::from_env`]:
+    /// `MAX_MEMORY_MB`).
     pub fn max_memory(&mut self, bytes: u64) -> &mut Self {
         self.recycle.max_memory = Some(bytes);
         self
     }
 
-    /// Recycle a worker older than `age`. Default: never.
+    /// Recycle a worker older than `age`. Default: never
+    /// ([`Settings::from_env`]: `MAX_AGE_SECS`).
     pub fn max_age(&mut self, age: Duration) -> &mut Self {
         self.recycle.max_age = Some(age);
         self
@@ -587,6 +620,62 @@ impl Settings {
     /// How often the recycling limits are checked. Default: 1 s.
     pub fn recycle_check_interval(&mut self, every: Duration) -> &mut Self {
         self.recycle.check_every = every;
+        self
+    }
+
+    /// Serve the cluster's [stats](crate::Cluster::stats) in Prometheus'
+    /// text format at `http://<addr>/metrics` (feature `prometheus`;
+    /// `Cluster::new` fails with [`Error::FeatureDisabled`] without it).
+    /// The primary binds `addr` in `Cluster::new` ([`Error::Metrics`] if it
+    /// cannot) and answers scrapes on a thread of its own, never on the
+    /// runtime that supervises the workers nor on the network thread that
+    /// hands connections over. The series are labelled by slot, so a
+    /// reload, a recycle or a restart starts no new series. Default: off
+    /// ([`Settings::from_env`]: `METRICS_PORT`, on 127.0.0.1).
+    ///
+    /// [`Error::FeatureDisabled`]: crate::Error::FeatureDisabled
+    /// [`Error::Metrics`]: crate::Error::Metrics
+    pub fn metrics(&mut self, addr: impl Into<std::net::SocketAddr>) -> &mut Self {
+        self.metrics = Some(addr.into());
+        self
+    }
+
+    /// Write the primary's `tracing` records (the cluster's lifecycle,
+    /// `docs/operations.md`, and the program's own) to its stderr, in
+    /// `format`, filtered by `filter` (`tracing`'s `EnvFilter` syntax:
+    /// `warn`, `info,cluster_core=debug`), through cluster-core's output
+    /// queue: a stalled reader of stderr never blocks the primary (a record
+    /// is dropped and counted instead; see [`crate::output`]). Installed as
+    /// the global subscriber by `Cluster::new` (feature `logs`; without it,
+    /// [`Error::FeatureDisabled`]); a subscriber the program installed
+    /// before is kept, and this setting then does nothing. Default: off
+    /// ([`Settings::from_env`]: `LOG_FORMAT` and `RUST_LOG`).
+    ///
+    /// [`Error::FeatureDisabled`]: crate::Error::FeatureDisabled
+    pub fn logs(&mut self, format: LogFormat, filter: impl Into<String>) -> &mut Self {
+        self.logs = Some(Logs {
+            format,
+            filter: filter.into(),
+        });
+        self
+    }
+
+    /// Turn the logs of [`logs`](Self::logs) off.
+    pub fn no_logs(&mut self) -> &mut Self {
+        self.logs = None;
+        self
+    }
+
+    /// Scale on SIGTTIN and SIGTTOU, like Gunicorn: SIGTTIN adds a worker
+    /// (a new slot, [`Cluster::scale_to`] the count plus one), SIGTTOU
+    /// removes the newest one (it drains; never below one worker). Default:
+    /// off, and then the signals keep their default action, which *stops*
+    /// the primary (state `T`: it supervises nothing and hands no
+    /// connection over until SIGCONT). Installed by `Cluster::new`.
+    ///
+    /// [`Cluster::scale_to`]: crate::Cluster::scale_to
+    pub fn scale_on_signals(&mut self) -> &mut Self {
+        self.scale_on_signals = true;
         self
     }
 
@@ -609,6 +698,9 @@ impl Settings {
         }
         if other.pid_file.is_some() {
             self.pid_file.clone_from(&other.pid_file);
+        }
+        if other.logs.is_some() {
+            self.logs.clone_from(&other.logs);
         }
         macro_rules! take_if_set {
             ($($f:ident),*) => {$(
@@ -634,26 +726,10 @@ impl Settings {
             upgrade_on_signal,
             upgrade_timeout,
             worker_output,
-            recycle
+            recycle,
+            metrics,
+            scale_on_signals
         );
         self
-    }
-}
-
-/// The number in the variable `name`: `None` when unset or empty, an error
-/// when it is not a non-negative integer.
-fn env_number(name: &'static str) -> crate::Result<Option<u64>> {
-    match std::env::var(name) {
-        Ok(v) if v.trim().is_empty() => Ok(None),
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| crate::Error::EnvVar { name, value: v }),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(v)) => Err(crate::Error::EnvVar {
-            name,
-            value: v.to_string_lossy().into_owned(),
-        }),
     }
 }

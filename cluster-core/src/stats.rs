@@ -38,6 +38,9 @@ pub struct WorkerStats {
     pub pid: u32,
     /// Its state.
     pub state: WorkerState,
+    /// Whether it is its slot's current worker (not a reload's or a
+    /// recycle's predecessor draining, nor a replacement not yet ready).
+    pub current: bool,
     /// Time since it was started.
     pub uptime: Duration,
     /// Workers started in its slot before this one (restarts, reload and
@@ -154,105 +157,130 @@ pub fn state_name(state: WorkerState) -> &'static str {
 
 #[cfg(feature = "prometheus")]
 impl ClusterStats {
-    /// The snapshot in Prometheus' text exposition format (version 0.0.4),
-    /// every per-worker series labelled `worker`, `slot` and `pid`:
-    /// `cluster_slots`, `cluster_workers`, `cluster_worker_up` (with a
-    /// `state` label), `cluster_worker_uptime_seconds`,
+    /// The snapshot in Prometheus' text exposition format (version 0.0.4).
+    ///
+    /// The series stay bounded: the per-worker series are labelled by
+    /// `slot` alone, and describe each slot's current worker (a reload's,
+    /// recycle's or restart's successor takes over its predecessor's series;
+    /// a counter then starts again from zero, which Prometheus reads as a
+    /// reset), never by pid or worker id, which change at every restart. A
+    /// slot's number changes only when scaling adds one. The families:
+    /// `cluster_slots`; `cluster_workers{state}` (every live worker,
+    /// draining predecessors included, by state: `none`, `online`,
+    /// `listening`, `disconnected`, `dead`; each state always present);
+    /// and per slot `cluster_worker_up` (1, with the worker's `state`),
+    /// `cluster_worker_pid`, `cluster_worker_uptime_seconds`,
     /// `cluster_worker_restarts`, `cluster_worker_connections_handed_total`,
     /// `cluster_worker_connections_open`, `cluster_worker_messages_total`,
-    /// `cluster_worker_resident_memory_bytes`,
-    /// `cluster_worker_cpu_seconds_total` (the last two only when `/proc`
-    /// had them).
+    /// `cluster_worker_resident_memory_bytes` and
+    /// `cluster_worker_cpu_seconds_total` (the last two when `/proc` had
+    /// them).
     pub fn render_prometheus(&self) -> String {
         use std::fmt::Write as _;
-        let mut out = String::with_capacity(256 + self.workers.len() * 900);
-        let mut family =
-            |name: &str,
-             kind: &str,
-             help: &str,
-             rows: &mut dyn Iterator<Item = (String, String)>| {
-                let _ = writeln!(out, "# HELP {name} {help}");
-                let _ = writeln!(out, "# TYPE {name} {kind}");
-                for (labels, value) in rows {
-                    let _ = writeln!(out, "{name}{labels} {value}");
-                }
-            };
+        let mut out = String::with_capacity(1024 + self.workers.len() * 600);
+        let mut family = |name: &str, kind: &str, help: &str, rows: &[(String, String)]| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in rows {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
         family(
             "cluster_slots",
             "gauge",
             "Slots the cluster keeps filled.",
-            &mut std::iter::once((String::new(), self.slots.to_string())),
+            &[(String::new(), self.slots.to_string())],
         );
+        let states = [
+            WorkerState::None,
+            WorkerState::Online,
+            WorkerState::Listening,
+            WorkerState::Disconnected,
+            WorkerState::Dead,
+        ];
+        let by_state: Vec<_> = states
+            .iter()
+            .map(|s| {
+                let n = self.workers.iter().filter(|w| w.state == *s).count();
+                (format!("{{state=\"{}\"}}", state_name(*s)), n.to_string())
+            })
+            .collect();
         family(
             "cluster_workers",
             "gauge",
-            "Live workers.",
-            &mut std::iter::once((String::new(), self.workers.len().to_string())),
+            "Live worker processes, by state (draining predecessors included).",
+            &by_state,
         );
-        let labels = |w: &WorkerStats| {
-            format!(
-                "{{worker=\"{}\",slot=\"{}\",pid=\"{}\"",
-                w.id, w.slot, w.pid
-            )
-        };
+        let mut current: Vec<&WorkerStats> = self.workers.iter().filter(|w| w.current).collect();
+        current.sort_by_key(|w| w.slot);
         let per = |f: &dyn Fn(&WorkerStats) -> Option<String>| -> Vec<(String, String)> {
-            self.workers
+            current
                 .iter()
-                .filter_map(|w| f(w).map(|v| (format!("{}}}", labels(w)), v)))
+                .filter_map(|w| Some((format!("{{slot=\"{}\"}}", w.slot), f(w)?)))
                 .collect()
         };
+        let up: Vec<_> = current
+            .iter()
+            .map(|w| {
+                (
+                    format!("{{slot=\"{}\",state=\"{}\"}}", w.slot, state_name(w.state)),
+                    "1".to_owned(),
+                )
+            })
+            .collect();
         family(
             "cluster_worker_up",
             "gauge",
-            "1 per live worker, labelled with its state.",
-            &mut self.workers.iter().map(|w| {
-                (
-                    format!("{},state=\"{}\"}}", labels(w), state_name(w.state)),
-                    "1".to_owned(),
-                )
-            }),
+            "1 per slot with a current worker, labelled with its state.",
+            &up,
+        );
+        family(
+            "cluster_worker_pid",
+            "gauge",
+            "The process id of the slot's current worker.",
+            &per(&|w| Some(w.pid.to_string())),
         );
         family(
             "cluster_worker_uptime_seconds",
             "gauge",
-            "Seconds since the worker was started.",
-            &mut per(&|w| Some(format!("{:.3}", w.uptime.as_secs_f64()))).into_iter(),
+            "Seconds since the slot's current worker was started.",
+            &per(&|w| Some(format!("{:.3}", w.uptime.as_secs_f64()))),
         );
         family(
             "cluster_worker_restarts",
             "gauge",
-            "Workers started in this worker's slot before it.",
-            &mut per(&|w| Some(w.restarts.to_string())).into_iter(),
+            "Workers started in the slot before its current one.",
+            &per(&|w| Some(w.restarts.to_string())),
         );
         family(
             "cluster_worker_connections_handed_total",
             "counter",
-            "Connections handed to the worker and acknowledged.",
-            &mut per(&|w| Some(w.connections.handed.to_string())).into_iter(),
+            "Connections handed to the slot's current worker and acknowledged.",
+            &per(&|w| Some(w.connections.handed.to_string())),
         );
         family(
             "cluster_worker_connections_open",
             "gauge",
-            "Connections handed to the worker and still open.",
-            &mut per(&|w| Some(w.connections.open.to_string())).into_iter(),
+            "Connections handed to the slot's current worker and still open.",
+            &per(&|w| Some(w.connections.open.to_string())),
         );
         family(
             "cluster_worker_messages_total",
             "counter",
-            "User messages received from the worker.",
-            &mut per(&|w| Some(w.messages.to_string())).into_iter(),
+            "User messages received from the slot's current worker.",
+            &per(&|w| Some(w.messages.to_string())),
         );
         family(
             "cluster_worker_resident_memory_bytes",
             "gauge",
-            "Resident memory of the worker process.",
-            &mut per(&|w| w.rss_bytes.map(|b| b.to_string())).into_iter(),
+            "Resident memory of the slot's current worker.",
+            &per(&|w| w.rss_bytes.map(|b| b.to_string())),
         );
         family(
             "cluster_worker_cpu_seconds_total",
             "counter",
-            "User and system CPU time of the worker process.",
-            &mut per(&|w| w.cpu_time.map(|t| format!("{:.3}", t.as_secs_f64()))).into_iter(),
+            "User and system CPU time of the slot's current worker.",
+            &per(&|w| w.cpu_time.map(|t| format!("{:.3}", t.as_secs_f64()))),
         );
         out
     }

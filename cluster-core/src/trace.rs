@@ -12,28 +12,32 @@ use crate::event::{Close, Event};
 /// The target of every cluster-core tracing event.
 pub(crate) const TARGET: &str = "cluster_core";
 
-/// Trace `ev` (`pid`: the worker's, when known).
-pub(crate) fn event<M>(ev: &Event<M>, pid: Option<u32>) {
-    let pid = pid.unwrap_or(0);
+/// Trace `ev`.
+pub(crate) fn event<M>(ev: &Event<M>) {
     match ev {
         Event::Fork { worker, slot, pid } => {
             tracing::info!(target: TARGET, worker = worker.0, slot = slot.get(), pid, "worker forked");
         }
-        Event::Online { worker } => {
+        Event::Online { worker, pid } => {
             tracing::info!(target: TARGET, worker = worker.0, pid, "worker online");
         }
-        Event::Listening { worker, addr } => {
+        Event::Listening { worker, pid, addr } => {
             tracing::info!(target: TARGET, worker = worker.0, pid, addr = %addr, "worker listening");
         }
-        Event::ListeningOn { worker, endpoint } => {
-            tracing::info!(target: TARGET, worker = worker.0, pid, addr = ?endpoint, "worker listening");
+        Event::ListeningOn {
+            worker,
+            pid,
+            endpoint,
+        } => {
+            tracing::info!(target: TARGET, worker = worker.0, pid, addr = %endpoint, "worker listening");
         }
         Event::Message(_) => {}
-        Event::Disconnect { worker } => {
+        Event::Disconnect { worker, pid } => {
             tracing::info!(target: TARGET, worker = worker.0, pid, "worker disconnected");
         }
         Event::Exit {
             worker,
+            pid,
             slot,
             exit,
             exited_after_disconnect,
@@ -50,13 +54,13 @@ pub(crate) fn event<M>(ev: &Event<M>, pid: Option<u32>) {
                     after_disconnect = exited_after_disconnect, "worker exited");
             }
         }
-        Event::Unresponsive { worker } => {
+        Event::Unresponsive { worker, pid } => {
             tracing::warn!(target: TARGET, worker = worker.0, pid, "worker unresponsive: killed");
         }
-        Event::ChannelError { worker, error } => {
+        Event::ChannelError { worker, pid, error } => {
             tracing::warn!(target: TARGET, worker = worker.0, pid, error = %error, "worker channel error");
         }
-        Event::MessageError { worker, error } => {
+        Event::MessageError { worker, pid, error } => {
             tracing::warn!(target: TARGET, worker = worker.0, pid, error = %error, "message did not decode");
         }
         Event::ForkError { slot, error } => {
@@ -84,6 +88,7 @@ pub(crate) fn event<M>(ev: &Event<M>, pid: Option<u32>) {
         }
         Event::Recycling {
             worker,
+            pid,
             slot,
             reason,
         } => {
@@ -92,6 +97,9 @@ pub(crate) fn event<M>(ev: &Event<M>, pid: Option<u32>) {
         }
         Event::SlotRemoved { slot, worker } => {
             tracing::info!(target: TARGET, slot = slot.get(), worker = worker.map(|w| w.0), "slot removed");
+        }
+        Event::UnusedSocket { addr, name } => {
+            tracing::error!(target: TARGET, addr = %addr, name = name.as_deref(), "inherited socket not listened on by any worker: not ready");
         }
     }
 }

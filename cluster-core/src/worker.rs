@@ -183,6 +183,11 @@ impl<M: Payload> Worker<M> {
     /// [`Event::Listening`](crate::Event::Listening) with the real address,
     /// and, under a distributed policy, starts giving it connections.
     ///
+    /// `addr` is what tokio's `TcpListener::bind` takes: a `SocketAddr`,
+    /// `("127.0.0.1", 3000)`, `"127.0.0.1:3000"`, `"localhost:3000"` (a
+    /// name is resolved here, in the worker, and its addresses are tried in
+    /// turn; [`Error::Resolve`] if it resolves to none).
+    ///
     /// A bind that fails in the primary comes back as [`Error::Listen`],
     /// with the OS error as its source (`AddrInUse`, `AddrNotAvailable`, …).
     ///
@@ -195,7 +200,7 @@ impl<M: Payload> Worker<M> {
     /// use tokio::io::AsyncWriteExt;
     ///
     /// async fn serve(worker: Worker<String>) -> cluster_core::Result<()> {
-    ///     let mut listener = worker.listen("127.0.0.1:3000".parse().unwrap()).await?;
+    ///     let mut listener = worker.listen(("127.0.0.1", 3000)).await?;
     ///     let mut in_flight = tokio::task::JoinSet::new();
     ///     while let Some((mut conn, peer)) = listener.accept().await {
     ///         let id = worker.id();
@@ -209,7 +214,28 @@ impl<M: Payload> Worker<M> {
     ///     Ok(())
     /// }
     /// ```
-    pub async fn listen(&self, addr: SocketAddr) -> Result<Listener> {
+    pub async fn listen(&self, addr: impl tokio::net::ToSocketAddrs) -> Result<Listener> {
+        let mut last = None;
+        for addr in tokio::net::lookup_host(addr)
+            .await
+            .map_err(Error::Resolve)?
+        {
+            match self.listen_addr(addr).await {
+                Ok(listener) => return Ok(listener),
+                Err(e @ Error::Listen { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            Error::Resolve(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the address resolved to nothing",
+            ))
+        }))
+    }
+
+    /// [`listen`](Self::listen) on one address.
+    async fn listen_addr(&self, addr: SocketAddr) -> Result<Listener> {
         let requested = Requested::Tcp(addr);
         let (request_id, answer) = self.net.request(requested.clone());
         let req = ListenRequest {

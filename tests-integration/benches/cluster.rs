@@ -254,7 +254,7 @@ async fn next_online(cluster: &mut Cluster<Msg>) -> anyhow::Result<cluster_core:
         let ev = tokio::time::timeout(Duration::from_secs(20), cluster.next_event())
             .await?
             .ok_or_else(|| anyhow::anyhow!("the cluster stopped"))?;
-        if let Event::Online { worker } = ev {
+        if let Event::Online { worker, .. } = ev {
             return Ok(worker);
         }
     }

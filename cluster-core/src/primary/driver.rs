@@ -56,6 +56,9 @@ pub(crate) enum Notice<M> {
     ReloadStarted,
     /// A rolling reload ended, with its error if it failed.
     ReloadFinished(Option<Error>),
+    /// The grace after readiness ended: report the inherited sockets
+    /// still unused (`unused.rs`).
+    CheckUnused,
 }
 
 /// Once the process is reaped, the longest the reader waits for the next

@@ -7,8 +7,9 @@
 //! `WATCHDOG_USEC` (used when `WATCHDOG_PID` is unset or this process).
 //! Each state is one datagram, sent best effort (a service manager that is
 //! gone must not stop the cluster):
-//! - `READY=1` and `STATUS=` once every slot's worker listens (the first
-//!   time; again at the end of each reload);
+//! - `READY=1` and `STATUS=` once every slot's worker listens and no
+//!   inherited socket is unused (the first time; again at the end of each
+//!   reload); while one is unused, `STATUS=` names it instead;
 //! - `STATUS=<ready>/<total> workers ready; <last event>` on each worker
 //!   event;
 //! - `RELOADING=1` with `MONOTONIC_USEC=` when a reload starts
@@ -224,11 +225,23 @@ impl Service {
         self.send("WATCHDOG=1".to_owned());
     }
 
+    /// Whether readiness was reported.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.lock().ready
+    }
+
     /// A worker event: the summary, and readiness the first time every slot
-    /// listens (pid file, the upgrade's ready message, `READY=1`), which
-    /// returns once the pid file is written (bounded).
-    pub(crate) async fn progress(&self, ready: usize, total: usize, last: &str) {
-        let status = format!("STATUS={ready}/{total} workers ready; {last}");
+    /// listens and no inherited socket is `unused` (pid file, the upgrade's
+    /// ready message, `READY=1`), which returns once the pid file is written
+    /// (bounded).
+    pub(crate) async fn progress(
+        &self,
+        ready: usize,
+        total: usize,
+        last: &str,
+        unused: Option<&str>,
+    ) {
+        let mut status = format!("STATUS={ready}/{total} workers ready; {last}");
         let first_ready = {
             let mut st = self.lock();
             st.listening = (ready, total);
@@ -247,11 +260,16 @@ impl Service {
                     }
                 });
             }
-            let first = !st.ready && total > 0 && ready >= total;
+            let first = !st.ready && total > 0 && ready >= total && unused.is_none();
             st.ready |= first;
             first
         };
         if !first_ready {
+            if let Some(addr) = unused.filter(|_| ready == total) {
+                status.push_str(&format!(
+                    "; not ready: no worker listens on the inherited socket {addr}"
+                ));
+            }
             self.send(status);
             return;
         }

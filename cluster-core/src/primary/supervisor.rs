@@ -17,7 +17,7 @@ use crate::Payload;
 use crate::error::Error;
 use crate::event::{Close, Event, SlotId, WorkerId};
 use crate::primary::driver::Notice;
-use crate::primary::{Command, EventSender, Placement, Shared};
+use crate::primary::{Command, EventSender, Placement, Shared, unused};
 use crate::restart::Decision;
 use crate::settings::Heartbeat;
 use crate::state::WorkerState;
@@ -134,6 +134,10 @@ struct Supervisor<M> {
     last_seen: HashMap<WorkerId, (Instant, Duration)>,
     deadline: Option<tokio::time::Instant>,
     waiters: Vec<oneshot::Sender<()>>,
+    /// A check of the unused inherited sockets is scheduled.
+    unused_check: bool,
+    /// The unused inherited sockets already reported.
+    unused_reported: Vec<unused::Unused>,
 }
 
 impl<M> Drop for Supervisor<M> {
@@ -161,6 +165,8 @@ pub(crate) async fn run<M: Payload>(
         last_seen: HashMap::new(),
         deadline: None,
         waiters: Vec::new(),
+        unused_check: false,
+        unused_reported: Vec::new(),
     };
     let mut commands_open = true;
     loop {
@@ -231,23 +237,21 @@ fn heartbeat_tick(heartbeat: Option<Heartbeat>) -> Option<tokio::time::Interval>
 impl<M: Payload> Supervisor<M> {
     /// The one place every event leaves: traced (`trace.rs`), then sent.
     fn emit(&self, ev: Event<M>) {
-        let pid =
-            event_worker(&ev).and_then(|id| self.shared.lock().workers.get(&id).map(|w| w.pid()));
-        self.emit_with_pid(ev, pid);
-    }
-
-    fn emit_with_pid(&self, ev: Event<M>, pid: Option<u32>) {
-        crate::trace::event(&ev, pid);
+        crate::trace::event(&ev);
         let _ = self.events.send((ev, Credit::none()));
     }
 
     /// [`Supervisor::emit`] an event that holds room in a worker's window
     /// (a message that did not decode) until the program takes it.
     fn emit_holding(&self, ev: Event<M>, credit: Credit) {
-        let pid =
-            event_worker(&ev).and_then(|id| self.shared.lock().workers.get(&id).map(|w| w.pid()));
-        crate::trace::event(&ev, pid);
+        crate::trace::event(&ev);
         let _ = self.events.send((ev, credit));
+    }
+
+    /// The pid of a live worker (every worker event comes between its
+    /// `Fork` and its `Exit`, while it is in the table; 0 otherwise).
+    fn pid(&self, id: WorkerId) -> u32 {
+        self.shared.lock().workers.get(&id).map_or(0, |w| w.pid())
     }
 
     /// Handle one notice. It awaits only the pid file's write (bounded,
@@ -272,7 +276,8 @@ impl<M: Payload> Supervisor<M> {
                 }
                 self.with_guard(id, |g| g.online(now));
                 self.advance(id, WorkerState::Online);
-                self.emit(Event::Online { worker: id });
+                let pid = self.pid(id);
+                self.emit(Event::Online { worker: id, pid });
             }
             Notice::Listening(id, addr) => {
                 self.with_guard(id, |g| g.ready());
@@ -281,15 +286,22 @@ impl<M: Payload> Supervisor<M> {
                 // readiness before the event stream does.
                 self.service(&format!("worker {id} listening on {addr}"))
                     .await;
-                self.emit(Event::Listening { worker: id, addr });
+                let pid = self.pid(id);
+                self.emit(Event::Listening {
+                    worker: id,
+                    pid,
+                    addr,
+                });
             }
             Notice::ListeningOn(id, endpoint) => {
                 self.with_guard(id, |g| g.ready());
                 self.advance(id, WorkerState::Listening);
-                self.service(&format!("worker {id} listening on {endpoint:?}"))
+                self.service(&format!("worker {id} listening on {endpoint}"))
                     .await;
+                let pid = self.pid(id);
                 self.emit(Event::ListeningOn {
                     worker: id,
+                    pid,
                     endpoint,
                 });
             }
@@ -315,22 +327,36 @@ impl<M: Payload> Supervisor<M> {
             }
             Notice::Recycling(worker, slot, reason) => self.emit(Event::Recycling {
                 worker,
+                pid: self.pid(worker),
                 slot,
                 reason,
             }),
             Notice::SlotRemoved(slot, worker) => self.emit(Event::SlotRemoved { slot, worker }),
             Notice::MessageError(id, error, credit) => {
-                self.emit_holding(Event::MessageError { worker: id, error }, credit);
+                let pid = self.pid(id);
+                let ev = Event::MessageError {
+                    worker: id,
+                    pid,
+                    error,
+                };
+                self.emit_holding(ev, credit);
             }
             Notice::ReloadStarted => self.emit(Event::ReloadStarted),
             Notice::ReloadFinished(error) => self.emit(Event::ReloadFinished { error }),
             Notice::ChannelError(id, error) => {
                 self.kill(id, Signal::SIGKILL);
-                self.emit(Event::ChannelError { worker: id, error });
+                self.emit(Event::ChannelError {
+                    worker: id,
+                    pid: self.pid(id),
+                    error,
+                });
             }
             Notice::ChannelClosed(id) => {
                 self.advance(id, WorkerState::Disconnected);
-                self.emit(Event::Disconnect { worker: id });
+                self.emit(Event::Disconnect {
+                    worker: id,
+                    pid: self.pid(id),
+                });
             }
             Notice::Exited(id, exit) => {
                 self.shared.balancer.worker_gone(id);
@@ -355,6 +381,7 @@ impl<M: Payload> Supervisor<M> {
                 });
             }
             Notice::HandedOver => self.begin_shutdown(),
+            Notice::CheckUnused => self.check_unused().await,
             Notice::Upgrade(Err(reason)) => {
                 self.shared.service.upgrade_failed(&reason);
                 self.emit(Event::UpgradeFailed { reason });
@@ -376,8 +403,11 @@ impl<M: Payload> Supervisor<M> {
     }
 
     /// Tell the service manager (`notify.rs`): workers ready of total, the
-    /// last event, and readiness once every slot's worker listens.
-    async fn service(&self, last: &str) {
+    /// last event, and readiness once every slot's worker listens and no
+    /// inherited socket is left unused (`unused.rs`; if one is, it is
+    /// checked again after a grace, then reported). Awaits only the pid
+    /// file's write (bounded, on the blocking pool).
+    async fn service(&mut self, last: &str) {
         let (ready, total) = {
             let st = self.shared.lock();
             let ready = st
@@ -388,7 +418,46 @@ impl<M: Payload> Supervisor<M> {
                 .count();
             (ready, st.slots.len())
         };
-        self.shared.service.progress(ready, total, last).await;
+        let unused = if total > 0 && ready == total && !self.shared.service.is_ready() {
+            unused::unused()
+        } else {
+            Vec::new()
+        };
+        if !unused.is_empty() && !self.unused_check {
+            self.unused_check = true;
+            let notices = self.shared.notices.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(unused::GRACE).await;
+                let _ = notices.send(Notice::CheckUnused);
+            });
+        }
+        self.shared
+            .service
+            .progress(ready, total, last, unused.first().map(|u| u.addr.as_str()))
+            .await;
+    }
+
+    /// The grace after readiness has passed: report each inherited socket
+    /// still unused (once), or send the readiness it held back.
+    async fn check_unused(&mut self) {
+        self.unused_check = false;
+        if self.shared.lock().stopping {
+            return;
+        }
+        let unused = unused::unused();
+        if unused.is_empty() {
+            self.service("every inherited socket is listened on").await;
+            return;
+        }
+        for u in unused {
+            if !self.unused_reported.contains(&u) {
+                self.unused_reported.push(u.clone());
+                self.emit(Event::UnusedSocket {
+                    addr: u.addr,
+                    name: u.name,
+                });
+            }
+        }
     }
 
     fn advance(&self, id: WorkerId, next: WorkerState) {
@@ -427,15 +496,13 @@ impl<M: Payload> Supervisor<M> {
             });
             (handle, decision)
         };
-        self.emit_with_pid(
-            Event::Exit {
-                worker: id,
-                slot: handle.slot(),
-                exit,
-                exited_after_disconnect: handle.exited_after_disconnect(),
-            },
-            Some(handle.pid()),
-        );
+        self.emit(Event::Exit {
+            worker: id,
+            pid: handle.pid(),
+            slot: handle.slot(),
+            exit,
+            exited_after_disconnect: handle.exited_after_disconnect(),
+        });
         if let Some(decision) = decision {
             self.apply(handle.slot(), decision, exit);
         }
@@ -555,7 +622,8 @@ impl<M: Payload> Supervisor<M> {
             self.last_seen.remove(&id);
             self.kill(id, Signal::SIGKILL);
             self.shared.balancer.worker_gone(id);
-            self.emit(Event::Unresponsive { worker: id });
+            let pid = self.pid(id);
+            self.emit(Event::Unresponsive { worker: id, pid });
         }
     }
 
@@ -586,21 +654,6 @@ impl<M: Payload> Supervisor<M> {
         for w in workers {
             let _ = w.kill_group(Signal::SIGKILL);
         }
-    }
-}
-
-/// The worker an event is about (for its pid in the trace), if one.
-fn event_worker<M>(ev: &Event<M>) -> Option<WorkerId> {
-    match ev {
-        Event::Online { worker }
-        | Event::Listening { worker, .. }
-        | Event::ListeningOn { worker, .. }
-        | Event::Disconnect { worker }
-        | Event::Unresponsive { worker }
-        | Event::ChannelError { worker, .. }
-        | Event::MessageError { worker, .. }
-        | Event::Recycling { worker, .. } => Some(*worker),
-        _ => None,
     }
 }
 

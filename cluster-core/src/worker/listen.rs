@@ -502,6 +502,16 @@ pub struct DrainSignal {
 }
 
 impl DrainSignal {
+    /// A drain that has already started, with nothing open: the drain of a
+    /// listener that has nothing to accept (a UDP socket).
+    pub(crate) fn already_drained() -> Self {
+        DrainSignal {
+            draining: watch::channel(true).1,
+            open: OpenCount::default(),
+            grace_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
     /// Whether the worker is draining now.
     pub fn is_draining(&self) -> bool {
         *self.draining.borrow()

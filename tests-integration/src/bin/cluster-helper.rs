@@ -550,8 +550,11 @@ async fn spew(mut w: Worker<Msg>) -> BoxResult {
 /// A primary whose stdout is only the forwarded worker output; events go to
 /// stderr, through the non-blocking [`Output`].
 async fn supervise(n: usize) -> BoxResult {
-    let mut settings = Settings::new();
+    // The operator's variables (`CLUSTER_SCHED_POLICY`, `CLUSTER_*`), then
+    // ours; no logs on stderr, whatever `RUST_LOG` says (the tests read it).
+    let mut settings = Settings::from_env()?;
     settings
+        .no_logs()
         .n_workers(n)
         .handle_signals()
         .shutdown_deadline(Duration::from_secs(1));
@@ -610,10 +613,10 @@ async fn supervise(n: usize) -> BoxResult {
         };
         let line = match ev {
             Event::Fork { worker, pid, .. } => format!("fork {worker} {pid}"),
-            Event::Online { worker } => format!("online {worker}"),
-            Event::Listening { worker, addr } => format!("listening {worker} {addr}"),
+            Event::Online { worker, .. } => format!("online {worker}"),
+            Event::Listening { worker, addr, .. } => format!("listening {worker} {addr}"),
             Event::Exit { worker, exit, .. } => format!("exit {worker} {exit}"),
-            Event::Unresponsive { worker } => format!("unresponsive {worker}"),
+            Event::Unresponsive { worker, .. } => format!("unresponsive {worker}"),
             Event::RestartScheduled { slot, delay } => {
                 format!("restart {slot} {}", delay.as_millis())
             }
@@ -632,8 +635,11 @@ async fn supervise(n: usize) -> BoxResult {
 }
 
 async fn primary(n: usize, via_setup: bool) -> BoxResult {
-    let mut settings = Settings::new();
+    // The operator's variables (`CLUSTER_SCHED_POLICY`, `CLUSTER_*`), then
+    // ours; no logs on stderr, whatever `RUST_LOG` says (the tests read it).
+    let mut settings = Settings::from_env()?;
     settings
+        .no_logs()
         .n_workers(n)
         .shutdown_deadline(Duration::from_secs(1));
     if !via_setup {
@@ -652,7 +658,7 @@ async fn primary(n: usize, via_setup: bool) -> BoxResult {
     while let Some(ev) = cluster.next_event().await {
         match ev {
             Event::Fork { worker, pid, .. } => println!("fork {worker} {pid}"),
-            Event::Online { worker } => println!("online {worker}"),
+            Event::Online { worker, .. } => println!("online {worker}"),
             Event::Exit { worker, exit, .. } => println!("exit {worker} {exit}"),
             Event::ReloadStarted => println!("reload started"),
             Event::ReloadFinished { error: None } => println!("reload done"),
@@ -879,8 +885,11 @@ fn inherit(cluster: &Cluster<Msg>, what: &str) -> BoxResult<i32> {
 async fn upgradable(n: usize, version: String) -> BoxResult {
     use tokio::signal::unix::{SignalKind, signal};
     let me = std::process::id();
-    let mut settings = Settings::new();
+    // The operator's variables (`CLUSTER_SCHED_POLICY`, `CLUSTER_*`), then
+    // ours; no logs on stderr, whatever `RUST_LOG` says (the tests read it).
+    let mut settings = Settings::from_env()?;
     settings
+        .no_logs()
         .n_workers(n)
         .handle_signals()
         .upgrade_on_signal()

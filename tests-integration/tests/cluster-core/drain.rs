@@ -28,9 +28,10 @@ use crate::support::{BOUND, Lines};
 /// Which example serves.
 #[derive(Debug, Clone, Copy)]
 enum App {
-    /// `examples/axum.rs`: prints the events with `{:?}`.
+    /// `examples/axum.rs`: `Cluster::run`'s event log (`listening on <addr>`).
     Axum,
-    /// `examples/hello-cluster.rs`: prints its own lines.
+    /// `examples/hello-cluster.rs`: the event log with URLs (`listening on
+    /// http://<addr>/`).
     Hello,
 }
 
@@ -45,19 +46,16 @@ impl App {
     /// The listening address in a line announcing a listening worker.
     fn listening(self, line: &str) -> Option<SocketAddr> {
         let rest = match self {
-            App::Axum => line.strip_prefix("Listening {")?.split_once("addr: ")?.1,
+            App::Axum => line.split_once(" listening on ")?.1,
             App::Hello => line.split_once(" listening on http://")?.1,
         };
-        rest.trim_end_matches(['/', '}', ' ']).parse().ok()
+        rest.trim_end_matches('/').parse().ok()
     }
 
     /// Whether the line ends a rolling reload; `Err` with the line if the
     /// reload failed.
     fn reloaded(self, line: &str) -> Option<Result<(), String>> {
-        let (done, failed) = match self {
-            App::Axum => ("ReloadFinished { error: None }", "ReloadFinished {"),
-            App::Hello => ("reload done", "reload failed"),
-        };
+        let (done, failed) = ("reload done", "reload failed");
         if line == done {
             Some(Ok(()))
         } else if line.starts_with(failed) {

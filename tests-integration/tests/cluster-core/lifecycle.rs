@@ -184,7 +184,7 @@ async fn an_undecodable_message_from_a_worker_is_an_event_and_the_worker_goes_on
     let mut cluster = cluster_core::Cluster::<Msg>::new(s).unwrap();
     let w = cluster.fork().unwrap();
     let events = until(&mut cluster, |ev| matches!(ev, Event::MessageError { .. })).await;
-    let Some(Event::MessageError { worker, error }) = events.last() else {
+    let Some(Event::MessageError { worker, error, .. }) = events.last() else {
         unreachable!("until returns the matching event last");
     };
     assert_eq!(*worker, WorkerId(1));

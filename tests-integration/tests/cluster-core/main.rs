@@ -10,6 +10,7 @@ mod guard;
 mod lifecycle;
 mod listen;
 mod messages;
+mod operator;
 mod ops;
 mod orphans;
 mod output;

@@ -355,6 +355,7 @@ async fn a_worker_past_the_memory_limit_is_recycled_with_no_failed_request() {
             worker,
             slot,
             reason,
+            ..
         } if *worker == big.id() => Some((*slot, *reason)),
         _ => None,
     });

@@ -108,6 +108,7 @@ async fn reload_of_listening_workers_waits_for_the_replacement_to_listen() {
     let Some(Event::Listening {
         worker: WorkerId(1),
         addr,
+        ..
     }) = events.last()
     else {
         panic!("{:?}", events.iter().map(brief).collect::<Vec<_>>())

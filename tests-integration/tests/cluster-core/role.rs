@@ -143,6 +143,7 @@ async fn the_primary_refuses_a_channel_with_another_launch_token() {
                 error: cluster_core::Error::WrongWorker {
                     worker: WorkerId(1)
                 },
+                ..
             }
         )),
         "{briefs:?}"

@@ -142,17 +142,17 @@ pub(crate) async fn assert_serves(cluster: &mut Cluster<Msg>, worker: WorkerId) 
 pub(crate) fn brief(ev: &Event<Msg>) -> String {
     match ev {
         Event::Fork { worker, .. } => format!("fork {worker}"),
-        Event::Online { worker } => format!("online {worker}"),
+        Event::Online { worker, .. } => format!("online {worker}"),
         Event::Listening { worker, .. } => format!("listening {worker}"),
         Event::Message(m) => format!("message {}", m.worker()),
-        Event::Disconnect { worker } => format!("disconnect {worker}"),
+        Event::Disconnect { worker, .. } => format!("disconnect {worker}"),
         Event::Exit {
             worker,
             exit,
             exited_after_disconnect,
             ..
         } => format!("exit {worker} {exit} after_disconnect={exited_after_disconnect}"),
-        Event::Unresponsive { worker } => format!("unresponsive {worker}"),
+        Event::Unresponsive { worker, .. } => format!("unresponsive {worker}"),
         Event::ChannelError { worker, .. } => format!("channel error {worker}"),
         Event::MessageError { worker, .. } => format!("message error {worker}"),
         Event::ForkError { slot, .. } => format!("fork error {slot}"),

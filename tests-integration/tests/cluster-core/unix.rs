@@ -443,7 +443,7 @@ async fn an_inherited_descriptor_is_served_by_fd_and_by_its_address() {
     let w = cluster.fork_with_env([("HELPER_FD", fd.as_str())]).unwrap();
     until(
         &mut cluster,
-        |ev| matches!(ev, Event::Listening { worker, addr } if *worker == w.id() && *addr == tcp_addr),
+        |ev| matches!(ev, Event::Listening { worker, addr, .. } if *worker == w.id() && *addr == tcp_addr),
     )
     .await;
     let stream = tokio::net::TcpStream::connect(tcp_addr).await.unwrap();

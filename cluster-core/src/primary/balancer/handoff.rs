@@ -233,20 +233,21 @@ fn responded(st: &mut State, worker: WorkerId) {
 /// What a Unix-domain connection shows a scheduling policy as its peer.
 const UNIX_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
-/// A listening socket the accept loop drains: TCP or Unix-domain stream.
-trait Accept: AsRawFd + Send + 'static {
+/// A listening socket the primary's accept loop drains: TCP or Unix-domain
+/// stream (not the worker's `crate::Accept`, which yields its connections).
+trait PrimaryAccept: AsRawFd + Send + 'static {
     /// Accept one connection (close-on-exec): its socket, and its peer's
     /// address when it has one.
     fn accept_one(&self) -> io::Result<(OwnedFd, Option<SocketAddr>)>;
 }
 
-impl Accept for std::net::TcpListener {
+impl PrimaryAccept for std::net::TcpListener {
     fn accept_one(&self) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
         self.accept().map(|(s, peer)| (s.into(), Some(peer)))
     }
 }
 
-impl Accept for std::os::unix::net::UnixListener {
+impl PrimaryAccept for std::os::unix::net::UnixListener {
     fn accept_one(&self) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
         self.accept().map(|(s, _)| (s.into(), None))
     }
@@ -278,7 +279,7 @@ pub(super) fn spawn_accept(
 /// listener is polled for readiness and drained with plain `accept4` calls,
 /// everything pending (up to [`ACCEPT_BATCH`] and the room) before the batch
 /// is handed over.
-async fn accept_loop<L: Accept>(balancer: Arc<Balancer>, idx: usize, listener: L) {
+async fn accept_loop<L: PrimaryAccept>(balancer: Arc<Balancer>, idx: usize, listener: L) {
     // SAFETY: the AsyncFd owns the listener, so its descriptor stays open
     // (and is not reused) for as long as it is registered; it is
     // deregistered when the AsyncFd drops, before the listener closes.

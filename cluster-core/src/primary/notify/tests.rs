@@ -76,11 +76,11 @@ async fn a_manager_that_never_reads_holds_up_nothing() {
     );
     let calls = async {
         for n in 0..2000 {
-            service.progress(0, 2, &format!("event {n}")).await;
+            service.progress(0, 2, &format!("event {n}"), None).await;
             service.watchdog();
         }
         // Ready: the pid file is written before it returns.
-        service.progress(2, 2, "ready").await;
+        service.progress(2, 2, "ready", None).await;
     };
     tokio::time::timeout(Duration::from_secs(20), calls)
         .await
