@@ -172,6 +172,13 @@ fn main() -> BoxResult {
             tokio::runtime::Runtime::new()?.block_on(supervise(n))
         }
         Some("stall") => stall::main(args.get(1).map_or(Ok(4), |s| s.parse())?),
+        // A cluster of `Settings::new()`, whatever the environment says:
+        // prints the settings in force (`Debug`), forks nothing.
+        Some("bare-primary") => tokio::runtime::Runtime::new()?.block_on(async {
+            let cluster = Cluster::<Msg>::new(Settings::new())?;
+            println!("{:?}", cluster.settings());
+            Ok(())
+        }),
         Some("upgradable") => {
             let n: usize = args.get(1).map_or(Ok(2), |s| s.parse())?;
             let version = match std::env::var("HELPER_VERSION_FILE") {
@@ -192,7 +199,10 @@ fn main() -> BoxResult {
             tokio::runtime::Runtime::new()?.block_on(upgradable(n, version))
         }
         _ => {
-            Err("usage: cluster-helper primary <n> [setup] | supervise <n> | upgradable <n> | stall <n>".into())
+            Err(
+                "usage: cluster-helper primary <n> [setup] | supervise <n> | upgradable <n> | stall <n> | bare-primary"
+                    .into(),
+            )
         }
     }
 }

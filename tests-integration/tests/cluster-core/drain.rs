@@ -465,3 +465,85 @@ async fn axum_sigterm_drains_keep_alive_connections() {
 async fn hyper_sigterm_drains_keep_alive_connections() {
     sigterm_drains_keep_alive_connections(App::Hello).await;
 }
+
+/// An HTTP/2 connection (prior knowledge) to `addr`: its request half and
+/// its connection task.
+async fn http2(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<hyper::body::Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("an HTTP/2 handshake");
+    (send, tokio::spawn(conn))
+}
+
+/// `GET path` over HTTP/2: the status and the body.
+async fn http2_get(
+    mut send: hyper::client::conn::http2::SendRequest<http_body_util::Empty<hyper::body::Bytes>>,
+    path: &str,
+) -> Result<(u16, String), String> {
+    use http_body_util::BodyExt as _;
+    let exchange = async {
+        send.ready().await.map_err(|e| format!("ready: {e}"))?;
+        let req = hyper::Request::get(format!("http://cluster{path}"))
+            .body(http_body_util::Empty::new())
+            .expect("a request");
+        let response = send
+            .send_request(req)
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(BOUND, exchange)
+        .await
+        .map_err(|_| "timed out".to_owned())?
+}
+
+/// HTTP/2 through the one serve: a request in flight when its worker
+/// drains (a reload) finishes, the connection is then ended by the server
+/// (GOAWAY, not an error), and a new connection goes to a new worker.
+async fn http2_is_served_and_drained(app: App) {
+    let mut server = Server::start(app, "rr", 2).await;
+    let (send, conn) = http2(server.addr).await;
+    let (status, first) = http2_get(send.clone(), "/").await.expect("an answer");
+    assert_eq!(status, 200, "{first}");
+    let slow = tokio::spawn(http2_get(send.clone(), "/slow"));
+    server.reload().await;
+    let (status, body) = slow.await.unwrap().expect("the slow answer");
+    assert_eq!(status, 200);
+    assert!(body.contains("hello from"), "{body:?}");
+    let ended = tokio::time::timeout(BOUND, conn)
+        .await
+        .expect("the server never ended the HTTP/2 connection")
+        .unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+    let (send, _conn) = http2(server.addr).await;
+    let (status, after) = http2_get(send, "/").await.expect("an answer");
+    assert_eq!(status, 200);
+    assert_ne!(first, after, "a drained worker answered");
+    let (code, lines) = server.terminate().await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_serves_http2_and_drains_it() {
+    http2_is_served_and_drained(App::Axum).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_serves_http2_and_drains_it() {
+    http2_is_served_and_drained(App::Hello).await;
+}

@@ -362,6 +362,30 @@ fn an_unknown_policy_in_the_environment_is_a_typed_error() {
     assert!(err.contains("fastest"), "{err}");
 }
 
+/// `Cluster::new` reads no variable: the environment reaches the settings
+/// only through `Settings::from_env` (which the helper's other primaries
+/// call). A primary of `Settings::new()` ignores a policy it would refuse
+/// and a heartbeat it would turn off.
+#[test]
+fn cluster_new_reads_no_environment_variable() {
+    let out = std::process::Command::new(support::HELPER)
+        .arg("bare-primary")
+        .env("CLUSTER_SCHED_POLICY", "fastest")
+        .env("CLUSTER_HEARTBEAT_TIMEOUT_MS", "0")
+        .env("WORKERS", "7")
+        .output()
+        .unwrap();
+    let settings = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(settings.contains("scheduling: None"), "{settings}");
+    assert!(settings.contains("heartbeat: Some("), "{settings}");
+    assert!(!settings.contains("n_workers: 7,"), "{settings}");
+}
+
 #[test]
 fn listeners_and_connections_move_between_tasks() {
     fn send_sync<T: Send + Sync + Unpin + 'static>() {}

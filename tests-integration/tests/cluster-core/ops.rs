@@ -454,3 +454,56 @@ async fn scaling_up_and_down_under_load_fails_no_request() {
     load.finish().await;
     support::shutdown(cluster).await;
 }
+
+/// `Cluster::handle`: beside `run_with`, which consumes the cluster, a
+/// cloneable handle reads its stats, scales it, reloads it and shuts it
+/// down; once the cluster is gone, the handle says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_beside_run_scales_reloads_and_shuts_down() {
+    let mut s = settings("serve", 2);
+    s.env("HELPER_ADDR", "127.0.0.1:0")
+        .scheduling_policy(cluster_core::PolicyKind::RoundRobin);
+    let cluster = Cluster::<Msg>::new(s).unwrap();
+    let handle = cluster.handle();
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let run = tokio::spawn(cluster.run_with(move |ev| {
+        let _ = tx.send(ev);
+    }));
+    listening(&mut events, 2).await;
+    assert_eq!(handle.stats().unwrap().workers.len(), 2);
+    handle.clone().scale_to(3).unwrap();
+    listening(&mut events, 1).await;
+    assert_eq!(handle.slots().unwrap(), 3);
+    handle.reload().await.unwrap();
+    let stats = handle.stats().unwrap();
+    let current: Vec<_> = stats.workers.iter().filter(|w| w.current).collect();
+    assert_eq!(current.len(), 3, "{stats:#?}");
+    assert!(current.iter().all(|w| w.restarts == 1), "{stats:#?}");
+    tokio::time::timeout(BOUND, handle.shutdown())
+        .await
+        .expect("the shutdown in time")
+        .unwrap();
+    let ran = tokio::time::timeout(BOUND, run)
+        .await
+        .expect("run ended")
+        .unwrap();
+    assert!(ran.is_ok(), "{ran:?}");
+    assert!(matches!(handle.stats(), Err(cluster_core::Error::Stopped)));
+    assert!(matches!(
+        handle.scale_to(2),
+        Err(cluster_core::Error::Stopped)
+    ));
+    assert!(!handle.has_given_up());
+}
+
+/// Wait for `n` more `Listening` events among those `run_with` passed on.
+async fn listening(events: &mut tokio::sync::mpsc::UnboundedReceiver<Event<Msg>>, n: usize) {
+    let mut seen = 0;
+    while seen < n {
+        let ev = tokio::time::timeout(BOUND, events.recv())
+            .await
+            .expect("an event in time")
+            .expect("the run goes on");
+        seen += usize::from(matches!(ev, Event::Listening { .. }));
+    }
+}
