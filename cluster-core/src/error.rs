@@ -202,12 +202,14 @@ pub enum Error {
     /// running ([`Event::AllSlotsGaveUp`](crate::Event::AllSlotsGaveUp)).
     #[error("every slot gave up: no worker could be kept running")]
     AllSlotsGaveUp,
-    /// A listening socket this primary inherited (socket activation, an
-    /// upgrade) is not listened on by any worker
+    /// A listening socket this primary holds (inherited from socket
+    /// activation or an upgrade, or given to
+    /// [`Cluster::inherit_socket`](crate::Cluster::inherit_socket)) is not
+    /// listened on by any worker
     /// ([`Event::UnusedSocket`](crate::Event::UnusedSocket)).
     #[error("inherited socket {addr} is not listened on by any worker")]
     UnusedSocket {
-        /// Its local address, or `fd <n>`.
+        /// Its local address (`127.0.0.1:3402`, `unix:<path>`), or `a socket`.
         addr: String,
     },
     /// The address given to `Worker::listen` could not be resolved, or

@@ -249,15 +249,16 @@ pub enum Event<M> {
         reason: String,
     },
     /// Every slot's worker is ready, but a listening socket this primary
-    /// inherited (systemd's socket activation, or an upgrade) is not
-    /// listened on by any worker: its clients would wait for ever. The
+    /// holds (inherited from systemd's socket activation or an upgrade, or
+    /// given to [`Cluster::inherit_socket`](crate::Cluster::inherit_socket))
+    /// is not listened on by any worker: its clients would wait for ever. The
     /// primary does not report itself ready (`READY=1`, the pid file, an
     /// upgrade's ready message) while one is unused, and
     /// [`Cluster::run`](crate::Cluster::run) ends with
     /// [`Error::UnusedSocket`](crate::Error::UnusedSocket).
     UnusedSocket {
-        /// The socket's local address (`127.0.0.1:3402`, a Unix-domain
-        /// path), or `fd <n>` when it has none.
+        /// The socket's local address (`127.0.0.1:3402`, `unix:<path>`),
+        /// or `a socket` when the OS tells none.
         addr: String,
         /// Its name in `LISTEN_FDNAMES` (systemd's `FileDescriptorName=`).
         name: Option<String>,

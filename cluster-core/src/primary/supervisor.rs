@@ -419,7 +419,7 @@ impl<M: Payload> Supervisor<M> {
             (ready, st.slots.len())
         };
         let unused = if total > 0 && ready == total && !self.shared.service.is_ready() {
-            unused::unused()
+            unused::unused(&self.shared.balancer)
         } else {
             Vec::new()
         };
@@ -444,7 +444,7 @@ impl<M: Payload> Supervisor<M> {
         if self.shared.lock().stopping {
             return;
         }
-        let unused = unused::unused();
+        let unused = unused::unused(&self.shared.balancer);
         if unused.is_empty() {
             self.service("every inherited socket is listened on").await;
             return;

@@ -1,15 +1,17 @@
-//! Inherited sockets no worker listens on: a socket handed over by socket
-//! activation (`LISTEN_FDS`) or by an upgrading primary that no listener
-//! took. Its clients would wait for ever, so the primary does not report
-//! itself ready while one is left; if one is still unused [`GRACE`] after
-//! every slot's worker listens (a worker may listen on a second address a
-//! moment after its first), the supervisor reports it
-//! (`Event::UnusedSocket`), and `Cluster::run` ends with an error.
+//! Sockets the primary holds that no worker listens on: one handed over by
+//! socket activation (`LISTEN_FDS`) or by an upgrading primary, or given to
+//! `Cluster::inherit_socket`, that no listener took. Its clients would
+//! wait for ever, so the primary does not report itself ready while one is
+//! left; if one is still unused [`GRACE`] after every slot's worker
+//! listens (a worker may listen on a second address a moment after its
+//! first), the supervisor reports it (`Event::UnusedSocket`), and
+//! `Cluster::run` ends with an error.
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use crate::primary::activation::untaken;
+use crate::primary::activation;
+use crate::primary::balancer::Balancer;
 
 /// How long after every slot's worker listens an inherited socket may stay
 /// unused before it is reported.
@@ -22,10 +24,13 @@ pub(crate) struct Unused {
     pub(crate) name: Option<String>,
 }
 
-/// The inherited sockets no listener took.
-pub(crate) fn unused() -> Vec<Unused> {
-    untaken()
+/// The sockets the primary holds that no listener took: those given to
+/// it (`balancer`), then those inherited at start.
+pub(crate) fn unused(balancer: &Balancer) -> Vec<Unused> {
+    balancer
+        .untaken()
         .into_iter()
+        .chain(activation::untaken())
         .map(|(name, fd)| Unused {
             addr: describe(fd),
             name,

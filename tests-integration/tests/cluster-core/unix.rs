@@ -461,6 +461,44 @@ async fn an_inherited_descriptor_is_served_by_fd_and_by_its_address() {
     );
 }
 
+/// A socket given to `Cluster::inherit_socket` that no worker listens on
+/// (they listen elsewhere) is an error, as a socket-activated one is: once
+/// every worker listens, it is reported (`Event::UnusedSocket`, naming its
+/// address) and `run_with` shuts the cluster down and fails with
+/// `Error::UnusedSocket`, instead of serving while the socket's clients
+/// wait for ever. Fails before: the check saw only the sockets inherited
+/// at start, and `run_with` ran on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_socket_no_worker_listens_on_ends_the_run_with_an_error() {
+    let cluster = Cluster::<Msg>::new(settings("serve", 2)).unwrap();
+    // The workers listen on 127.0.0.1:0, which would take a given socket of
+    // that address: this one is on another loopback address.
+    let unused = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let addr = unused.local_addr().unwrap();
+    cluster.inherit_socket(InheritedSocket::Tcp(unused));
+    let mut events = Vec::new();
+    let result = tokio::time::timeout(BOUND, cluster.run_with(|ev| events.push(ev)))
+        .await
+        .expect("the run did not end");
+    match result {
+        Err(cluster_core::Error::UnusedSocket { addr: said }) => {
+            assert_eq!(said, addr.to_string());
+        }
+        other => panic!("not an unused socket: {other:?}"),
+    }
+    let listening = events
+        .iter()
+        .filter(|ev| matches!(ev, Event::Listening { addr: a, .. } if *a != addr))
+        .count();
+    assert_eq!(listening, 2, "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|ev| matches!(ev, Event::UnusedSocket { addr: a, .. } if *a == addr.to_string())),
+        "{events:?}"
+    );
+}
+
 #[test]
 fn unix_listeners_and_connections_move_between_tasks() {
     fn send_sync<T: Send + Sync + Unpin + 'static>() {}

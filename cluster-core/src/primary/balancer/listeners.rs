@@ -215,6 +215,18 @@ impl Balancer {
         crate::primary::activation::held_fd(key)
     }
 
+    /// Duplicates of the sockets given to the primary
+    /// (`Cluster::inherit_socket`) that no listener took yet, with their
+    /// names (none): what `unused.rs` checks beside the ones inherited at
+    /// start.
+    pub(crate) fn untaken(&self) -> Vec<(Option<String>, OwnedFd)> {
+        self.lock()
+            .given
+            .iter()
+            .filter_map(|h| Some((h.name.clone(), h.socket.duplicate().ok()?)))
+            .collect()
+    }
+
     /// Answer a worker's TCP listen request; the bound address on success
     /// (the worker is then ready for that listener).
     pub(crate) async fn listen(
