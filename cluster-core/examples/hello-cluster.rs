@@ -24,9 +24,11 @@
 //!   default `warn`: the stdout lines already tell the lifecycle), and the
 //!   hand-off, heartbeat and crash-loop settings (`CLUSTER_HANDOFF_*`,
 //!   `CLUSTER_HEARTBEAT_*`, `CLUSTER_CRASH_LOOP_*`).
-//! - The primary prints one line per cluster event (fork, online,
-//!   listening, disconnect, exit with its code or signal, restart
-//!   scheduled, gave up, reload, scaling), restarts workers that die
+//! - The primary's first line says where the workers serve (the URL, or
+//!   `unix:<SOCKET_PATH>`), how many, the policy and the signals; then it
+//!   prints one line per cluster event (fork, online, listening,
+//!   disconnect, exit with its code or signal, restart scheduled, gave up,
+//!   reload, scaling), restarts workers that die
 //!   (`kill -9` one: a new one takes its slot), reloads them one by one on
 //!   SIGHUP, adds one on SIGTTIN and removes one on SIGTTOU, and drains on
 //!   SIGTERM or Ctrl-C, then exits 0 (1 when every slot gave up: workers
@@ -37,7 +39,8 @@
 //!   from systemd (socket activation; one no worker listens on is an error)
 //!   and reports to it (`NOTIFY_SOCKET`). SIGUSR2 upgrades the primary with
 //!   no downtime: the program now on disk starts as a new primary on the
-//!   same socket, and this one drains once the new one's workers listen.
+//!   same socket (the port, or `SOCKET_PATH`'s, kept bound all along), and
+//!   this one drains once the new one's workers listen.
 //!   `VERSION` (or the first line of the file named by `VERSION_FILE`, read
 //!   when the primary starts, so a new primary reads it anew) is appended
 //!   to each answer, only when set.
@@ -46,10 +49,10 @@
 //! runtime per worker process, like one Node.js process per CPU
 //! (`cluster_core::main` says why).
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, net::IpAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use cluster_core::{Cluster, EventLog, LogFormat, Settings, Worker};
+use cluster_core::{Cluster, EventLog, ListenTarget, LogFormat, Settings, Worker};
 use http_body_util::{BodyExt as _, Channel, Full, combinators::BoxBody};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode, header, service::service_fn};
@@ -69,7 +72,7 @@ async fn primary() -> anyhow::Result<()> {
         settings.env("VERSION", text.lines().next().unwrap_or("").trim());
     }
     Cluster::<()>::new(settings)?
-        .run_logged(EventLog::http())
+        .run_logged(EventLog::http().on(endpoint()?))
         .await?;
     EventLog::new().say("every worker exited: bye");
     Ok(())
@@ -85,21 +88,22 @@ async fn worker(me: Worker<()>) -> anyhow::Result<()> {
     )
     .into();
     let service = service_fn(move |req| answer(req, Arc::clone(&hello)));
-    // Serves until this worker has drained (a reload, the shutdown).
-    if let Some(path) = std::env::var_os("SOCKET_PATH") {
-        cluster_core::hyper::serve(
-            me.listen_unix(std::path::PathBuf::from(path)).await?,
-            service,
-        )
-        .await;
-    } else {
-        let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
-        let port: u16 = std::env::var("PORT")
-            .map_or(Ok(3000), |p| p.parse())
-            .context("PORT")?;
-        cluster_core::hyper::serve(me.listen((host.as_str(), port)).await?, service).await;
-    }
+    // Serves until this worker has drained (a reload, the shutdown), on a
+    // TCP port or a Unix-domain socket alike.
+    cluster_core::hyper::serve(me.listen_target(&endpoint()?).await?, service).await;
     Ok(())
+}
+
+/// Where the workers serve: `SOCKET_PATH`, else `HOST` (127.0.0.1) and
+/// `PORT` (3000).
+fn endpoint() -> anyhow::Result<ListenTarget> {
+    if let Some(path) = std::env::var_os("SOCKET_PATH") {
+        return Ok(ListenTarget::Unix(std::path::PathBuf::from(path).into()));
+    }
+    let var = |name, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let host: IpAddr = var("HOST", "127.0.0.1").parse().context("HOST")?;
+    let port: u16 = var("PORT", "3000").parse().context("PORT")?;
+    Ok(ListenTarget::Tcp((host, port).into()))
 }
 
 type Body = BoxBody<Bytes, Infallible>;

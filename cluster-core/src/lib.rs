@@ -34,7 +34,9 @@
 //!   [`Worker::listen_unix`] (a Unix-domain stream socket, handed over like
 //!   TCP: [`UnixListener`], [`UnixConnection`]), [`Worker::bind_udp`] (one
 //!   UDP socket shared by every worker) and [`Worker::listen_fd`] (a socket
-//!   given to [`Cluster::inherit_socket`]: [`FdListener`]).
+//!   given to [`Cluster::inherit_socket`]: [`FdListener`]);
+//!   [`Worker::listen_target`] takes any of them as a [`ListenTarget`]
+//!   (a port or a socket path, as the operator chose).
 //! - Guarding is built in ([`restart`]): a [`RestartPolicy`], exponential
 //!   [`Backoff`] reset after a minimum uptime, a [`CrashLoopLimit`] on failed
 //!   starts after which the slot is given up ([`Event::AllSlotsGaveUp`] when
@@ -55,7 +57,8 @@
 //!   hyper service over a worker's connections) and `axum` (`axum::serve`,
 //!   an app; the worker's listeners are `axum::serve::Listener`s too, and
 //!   `axum` has the drain's layer). One serve for every listener kind
-//!   ([`Accept`]: TCP, Unix-domain, inherited), HTTP/1.1 and HTTP/2; both
+//!   ([`Accept`], implemented by the one [`Listener`] of every stream kind
+//!   and by [`FdListener`]), HTTP/1.1 and HTTP/2; both
 //!   drain without failing a request, keep-alive clients included
 //!   ([`DrainSignal`]; the rules and their reasons are in
 //!   `docs/cluster.md`). [`Settings::reload_on_hangup`] reloads on SIGHUP.

@@ -331,6 +331,41 @@ impl<M: Payload> Worker<M> {
         self.listen_on(&requested, ListenTarget::Fd(fd)).await
     }
 
+    /// Listen on whatever `target` names, through the one listen path:
+    /// [`listen`](Self::listen) for a TCP address,
+    /// [`listen_unix`](Self::listen_unix) for a Unix-domain socket,
+    /// [`bind_udp`](Self::bind_udp) for a UDP address,
+    /// [`listen_fd`](Self::listen_fd) for a descriptor of the primary; the
+    /// [`FdListener`] of that kind (with the same errors). For a program
+    /// whose operator picks the kind (a port or a socket path), with one
+    /// `serve` for both:
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "hyper")]
+    /// # async fn f(worker: cluster_core::Worker<()>) -> cluster_core::Result<()> {
+    /// # let service = hyper::service::service_fn(|_: hyper::Request<hyper::body::Incoming>| async {
+    /// #     Ok::<_, std::convert::Infallible>(hyper::Response::new(String::new()))
+    /// # });
+    /// use cluster_core::{ListenTarget, UnixAddr};
+    ///
+    /// let target = match std::env::var("SOCKET_PATH") {
+    ///     Ok(path) => ListenTarget::Unix(UnixAddr::from(path.as_str())),
+    ///     Err(_) => ListenTarget::Tcp(([127, 0, 0, 1], 3000).into()),
+    /// };
+    /// cluster_core::hyper::serve(worker.listen_target(&target).await?, service).await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn listen_target(&self, target: &crate::ListenTarget) -> Result<FdListener> {
+        Ok(match target {
+            crate::ListenTarget::Tcp(addr) => FdListener::Tcp(self.listen_addr(*addr).await?),
+            crate::ListenTarget::Unix(addr) => {
+                FdListener::Unix(self.listen_unix_inner(addr.clone(), None).await?)
+            }
+            crate::ListenTarget::Udp(addr) => FdListener::Udp(self.bind_udp(*addr).await?),
+            crate::ListenTarget::Fd(fd) => self.listen_fd(*fd).await?,
+        })
+    }
+
     async fn listen_on(&self, requested: &Requested, wire: ListenTarget) -> Result<FdListener> {
         let (request_id, answer) = self.net.request(requested.clone());
         let req = ListenOnRequest {

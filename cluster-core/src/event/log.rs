@@ -1,6 +1,7 @@
 //! [`EventLog`]: the default event log of `Cluster::run`, one line per
 //! event on the primary's stdout through the output queue.
 
+use crate::endpoint::ListenTarget;
 use crate::event::Event;
 use crate::output::Output;
 
@@ -12,16 +13,17 @@ use crate::output::Output;
 /// another. Messages ([`Event::Message`]) are not printed.
 ///
 /// ```text
-/// primary (pid 4242): 2 worker(s), scheduling rr; SIGHUP reloads, SIGTERM or Ctrl-C drains
+/// primary (pid 4242): 2 worker(s) on http://127.0.0.1:3000/, scheduling rr; SIGHUP reloads, SIGTERM or Ctrl-C drains
 /// worker 1 (pid 4243) forked in slot 0
 /// worker 1 (pid 4243) online
 /// worker 1 (pid 4243) listening on http://127.0.0.1:3000/
 /// worker 1 (pid 4243) killed by signal 9
 /// slot 0: restart in 0 ms
 /// ```
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct EventLog {
     http: bool,
+    on: Option<ListenTarget>,
 }
 
 impl EventLog {
@@ -33,7 +35,29 @@ impl EventLog {
     /// A TCP listening address as an `http://` URL (`listening on
     /// http://127.0.0.1:3000/`), for a cluster that serves HTTP.
     pub fn http() -> Self {
-        Self { http: true }
+        Self {
+            http: true,
+            on: None,
+        }
+    }
+
+    /// The first line (`Cluster::run_logged`'s) also says where the workers
+    /// serve: `on http://127.0.0.1:3000/` (with [`http`](Self::http)),
+    /// `on 127.0.0.1:3000`, `on unix:/run/app.sock`. The workers decide
+    /// where they listen, so the program says it here; the listening lines
+    /// then give the real address (a port 0 resolved).
+    pub fn on(mut self, target: ListenTarget) -> Self {
+        self.on = Some(target);
+        self
+    }
+
+    /// Where the workers serve, as the first line says it.
+    pub(crate) fn serving(&self) -> Option<String> {
+        Some(match self.on.as_ref()? {
+            ListenTarget::Tcp(addr) if self.http => format!("http://{addr}/"),
+            ListenTarget::Tcp(addr) => addr.to_string(),
+            other => other.to_string(),
+        })
     }
 
     /// The line of `event`; `None` for a message.

@@ -162,3 +162,23 @@ fn the_http_log_writes_tcp_addresses_as_urls_and_skips_messages() {
     assert_eq!(listening().pid(), Some(7));
     assert_eq!(listening().worker(), Some(WorkerId(1)));
 }
+
+#[test]
+fn the_first_line_says_where_the_workers_serve_as_the_listening_lines_do() {
+    use crate::{ListenTarget, UnixAddr};
+    let tcp = ListenTarget::Tcp("127.0.0.1:3000".parse().unwrap());
+    let unix = ListenTarget::Unix(UnixAddr::from("/run/app.sock"));
+    assert_eq!(EventLog::http().serving(), None);
+    assert_eq!(
+        EventLog::http().on(tcp.clone()).serving().as_deref(),
+        Some("http://127.0.0.1:3000/")
+    );
+    assert_eq!(
+        EventLog::new().on(tcp).serving().as_deref(),
+        Some("127.0.0.1:3000")
+    );
+    assert_eq!(
+        EventLog::http().on(unix).serving().as_deref(),
+        Some("unix:/run/app.sock")
+    );
+}

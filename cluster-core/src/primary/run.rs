@@ -69,14 +69,16 @@ impl<M: Payload> Cluster<M> {
     /// Run the cluster to its end, for a primary that only supervises:
     /// [`start`](Self::start) the workers, print one line per event on
     /// stdout through the default [`EventLog`] (and first a line that
-    /// names the primary, its workers, its policy, the signals it handles
-    /// and its metrics endpoint), until the cluster has shut down and every
+    /// names the primary, its workers, where they serve when the log says
+    /// it ([`EventLog::on`]), its policy, the signals it handles and its
+    /// metrics endpoint), until the cluster has shut down and every
     /// event was printed (with [`Settings::handle_signals`]: after SIGTERM
     /// or Ctrl-C); then flush the output (bounded) and return.
     ///
     /// Fails if the workers cannot be started, and, once the cluster has
     /// ended, with [`Error::AllSlotsGaveUp`] when every slot gave up, or
-    /// [`Error::UnusedSocket`] when a socket the primary inherited is not
+    /// [`Error::UnusedSocket`] when a socket the primary holds (inherited,
+    /// or given to [`inherit_socket`](Self::inherit_socket)) is not
     /// listened on by any worker (the cluster is then shut down): a program
     /// that returns the error from `main` exits non-zero.
     ///
@@ -94,9 +96,9 @@ impl<M: Payload> Cluster<M> {
     }
 
     /// [`run`](Self::run), printing through `log` (say,
-    /// [`EventLog::http`]).
+    /// `EventLog::http().on(target)`).
     pub async fn run_logged(self, log: EventLog) -> Result<()> {
-        log.say(self.banner());
+        log.say(self.banner(log.serving()));
         self.run_with(move |event| log.print(&event)).await
     }
 
@@ -122,8 +124,9 @@ impl<M: Payload> Cluster<M> {
         failure.map_or(Ok(()), Err)
     }
 
-    /// `primary (pid 4242): 2 worker(s), scheduling rr; SIGHUP reloads, …`.
-    fn banner(&self) -> String {
+    /// `primary (pid 4242): 2 worker(s) on unix:/run/app.sock, scheduling …;
+    /// SIGHUP reloads, …`.
+    fn banner(&self, serving: Option<String>) -> String {
         let st = self.shared.lock();
         let s = &st.settings;
         let mut signals = Vec::new();
@@ -139,8 +142,9 @@ impl<M: Payload> Cluster<M> {
         if s.handle_signals {
             signals.push("SIGTERM or Ctrl-C drains");
         }
+        let on = serving.map(|on| format!(" on {on}")).unwrap_or_default();
         let mut line = format!(
-            "primary (pid {}): {} worker(s), scheduling {:?}",
+            "primary (pid {}): {} worker(s){on}, scheduling {:?}",
             std::process::id(),
             s.n_workers,
             s.resolve_policy()

@@ -10,13 +10,13 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -121,11 +121,26 @@ fn hello_parts(body: &str) -> (u64, i32) {
 /// One `GET path` on a new connection: the status code and the body, or
 /// what went wrong. Bounded in time.
 pub(crate) async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let connect = TcpStream::connect(addr);
+    exchange(connect, &addr.to_string(), path).await
+}
+
+/// [`get`] on a Unix-domain socket.
+pub(crate) async fn get_unix(socket: &Path, path: &str) -> Result<(u16, String), String> {
+    let connect = tokio::net::UnixStream::connect(socket.to_owned());
+    exchange(connect, "localhost", path).await
+}
+
+/// `GET path` on the connection `connect` opens, then read the answer to
+/// its end. Bounded in time.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    connect: impl std::future::Future<Output = std::io::Result<S>>,
+    host: &str,
+    path: &str,
+) -> Result<(u16, String), String> {
     let exchange = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let mut stream = connect.await.map_err(|e| format!("connect: {e}"))?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         stream
             .write_all(request.as_bytes())
             .await

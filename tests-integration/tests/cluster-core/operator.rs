@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::demo::{example_binary, get};
+use crate::demo::{example_binary, get, get_unix};
 use crate::support::{BOUND, Lines};
 
 /// A running example: its primary, its stdout (and stderr) lines.
@@ -288,6 +288,10 @@ async fn the_docs_axum_program_adds_a_worker_on_sigttin_instead_of_stopping() {
 async fn the_demo_serves_prometheus_metrics_that_count_the_workers() {
     let mut app = App::start("hello-cluster", &[("WORKERS", "2"), ("METRICS_PORT", "0")]);
     let banner = app.line(|l| l.starts_with("primary (pid ")).await;
+    assert!(
+        banner.contains(" 2 worker(s) on http://127.0.0.1:0/,"),
+        "{banner}"
+    );
     let metrics: SocketAddr = banner
         .split_once("metrics on http://")
         .and_then(|(_, rest)| rest.strip_suffix("/metrics"))
@@ -550,6 +554,11 @@ async fn the_demo_on_a_unix_socket_serves_reloads_and_drains() {
         "hello-cluster",
         &[("WORKERS", "2"), ("SOCKET_PATH", path.to_str().unwrap())],
     );
+    let banner = app.line(|l| l.starts_with("primary (pid ")).await;
+    assert!(
+        banner.contains(&format!(" 2 worker(s) on unix:{},", path.display())),
+        "{banner}"
+    );
     for _ in 0..2 {
         let line = app.line(|l| l.contains(" listening on ")).await;
         assert!(
@@ -614,6 +623,115 @@ async fn the_demo_on_a_unix_socket_serves_reloads_and_drains() {
     assert_eq!(rest, "done\n");
     let (code, lines) = app.exit().await;
     assert_eq!(code, Some(0), "{lines:#?}");
+    assert!(!path.exists(), "the socket file is left");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Requests one after the other on the Unix-domain socket `socket`, each
+/// on a new connection, until told to stop (bounded in count and time):
+/// the failures, and the versions the answers named.
+async fn load_unix(
+    socket: PathBuf,
+    stop: tokio::sync::watch::Receiver<bool>,
+    seen: tokio::sync::watch::Sender<BTreeSet<String>>,
+) -> Vec<String> {
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    for n in 0..20_000 {
+        if *stop.borrow() || started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        match get_unix(&socket, "/").await {
+            Ok((200, body)) => {
+                let version = body.trim_end().rsplit_once(" version ").map(|(_, v)| v);
+                let version = version.unwrap_or("none").to_owned();
+                seen.send_if_modified(|seen| seen.insert(version));
+            }
+            Ok((status, body)) => failures.push(format!("#{n}: {status} {body:?}")),
+            Err(e) => failures.push(format!("#{n}: {e}")),
+        }
+    }
+    failures
+}
+
+/// `SOCKET_PATH` with SIGUSR2: the demo's primary upgrades itself on its
+/// Unix-domain socket under load — the new primary (the program read
+/// anew: its `VERSION_FILE` says `v2`) adopts the socket, bound all along
+/// (no unlink, no second bind), the answers switch to the new version, the
+/// old primary drains and exits 0, and no request fails or is refused. The
+/// last primary removes the file at its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_on_a_unix_socket_upgrades_on_sigusr2_with_no_failed_request() {
+    let dir = scratch("hello-unix-upgrade");
+    let path = dir.join("app.sock");
+    let version_file = dir.join("version");
+    std::fs::write(&version_file, "v1\n").unwrap();
+    let mut app = App::start(
+        "hello-cluster",
+        &[
+            ("WORKERS", "2"),
+            ("SOCKET_PATH", path.to_str().unwrap()),
+            ("VERSION_FILE", version_file.to_str().unwrap()),
+        ],
+    );
+    let banner = app.line(|l| l.starts_with("primary (pid ")).await;
+    assert!(banner.contains("SIGUSR2 upgrades"), "{banner}");
+    for _ in 0..2 {
+        app.line(|l| l.contains(" listening on unix:")).await;
+    }
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (seen_tx, mut seen) = tokio::sync::watch::channel(BTreeSet::new());
+    let load = tokio::spawn(load_unix(path.clone(), stop, seen_tx));
+    let version = |seen: &mut tokio::sync::watch::Receiver<BTreeSet<String>>, v: &'static str| {
+        let mut seen = seen.clone();
+        async move {
+            tokio::time::timeout(BOUND, seen.wait_for(|s| s.contains(v)))
+                .await
+                .unwrap_or_else(|_| panic!("no answer of version {v}"))
+                .expect("the load ended");
+        }
+    };
+    version(&mut seen, "v1").await;
+
+    std::fs::write(&version_file, "v2\n").unwrap();
+    app.signal(Signal::SIGUSR2);
+    let upgraded = app.line(|l| l.starts_with("upgraded: ")).await;
+    let new: i32 = upgraded
+        .split_once("(pid ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .and_then(|(pid, _)| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {upgraded:?}"));
+    version(&mut seen, "v2").await;
+    let old = tokio::time::timeout(BOUND, app.child.wait())
+        .await
+        .expect("the old primary did not exit")
+        .unwrap();
+    assert_eq!(old.code(), Some(0), "{:#?}", app.out.seen);
+    assert!(path.exists(), "the socket file went with the old primary");
+    // Still served, by the new primary's workers only.
+    stop_tx.send_replace(true);
+    let failures = tokio::time::timeout(BOUND, load)
+        .await
+        .expect("the load stopped")
+        .unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:#?}",
+        failures.len()
+    );
+    let (status, body) = get_unix(&path, "/").await.expect("an answer");
+    assert_eq!(status, 200);
+    assert!(body.ends_with(" version v2\n"), "{body:?}");
+
+    kill(Pid::from_raw(new), Signal::SIGTERM).expect("signal the new primary");
+    // Its output (the same pipe) ends when it and its workers are gone.
+    app.out.rest().await;
+    let lines = &app.out.seen;
+    let byes = lines
+        .iter()
+        .filter(|l| *l == "every worker exited: bye")
+        .count();
+    assert_eq!(byes, 2, "both primaries end: {lines:#?}");
     assert!(!path.exists(), "the socket file is left");
     let _ = std::fs::remove_dir_all(&dir);
 }
