@@ -470,12 +470,12 @@ async fn a_handle_beside_run_scales_reloads_and_shuts_down() {
         let _ = tx.send(ev);
     }));
     listening(&mut events, 2).await;
-    assert_eq!(handle.stats().unwrap().workers.len(), 2);
+    assert_eq!(handle.stats().await.unwrap().workers.len(), 2);
     handle.clone().scale_to(3).unwrap();
     listening(&mut events, 1).await;
     assert_eq!(handle.slots().unwrap(), 3);
     handle.reload().await.unwrap();
-    let stats = handle.stats().unwrap();
+    let stats = handle.stats().await.unwrap();
     let current: Vec<_> = stats.workers.iter().filter(|w| w.current).collect();
     assert_eq!(current.len(), 3, "{stats:#?}");
     assert!(current.iter().all(|w| w.restarts == 1), "{stats:#?}");
@@ -488,7 +488,10 @@ async fn a_handle_beside_run_scales_reloads_and_shuts_down() {
         .expect("run ended")
         .unwrap();
     assert!(ran.is_ok(), "{ran:?}");
-    assert!(matches!(handle.stats(), Err(cluster_core::Error::Stopped)));
+    assert!(matches!(
+        handle.stats().await,
+        Err(cluster_core::Error::Stopped)
+    ));
     assert!(matches!(
         handle.scale_to(2),
         Err(cluster_core::Error::Stopped)
