@@ -213,22 +213,27 @@ pub fn encode_frame<T: Serialize + ?Sized>(
     if let Err(source) = postcard::serialize_with_flavor(msg, AppendFlavor(frame.buf)) {
         return Err(Error::Encode { kind, source });
     }
-    let len = frame.buf.len() - start - HEADER_LEN;
+    let header = header_for(kind, frame.buf.len() - start - HEADER_LEN, n_fds, cap)?;
+    frame.buf[start..start + HEADER_LEN].copy_from_slice(&header.to_bytes());
+    frame.armed = false;
+    Ok(())
+}
+
+/// The header of a frame of `len` payload bytes, checked against the cap
+/// (`n_fds` already checked against [`MAX_FDS_PER_FRAME`]).
+fn header_for(kind: FrameKind, len: usize, n_fds: usize, cap: u32) -> Result<Header, Error> {
     if len > cap as usize {
         return Err(Error::FrameTooLarge {
             len: len as u64,
             cap,
         });
     }
-    let header = Header {
-        // `len <= cap <= u32::MAX`, checked above.
+    Ok(Header {
+        // `len <= cap <= u32::MAX`, checked above; `n_fds <= 253`.
         len: len as u32,
         kind,
         n_fds: n_fds as u8,
-    };
-    frame.buf[start..start + HEADER_LEN].copy_from_slice(&header.to_bytes());
-    frame.armed = false;
-    Ok(())
+    })
 }
 
 /// A user payload encoded once, to be sent as is to many peers
@@ -307,19 +312,7 @@ impl PayloadSource for Encoded {
                 limit: MAX_FDS_PER_FRAME,
             });
         }
-        let len = self.payload.len();
-        if len > cap as usize {
-            return Err(Error::FrameTooLarge {
-                len: len as u64,
-                cap,
-            });
-        }
-        let header = Header {
-            // `len <= cap <= u32::MAX`, checked above.
-            len: len as u32,
-            kind,
-            n_fds: n_fds as u8,
-        };
+        let header = header_for(kind, self.payload.len(), n_fds, cap)?;
         buf.extend_from_slice(&header.to_bytes());
         buf.extend_from_slice(&self.payload);
         Ok(())
