@@ -10,11 +10,14 @@
 //! | 6..8  | reserved  | must be zero                                     |
 //!
 //! The [`Decoder`] owns the read buffer and the queue of received
-//! descriptors. Its buffer is one 256 KiB read to start with; it checks a
-//! header before it grows the buffer for the payload, so no announced length
-//! can make it allocate past `8 + cap` (or the 256 KiB, if larger), and it
-//! grows the buffer as the payload's bytes arrive, so an announced length
-//! costs nothing until they do.
+//! descriptors. It checks a header before it grows the buffer for the
+//! payload, so no announced length can make it allocate past `8 + cap` (or
+//! 256 KiB, if larger), and it grows the buffer as the bytes arrive, so an
+//! announced length costs nothing until they do. The buffer starts small
+//! (8 KiB), doubles while reads fill it (up to 256 KiB for many small
+//! frames, up to the frame for a large one), and goes back to 8 KiB once a
+//! small read drains the socket after small frames: an idle channel holds
+//! little.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -45,8 +48,14 @@ pub const MAX_FDS_PER_FRAME: usize = 253;
 /// worth in flight ahead of the bytes that claim them.
 pub(crate) const MAX_QUEUED_FDS: usize = 4 * MAX_FDS_PER_FRAME;
 
-/// Size of the read buffer when no large frame is being received.
+/// Largest read buffer when no large frame is being received: while reads
+/// fill the buffer, it doubles up to this size.
 pub(crate) const READ_BUF_LEN: usize = 256 * 1024;
+
+/// Size of the read buffer of a new channel, and of one gone quiet: a read
+/// that drains the socket with at most half of it, after small frames only,
+/// shrinks the buffer back to it.
+pub(crate) const IDLE_BUF_LEN: usize = 8 * 1024;
 
 /// A read buffer grown for a large frame is kept up to this size.
 pub(crate) const RETAINED_BUF_LEN: usize = 4 * 1024 * 1024;
@@ -421,6 +430,17 @@ pub struct Decoder {
     end: usize,
     fds: VecDeque<OwnedFd>,
     cap: u32,
+    /// The length of the last slice [`Decoder::read_space`] gave, and how
+    /// many bytes the last [`Decoder::commit`] took.
+    last_space: usize,
+    last_read: usize,
+    /// The last read filled the space it was given: the socket may hold
+    /// more, so the next read gets twice the room.
+    grow_next: bool,
+    /// A frame larger than [`IDLE_BUF_LEN`] was taken since the last read:
+    /// its buffer is kept for the next one (a stream of 1 MiB messages does
+    /// not allocate, zero and fault in 1 MiB per message).
+    large_taken: bool,
 }
 
 impl Decoder {
@@ -432,6 +452,10 @@ impl Decoder {
             end: 0,
             fds: VecDeque::new(),
             cap,
+            last_space: 0,
+            last_read: 0,
+            grow_next: false,
+            large_taken: false,
         }
     }
 
@@ -476,39 +500,62 @@ impl Decoder {
         Ok(n)
     }
 
-    /// The slice to read into next. Compacts, and grows the buffer for a
-    /// frame whose header has arrived as its bytes arrive: doubling when
-    /// full, never past the whole frame (the header is checked first, so
-    /// never past `HEADER_LEN + cap`). So the buffer holds at most twice the
-    /// bytes received (or the 256 KiB of a plain read, when fewer): a header announcing a
-    /// large frame costs nothing until the frame's bytes come.
+    /// The slice to read into next. Compacts, and sizes the buffer by what
+    /// arrives: 8 KiB at first; doubling while reads fill it, up to 256 KiB
+    /// (many small frames in one read); for a frame whose header has
+    /// arrived, doubling when full, never past the whole frame (the header
+    /// is checked first, so never past `HEADER_LEN + cap`); and back to
+    /// 8 KiB when a read of at most 4 KiB drained the socket after small
+    /// frames only. So the buffer holds at most twice the bytes received
+    /// (or 8 KiB, when fewer): a header announcing a large frame costs
+    /// nothing until the frame's bytes come, and an idle channel holds
+    /// 8 KiB.
     pub fn read_space(&mut self) -> Result<&mut [u8], Error> {
-        let mut need = READ_BUF_LEN;
+        let mut frame = 0;
         if self.buffered() >= HEADER_LEN {
             let header = self.peek_header()?;
-            need = need.max(HEADER_LEN + header.len as usize);
+            frame = HEADER_LEN + header.len as usize;
         }
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            if self.buf.len() > RETAINED_BUF_LEN && need == READ_BUF_LEN {
+            if self.buf.len() > RETAINED_BUF_LEN {
                 // A very large frame is gone: give its memory back. Smaller
-                // large buffers are kept, so a stream of 1 MiB messages
-                // does not allocate, zero and fault in 1 MiB per message.
+                // large buffers are kept while large frames come (see
+                // `large_taken`).
                 self.buf = Vec::new();
+            } else if self.buf.len() > IDLE_BUF_LEN
+                && !self.grow_next
+                && self.last_read <= IDLE_BUF_LEN / 2
+                && !self.large_taken
+            {
+                // A small read drained the socket, and only small frames
+                // came: quiet, so give the room back.
+                self.buf.truncate(IDLE_BUF_LEN);
+                self.buf.shrink_to_fit();
             }
         }
-        if self.start > 0 && (self.buf.len() - self.start < need || self.end == self.buf.len()) {
+        if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        if self.buf.len() < need && self.end == self.buf.len() {
-            // Full, and the frame needs more: double, up to the frame.
-            let len = need.min(READ_BUF_LEN.max(2 * self.buf.len()));
-            self.buf.reserve_exact(len - self.buf.len());
-            self.buf.resize(len, 0);
+        let len = self.buf.len();
+        let want = if len == 0 {
+            IDLE_BUF_LEN
+        } else if self.end == len || self.grow_next {
+            // Full, or the last read filled its room: double, up to the
+            // frame or a plain read's largest size.
+            (2 * len).min(READ_BUF_LEN.max(frame))
+        } else {
+            len
+        };
+        self.grow_next = false;
+        if want > len {
+            self.buf.reserve_exact(want - len);
+            self.buf.resize(want, 0);
         }
+        self.last_space = self.buf.len() - self.end;
         Ok(&mut self.buf[self.end..])
     }
 
@@ -516,6 +563,9 @@ impl Decoder {
     pub fn commit(&mut self, n: usize) {
         self.end += n;
         debug_assert!(self.end <= self.buf.len());
+        self.last_read = n;
+        self.grow_next = n > 0 && n == self.last_space;
+        self.large_taken = false;
     }
 
     #[inline]
@@ -551,6 +601,7 @@ impl Decoder {
         };
         let payload = self.start + HEADER_LEN..self.start + total;
         self.start += total;
+        self.large_taken |= total > IDLE_BUF_LEN;
         Ok(Some(DecodedFrame {
             header,
             payload,

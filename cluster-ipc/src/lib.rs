@@ -110,13 +110,14 @@
 //! Any byte sequence from the peer yields a frame or one [`Error`] (then the
 //! receiver is closed), never a panic. A header is checked (kind, reserved
 //! bytes, descriptor count, length against the cap) before the buffer grows
-//! for its payload, so the read buffer never exceeds the larger of one
-//! 256 KiB read and `8 + cap` bytes (it is 256 KiB from the first read,
-//! whatever the cap); and it grows for a frame as the frame's bytes arrive
-//! (doubling when full, up to the frame), so a header announcing 64 MiB
-//! costs nothing until the bytes come: growing, it holds at most twice what
-//! arrived. A buffer grown for a large frame is kept (up to 4 MiB) for the
-//! next one.
+//! for its payload, so the read buffer never exceeds the larger of 256 KiB
+//! and `8 + cap` bytes; and it grows as the bytes arrive (8 KiB at first,
+//! doubling when a read fills it: up to 256 KiB for small frames, up to the
+//! frame for a large one), so a header announcing 64 MiB costs nothing
+//! until the bytes come: it holds at most twice what arrived (or 8 KiB). A
+//! buffer grown for a large frame is kept (up to 4 MiB) while large frames
+//! come; once a small read drains the socket after small frames, the buffer
+//! is 8 KiB again, so an idle channel holds little.
 //! Descriptors are owned from the moment they arrive: a frame dropped unread
 //! closes them.
 //!

@@ -121,6 +121,74 @@ fn a_large_frame_arriving_in_pieces_comes_out_whole() {
     );
 }
 
+/// `frames` frames of a `payload_len`-byte payload, encoded back to back.
+fn frames_of(frames: usize, payload_len: usize) -> Vec<u8> {
+    let payload = vec![7u8; payload_len];
+    let mut wire = Vec::new();
+    for _ in 0..frames {
+        encode_frame(&mut wire, FrameKind::User, &payload, 0, 1 << 24).unwrap();
+    }
+    wire
+}
+
+/// Feeds `wire` as reads of at most `read` bytes, taking the frames after
+/// each; returns the largest buffer seen.
+fn read_all(decoder: &mut Decoder, wire: &[u8], read: usize) -> usize {
+    let mut rest = wire;
+    let mut largest = 0;
+    while !rest.is_empty() {
+        let n = decoder.push_bytes(&rest[..rest.len().min(read)]).unwrap();
+        rest = &rest[n..];
+        decoder.drain_frames().unwrap();
+        largest = largest.max(decoder.buffer_capacity());
+    }
+    largest
+}
+
+#[test]
+fn the_buffer_grows_while_reads_fill_it_and_shrinks_once_quiet() {
+    let mut decoder = Decoder::new(DEFAULT_MAX_FRAME_LEN);
+    assert_eq!(decoder.read_space().unwrap().len(), IDLE_BUF_LEN);
+    // A burst: 2 MiB of small messages, more than the socket gives in one
+    // read, so every read fills its room.
+    let largest = read_all(&mut decoder, &frames_of(20_000, 100), usize::MAX);
+    assert_eq!(largest, READ_BUF_LEN);
+    // Then a heartbeat: a small read drains the socket.
+    read_all(&mut decoder, &frames_of(1, 10), usize::MAX);
+    assert!(!decoder.read_space().unwrap().is_empty());
+    assert_eq!(decoder.buffer_capacity(), IDLE_BUF_LEN);
+}
+
+#[test]
+fn a_read_that_does_not_fill_the_buffer_does_not_grow_it() {
+    let mut decoder = Decoder::new(DEFAULT_MAX_FRAME_LEN);
+    // Messages that come one read at a time, each well inside 8 KiB.
+    for _ in 0..1000 {
+        read_all(&mut decoder, &frames_of(3, 500), usize::MAX);
+    }
+    assert_eq!(decoder.buffer_capacity(), IDLE_BUF_LEN);
+}
+
+#[test]
+fn a_stream_of_large_frames_keeps_its_buffer() {
+    let mut decoder = Decoder::new(DEFAULT_MAX_FRAME_LEN);
+    let frame = frames_of(1, 1 << 20);
+    read_all(&mut decoder, &frame, 200_000);
+    assert!(!decoder.read_space().unwrap().is_empty());
+    let kept = decoder.buffer_capacity();
+    assert!(
+        kept >= frame.len(),
+        "{kept} bytes for a frame of {}",
+        frame.len()
+    );
+    // The next large frame reads into the same buffer.
+    assert_eq!(read_all(&mut decoder, &frame, 200_000), kept);
+    // A small frame after them: quiet again.
+    read_all(&mut decoder, &frames_of(1, 10), usize::MAX);
+    assert!(!decoder.read_space().unwrap().is_empty());
+    assert_eq!(decoder.buffer_capacity(), IDLE_BUF_LEN);
+}
+
 #[test]
 fn header_faults_are_typed() {
     let good = Header {
