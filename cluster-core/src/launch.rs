@@ -8,14 +8,19 @@
 //! - its own process group, so a terminal's Ctrl-C reaches only the primary
 //!   (which then shuts down gracefully, or dies and takes the workers along),
 //!   and a straggler's descendants can be killed with it;
-//! - the parent-death signal SIGKILL (Linux), so it dies with the primary even
-//!   if the primary is SIGKILLed. `spawn-core` forks such children from one
-//!   process-wide thread that never exits, because the kernel fires the
-//!   signal when the *forking thread* exits: a spawn from tokio's blocking
+//! - a parent that lives as long as the primary: the worker sets its own
+//!   parent-death signal, SIGKILL, at its role check (`role.rs`), so it dies
+//!   with the primary even if the primary is SIGKILLed, and the kernel fires
+//!   that signal when the *thread* that spawned it exits. `spawn-core`
+//!   spawns it from its process-wide spawner thread, which never exits
+//!   ([`Command::lasting_parent_thread`]): a spawn from tokio's blocking
 //!   pool (whose idle threads retire) would otherwise kill the worker early.
 //!   The worker also drains when its channel closes (its `recv` and
 //!   `accept` end, so a program that ends its main loop then exits): the
-//!   second line of defence, and the only one on other systems.
+//!   second line of defence.
+//!
+//! No option needs code between `fork` and `exec`, so `spawn-core` starts
+//! the worker with `posix_spawn`: the primary's image is never copied.
 //!
 //! The worker's variable names this process's pid and a token drawn for
 //! this launch: the worker checks the pid against its parent (a program it
@@ -26,7 +31,7 @@ use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use spawn_core::{Child, Command, Signal, Stdio};
+use spawn_core::{Child, Command, Stdio};
 
 use crate::role::{WORKER_ENV, WorkerEnv};
 use crate::settings::{Settings, WorkerStdio};
@@ -61,7 +66,7 @@ pub(crate) fn command(
         .stdin(Stdio::null())
         .process_group(0)
         .inherit_fd(CHANNEL_FD, child_end)
-        .parent_death_signal(Signal::SIGKILL);
+        .lasting_parent_thread();
     if let Some(dir) = &settings.cwd {
         cmd.current_dir(dir);
     }

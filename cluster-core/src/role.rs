@@ -8,7 +8,26 @@
 //! environment, and caches the answer: this process is a worker when the
 //! variable is there and names its parent
 //! ([`parent_id`](std::os::unix::process::parent_id)) as the primary. Then
-//! it adopts the channel descriptor (close-on-exec from then on).
+//! it ties its life to the primary's and adopts the channel descriptor
+//! (close-on-exec from then on).
+//!
+//! The tie: the worker sets its own parent-death signal, SIGKILL
+//! (`PR_SET_PDEATHSIG`, from a thread that lives as long as the process:
+//! the main thread, or one of its own that never exits, since the kernel
+//! keeps the setting per thread), then checks that its parent is still the
+//! primary, and SIGKILLs itself if not (the primary died in between). The
+//! primary spawns its workers with `posix_spawn` (no copy of its image)
+//! from `spawn-core`'s spawner thread, which lives as long as it, so the
+//! signal fires when the primary process dies.
+//!
+//! Until that check, a worker is not tied: if its primary dies first, the
+//! worker has another parent by then. It then still holds the channel at
+//! the number its variable names, and that socket's `SO_PEERCRED` names
+//! the process that created it, the primary of the variable, whose end is
+//! closed: the worker SIGKILLs itself, as the parent-death signal would
+//! have killed it. A program a worker started has the worker as its
+//! parent; it holds the channel only if started before the worker adopted
+//! it, and then the primary's end is open: it is a primary.
 //!
 //! A program the worker starts in turn inherits the variables (they stay
 //! set: removing one is unsound once threads run), but its parent is the
@@ -21,9 +40,14 @@
 //! inside `#[tokio::main]`.
 //!
 //! # Caveats
-//! - The role is decided by the first call and never changes. A worker
-//!   whose primary died before that first call has another parent by then
-//!   and counts as a primary (on Linux it is killed with its primary anyway).
+//! - The role is decided by the first call and never changes. Ask for it
+//!   first thing in `main`: until then the worker is not tied to its
+//!   primary (it dies at that first call if the primary is gone by then).
+//! - A primary written by hand (the variables and the channel set by the
+//!   program itself, as the tests do) spawns its workers from a thread that
+//!   lives as long as it (`spawn_core::Command::lasting_parent_thread`):
+//!   the worker's parent-death signal fires when the thread that spawned
+//!   it exits.
 //! - The worker must be the primary's own child: a [`Settings::program`]
 //!   that runs the worker under a wrapper which forks (rather than `exec`s)
 //!   gives a worker whose parent is the wrapper, which is then a primary.
@@ -129,10 +153,20 @@ pub(crate) fn worker_env() -> Result<Option<WorkerEnv>> {
             .ok_or(WORKER_ENV)
             .and_then(|v| WorkerEnv::parse(v).map_err(|_| WORKER_ENV))?;
         if env.primary != std::os::unix::process::parent_id() {
-            // Inherited from an ancestor: a program a worker started (or a
-            // worker whose primary is already gone).
+            // Inherited from an ancestor: a program a worker started (a
+            // primary), or a worker whose primary died before this check.
+            // That one still holds the channel its primary created, whose
+            // other end is closed: it dies, as the parent-death signal
+            // would have killed it.
+            if let Some(peer) = cluster_ipc::inherited_peer()
+                && peer.pid == env.primary
+                && peer.closed
+            {
+                die_with_primary();
+            }
             return Ok(None);
         }
+        tie_to_primary(env.primary);
         // SAFETY: `from_env` requires that the descriptor was handed to this
         // process for the channel and is owned by nothing else. The variable
         // names our parent as the primary that launched us with it: a program
@@ -152,6 +186,63 @@ pub(crate) fn worker_env() -> Result<Option<WorkerEnv>> {
     match cached {
         Ok(env) => Ok(*env),
         Err(name) => Err(Error::BadEnvironment { name }),
+    }
+}
+
+/// Ties this worker's life to its primary's: the parent-death signal
+/// SIGKILL, then a check that the parent is still `primary` (it may have
+/// died before the signal was set, and then the signal never comes).
+fn tie_to_primary(primary: u32) {
+    set_parent_death_signal();
+    if std::os::unix::process::parent_id() != primary {
+        die_with_primary();
+    }
+}
+
+/// Sets SIGKILL as the parent-death signal of this process. The kernel
+/// keeps the setting per thread and forgets it when that thread exits, so
+/// it is set on the main thread, or else on a thread of its own that never
+/// exits (a small stack, parked for good).
+fn set_parent_death_signal() {
+    use nix::sys::prctl::set_pdeathsig;
+    use nix::sys::signal::Signal;
+
+    if nix::unistd::gettid() == nix::unistd::getpid() {
+        // Fails only for an invalid signal.
+        let _ = set_pdeathsig(Signal::SIGKILL);
+        return;
+    }
+    let (set_tx, set_rx) = std::sync::mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("cluster-core-parent-death".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let _ = set_pdeathsig(Signal::SIGKILL);
+            let _ = set_tx.send(());
+            loop {
+                std::thread::park();
+            }
+        });
+    match spawned {
+        Ok(_) => {
+            // The thread only ends with the process.
+            let _ = set_rx.recv();
+        }
+        // No thread to be had: this one is better than none.
+        Err(_) => {
+            let _ = set_pdeathsig(Signal::SIGKILL);
+        }
+    }
+}
+
+/// Ends this process as its parent-death signal would have: its primary
+/// is gone.
+fn die_with_primary() -> ! {
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    // SIGKILL cannot be blocked or caught: the process ends before `raise`
+    // returns. Never go on as the worker of a primary that is gone.
+    loop {
+        std::thread::park();
     }
 }
 

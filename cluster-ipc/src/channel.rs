@@ -86,3 +86,34 @@ pub unsafe fn from_env() -> Result<Option<OwnedFd>, Error> {
     // owns it; ADOPTED makes sure we wrap it only once.
     Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
+
+/// What [`inherited_peer`] saw: the peer of an inherited channel end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InheritedPeer {
+    /// The pid `SO_PEERCRED` names: for a pair made by [`channel_pair`],
+    /// the process that made it (the primary), even once it is gone.
+    pub pid: u32,
+    /// Whether the other end is closed: no process holds it any more.
+    pub closed: bool,
+}
+
+/// In a process started with a channel end: who made the channel named by
+/// [`CHANNEL_FD_ENV`], and whether its other end is closed, looked at
+/// without adopting the descriptor (it stays where it is, as it was).
+/// `None` when the variable is absent, or names a number below 3 or no
+/// open `AF_UNIX` stream socket.
+///
+/// A worker whose primary died before it asked for its role has another
+/// parent by then, like a program a worker started: the channel tells them
+/// apart (`cluster-core` uses it so; see its `role` module).
+pub fn inherited_peer() -> Option<InheritedPeer> {
+    let fd: RawFd = std::env::var_os(CHANNEL_FD_ENV)?
+        .to_str()?
+        .parse()
+        .ok()
+        .filter(|fd| *fd >= 3)?;
+    sys::check_unix_stream(fd).ok()?;
+    let (pid, closed) = sys::peer_of_raw(fd).ok()?;
+    Some(InheritedPeer { pid, closed })
+}

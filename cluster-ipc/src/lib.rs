@@ -167,7 +167,9 @@ pub mod frame;
 mod sys;
 
 pub use blocking::BlockingChannel;
-pub use channel::{CHANNEL_FD_ENV, DEFAULT_CHILD_FD, channel_pair, from_env};
+pub use channel::{
+    CHANNEL_FD_ENV, DEFAULT_CHILD_FD, InheritedPeer, channel_pair, from_env, inherited_peer,
+};
 pub use control::{
     Bound, ControlMsg, Handshake, ListenErrorKind, ListenFailure, ListenOk, ListenOnOk,
     ListenOnReply, ListenOnRequest, ListenReply, ListenRequest, ListenTarget, PROTOCOL_VERSION,

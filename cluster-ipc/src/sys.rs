@@ -189,6 +189,35 @@ pub(crate) fn check_unix_stream(fd: RawFd) -> Result<(), (&'static str, Option<i
     Ok(())
 }
 
+/// The peer of the stream socket at `fd`, which is only looked at (not
+/// owned): the pid its `SO_PEERCRED` names (for a socketpair, the process
+/// that created it), and whether its other end is closed (`POLLHUP`, from
+/// a `poll` that does not wait).
+pub(crate) fn peer_of_raw(fd: RawFd) -> io::Result<(u32, bool)> {
+    // SAFETY: a `ucred` is plain integers; zeroed is a valid value.
+    let mut cred: libc::ucred = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred`/`len` are valid out-pointers sized for SO_PEERCRED.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    })?;
+    let mut poll_fd = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid `pollfd`; a timeout of 0 never blocks.
+    cvt(unsafe { libc::poll(&mut poll_fd, 1, 0) })?;
+    // A pid is positive.
+    Ok((cred.pid as u32, poll_fd.revents & libc::POLLHUP != 0))
+}
+
 /// One `sendmsg` of `bytes` with `fds` attached (if any). Never raises
 /// SIGPIPE.
 pub(crate) fn send_with_fds(

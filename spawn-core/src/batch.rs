@@ -5,17 +5,18 @@
 use std::any::Any;
 use std::borrow::BorrowMut;
 use std::ffi::OsString;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 
-use crate::command::{Defaults, Prepared};
+use crate::command::{Defaults, Launch, ParentEnds, Prepared};
 use crate::{Child, Command, Error, spawner};
 
 /// Starts every command, in order, like [`Command::spawn`] each, with one
 /// trip to spawn-core's spawner thread for the whole batch when any command
-/// asks for a [parent-death signal](Command::parent_death_signal), instead of
-/// one trip each.
+/// asks for a [parent-death signal](Command::parent_death_signal) or a
+/// [lasting parent thread](Command::lasting_parent_thread), instead of one
+/// trip each.
 ///
 /// That trip costs the caller a thread switch there and back; on a busy
 /// machine, being scheduled again after it can take as long as the spawn
@@ -45,12 +46,29 @@ where
 }
 
 /// What a spawn keeps until it returned: the program and directory for its
-/// errors, and the descriptors the child takes.
+/// errors, the descriptors the child takes, and the parent's pipe ends of
+/// our own `posix_spawn`.
 struct Kept {
     program: OsString,
     cwd: Option<PathBuf>,
-    fds: (Vec<(RawFd, OwnedFd)>, Vec<OwnedFd>),
+    fds: Vec<OwnedFd>,
     group_leader: bool,
+    kill_on_drop: bool,
+    ends: ParentEnds,
+}
+
+/// One spawn as the spawner thread (or the caller) runs it.
+enum Job {
+    Tokio(tokio::process::Command),
+    #[cfg(target_os = "linux")]
+    Posix(crate::posix::Plan),
+}
+
+/// A child as the spawn gave it: tokio's, or a pid and its pidfd.
+enum Started {
+    Tokio(tokio::process::Child),
+    #[cfg(target_os = "linux")]
+    Posix(u32, OwnedFd),
 }
 
 /// Spawns each command with its defaults, in order; see [`spawn_all`].
@@ -75,35 +93,44 @@ pub(crate) fn spawn_each<'a>(
         let kill_on_drop = command.kill_on_drop_set();
         match command.prepare(defaults) {
             Ok(Prepared {
-                std,
+                launch,
                 program,
                 cwd,
-                fds,
+                kept,
                 group_leader,
             }) => {
-                let mut tokio_cmd = tokio::process::Command::from(std);
-                tokio_cmd.kill_on_drop(kill_on_drop);
+                let (job, ends) = match launch {
+                    Launch::Std(std) => {
+                        let mut tokio_cmd = tokio::process::Command::from(std);
+                        tokio_cmd.kill_on_drop(kill_on_drop);
+                        (Job::Tokio(tokio_cmd), ParentEnds::default())
+                    }
+                    #[cfg(target_os = "linux")]
+                    Launch::Posix(plan, ends) => (Job::Posix(plan), ends),
+                };
                 let kept = Kept {
                     program,
                     cwd,
-                    fds,
+                    fds: kept,
                     group_leader,
+                    kill_on_drop,
+                    ends,
                 };
-                ready.push((index, tokio_cmd, kept));
+                ready.push((index, job, kept));
             }
             Err(error) => results[index] = Some(Err(error)),
         }
     }
-    let (kept, tokio_cmds): (Vec<(usize, Kept)>, Vec<tokio::process::Command>) = ready
+    let (kept, jobs): (Vec<(usize, Kept)>, Vec<Job>) = ready
         .into_iter()
-        .map(|(index, command, kept)| ((index, kept), command))
+        .map(|(index, job, kept)| ((index, kept), job))
         .unzip();
-    let n = tokio_cmds.len();
+    let n = jobs.len();
     let outcome = if on_spawner {
         let handle = handle.as_ref().map(Clone::clone).ok();
         spawner::run(move || {
             let _entered = handle.as_ref().map(tokio::runtime::Handle::enter);
-            spawn_in_order(tokio_cmds)
+            spawn_in_order(jobs)
         })
         .unwrap_or_else(|error| {
             (0..n)
@@ -116,13 +143,17 @@ pub(crate) fn spawn_each<'a>(
                 .collect()
         })
     } else {
-        spawn_in_order(tokio_cmds)
+        spawn_in_order(jobs)
     };
-    for ((index, kept), result) in kept.into_iter().zip(outcome) {
+    for ((index, mut kept), result) in kept.into_iter().zip(outcome) {
         // The descriptors handed over are closed here, the child has them.
-        drop(kept.fds);
+        drop(std::mem::take(&mut kept.fds));
         results[index] = Some(match result {
-            Ok(child) => Ok(Child::new(child, kept.program, kept.group_leader)),
+            Ok(Started::Tokio(child)) => {
+                Ok(Child::from_tokio(child, kept.program, kept.group_leader))
+            }
+            #[cfg(target_os = "linux")]
+            Ok(Started::Posix(pid, pidfd)) => adopt(pid, pidfd, kept),
             Err(Spawned::Failed(source)) => {
                 Err(Error::from_spawn(kept.program, kept.cwd.as_ref(), source))
             }
@@ -144,20 +175,60 @@ enum Spawned {
     Panicked(String),
 }
 
-/// Spawns each command in order; a panic in one is caught and the batch
-/// goes on.
-fn spawn_in_order(
-    commands: Vec<tokio::process::Command>,
-) -> Vec<Result<tokio::process::Child, Spawned>> {
-    commands
-        .into_iter()
-        .map(
-            |mut command| match panic::catch_unwind(AssertUnwindSafe(|| command.spawn())) {
+/// Spawns each job in order; a panic in one is caught and the batch goes
+/// on.
+fn spawn_in_order(jobs: Vec<Job>) -> Vec<Result<Started, Spawned>> {
+    jobs.into_iter()
+        .map(|job| {
+            let spawn = AssertUnwindSafe(move || match job {
+                Job::Tokio(mut command) => command.spawn().map(Started::Tokio),
+                #[cfg(target_os = "linux")]
+                Job::Posix(plan) => {
+                    crate::posix::spawn(&plan).map(|(pid, pidfd)| Started::Posix(pid, pidfd))
+                }
+            });
+            match panic::catch_unwind(spawn) {
                 Ok(spawned) => spawned.map_err(Spawned::Failed),
                 Err(payload) => Err(Spawned::Panicked(panic_message(payload))),
-            },
-        )
+            }
+        })
         .collect()
+}
+
+/// The [`Child`] of a child our own `posix_spawn` started: its pidfd and
+/// pipe ends registered with the caller's runtime. tokio panics there when
+/// the runtime has no I/O driver: the child is then killed, reaped, and the
+/// panic is the spawn's error.
+#[cfg(target_os = "linux")]
+fn adopt(pid: u32, pidfd: OwnedFd, kept: Kept) -> Result<Child, Error> {
+    let Kept {
+        program,
+        group_leader,
+        kill_on_drop,
+        ends,
+        ..
+    } = kept;
+    let registered = panic::catch_unwind(AssertUnwindSafe(|| {
+        crate::pidfd::Process::new(pid, pidfd, kill_on_drop)
+    }));
+    let process = match registered {
+        Ok(Ok(process)) => process,
+        Ok(Err((source, pidfd))) => {
+            crate::posix::kill(pid, libc::SIGKILL);
+            crate::reaper::adopt(pid, pidfd);
+            return Err(Error::Spawn { program, source });
+        }
+        Err(payload) => {
+            crate::posix::kill(pid, libc::SIGKILL);
+            crate::posix::reap_blocking(pid);
+            return Err(Error::SpawnPanicked {
+                program,
+                message: panic_message(payload),
+            });
+        }
+    };
+    Child::from_posix(process, ends, program.clone(), group_leader)
+        .map_err(|source| Error::Spawn { program, source })
 }
 
 /// The text of a caught panic; the payload is dropped without letting a

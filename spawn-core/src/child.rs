@@ -2,6 +2,8 @@
 //! signals (to it or its whole group), graceful stop, timeout and capture.
 
 use std::ffi::OsString;
+use std::io;
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use nix::sys::signal;
@@ -28,11 +30,49 @@ pub const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 /// [`wait_timeout`](Child::wait_timeout) bounds the wait.
 #[derive(Debug)]
 pub struct Child {
-    inner: tokio::process::Child,
+    process: Process,
+    stdin: Option<ChildStdin>,
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
     pid: u32,
     program: OsString,
     group_leader: bool,
     close: Option<Close>,
+}
+
+/// Who waits for the process: tokio (std's spawns), or its pidfd (our own
+/// `posix_spawn`'s).
+#[derive(Debug)]
+enum Process {
+    Tokio(tokio::process::Child),
+    #[cfg(target_os = "linux")]
+    Pidfd(crate::pidfd::Process),
+}
+
+impl Process {
+    fn id(&self) -> Option<u32> {
+        match self {
+            Process::Tokio(child) => child.id(),
+            #[cfg(target_os = "linux")]
+            Process::Pidfd(process) => process.id(),
+        }
+    }
+
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
+        match self {
+            Process::Tokio(child) => child.wait().await,
+            #[cfg(target_os = "linux")]
+            Process::Pidfd(process) => process.wait().await,
+        }
+    }
+
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        match self {
+            Process::Tokio(child) => child.try_wait(),
+            #[cfg(target_os = "linux")]
+            Process::Pidfd(process) => process.try_wait(),
+        }
+    }
 }
 
 enum ReadFailure {
@@ -41,16 +81,65 @@ enum ReadFailure {
 }
 
 impl Child {
-    pub(crate) fn new(inner: tokio::process::Child, program: OsString, group_leader: bool) -> Self {
+    pub(crate) fn from_tokio(
+        mut inner: tokio::process::Child,
+        program: OsString,
+        group_leader: bool,
+    ) -> Self {
         // A child that was just spawned and not yet waited for has a pid.
         let pid = inner.id().unwrap_or_default();
         Child {
-            inner,
+            stdin: inner.stdin.take(),
+            stdout: inner.stdout.take(),
+            stderr: inner.stderr.take(),
+            process: Process::Tokio(inner),
             pid,
             program,
             group_leader,
             close: None,
         }
+    }
+
+    /// A child of our own `posix_spawn`, with the parent's ends of its
+    /// pipes. If a pipe cannot be registered with the runtime, the child is
+    /// sent SIGKILL (and reaped in the background) and the error returned.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn from_posix(
+        mut process: crate::pidfd::Process,
+        ends: crate::command::ParentEnds,
+        program: OsString,
+        group_leader: bool,
+    ) -> io::Result<Self> {
+        let pipes = (|| {
+            io::Result::Ok((
+                ends.stdin
+                    .map(|fd| ChildStdin::from_std(std::process::ChildStdin::from(fd)))
+                    .transpose()?,
+                ends.stdout
+                    .map(|fd| ChildStdout::from_std(std::process::ChildStdout::from(fd)))
+                    .transpose()?,
+                ends.stderr
+                    .map(|fd| ChildStderr::from_std(std::process::ChildStderr::from(fd)))
+                    .transpose()?,
+            ))
+        })();
+        let (stdin, stdout, stderr) = match pipes {
+            Ok(pipes) => pipes,
+            Err(error) => {
+                process.start_kill();
+                return Err(error);
+            }
+        };
+        Ok(Child {
+            pid: process.id().unwrap_or_default(),
+            process: Process::Pidfd(process),
+            stdin,
+            stdout,
+            stderr,
+            program,
+            group_leader,
+            close: None,
+        })
     }
 
     /// The child's process id while it may be signalled: `None` once the
@@ -59,7 +148,7 @@ impl Child {
     /// to another process (tokio's meaning). Errors keep the number, for
     /// logs.
     pub fn id(&self) -> Option<u32> {
-        self.inner.id()
+        self.process.id()
     }
 
     /// The program as given to the [`Command`](crate::Command).
@@ -71,17 +160,17 @@ impl Child {
     /// [`Stdio::piped`](crate::Stdio::piped), or already taken). Any of the
     /// three converts into another child's [`Stdio`](crate::Stdio).
     pub fn take_stdin(&mut self) -> Option<ChildStdin> {
-        self.inner.stdin.take()
+        self.stdin.take()
     }
 
     /// Takes the reading end of a piped stdout.
     pub fn take_stdout(&mut self) -> Option<ChildStdout> {
-        self.inner.stdout.take()
+        self.stdout.take()
     }
 
     /// Takes the reading end of a piped stderr.
     pub fn take_stderr(&mut self) -> Option<ChildStderr> {
-        self.inner.stderr.take()
+        self.stderr.take()
     }
 
     /// Waits for the child to close and reaps it. Cancel-safe; once it
@@ -94,7 +183,9 @@ impl Child {
         if let Some(close) = self.close {
             return Ok(close);
         }
-        let status = self.inner.wait().await.map_err(|source| Error::Wait {
+        // So that a child reading its stdin to the end goes on.
+        drop(self.stdin.take());
+        let status = self.process.wait().await.map_err(|source| Error::Wait {
             program: self.program.clone(),
             pid: self.pid,
             source,
@@ -112,7 +203,7 @@ impl Child {
         if let Some(close) = self.close {
             return Ok(Some(close));
         }
-        let status = self.inner.try_wait().map_err(|source| Error::Wait {
+        let status = self.process.try_wait().map_err(|source| Error::Wait {
             program: self.program.clone(),
             pid: self.pid,
             source,
@@ -127,7 +218,7 @@ impl Child {
     /// # Errors
     /// [`Error::Kill`] if the OS refuses.
     pub fn signal(&mut self, signal: Signal) -> Result<(), Error> {
-        if self.inner.id().is_none() {
+        if self.process.id().is_none() {
             return Ok(());
         }
         signal::kill(self.nix_pid(), signal.to_nix())

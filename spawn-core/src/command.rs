@@ -1,9 +1,11 @@
 //! [`Command`]: the builder. Like std's and tokio's, its setters take
-//! `&mut self`, so one command can be spawned again. Each spawn builds a
-//! fresh `std::process::Command` from the settings, so that std's
-//! `posix_spawn` fast path is kept whenever no option needs a `pre_exec`
-//! hook, and hands it to `tokio::process` (whose reaper collects every
-//! child, waited for or not).
+//! `&mut self`, so one command can be spawned again. Each spawn prepares
+//! one of two launches from the settings: a fresh `std::process::Command`
+//! handed to `tokio::process` (whose reaper collects every child, waited
+//! for or not), which keeps std's `posix_spawn` fast path whenever no
+//! option needs a `pre_exec` hook; or, on Linux, spawn-core's own
+//! `posix_spawn` (`posix.rs`) for the spawns std would fork only for
+//! spawn-core's options (extra descriptors, a new session).
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -18,7 +20,7 @@ use nix::sys::resource::{Resource, getrlimit};
 
 use crate::error::check_dir;
 use crate::hook::{FdMove, Hook};
-use crate::stdio::ToStdError;
+use crate::stdio::{Given, ToStdError};
 use crate::{Child, Close, Error, Signal, Stdio, Stream, spawner};
 
 /// A description of one child process to start: the program, its arguments,
@@ -56,6 +58,7 @@ pub struct Command {
     /// Targets whose descriptor went to an earlier spawn.
     handed_over: Vec<RawFd>,
     parent_death: Option<Signal>,
+    lasting_parent_thread: bool,
     kill_on_drop: bool,
 }
 
@@ -100,6 +103,7 @@ impl Command {
             fds: Vec::new(),
             handed_over: Vec::new(),
             parent_death: None,
+            lasting_parent_thread: false,
             kill_on_drop: false,
         }
     }
@@ -218,7 +222,9 @@ impl Command {
 
     /// Starts the child in a new session (`setsid`), detached from the
     /// parent's controlling terminal, leading a new process group: Node's
-    /// `detached: true` (default: off). Needs a `pre_exec` hook.
+    /// `detached: true` (default: off). Keeps the `posix_spawn` path on
+    /// Linux (see the crate's Speed section); elsewhere it needs a
+    /// `pre_exec` hook.
     pub fn new_session(&mut self) -> &mut Self {
         self.new_session = true;
         self
@@ -242,7 +248,8 @@ impl Command {
     /// parent ([`Error::BadFdTarget`], [`Error::FdTargetAboveLimit`]). The
     /// parent's copy is closed once that spawn returns (see [`Command`]).
     /// Any mapping works, including one where a source's number is another
-    /// mapping's target. Needs a `pre_exec` hook.
+    /// mapping's target. Keeps the `posix_spawn` path on Linux (see the
+    /// crate's Speed section); elsewhere it needs a `pre_exec` hook.
     pub fn inherit_fd(&mut self, child_fd: RawFd, fd: OwnedFd) -> &mut Self {
         self.fds.push((child_fd, fd));
         self
@@ -253,9 +260,27 @@ impl Command {
     /// Such spawns are forked from a process-wide thread that never exits,
     /// because the kernel fires the signal when the *thread* that forked
     /// exits (see the crate's Caveats). Default: off. Needs a `pre_exec`
-    /// hook.
+    /// hook, so the spawn forks: for a child that can set the signal
+    /// itself, [`lasting_parent_thread`](Command::lasting_parent_thread)
+    /// keeps the `posix_spawn` path.
     pub fn parent_death_signal(&mut self, signal: Signal) -> &mut Self {
         self.parent_death = Some(signal);
+        self
+    }
+
+    /// Spawns from spawn-core's spawner thread, which lives as long as the
+    /// process, instead of the calling thread. To Linux the child's parent
+    /// is the *thread* that spawned it: a parent-death signal
+    /// (`PR_SET_PDEATHSIG`) that the child sets on itself after `exec` fires
+    /// when that thread exits, and with this it fires only when the process
+    /// dies. For a child that sets its own signal, as a `cluster-core`
+    /// worker does; unlike [`parent_death_signal`](Command::parent_death_signal)
+    /// (which implies it) it needs no hook, so the spawn keeps the
+    /// `posix_spawn` path. Costs a trip to that thread and back
+    /// ([`spawn_all`](crate::spawn_all) makes one for a whole batch).
+    /// Default: off.
+    pub fn lasting_parent_thread(&mut self) -> &mut Self {
+        self.lasting_parent_thread = true;
         self
     }
 
@@ -359,20 +384,24 @@ impl Command {
     /// The spawn errors of [`spawn`](Command::spawn) (except
     /// [`Error::NoRuntime`]) and [`Error::Wait`].
     pub fn status_blocking(&mut self) -> Result<Close, Error> {
-        let on_spawner = self.parent_death.is_some();
+        let on_spawner = self.needs_spawner();
+        self.check()?;
         let Prepared {
-            mut std,
+            launch,
             program,
             cwd,
-            fds,
+            kept,
             ..
-        } = self.prepare(Defaults::SPAWN)?;
+        } = self.prepare_std(Defaults::SPAWN)?;
+        let Launch::Std(mut std) = launch else {
+            unreachable!("prepare_std prepares std's launch");
+        };
         let spawned = if on_spawner {
             spawner::run(move || std.spawn()).and_then(|r| r)
         } else {
             std.spawn()
         };
-        drop(fds);
+        drop(kept);
         let mut child =
             spawned.map_err(|source| Error::from_spawn(program.clone(), cwd.as_ref(), source))?;
         // Close our pipe ends so that a child reading stdin sees EOF.
@@ -390,19 +419,31 @@ impl Command {
             })
     }
 
-    /// Whether the spawn must be forked from the spawner thread.
+    /// Whether the spawn must run on the spawner thread.
     pub(crate) fn needs_spawner(&self) -> bool {
-        self.parent_death.is_some()
+        self.parent_death.is_some() || self.lasting_parent_thread
     }
 
     pub(crate) fn kill_on_drop_set(&self) -> bool {
         self.kill_on_drop
     }
 
-    /// Checks the settings, then builds the std command for one spawn: its
-    /// stdio, process group and hook. Nothing is taken from the command when
-    /// a check fails.
+    /// Checks the settings, then prepares one spawn: spawn-core's own
+    /// `posix_spawn` when only spawn-core's options would make std fork
+    /// (Linux), std's command otherwise. Nothing is taken from the command
+    /// when a check fails.
     pub(crate) fn prepare(&mut self, defaults: Defaults) -> Result<Prepared, Error> {
+        self.check()?;
+        #[cfg(target_os = "linux")]
+        if self.takes_posix_spawn() {
+            return self.prepare_posix(defaults);
+        }
+        self.prepare_std(defaults)
+    }
+
+    /// The checks every spawn makes first: the working directory, and the
+    /// descriptor targets.
+    fn check(&self) -> Result<(), Error> {
         if let Some(cwd) = &self.cwd
             && let Err(source) = check_dir(cwd)
         {
@@ -412,8 +453,29 @@ impl Command {
                 source,
             });
         }
-        self.check_fds()?;
+        self.check_fds()
+    }
 
+    /// Whether this spawn takes spawn-core's own `posix_spawn`: std would
+    /// fork it only for extra descriptors or a new session (no uid or gid,
+    /// no parent-death signal, and a program found on the parent's own
+    /// `PATH`, as `posix_spawnp` looks it up), and the system has what the
+    /// path needs (`posix::available`).
+    #[cfg(target_os = "linux")]
+    fn takes_posix_spawn(&self) -> bool {
+        let searches_path = !self.program.as_encoded_bytes().contains(&b'/');
+        let path_changed = self.env_clear || self.env.contains_key(OsStr::new("PATH"));
+        (!self.fds.is_empty() || self.new_session)
+            && self.uid.is_none()
+            && self.gid.is_none()
+            && self.parent_death.is_none()
+            && !(searches_path && path_changed)
+            && crate::posix::available()
+    }
+
+    /// Builds the std command for one spawn: its stdio, process group and
+    /// hook. The checks are made.
+    fn prepare_std(&mut self, defaults: Defaults) -> Result<Prepared, Error> {
         let mut std = process::Command::new(&self.program);
         std.args(&self.args);
         if let Some(arg0) = &self.arg0 {
@@ -448,7 +510,9 @@ impl Command {
         let stdin = self.stdio_for(Stream::Stdin, defaults)?;
         let stdout = self.stdio_for(Stream::Stdout, defaults)?;
         let stderr = self.stdio_for(Stream::Stderr, defaults)?;
-        std.stdin(stdin).stdout(stdout).stderr(stderr);
+        std.stdin(stdin.into_std())
+            .stdout(stdout.into_std())
+            .stderr(stderr.into_std());
 
         let mut hook = Hook {
             new_session: self.new_session,
@@ -491,13 +555,135 @@ impl Command {
                 std.pre_exec(move || hook.run_in_child());
             }
         }
+        let mut kept: Vec<OwnedFd> = fds.into_iter().map(|(_, fd)| fd).collect();
+        kept.extend(reserved);
         Ok(Prepared {
-            std,
+            launch: Launch::Std(std),
             program: self.program.clone(),
             cwd: self.cwd.clone(),
-            fds: (fds, reserved),
+            kept,
             group_leader,
         })
+    }
+
+    /// Builds spawn-core's own `posix_spawn` of one spawn: `argv`, the
+    /// child's whole environment, its stdio and descriptors as file
+    /// actions, its process group or session. The checks are made.
+    #[cfg(target_os = "linux")]
+    fn prepare_posix(&mut self, defaults: Defaults) -> Result<Prepared, Error> {
+        use crate::posix::{Moves, Plan};
+
+        let spawn_error = |program: &OsStr, source: std::io::Error| Error::Spawn {
+            program: program.to_owned(),
+            source,
+        };
+        let argv0 = self.arg0.as_ref().unwrap_or(&self.program);
+        let argv = std::iter::once(argv0)
+            .chain(&self.args)
+            .map(|arg| c_string(arg.as_encoded_bytes().to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| spawn_error(&self.program, e))?;
+        let envp = self
+            .child_env()
+            .into_iter()
+            .map(|(key, value)| {
+                let mut entry = key.into_encoded_bytes();
+                entry.push(b'=');
+                entry.extend_from_slice(value.as_encoded_bytes());
+                c_string(entry)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| spawn_error(&self.program, e))?;
+        let program = c_string(self.program.as_encoded_bytes().to_vec())
+            .map_err(|e| spawn_error(&self.program, e))?;
+        let cwd = match &self.cwd {
+            Some(cwd) => Some(
+                c_string(cwd.as_os_str().as_encoded_bytes().to_vec())
+                    .map_err(|e| spawn_error(&self.program, e))?,
+            ),
+            None => None,
+        };
+        let (process_group, group_leader) = if self.new_session {
+            (None, true)
+        } else {
+            (self.process_group, self.process_group == Some(0))
+        };
+
+        let mut moves = Moves::new();
+        let mut ends = ParentEnds::default();
+        for (stream, target) in [(Stream::Stdin, 0), (Stream::Stdout, 1), (Stream::Stderr, 2)] {
+            match self.stdio_for(stream, defaults)? {
+                Given::Inherit => {}
+                Given::Fd(fd) => moves.push(fd, target),
+                Given::Null => {
+                    let null = std::fs::OpenOptions::new()
+                        .read(stream == Stream::Stdin)
+                        .write(stream != Stream::Stdin)
+                        .open("/dev/null")
+                        .map_err(|e| spawn_error(&self.program, e))?;
+                    moves.push(null.into(), target);
+                }
+                Given::Piped => {
+                    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                        .map_err(|e| spawn_error(&self.program, e.into()))?;
+                    let (child, parent) = if stream == Stream::Stdin {
+                        (read, write)
+                    } else {
+                        (write, read)
+                    };
+                    moves.push(child, target);
+                    ends.set(stream, parent);
+                }
+            }
+        }
+        // From here on the descriptors belong to this spawn.
+        let fds = std::mem::take(&mut self.fds);
+        self.handed_over = fds.iter().map(|(target, _)| *target).collect();
+        for (target, fd) in fds {
+            // The parent's copy must not leak into other children spawned
+            // meanwhile; the child gets its own copy from the file actions.
+            fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+                .map_err(|errno| spawn_error(&self.program, errno.into()))?;
+            moves.push(fd, target);
+        }
+        let (moves, held) = moves.finish().map_err(|e| spawn_error(&self.program, e))?;
+        Ok(Prepared {
+            launch: Launch::Posix(
+                Plan {
+                    program,
+                    search_path: !self.program.as_encoded_bytes().contains(&b'/'),
+                    argv,
+                    envp,
+                    cwd,
+                    moves,
+                    process_group,
+                    new_session: self.new_session,
+                },
+                ends,
+            ),
+            program: self.program.clone(),
+            cwd: self.cwd.clone(),
+            kept: held,
+            group_leader,
+        })
+    }
+
+    /// The child's whole environment: the parent's (unless cleared) with
+    /// the command's changes.
+    #[cfg(target_os = "linux")]
+    fn child_env(&self) -> BTreeMap<OsString, OsString> {
+        let mut env: BTreeMap<OsString, OsString> = if self.env_clear {
+            BTreeMap::new()
+        } else {
+            std::env::vars_os().collect()
+        };
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => env.insert(key.clone(), value.clone()),
+                None => env.remove(key),
+            };
+        }
+        env
     }
 
     /// The checks on the descriptor targets: each at least 3, given once,
@@ -545,22 +731,22 @@ impl Command {
         Ok(())
     }
 
-    /// std's stdio for `stream` in one spawn.
-    fn stdio_for(&mut self, stream: Stream, defaults: Defaults) -> Result<process::Stdio, Error> {
+    /// What `stream` is in one spawn.
+    fn stdio_for(&mut self, stream: Stream, defaults: Defaults) -> Result<Given, Error> {
         let (set, default) = match stream {
             Stream::Stdin => (
                 &mut self.stdin,
                 if defaults.stdin_null {
-                    process::Stdio::null as fn() -> process::Stdio
+                    Given::Null
                 } else {
-                    process::Stdio::inherit
+                    Given::Inherit
                 },
             ),
             Stream::Stdout => (&mut self.stdout, capture_default(defaults)),
             Stream::Stderr => (&mut self.stderr, capture_default(defaults)),
         };
         match set {
-            None => Ok(default()),
+            None => Ok(default),
             Some(stdio) => stdio.for_spawn().map_err(|e| match e {
                 ToStdError::HandedOver => Error::StdioHandedOver {
                     program: self.program.clone(),
@@ -575,23 +761,63 @@ impl Command {
     }
 }
 
-fn capture_default(defaults: Defaults) -> fn() -> process::Stdio {
+fn capture_default(defaults: Defaults) -> Given {
     if defaults.capture {
-        process::Stdio::piped
+        Given::Piped
     } else {
-        process::Stdio::inherit
+        Given::Inherit
     }
 }
 
-/// A std command ready to spawn, and the descriptors that must stay open
-/// until it has: the ones handed over, and placeholders holding their
-/// target numbers.
+/// `bytes` as a C string; a NUL inside is std's error for it.
+#[cfg(target_os = "linux")]
+fn c_string(bytes: Vec<u8>) -> std::io::Result<std::ffi::CString> {
+    std::ffi::CString::new(bytes).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "nul byte found in provided data",
+        )
+    })
+}
+
+/// One spawn ready to run, and the descriptors that must stay open until
+/// it has (std's path: the ones handed over, and placeholders holding
+/// their target numbers; ours: sources that sat at a target number).
 pub(crate) struct Prepared {
-    pub(crate) std: process::Command,
+    pub(crate) launch: Launch,
     pub(crate) program: OsString,
     pub(crate) cwd: Option<PathBuf>,
-    pub(crate) fds: (Vec<(RawFd, OwnedFd)>, Vec<OwnedFd>),
+    pub(crate) kept: Vec<OwnedFd>,
     pub(crate) group_leader: bool,
+}
+
+/// How one spawn runs.
+pub(crate) enum Launch {
+    /// std's command, through `tokio::process`.
+    Std(process::Command),
+    /// spawn-core's own `posix_spawn`, and the parent's ends of the
+    /// child's pipes.
+    #[cfg(target_os = "linux")]
+    Posix(crate::posix::Plan, ParentEnds),
+}
+
+/// The parent's ends of a child's piped streams.
+#[derive(Default)]
+pub(crate) struct ParentEnds {
+    pub(crate) stdin: Option<OwnedFd>,
+    pub(crate) stdout: Option<OwnedFd>,
+    pub(crate) stderr: Option<OwnedFd>,
+}
+
+impl ParentEnds {
+    #[cfg(target_os = "linux")]
+    fn set(&mut self, stream: Stream, end: OwnedFd) {
+        match stream {
+            Stream::Stdin => self.stdin = Some(end),
+            Stream::Stdout => self.stdout = Some(end),
+            Stream::Stderr => self.stderr = Some(end),
+        }
+    }
 }
 
 /// The captured output of a child that closed.

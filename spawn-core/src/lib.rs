@@ -53,18 +53,27 @@
 //! the crate's own.
 //!
 //! # Speed
-//! The crate builds on `std::process::Command` and `tokio::process` (whose
-//! reaper it reuses). When no option needs code between `fork` and `exec`, no
-//! `pre_exec` hook is installed and std spawns with `posix_spawn` (a vfork-like
-//! clone). Only [`Command::inherit_fd`], [`Command::new_session`] and
-//! [`Command::parent_death_signal`] install a hook; `uid`/`gid` make std fork.
+//! Every spawn that needs no code between `fork` and `exec` takes
+//! `posix_spawn`, a vfork-like clone that shares the parent's memory until
+//! `exec`, so the parent's image is never copied (its page tables, the
+//! copy-on-write faults of both sides): std's own, through
+//! `std::process::Command` and `tokio::process` (whose reaper collects
+//! those children), for plain spawns; and on Linux spawn-core's own for
+//! [`Command::inherit_fd`] and [`Command::new_session`] (the spawn's file
+//! actions place the descriptors, the child is awaited through its pidfd,
+//! and a dropped handle's child is reaped by a process-wide reaper thread).
+//! Only [`Command::parent_death_signal`] installs a `pre_exec` hook, and
+//! `uid`/`gid` make std fork; so do all three options elsewhere, and on a
+//! Linux without `pidfd_open` (5.3) or whose C library lacks
+//! `posix_spawn_file_actions_addchdir_np` (glibc 2.29, musl 1.1.24).
 //!
 //! # Caveats
 //! - **Dropping a [`Child`] does not kill it** (like std and Node): the child
-//!   runs on, and tokio's orphan queue reaps it when it exits, so it never
-//!   stays a zombie (tokio's driver does the reaping: a child that exits
-//!   after the last runtime of the process is gone stays a zombie until the
-//!   process exits). Set [`Command::kill_on_drop`] to send SIGKILL on drop
+//!   runs on, and is reaped when it exits, so it never stays a zombie:
+//!   tokio's orphan queue reaps the children std spawned (tokio's driver
+//!   does the reaping: such a child that exits after the last runtime of
+//!   the process is gone stays a zombie until the process exits), and
+//!   spawn-core's reaper thread those of its own `posix_spawn`. Set [`Command::kill_on_drop`] to send SIGKILL on drop
 //!   instead. Grandchildren are never reaped by us: use a process group and
 //!   [`Child::signal_group`] to stop them.
 //! - **The parent-death signal is per thread.** Linux fires
@@ -75,13 +84,17 @@
 //!   process-wide spawner thread that never exits: the signal then means
 //!   "the parent process died", whichever thread called `spawn`. The race
 //!   where the parent dies before the child's `prctl` is closed by comparing
-//!   `getppid()` with the parent's pid read before the fork.
+//!   `getppid()` with the parent's pid read before the fork. A child that
+//!   sets its own signal after `exec` needs the same thread, without the
+//!   hook: [`Command::lasting_parent_thread`].
 //! - [`Command::inherit_fd`] targets are checked in the parent (3 or more,
-//!   once each, below `RLIMIT_NOFILE`) and placed by `dup2` in the child;
-//!   any mapping works (sources and targets may overlap). While the spawn
-//!   runs, target numbers free in the parent are held by close-on-exec
-//!   placeholders, so std's exec-error pipe never lands on one (which would
-//!   hide a failed exec). The parent's copies are closed after the spawn.
+//!   once each, below `RLIMIT_NOFILE`) and placed by `dup2` in the child
+//!   (`posix_spawn`'s file actions, or the hook); any mapping works
+//!   (sources and targets may overlap: a source at a target's number is
+//!   copied elsewhere first). On the fork path, target numbers free in the
+//!   parent are held by close-on-exec placeholders while the spawn runs, so
+//!   std's exec-error pipe never lands on one (which would hide a failed
+//!   exec). The parent's copies are closed after the spawn.
 //! - [`Child::signal`] does nothing once the child was reaped, so it never
 //!   signals a process that reused the pid; [`Child::id`] is `None` then.
 //! - [`Child::signal_group`] signals the group the child leads, even after
@@ -113,6 +126,12 @@ mod close;
 mod command;
 mod error;
 mod hook;
+#[cfg(target_os = "linux")]
+mod pidfd;
+#[cfg(target_os = "linux")]
+mod posix;
+#[cfg(target_os = "linux")]
+mod reaper;
 mod signal;
 mod spawner;
 mod stdio;

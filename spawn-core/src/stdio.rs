@@ -58,6 +58,28 @@ enum Kind {
     HandedOver,
 }
 
+/// What one spawn gives the child for a stream.
+#[derive(Debug)]
+pub(crate) enum Given {
+    Inherit,
+    Piped,
+    Null,
+    /// A descriptor of this spawn's own (a copy, or a pipe end handed over).
+    Fd(OwnedFd),
+}
+
+impl Given {
+    /// std's `Stdio` for the same stream.
+    pub(crate) fn into_std(self) -> process::Stdio {
+        match self {
+            Given::Inherit => process::Stdio::inherit(),
+            Given::Piped => process::Stdio::piped(),
+            Given::Null => process::Stdio::null(),
+            Given::Fd(fd) => process::Stdio::from(fd),
+        }
+    }
+}
+
 /// Why a stream could not be given to a spawn.
 #[derive(Debug)]
 pub(crate) enum ToStdError {
@@ -84,24 +106,24 @@ impl Stdio {
         Stdio(Kind::Null)
     }
 
-    /// std's `Stdio` for one spawn. A descriptor is duplicated, so that it
-    /// stays here for the next spawn; another child's pipe end is handed
+    /// What one spawn gives the child. A descriptor is duplicated, so that
+    /// it stays here for the next spawn; another child's pipe end is handed
     /// over (in blocking mode) and only the spawn keeps it.
-    pub(crate) fn for_spawn(&mut self) -> Result<process::Stdio, ToStdError> {
+    pub(crate) fn for_spawn(&mut self) -> Result<Given, ToStdError> {
         let pipe = match std::mem::take(&mut self.0) {
-            Kind::Inherit => return Ok(process::Stdio::inherit()),
+            Kind::Inherit => return Ok(Given::Inherit),
             Kind::Piped => {
                 self.0 = Kind::Piped;
-                return Ok(process::Stdio::piped());
+                return Ok(Given::Piped);
             }
             Kind::Null => {
                 self.0 = Kind::Null;
-                return Ok(process::Stdio::null());
+                return Ok(Given::Null);
             }
             Kind::Fd(fd) => {
                 let copy = fd.try_clone();
                 self.0 = Kind::Fd(fd);
-                return copy.map(process::Stdio::from).map_err(ToStdError::Io);
+                return copy.map(Given::Fd).map_err(ToStdError::Io);
             }
             Kind::HandedOver => {
                 self.0 = Kind::HandedOver;
@@ -113,7 +135,7 @@ impl Stdio {
             Kind::Pipe(pipe) => Ok(pipe),
         };
         self.0 = Kind::HandedOver;
-        pipe.map(process::Stdio::from).map_err(ToStdError::Io)
+        pipe.map(Given::Fd).map_err(ToStdError::Io)
     }
 }
 

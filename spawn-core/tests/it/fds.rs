@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use spawn_core::{Close, Command};
+use spawn_core::{Close, Command, Stdio};
 
 use crate::run;
 
@@ -148,5 +148,86 @@ fn a_target_just_below_the_descriptor_limit_is_placed() {
             .expect("spawn");
         assert_eq!(close, Close::Exited(0));
         assert_eq!(read_all(read), "edge\n");
+    });
+}
+
+/// `pid pgrp session` of a shell, from `/proc/$$/stat` (`pid (comm) state
+/// ppid pgrp session ...`, and `(sh)` holds no space).
+const SHOW_SESSION: &str =
+    "read -r pid comm state ppid pgrp sid rest < /proc/$$/stat; echo \"$pid $pgrp $sid\" >&5";
+
+#[test]
+fn a_new_session_with_descriptors_and_pipes_leads_its_session() {
+    run(async {
+        // Descriptors and a new session: spawn-core's own posix_spawn on
+        // Linux (file actions, POSIX_SPAWN_SETSID), with every stdio kind.
+        let (read, write) = pipe().expect("pipe");
+        let out = Command::shell(format!("{SHOW_SESSION}; cat; echo err >&2"))
+            .inherit_fd(5, write)
+            .new_session()
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut child = out;
+        let mut stdin = child.take_stdin().expect("piped stdin");
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, b"from stdin\n")
+            .await
+            .expect("write");
+        drop(stdin);
+        let pid = child.id().expect("running");
+        assert_eq!(child.wait().await.expect("wait"), Close::Exited(0));
+        let ids: Vec<u32> = read_all(read)
+            .split_whitespace()
+            .map(|n| n.parse().expect("a number"))
+            .collect();
+        assert_eq!(ids, [pid, pid, pid], "pid, group and session");
+    });
+}
+
+#[test]
+fn a_capture_with_a_descriptor_reads_both_streams_and_null_stdin() {
+    run(async {
+        let (read, write) = pipe().expect("pipe");
+        let out = Command::shell("echo out; echo err >&2; cat; echo fd >&6")
+            .inherit_fd(6, write)
+            .output()
+            .await
+            .expect("output");
+        assert_eq!(out.close, Close::Exited(0));
+        // stdin is /dev/null for `output`: `cat` ends at once.
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(out.stderr, b"err\n");
+        assert_eq!(read_all(read), "fd\n");
+    });
+}
+
+#[test]
+fn a_missing_program_with_a_descriptor_is_not_found() {
+    run(async {
+        // Looked up on PATH (posix_spawnp), and by its path.
+        for program in ["no-such-program-spawn-core", "/no/such/program"] {
+            let (_read, write) = pipe().expect("pipe");
+            let err = Command::new(program)
+                .inherit_fd(3, write)
+                .spawn()
+                .expect_err("the program does not exist");
+            assert!(matches!(err, spawn_core::Error::NotFound { .. }), "{err:?}");
+        }
+    });
+}
+
+#[test]
+fn a_working_directory_with_a_descriptor_is_entered() {
+    run(async {
+        let dir = std::env::temp_dir().canonicalize().expect("temp dir");
+        let (read, write) = pipe().expect("pipe");
+        let close = Command::shell("pwd -P >&5")
+            .current_dir(&dir)
+            .inherit_fd(5, write)
+            .status()
+            .await
+            .expect("spawn");
+        assert_eq!(close, Close::Exited(0));
+        assert_eq!(read_all(read).trim_end(), dir.to_str().expect("utf-8"));
     });
 }

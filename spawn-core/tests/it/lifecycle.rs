@@ -275,3 +275,82 @@ fn a_child_dropped_unwaited_is_reaped_not_left_a_zombie() {
         panic!("pid {pid} is still our child: {:?}", child_state(pid));
     });
 }
+
+#[test]
+fn a_child_with_a_descriptor_dropped_unwaited_is_reaped_not_left_a_zombie() {
+    run(async {
+        // spawn-core's own posix_spawn on Linux: its reaper thread, not
+        // tokio's, reaps the orphan.
+        let (_read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        let child = Command::new("/bin/true")
+            .inherit_fd(3, write)
+            .spawn()
+            .expect("spawn");
+        let pid = child.id().expect("running");
+        drop(child);
+        for _ in 0..2000 {
+            if child_state(pid).is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("pid {pid} is still our child: {:?}", child_state(pid));
+    });
+}
+
+#[test]
+fn kill_on_drop_kills_a_child_with_a_descriptor() {
+    run(async {
+        let (_read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        let child = Command::new("sleep")
+            .arg("100")
+            .inherit_fd(3, write)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn");
+        let fd = pidfd(child.id().expect("running") as i32);
+        drop(child);
+        assert!(
+            terminates_within(&fd, 10_000),
+            "the dropped child still runs"
+        );
+    });
+}
+
+#[test]
+fn a_child_with_a_descriptor_in_a_runtime_without_io_is_killed_and_reported() {
+    // Our own posix_spawn succeeds, then tokio panics registering the pidfd
+    // (no I/O driver): the spawn is an error and no child is left.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("rt");
+    let _entered = runtime.enter();
+    let (_read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+    // An argument no other test uses: the tests share this process.
+    let spawned = Command::new("sleep")
+        .arg("123.4")
+        .inherit_fd(3, write)
+        .spawn();
+    assert!(
+        matches!(spawned, Err(Error::SpawnPanicked { .. })),
+        "{spawned:?}"
+    );
+    let me = std::process::id().to_string();
+    let sleeping: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|entry| {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .to_owned();
+            (cmdline == b"sleep\0123.4\0" && ppid == me).then(|| stat)
+        })
+        .collect();
+    assert!(sleeping.is_empty(), "left behind: {sleeping:?}");
+}

@@ -17,6 +17,8 @@
 //! before asking its role, and again once connected, it runs this program
 //! as `cluster-helper report-role` and sends `Text("before: <line>")` and
 //! `Text("after: <line>")` with the line it printed, then `echo`),
+//! `stubborn` again: started without arguments, yet not a worker, it
+//! sleeps 600 s (see `kill-while-starting`),
 //! `wrong-token` (not through `Worker`: adopt the channel with
 //! `cluster-ipc` and answer the handshake with another launch token, then
 //! wait until the channel closes), `listen` (listen on 127.0.0.1:0, report it, then `echo`),
@@ -101,6 +103,17 @@
 //! `cluster-helper stall <n>` is a primary on a current-thread runtime that
 //! measures the longest stall of its event loop through a kill storm, a
 //! reload, `stats()` calls and an upgrade (see `src/helper/stall.rs`).
+//!
+//! `cluster-helper kill-while-starting <reps>` is the orphan test's harness
+//! (issue 25): a child subreaper (so every orphan comes to it) that `reps`
+//! times starts `cluster-helper primary 2` of `stubborn` workers (which only
+//! a signal ends) and SIGKILLs it while they start (at once; at its first
+//! `fork` line; a few hundred microseconds after it; or at that line with
+//! `HELPER_ROLE_DELAY_MS=20`, so the workers ask for their role only after
+//! their primary is gone), then waits until no descendant is left (10 s at
+//! most per round). It prints `ok <reps>`, or `left <round> <pids>` and
+//! exits 1. Any process of this program waits `HELPER_ROLE_DELAY_MS`
+//! before it asks for its role.
 
 use std::time::Duration;
 
@@ -129,6 +142,12 @@ type BoxResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 mod stall;
 
 fn main() -> BoxResult {
+    if let Some(ms) = std::env::var("HELPER_ROLE_DELAY_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("report-role") {
         println!("{:?} fd3={}", cluster_core::role(), fd3());
@@ -179,6 +198,10 @@ fn main() -> BoxResult {
             println!("{:?}", cluster.settings());
             Ok(())
         }),
+        Some("kill-while-starting") => {
+            let reps: usize = args.get(1).map_or(Ok(200), |s| s.parse())?;
+            kill_while_starting(reps)
+        }
         Some("upgradable") => {
             let n: usize = args.get(1).map_or(Ok(2), |s| s.parse())?;
             let version = match std::env::var("HELPER_VERSION_FILE") {
@@ -197,6 +220,14 @@ fn main() -> BoxResult {
                 std::thread::sleep(Duration::from_secs(600));
             }
             tokio::runtime::Runtime::new()?.block_on(upgradable(n, version))
+        }
+        // Started as a `stubborn` worker, yet not a worker: the worker of a
+        // primary that died before it asked for its role, had the library
+        // let it run. It runs on, as a program that found itself a primary
+        // would: the orphan test must see it die.
+        None if std::env::var("HELPER_MODE").as_deref() == Ok("stubborn") => {
+            std::thread::sleep(Duration::from_secs(600));
+            Ok(())
         }
         _ => {
             Err(
@@ -678,6 +709,91 @@ async fn primary(n: usize, via_setup: bool) -> BoxResult {
     }
     println!("done");
     Ok(())
+}
+
+/// The orphan test's harness (see the module docs): `reps` primaries
+/// SIGKILLed while their workers start, each round ended only once every
+/// descendant is gone.
+fn kill_while_starting(reps: usize) -> BoxResult {
+    use std::io::BufRead;
+
+    use nix::sys::signal::{Signal, kill};
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    use nix::unistd::Pid;
+
+    // Every orphan below us is re-parented to us, so we can wait for it.
+    nix::sys::prctl::set_child_subreaper(true)?;
+    let exe = std::env::current_exe()?;
+    for round in 0..reps {
+        let mut command = std::process::Command::new(&exe);
+        command
+            .args(["primary", "2"])
+            .env("HELPER_WORKER_MODE", "stubborn")
+            .env_remove("HELPER_ROLE_DELAY_MS")
+            .stdout(std::process::Stdio::piped());
+        if round % 4 == 3 {
+            command.env("HELPER_ROLE_DELAY_MS", "20");
+        }
+        let mut primary = command.spawn()?;
+        if round % 4 != 0 {
+            let stdout = primary.stdout.take().ok_or("no stdout")?;
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            // The first worker is spawned (both are, in one batch).
+            while let Some(line) = lines.next().transpose()? {
+                if line.starts_with("fork ") {
+                    break;
+                }
+            }
+            if round % 4 == 2 {
+                std::thread::sleep(Duration::from_micros(200 * (round as u64 / 4 % 5)));
+            }
+        }
+        kill(Pid::from_raw(primary.id() as i32), Signal::SIGKILL)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {
+                    if std::time::Instant::now() > deadline {
+                        let left = children_of(std::process::id());
+                        println!("left {round} {left:?}");
+                        for pid in left {
+                            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                        }
+                        std::process::exit(1);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Ok(_) => {}
+                Err(nix::errno::Errno::ECHILD) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    println!("ok {reps}");
+    Ok(())
+}
+
+/// The pids whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // pid (comm) state ppid ...: comm may hold spaces.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
 }
 
 mod other {

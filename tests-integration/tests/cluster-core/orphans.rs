@@ -111,6 +111,33 @@ async fn sigkill_of_the_primary_leaves_no_worker_alive() {
     );
 }
 
+/// The window a worker start without `fork` opens (issue 25): a worker sets
+/// its parent-death signal itself, at its role check, so a primary that
+/// dies before that check must still take it along. 200 primaries of 2
+/// `stubborn` workers, each SIGKILLed while its workers start (some before
+/// they ask for their role): the harness, a child subreaper, sees every
+/// orphan and waits until none is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_sigkilled_while_its_workers_start_leaves_none_behind() {
+    let out = tokio::time::timeout(
+        Duration::from_secs(100),
+        Command::new(HELPER)
+            .args(["kill-while-starting", "200"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the harness timed out")
+    .expect("run the harness");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.lines().last() == Some("ok 200"),
+        "{:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_shuts_down_by_the_deadline_despite_a_stubborn_worker() {
     let mut primary = Primary::start("stubborn", 2);

@@ -55,10 +55,23 @@ fn terminates_within(fd: &OwnedFd, ms: u16) -> bool {
 
 #[test]
 fn parent_death_signal_kills_the_child_when_the_parent_dies() {
+    dies_with_the_parent_not_the_thread(None);
+}
+
+/// A child that sets its own parent-death signal (as a cluster worker
+/// does), spawned with `lasting_parent_thread` from a thread that exits:
+/// it lives while the process does, and dies with it.
+#[test]
+fn a_lasting_parent_thread_ties_a_child_that_sets_its_own_signal_to_the_process() {
+    dies_with_the_parent_not_the_thread(Some("lasting"));
+}
+
+fn dies_with_the_parent_not_the_thread(mode: Option<&str>) {
     run(async {
-        // The helper spawns `sleep` from a thread that exits at once, then
-        // lives on until killed.
+        // The helper spawns its child from a thread that exits at once,
+        // then lives on until killed.
         let mut helper = Command::new(env!("CARGO_BIN_EXE_spawn-core-pdeathsig-helper"))
+            .args(mode)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
