@@ -12,12 +12,12 @@
 //! The [`Decoder`] owns the read buffer and the queue of received
 //! descriptors. It checks a header before it grows the buffer for the
 //! payload, so no announced length can make it allocate past `8 + cap` (or
-//! 256 KiB, if larger), and it grows the buffer as the bytes arrive, so an
-//! announced length costs nothing until they do. The buffer starts small
-//! (8 KiB), doubles while reads fill it (up to 256 KiB for many small
-//! frames, up to the frame for a large one), and goes back to 8 KiB once a
-//! small read drains the socket after small frames: an idle channel holds
-//! little.
+//! one 256 KiB read, when that is larger), and
+//! it grows the buffer as the payload's bytes arrive, so an announced length
+//! costs nothing until they do. The buffer starts small (8 KiB), doubles
+//! while reads fill it (up to 256 KiB for many small frames, up to the frame
+//! for a large one), and goes back to 8 KiB once 4 small reads in a row
+//! drained the socket after small frames: an idle channel holds little.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -52,10 +52,14 @@ pub(crate) const MAX_QUEUED_FDS: usize = 4 * MAX_FDS_PER_FRAME;
 /// fill the buffer, it doubles up to this size.
 pub(crate) const READ_BUF_LEN: usize = 256 * 1024;
 
-/// Size of the read buffer of a new channel, and of one gone quiet: a read
-/// that drains the socket with at most half of it, after small frames only,
-/// shrinks the buffer back to it.
+/// Size of the read buffer of a new channel, and of one gone quiet:
+/// [`QUIET_READS`] reads in a row that drain the socket with at most half
+/// of it, after small frames only, shrink the buffer back to it.
 pub(crate) const IDLE_BUF_LEN: usize = 8 * 1024;
+
+/// Small reads in a row that drain the socket before the buffer goes back
+/// to [`IDLE_BUF_LEN`] (see `Decoder::quiet_reads`).
+pub(crate) const QUIET_READS: u32 = 4;
 
 /// A read buffer grown for a large frame is kept up to this size.
 pub(crate) const RETAINED_BUF_LEN: usize = 4 * 1024 * 1024;
@@ -430,17 +434,19 @@ pub struct Decoder {
     end: usize,
     fds: VecDeque<OwnedFd>,
     cap: u32,
-    /// The length of the last slice [`Decoder::read_space`] gave, and how
-    /// many bytes the last [`Decoder::commit`] took.
+    /// The length of the last slice [`Decoder::read_space`] gave.
     last_space: usize,
-    last_read: usize,
     /// The last read filled the space it was given: the socket may hold
     /// more, so the next read gets twice the room.
     grow_next: bool,
-    /// A frame larger than [`IDLE_BUF_LEN`] was taken since the last read:
-    /// its buffer is kept for the next one (a stream of 1 MiB messages does
-    /// not allocate, zero and fault in 1 MiB per message).
-    large_taken: bool,
+    /// Reads in a row that drained the socket with at most half of
+    /// [`IDLE_BUF_LEN`], no frame larger than that taken since the first:
+    /// at [`QUIET_READS`] the channel is quiet, and its buffer goes back to
+    /// [`IDLE_BUF_LEN`]. One such read is no sign (a reader faster than a
+    /// flood of small messages drains the socket a little at a time), and
+    /// a large frame keeps its buffer for the next (a stream of 1 MiB
+    /// messages does not allocate, zero and fault in 1 MiB per message).
+    quiet_reads: u32,
 }
 
 impl Decoder {
@@ -453,9 +459,8 @@ impl Decoder {
             fds: VecDeque::new(),
             cap,
             last_space: 0,
-            last_read: 0,
             grow_next: false,
-            large_taken: false,
+            quiet_reads: 0,
         }
     }
 
@@ -505,8 +510,8 @@ impl Decoder {
     /// (many small frames in one read); for a frame whose header has
     /// arrived, doubling when full, never past the whole frame (the header
     /// is checked first, so never past `HEADER_LEN + cap`); and back to
-    /// 8 KiB when a read of at most 4 KiB drained the socket after small
-    /// frames only. So the buffer holds at most twice the bytes received
+    /// 8 KiB when 4 reads in a row of at most 4 KiB drained the socket
+    /// after small frames only. So the buffer holds at most twice the bytes received
     /// (or 8 KiB, when fewer): a header announcing a large frame costs
     /// nothing until the frame's bytes come, and an idle channel holds
     /// 8 KiB.
@@ -524,12 +529,8 @@ impl Decoder {
                 // large buffers are kept while large frames come (see
                 // `large_taken`).
                 self.buf = Vec::new();
-            } else if self.buf.len() > IDLE_BUF_LEN
-                && !self.grow_next
-                && self.last_read <= IDLE_BUF_LEN / 2
-                && !self.large_taken
-            {
-                // A small read drained the socket, and only small frames
+            } else if self.buf.len() > IDLE_BUF_LEN && self.quiet_reads >= QUIET_READS {
+                // Small reads drained the socket, and only small frames
                 // came: quiet, so give the room back.
                 self.buf.truncate(IDLE_BUF_LEN);
                 self.buf.shrink_to_fit();
@@ -563,9 +564,12 @@ impl Decoder {
     pub fn commit(&mut self, n: usize) {
         self.end += n;
         debug_assert!(self.end <= self.buf.len());
-        self.last_read = n;
         self.grow_next = n > 0 && n == self.last_space;
-        self.large_taken = false;
+        if n <= IDLE_BUF_LEN / 2 && !self.grow_next {
+            self.quiet_reads = self.quiet_reads.saturating_add(1);
+        } else {
+            self.quiet_reads = 0;
+        }
     }
 
     #[inline]
@@ -601,7 +605,9 @@ impl Decoder {
         };
         let payload = self.start + HEADER_LEN..self.start + total;
         self.start += total;
-        self.large_taken |= total > IDLE_BUF_LEN;
+        if total > IDLE_BUF_LEN {
+            self.quiet_reads = 0;
+        }
         Ok(Some(DecodedFrame {
             header,
             payload,

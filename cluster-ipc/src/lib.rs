@@ -110,14 +110,15 @@
 //! Any byte sequence from the peer yields a frame or one [`Error`] (then the
 //! receiver is closed), never a panic. A header is checked (kind, reserved
 //! bytes, descriptor count, length against the cap) before the buffer grows
-//! for its payload, so the read buffer never exceeds the larger of 256 KiB
-//! and `8 + cap` bytes; and it grows as the bytes arrive (8 KiB at first,
-//! doubling when a read fills it: up to 256 KiB for small frames, up to the
-//! frame for a large one), so a header announcing 64 MiB costs nothing
-//! until the bytes come: it holds at most twice what arrived (or 8 KiB). A
-//! buffer grown for a large frame is kept (up to 4 MiB) while large frames
-//! come; once a small read drains the socket after small frames, the buffer
-//! is 8 KiB again, so an idle channel holds little.
+//! for its payload, so the read buffer never exceeds the larger of `8 + cap`
+//! bytes and 256 KiB; and the buffer grows as the bytes arrive (8 KiB at
+//! first, doubling when a read fills it: up to 256 KiB for small frames, up
+//! to the frame for a large one), so a header announcing 64 MiB costs
+//! nothing until the bytes come: the buffer holds at most twice what
+//! arrived (or 8 KiB). A buffer grown for a large frame is kept (up to
+//! 4 MiB) while large frames come; once 4 small reads in a row drained the
+//! socket after small frames, the buffer is 8 KiB again, so an idle
+//! channel holds little.
 //! Descriptors are owned from the moment they arrive: a frame dropped unread
 //! closes them.
 //!
