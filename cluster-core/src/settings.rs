@@ -133,7 +133,7 @@ pub struct Recycle {
     /// Each worker's limit is `max_requests` plus a random number in
     /// `0..=jitter`, so workers started together are not all recycled at once.
     pub jitter: u64,
-    /// Resident memory (bytes, from `/proc/<pid>/statm`) past which a
+    /// Resident memory (bytes, from `/proc/<pid>/stat`) past which a
     /// worker is recycled.
     pub max_memory: Option<u64>,
     /// Age past which a worker is recycled.

@@ -1,9 +1,8 @@
 //! A typed snapshot of a cluster ([`Cluster::stats`](crate::Cluster::stats)):
 //! per worker its pid, slot, state, uptime, the restarts of its slot, its
 //! connections and messages, and its resident memory and CPU time read from
-//! `/proc/<pid>/stat` and `/proc/<pid>/statm`. Cheap enough to take every
-//! second (two small reads per worker; see `docs/operations.md` for its
-//! measured cost). With the `prometheus` feature,
+//! `/proc/<pid>/stat`. Cheap enough to take every second (one small read
+//! per worker; see `docs/operations.md` for its measured cost). With the `prometheus` feature,
 //! [`ClusterStats::render_prometheus`] renders it in Prometheus' text format.
 
 #[cfg(test)]
@@ -79,32 +78,32 @@ pub(crate) async fn read_procs(pids: Vec<u32>) -> Vec<ProcStats> {
         .unwrap_or_else(|_| vec![ProcStats::default(); n])
 }
 
-/// Read `/proc/<pid>/statm` and `/proc/<pid>/stat` (blocking file reads:
-/// from async code, call it on the blocking pool, as `Cluster::stats` does):
-/// a process that is gone (or a field that does not parse) gives `None`s,
-/// never an error.
+/// Read `/proc/<pid>/stat`, one read for both figures (a blocking file
+/// read: from async code, call it on the blocking pool, as `Cluster::stats`
+/// does): a process that is gone (or a field that does not parse) gives
+/// `None`s, never an error.
 pub fn read_proc(pid: u32) -> ProcStats {
-    let rss_bytes = std::fs::read_to_string(format!("/proc/{pid}/statm"))
-        .ok()
-        .and_then(|s| parse_statm_rss_pages(&s))
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+    let rss_bytes = stat
+        .as_deref()
+        .and_then(parse_stat_rss_pages)
         .map(|pages| pages.saturating_mul(page_size()));
-    let cpu_time = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| parse_stat_cpu_ticks(&s))
-        .map(|ticks| {
-            let hz = clock_ticks();
-            Duration::from_secs(ticks / hz)
-                + Duration::from_nanos((ticks % hz) * 1_000_000_000 / hz)
-        });
+    let cpu_time = stat.as_deref().and_then(parse_stat_cpu_ticks).map(|ticks| {
+        let hz = clock_ticks();
+        Duration::from_secs(ticks / hz) + Duration::from_nanos((ticks % hz) * 1_000_000_000 / hz)
+    });
     ProcStats {
         rss_bytes,
         cpu_time,
     }
 }
 
-/// The resident pages: `statm`'s second field.
-pub(crate) fn parse_statm_rss_pages(statm: &str) -> Option<u64> {
-    statm.split_ascii_whitespace().nth(1)?.parse().ok()
+/// The resident pages: field 24 (`rss`) of a `stat` line, what `statm`'s
+/// second field says, counted from the last `)` as for the CPU time.
+pub(crate) fn parse_stat_rss_pages(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // `rest` starts at field 3: field 24 is the 22nd from there.
+    rest.split_ascii_whitespace().nth(21)?.parse().ok()
 }
 
 /// utime + stime (fields 14 and 15) of a `stat` line, in clock ticks. The

@@ -1,7 +1,7 @@
 //! `/proc` parsing: odd command names, short or garbled lines, a process
 //! that is gone.
 
-use super::{parse_stat_cpu_ticks, parse_statm_rss_pages, read_proc};
+use super::{parse_stat_cpu_ticks, parse_stat_rss_pages, read_proc};
 
 #[test]
 fn stat_fields_count_from_the_last_parenthesis() {
@@ -12,10 +12,11 @@ fn stat_fields_count_from_the_last_parenthesis() {
 }
 
 #[test]
-fn statm_second_field_is_resident_pages() {
-    assert_eq!(parse_statm_rss_pages("1000 250 30 1 0 90 0\n"), Some(250));
-    assert_eq!(parse_statm_rss_pages("1000"), None);
-    assert_eq!(parse_statm_rss_pages("a b"), None);
+fn stat_field_24_is_resident_pages() {
+    let line = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 1 0 123 4096 300 18446744073709551615\n";
+    assert_eq!(parse_stat_rss_pages(line), Some(300));
+    assert_eq!(parse_stat_rss_pages("4242 (x) S 1 2"), None);
+    assert_eq!(parse_stat_rss_pages("garbage"), None);
 }
 
 #[test]
