@@ -16,7 +16,8 @@
 //! - (e) our cluster, round-robin, on a Unix-domain socket (the client
 //!   connects to a path; `Worker::listen_unix`);
 //! - (f) raw hand-off on a Unix-domain socket: (c)'s loop on a Unix-domain
-//!   listener.
+//!   listener;
+//! - (g) our cluster, round-robin, of 16 workers on the same 2 CPUs.
 //!
 //! Rows (one JSON line each on stdout):
 //! - `http.rr_conn_per_s`: (a) against (c). Good: >= 0.9 x raw (Node.js 20:
@@ -25,6 +26,13 @@
 //!   23.7k/s against a C shared accept of 39k/s).
 //! - `http.unix_rr_conn_per_s`: (e) against (f). Good: >= 0.9 x raw (no
 //!   Node.js figure: its cluster script serves TCP only).
+//! - `http.rr_conn_per_s_16w`: (g) against (a): how the hand-off's rate
+//!   holds with 16 workers for 2 CPUs. Should not fall much: the primary's
+//!   work per connection is the same, and a pick among 16 costs what one
+//!   among 2 does (sched-policy's rows); but each worker now gets every
+//!   16th connection and sleeps in between, so most connections wake their
+//!   worker, where 2 busy workers usually find the next one waiting.
+//!   Good: >= 0.8 x raw (raw: (a)).
 //! - `http.rr_fairness`: under round-robin, the busiest worker's answers over
 //!   the quietest's (counted from the bodies, which name the worker), the
 //!   worst of a light load (1 connection at a time), the rate runs' load (8)
@@ -60,6 +68,9 @@ use support::row;
 
 /// Workers per server.
 const WORKERS: usize = 2;
+
+/// Workers of the server that shows how the hand-off holds with many.
+const MANY_WORKERS: usize = 16;
 
 fn main() -> anyhow::Result<()> {
     // Roles first, before any thread exists.
@@ -114,6 +125,7 @@ fn main() -> anyhow::Result<()> {
         &sock("ours"),
     )?;
     let unix_handoff = raw::start_unix_handoff(WORKERS, sock("raw"))?;
+    let rr_many = ours::start(&rt, sched_policy::PolicyKind::RoundRobin, MANY_WORKERS)?;
 
     let servers = [
         ("ours rr", Target::Tcp(rr.port)),
@@ -122,6 +134,7 @@ fn main() -> anyhow::Result<()> {
         ("raw shared", Target::Tcp(shared.port)),
         ("ours unix rr", Target::Unix(sock("ours"))),
         ("raw unix hand-off", Target::Unix(unix_handoff.path.clone())),
+        ("ours rr 16w", Target::Tcp(rr_many.port)),
     ];
     // `--only <server>` (a name below): load that server alone for about
     // 5 s and print nothing else, for a profiler attached to the whole
@@ -156,7 +169,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    let mut rates: [Vec<f64>; 6] = Default::default();
+    let mut rates: [Vec<f64>; 7] = Default::default();
     let mut fairness = Vec::new();
     let mut failed = 0;
     for rep in 0..reps {
@@ -196,6 +209,7 @@ fn main() -> anyhow::Result<()> {
         shared_rates,
         unix_rr_rates,
         unix_handoff_rates,
+        rr_many_rates,
     ] = rates;
     row(
         "http.rr_conn_per_s",
@@ -224,6 +238,15 @@ fn main() -> anyhow::Result<()> {
         Some(&unix_handoff_rates),
         ">= 0.9x raw",
     );
+    row(
+        "http.rr_conn_per_s_16w",
+        "New connection per request, round-robin hand-off to 16 workers on 2 CPUs (raw: to 2 workers)",
+        "per_s",
+        "higher",
+        &rr_many_rates,
+        Some(&rr_rates),
+        ">= 0.8x raw",
+    );
     // The worst of the three loads, repetition by repetition.
     let worst: Vec<f64> = fairness
         .iter()
@@ -242,6 +265,7 @@ fn main() -> anyhow::Result<()> {
     drop((handoff, shared, unix_handoff));
     rt.block_on(async {
         rr.shutdown().await;
+        rr_many.shutdown().await;
         none.shutdown().await;
         unix_rr.shutdown().await;
     });
