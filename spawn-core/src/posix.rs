@@ -9,6 +9,12 @@
 //! because of spawn-core's own options: extra descriptors
 //! ([`Command::inherit_fd`](crate::Command::inherit_fd)) and a new session.
 //! The file holds every `unsafe` block of the path.
+//!
+//! Why not `nix::spawn`: as of nix 0.32 its `PosixSpawnFlags` have no
+//! `POSIX_SPAWN_SETSID` and its file actions no `addchdir_np`, two of the
+//! four things this path exists for (a new session, a working directory),
+//! and its `posix_spawn` returns a `Pid` with no pidfd to await it by; the
+//! C calls it would wrap are the ones below.
 
 use std::ffi::CString;
 use std::io;

@@ -356,7 +356,7 @@ async fn among(n: usize, samples: usize) -> anyhow::Result<(f64, f64, f64)> {
     let mut snapshots = Vec::with_capacity(samples);
     for _ in 0..samples {
         let t0 = Instant::now();
-        let stats = std::hint::black_box(cluster.stats());
+        let stats = std::hint::black_box(cluster.stats().await);
         snapshots.push(t0.elapsed().as_secs_f64() * 1e6);
         anyhow::ensure!(stats.workers.len() == n, "stats of {n} workers");
     }

@@ -349,7 +349,7 @@ fn a_child_with_a_descriptor_in_a_runtime_without_io_is_killed_and_reported() {
                 .split_whitespace()
                 .nth(1)?
                 .to_owned();
-            (cmdline == b"sleep\0123.4\0" && ppid == me).then(|| stat)
+            (cmdline == b"sleep\x00123.4\x00" && ppid == me).then_some(stat)
         })
         .collect();
     assert!(sleeping.is_empty(), "left behind: {sleeping:?}");
