@@ -53,7 +53,7 @@ use std::time::Duration;
 use cluster_ipc::Bound;
 use sched_policy::{Availability, Policy, Scheduler};
 use tokio::sync::Notify;
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 
 use crate::event::{SlotId, WorkerId};
 use crate::settings::PolicyChoice;
@@ -137,7 +137,10 @@ struct ListenerEntry {
     sched: Option<Scheduler<Box<dyn Policy>>>,
     /// The workers listening here, by slot, oldest first.
     routes: BTreeMap<SlotId, Vec<Route>>,
-    accept_task: Option<AbortHandle>,
+    /// Its accept loop (handed over only): aborted when the listener
+    /// closes, and awaited once an upgrade handed it on
+    /// ([`Balancer::stop_accepting`]).
+    accept_task: Option<JoinHandle<()>>,
     /// Connections that had nowhere to go, oldest first: handed over before
     /// anything new is accepted.
     parked: VecDeque<u64>,
@@ -337,27 +340,40 @@ impl Balancer {
     }
 
     /// Stop accepting (another primary accepts on the same sockets now):
-    /// the accept tasks end and this primary's listening descriptors close,
-    /// while the connections already accepted are still handed over. The
-    /// socket files are the new primary's now: never removed by this one.
-    pub(crate) fn stop_accepting(&self) {
+    /// the accept tasks are told to end and this primary's listening
+    /// descriptors close, while the connections already accepted are still
+    /// handed over. The socket files are the new primary's now: never
+    /// removed by this one. Returns the accept tasks, for
+    /// [`Balancer::handed_over`] to await: one told to end in the middle of
+    /// a round of accepts (on the network thread, while this runs on
+    /// another) ends only after it, and what it accepted meanwhile is this
+    /// primary's to hand over too.
+    pub(crate) fn stop_accepting(&self) -> StoppedAccepts {
+        let mut tasks = Vec::new();
         let mut st = self.lock();
         for entry in &mut st.listeners {
             if let Some(task) = entry.accept_task.take() {
                 task.abort();
+                tasks.push(task);
             }
             entry.socket = None;
             if let Some(file) = entry.file.take() {
                 file.disown();
             }
         }
+        StoppedAccepts(tasks)
     }
 
-    /// Resolves once no accepted connection waits for a worker's
-    /// acknowledgement (every one was taken), or after `within`.
-    pub(crate) async fn handed_over(&self, within: std::time::Duration) {
+    /// Resolves once the accept tasks [`Balancer::stop_accepting`] stopped
+    /// have ended and no connection this primary accepted waits for a
+    /// worker's acknowledgement (every one was taken), or after `within`.
+    pub(crate) async fn handed_over(&self, stopped: StoppedAccepts, within: Duration) {
         self.awaiting_handover.store(true, Ordering::SeqCst);
         let all_taken = async {
+            for task in stopped.0 {
+                // Ended (cancelled): what it accepted is pending now.
+                let _ = task.await;
+            }
             loop {
                 // Registered before the check, so a notification between the
                 // two is not lost.
@@ -403,6 +419,11 @@ impl Balancer {
             .collect()
     }
 }
+
+/// The accept tasks an upgrade stopped ([`Balancer::stop_accepting`]),
+/// for [`Balancer::handed_over`] to await.
+#[must_use = "the hand-over awaits them"]
+pub(crate) struct StoppedAccepts(Vec<JoinHandle<()>>);
 
 /// Room may have appeared on every listener (a worker came, went, or
 /// answered): hand the parked connections over and wake the accept tasks

@@ -372,11 +372,11 @@ impl<M: Payload> Supervisor<M> {
                 // The new primary accepts from now on; what this one already
                 // accepted still goes to its own workers, which drain only
                 // once it is handed over (bounded), so none is dropped.
-                self.shared.balancer.stop_accepting();
+                let stopped = self.shared.balancer.stop_accepting();
                 let balancer = std::sync::Arc::clone(&self.shared.balancer);
                 let notices = self.shared.notices.clone();
                 tokio::spawn(async move {
-                    balancer.handed_over(HANDOVER_WAIT).await;
+                    balancer.handed_over(stopped, HANDOVER_WAIT).await;
                     let _ = notices.send(Notice::HandedOver);
                 });
             }

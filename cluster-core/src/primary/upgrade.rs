@@ -18,11 +18,15 @@
 //!    accept on the same sockets alongside the old ones; once every slot's
 //!    worker listens it writes `ready` on the socketpair (`notify.rs`), or
 //!    `not ready: …` when they do not all listen within its ready timeout.
-//! 3. The old primary reports `MAINPID=` (and the pid file) and begins its
-//!    graceful shutdown: it closes its copies of the listening sockets
-//!    (the kernel keeps them open for the new primary, so no connection is
-//!    refused; a socket file is the new primary's now and stays), its
-//!    workers finish what they hold and exit, and its event stream ends.
+//! 3. The old primary reports `MAINPID=` (and the pid file) and stops
+//!    accepting: it closes its copies of the listening sockets (the kernel
+//!    keeps them open for the new primary, so no connection is refused; a
+//!    socket file is the new primary's now and stays). It waits for its
+//!    accept loops to end (one in the middle of a round of accepts ends
+//!    after it) and for every connection it accepted to be taken by one of
+//!    its workers (`Balancer::handed_over`, bounded); then it begins its
+//!    graceful shutdown: its workers finish what they hold and exit, and
+//!    its event stream ends.
 //!
 //! If the new primary exits, closes the socketpair, says it is not ready,
 //! or is not ready within

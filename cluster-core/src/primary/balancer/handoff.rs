@@ -12,11 +12,14 @@ use cluster_ipc::{ControlMsg, TrySendError};
 use sched_policy::{Connection, ListenerId};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 
 use super::{Balancer, InheritedSocket, State, room, route_of, wake, wake_all};
 use crate::clock::{monotonic_ns, nanos};
 use crate::event::{SlotId, WorkerId};
+
+#[cfg(test)]
+mod tests;
 
 /// A connection the primary accepted and still owns (the descriptor kept
 /// here): handed to a worker that has not acknowledged it yet, or parked
@@ -258,14 +261,13 @@ pub(super) fn spawn_accept(
     balancer: Arc<Balancer>,
     idx: usize,
     socket: &InheritedSocket,
-) -> io::Result<AbortHandle> {
+) -> io::Result<JoinHandle<()>> {
     Ok(match socket {
         InheritedSocket::Tcp(l) => tokio::spawn(accept_loop(balancer, idx, l.try_clone()?)),
         InheritedSocket::Unix(l) => tokio::spawn(accept_loop(balancer, idx, l.try_clone()?)),
         // Shared: every worker receives itself.
         InheritedSocket::Udp(_) => return Err(io::ErrorKind::Unsupported.into()),
-    }
-    .abort_handle())
+    })
 }
 
 /// Accept on a listener until the cluster closes it, as many connections
