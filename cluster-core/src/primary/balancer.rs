@@ -366,14 +366,22 @@ impl Balancer {
 
     /// Resolves once the accept tasks [`Balancer::stop_accepting`] stopped
     /// have ended and no connection this primary accepted waits for a
-    /// worker's acknowledgement (every one was taken), or after `within`.
+    /// worker (every one was taken), or after `within` plus the hand-off
+    /// deadline and its margin (the time a hand-off made just before the
+    /// stop has to be acknowledged or taken back). While it waits it takes
+    /// back the hand-offs that expire, as the accept loops did, and gives
+    /// them to another worker: a stopped or blocked worker keeps none.
     pub(crate) async fn handed_over(&self, stopped: StoppedAccepts, within: Duration) {
+        let limits = self.lock().limits;
+        let margin = limits.margin();
         self.awaiting_handover.store(true, Ordering::SeqCst);
         let all_taken = async {
             for task in stopped.0 {
                 // Ended (cancelled): what it accepted is pending now.
                 let _ = task.await;
             }
+            let mut sweep = tokio::time::interval(margin);
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 // Registered before the check, so a notification between the
                 // two is not lost.
@@ -383,10 +391,16 @@ impl Balancer {
                 if self.lock().pending.is_empty() {
                     return;
                 }
-                notified.await;
+                tokio::select! {
+                    () = &mut notified => {}
+                    _ = sweep.tick() => self.expire(),
+                }
             }
         };
-        let _ = tokio::time::timeout(within, all_taken).await;
+        let bound = within
+            .saturating_add(limits.deadline)
+            .saturating_add(margin);
+        let _ = tokio::time::timeout(bound, all_taken).await;
         self.awaiting_handover.store(false, Ordering::SeqCst);
     }
 

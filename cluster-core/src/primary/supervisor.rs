@@ -27,7 +27,8 @@ use crate::state::WorkerState;
 const SPAWN_FAILED: Close = Close::Exited(127);
 
 /// How long an upgraded primary waits for the connections it accepted to be
-/// taken by its workers before it drains them.
+/// taken by its workers before it drains them, beyond the hand-off deadline
+/// and its margin (`Balancer::handed_over`).
 const HANDOVER_WAIT: Duration = Duration::from_secs(2);
 
 /// The least delay before retrying a slot whose worker could not be started.

@@ -24,9 +24,10 @@
 //!    socket file is the new primary's now and stays). It waits for its
 //!    accept loops to end (one in the middle of a round of accepts ends
 //!    after it) and for every connection it accepted to be taken by one of
-//!    its workers (`Balancer::handed_over`, bounded); then it begins its
-//!    graceful shutdown: its workers finish what they hold and exit, and
-//!    its event stream ends.
+//!    its workers, taking back and re-routing a hand-off that expires
+//!    (`Balancer::handed_over`, bounded); then it begins its graceful
+//!    shutdown: its workers finish what they hold and exit, and its event
+//!    stream ends.
 //!
 //! If the new primary exits, closes the socketpair, says it is not ready,
 //! or is not ready within

@@ -7,6 +7,7 @@ mod drain;
 mod faults;
 mod flow;
 mod guard;
+mod handover;
 mod lifecycle;
 mod listen;
 mod messages;

@@ -25,17 +25,17 @@ use tokio::sync::watch;
 use crate::support::{self, BOUND, HELPER, Io, KINDS, Kind, Lines, Target};
 
 /// A scratch directory of one test, removed at the end.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new(name: &str) -> Scratch {
+    pub(crate) fn new(name: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!("procwork-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
         Scratch(dir)
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }
@@ -49,7 +49,7 @@ impl Drop for Scratch {
 /// The primaries of a test (the first one our child, the others started by
 /// upgrades) and their output. Every primary still known is SIGKILLed on
 /// drop (their workers die with them).
-struct Primaries {
+pub(crate) struct Primaries {
     _first: Child,
     lines: Lines,
     /// Per line of `lines.seen`: whether a wait returned it already.
@@ -68,7 +68,7 @@ impl Drop for Primaries {
 impl Primaries {
     /// Start `cmd` (the helper, maybe behind `systemd-socket-activate`)
     /// with its stdout read line by line.
-    fn spawn(mut cmd: Command) -> Primaries {
+    pub(crate) fn spawn(mut cmd: Command) -> Primaries {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -89,7 +89,7 @@ impl Primaries {
     /// first word after the pid is `what` (or one of `a|b`): its words, the
     /// pid first.
     /// Bounded.
-    async fn wait(&mut self, pid: Option<i32>, what: &str) -> Vec<String> {
+    pub(crate) async fn wait(&mut self, pid: Option<i32>, what: &str) -> Vec<String> {
         let deadline = tokio::time::Instant::now() + BOUND;
         let mut i = 0;
         loop {
@@ -124,7 +124,7 @@ impl Primaries {
     }
 
     /// Wait for a `ready` line: (pid, version, where clients connect).
-    async fn ready(&mut self, pid: Option<i32>) -> (i32, String, Target) {
+    pub(crate) async fn ready(&mut self, pid: Option<i32>) -> (i32, String, Target) {
         let w = self.wait(pid, "ready").await;
         let target = match w[3].strip_prefix("unix:") {
             Some(path) => Target::Unix(path.into()),
@@ -134,13 +134,13 @@ impl Primaries {
     }
 }
 
-fn signal(pid: i32, sig: Signal) {
+pub(crate) fn signal(pid: i32, sig: Signal) {
     kill(Pid::from_raw(pid), sig).expect("signal the primary");
 }
 
 /// The helper's primary, with its version file, its workers on a loopback
 /// port.
-fn helper(version_file: &Path) -> Command {
+pub(crate) fn helper(version_file: &Path) -> Command {
     let mut cmd = Command::new(HELPER);
     cmd.args(["upgradable", "2"])
         .env("HELPER_VERSION_FILE", version_file)
@@ -151,8 +151,25 @@ fn helper(version_file: &Path) -> Command {
     cmd
 }
 
+/// The helper's workers listen on a listener of `kind` (`socket`: the
+/// path of a Unix-domain one).
+pub(crate) fn listen_on(cmd: &mut Command, kind: Kind, socket: &Path) {
+    match kind {
+        Kind::Tcp => {}
+        Kind::Unix => {
+            cmd.env("HELPER_UNIX", socket);
+        }
+        Kind::InheritedTcp => {
+            cmd.env("HELPER_INHERIT", "127.0.0.1:0");
+        }
+        Kind::InheritedUnix => {
+            cmd.env("HELPER_INHERIT", format!("unix:{}", socket.display()));
+        }
+    }
+}
+
 /// One request on `stream`: the answer's words. Bounded.
-async fn ask(stream: &mut BufReader<Box<dyn Io>>) -> Result<Vec<String>, String> {
+pub(crate) async fn ask(stream: &mut BufReader<Box<dyn Io>>) -> Result<Vec<String>, String> {
     let exchange = async {
         stream
             .get_mut()
@@ -174,7 +191,7 @@ async fn ask(stream: &mut BufReader<Box<dyn Io>>) -> Result<Vec<String>, String>
         .map_err(|_| "timed out (hung)".to_owned())?
 }
 
-async fn connect(target: &Target) -> Result<BufReader<Box<dyn Io>>, String> {
+pub(crate) async fn connect(target: &Target) -> Result<BufReader<Box<dyn Io>>, String> {
     target
         .connect()
         .await
@@ -301,18 +318,7 @@ async fn upgrades_under_load(policy: &str, kind: Kind, upgrades: usize) {
     cmd.env("HELPER_PID_FILE", &pid_file)
         .env("CLUSTER_SCHED_POLICY", policy);
     let socket = support::socket_path("upgrade");
-    match kind {
-        Kind::Tcp => {}
-        Kind::Unix => {
-            cmd.env("HELPER_UNIX", &socket);
-        }
-        Kind::InheritedTcp => {
-            cmd.env("HELPER_INHERIT", "127.0.0.1:0");
-        }
-        Kind::InheritedUnix => {
-            cmd.env("HELPER_INHERIT", format!("unix:{}", socket.display()));
-        }
-    }
+    listen_on(&mut cmd, kind, &socket);
     let mut primaries = Primaries::spawn(cmd);
     let (mut current, version, addr) = primaries.ready(None).await;
     assert_eq!(version, "v1");

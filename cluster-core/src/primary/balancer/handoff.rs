@@ -173,7 +173,7 @@ impl Balancer {
 
     /// Take back every hand-off whose deadline (plus the margin) passed and
     /// re-route it; its worker is stalled until it answers.
-    fn expire(&self) {
+    pub(super) fn expire(&self) {
         let mut st = self.lock();
         let st = &mut *st;
         let margin = nanos(st.limits.margin());
