@@ -264,14 +264,17 @@ fn open(fd: OwnedFd, config: Config) -> Result<(Sender, Receiver), Error> {
         max_depth: config.max_depth,
         receive_spin: config.receive_spin,
         answer_pending: AtomicBool::new(false),
-        queue: Arc::clone(&queue),
+        queue,
     });
     let write_fd = shared
         .fd
         .get_ref()
         .try_clone()
         .map_err(|source| Error::Io { op: "dup", source })?;
-    let grants = Arc::new(window::Grants::new(config.receive_window, queue));
+    let grants = Arc::new(window::Grants::new(
+        config.receive_window,
+        Arc::downgrade(&shared),
+    ));
     let tx = Sender::start(Arc::clone(&shared), write_fd);
     let rx = Receiver::new(shared, grants);
     Ok((tx, rx))

@@ -11,10 +11,12 @@
 //! that reads its messages late, or never, slows its peer's messages and
 //! nothing else. HTTP/2's `WINDOW_UPDATE` is the same idea.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
-use super::send::Queue;
+use std::os::fd::AsFd;
+
+use super::Shared;
 
 /// The receiving side's account of grants, shared by its [`Receiver`]
 /// (`super::Receiver`) and every [`Credit`] it handed out.
@@ -29,19 +31,21 @@ pub(super) struct Grants {
     threshold: u64,
     /// The window this end announced.
     window: u64,
-    /// This endpoint's send queue, where window updates go.
-    queue: Arc<Queue>,
+    /// This endpoint's socket and send queue, where window updates go
+    /// (weak: a [`Credit`] held after the endpoint is dropped keeps no
+    /// descriptor open).
+    shared: Weak<Shared>,
 }
 
 impl Grants {
-    pub(super) fn new(window: u32, queue: Arc<Queue>) -> Self {
+    pub(super) fn new(window: u32, shared: Weak<Shared>) -> Self {
         let window = u64::from(window.max(1));
         Grants {
             granted: AtomicU64::new(0),
             pending: AtomicU64::new(0),
             threshold: (window / 4).max(1),
             window,
-            queue,
+            shared,
         }
     }
 
@@ -67,7 +71,11 @@ impl Grants {
             return;
         }
         self.granted.fetch_add(bytes, Ordering::AcqRel);
-        self.queue.push_window_update(bytes);
+        if let Some(shared) = self.shared.upgrade() {
+            shared
+                .queue
+                .push_window_update(bytes, shared.fd.get_ref().as_fd());
+        }
     }
 
     /// Releases `bytes` of consumed messages from any thread; grants once

@@ -277,3 +277,63 @@ fn a_blocking_sender_out_of_credit_reads_until_the_grant_comes() {
     assert!(seen_heartbeat);
     reader.join().unwrap();
 }
+
+/// A receive loop that always finds its next message never yields to the
+/// writer task of its own runtime: the window update its consumption
+/// earned must leave anyway, or the peer runs out of credit and waits until
+/// the loop runs dry (`ipc.throughput_small` fell to 0.6x its rate before
+/// flow control). Here the test's task never yields between the receives
+/// and the peer's read, on a current-thread runtime, so only an update
+/// written at the grant can be on the socket.
+#[tokio::test(flavor = "current_thread")]
+async fn a_grant_leaves_without_waiting_for_the_receive_loop_to_yield() {
+    use std::io::Read;
+
+    use cluster_ipc::frame::{HEADER_LEN, Header};
+
+    let (ours, theirs) = channel_pair().unwrap();
+    let mut theirs = UnixStream::from(theirs);
+    let config = Config::default().receive_window(1000);
+    let mut bytes = Vec::new();
+    encode_frame(
+        &mut bytes,
+        FrameKind::Handshake,
+        &Handshake::new(1, 2),
+        0,
+        1024,
+    )
+    .unwrap();
+    // A quarter of the window (250 bytes) is granted back at once: three
+    // messages of 32 bytes are worth 3 × 96.
+    for i in 0..3u8 {
+        encode_frame(&mut bytes, FrameKind::User, &[i; 32], 0, 1024).unwrap();
+    }
+    assert!(3 * user_frame_charge(32) >= 250);
+    theirs.write_all(&bytes).unwrap();
+    let (_tx, mut rx, _) = bounded(handshake(ours, Handshake::new(1, 1), config))
+        .await
+        .unwrap();
+    for i in 0..3u8 {
+        match rx.recv::<[u8; 32]>().await {
+            Ok(Incoming::User(m, _)) => assert_eq!(m, [i; 32]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Blocking here holds the runtime's only thread: the writer task
+    // cannot run until the test ends.
+    theirs
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    let mut kinds = Vec::new();
+    while !kinds.contains(&FrameKind::Window) {
+        let mut header = [0u8; HEADER_LEN];
+        if let Err(e) = theirs.read_exact(&mut header) {
+            panic!("no window update on the socket ({e}); frames seen: {kinds:?}");
+        }
+        let header = Header::parse(&header, 1024).unwrap();
+        let mut payload = vec![0u8; header.len as usize];
+        theirs.read_exact(&mut payload).unwrap();
+        kinds.push(header.kind);
+    }
+    assert_eq!(kinds.first(), Some(&FrameKind::Handshake), "{kinds:?}");
+}
