@@ -24,10 +24,13 @@
 //! worker has another parent by then. It then still holds the channel at
 //! the number its variable names, and that socket's `SO_PEERCRED` names
 //! the process that created it, the primary of the variable, whose end is
-//! closed: the worker SIGKILLs itself, as the parent-death signal would
-//! have killed it. A program a worker started has the worker as its
-//! parent; it holds the channel only if started before the worker adopted
-//! it, and then the primary's end is open: it is a primary.
+//! closed, or closes within a moment (another worker the primary was
+//! starting may hold a copy until its `exec`; the wait is bounded by
+//! `ORPHAN_CHECK_WAIT`): the worker SIGKILLs itself, as the parent-death
+//! signal would have killed it. A program a worker started has the worker
+//! as its parent; it holds the channel only if started before the worker
+//! adopted it, and then the primary's end stays open: after that wait, it
+//! is a primary.
 //!
 //! A program the worker starts in turn inherits the variables (they stay
 //! set: removing one is unsound once threads run), but its parent is the
@@ -137,6 +140,16 @@ pub(crate) fn new_token(id: WorkerId) -> u64 {
 
 static ROLE: OnceLock<Result<Option<WorkerEnv>, &'static str>> = OnceLock::new();
 
+/// How long a worker whose primary died before its role check waits for
+/// the primary's end of its channel to close. The primary's own copy is
+/// gone once the worker has another parent, but a worker the primary was
+/// starting at its death may hold one more copy for a moment (between
+/// `posix_spawn`'s clone and its `exec`, which closes it): seen open once,
+/// it closes within milliseconds. Only a process whose primary still holds
+/// that end, a program a worker started before adopting the channel, waits
+/// this long, and then runs as a primary.
+const ORPHAN_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The adopted channel descriptor, until `Worker::connect` takes it.
 static CHANNEL: Mutex<Option<std::result::Result<OwnedFd, cluster_ipc::Error>>> = Mutex::new(None);
 
@@ -156,11 +169,12 @@ pub(crate) fn worker_env() -> Result<Option<WorkerEnv>> {
             // Inherited from an ancestor: a program a worker started (a
             // primary), or a worker whose primary died before this check.
             // That one still holds the channel its primary created, whose
-            // other end is closed: it dies, as the parent-death signal
+            // other end is closed (or closes in a moment: see
+            // `ORPHAN_CHECK_WAIT`): it dies, as the parent-death signal
             // would have killed it.
             if let Some(peer) = cluster_ipc::inherited_peer()
                 && peer.pid == env.primary
-                && peer.closed
+                && peer.closes_within(ORPHAN_CHECK_WAIT)
             {
                 die_with_primary();
             }

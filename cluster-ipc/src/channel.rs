@@ -5,6 +5,7 @@
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::error::Error;
 use crate::sys;
@@ -94,8 +95,25 @@ pub struct InheritedPeer {
     /// The pid `SO_PEERCRED` names: for a pair made by [`channel_pair`],
     /// the process that made it (the primary), even once it is gone.
     pub pid: u32,
-    /// Whether the other end is closed: no process holds it any more.
+    /// Whether the other end was closed when looked at: no process held it
+    /// any more.
     pub closed: bool,
+    /// The inherited descriptor, looked at, never owned.
+    fd: RawFd,
+}
+
+impl InheritedPeer {
+    /// Whether the other end is closed, or closes within `timeout` (a
+    /// `poll` for `POLLHUP`, bounded; an error counts as not closed).
+    ///
+    /// A process that made the channel can die while a copy of its end
+    /// still lives on for a moment elsewhere: a child it was starting, in
+    /// the instant between `posix_spawn`'s clone and the `exec` that closes
+    /// the close-on-exec descriptors. One look would then see the end open;
+    /// a bounded wait sees it close.
+    pub fn closes_within(&self, timeout: Duration) -> bool {
+        self.closed || sys::wait_hangup(self.fd, timeout).unwrap_or(false)
+    }
 }
 
 /// In a process started with a channel end: who made the channel named by
@@ -115,5 +133,8 @@ pub fn inherited_peer() -> Option<InheritedPeer> {
         .filter(|fd| *fd >= 3)?;
     sys::check_unix_stream(fd).ok()?;
     let (pid, closed) = sys::peer_of_raw(fd).ok()?;
-    Some(InheritedPeer { pid, closed })
+    Some(InheritedPeer { pid, closed, fd })
 }
+
+#[cfg(test)]
+mod tests;

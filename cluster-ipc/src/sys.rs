@@ -218,6 +218,29 @@ pub(crate) fn peer_of_raw(fd: RawFd) -> io::Result<(u32, bool)> {
     Ok((cred.pid as u32, poll_fd.revents & libc::POLLHUP != 0))
 }
 
+/// Waits up to `timeout` for the stream socket at `fd` (looked at, not
+/// owned) to see its other end closed (`POLLHUP`): whether it did.
+pub(crate) fn wait_hangup(fd: RawFd, timeout: std::time::Duration) -> io::Result<bool> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        // No events asked for: `poll` returns for a hang-up or an error
+        // only (always reported), or at the timeout.
+        let mut poll_fd = libc::pollfd {
+            fd,
+            events: 0,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid `pollfd`, a bounded timeout.
+        match cvt(unsafe { libc::poll(&mut poll_fd, 1, ms) }) {
+            Ok(_) => return Ok(poll_fd.revents & libc::POLLHUP != 0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && !left.is_zero() => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// One `sendmsg` of `bytes` with `fds` attached (if any). Never raises
 /// SIGPIPE.
 pub(crate) fn send_with_fds(

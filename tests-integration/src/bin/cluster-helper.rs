@@ -755,7 +755,10 @@ fn kill_while_starting(reps: usize) -> BoxResult {
                 Ok(WaitStatus::StillAlive) => {
                     if std::time::Instant::now() > deadline {
                         let left = children_of(std::process::id());
-                        println!("left {round} {left:?}");
+                        // What each one is: its command line, state and own
+                        // children, for the failure's message.
+                        let what: Vec<String> = left.iter().map(|pid| describe(*pid)).collect();
+                        println!("left {round} {left:?} {what:?}");
                         for pid in left {
                             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
                         }
@@ -771,6 +774,30 @@ fn kill_while_starting(reps: usize) -> BoxResult {
     }
     println!("ok {reps}");
     Ok(())
+}
+
+/// A process's command line, state, environment's role variables and
+/// children, in one line.
+fn describe(pid: u32) -> String {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default();
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()?.to_owned()))
+        .unwrap_or_default();
+    let env: Vec<String> = std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .filter(|v| v.starts_with("CLUSTER") || v.starts_with("HELPER"))
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "{pid} [{state}] {cmdline} {env:?} children {:?}",
+        children_of(pid)
+    )
 }
 
 /// The pids whose parent is `parent`.
