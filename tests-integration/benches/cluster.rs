@@ -549,7 +549,7 @@ fn cpu_per_10s(pids: &[u32], window: Duration) -> anyhow::Result<f64> {
     let before = cpu_ns(pids)?;
     std::thread::sleep(window);
     let after = cpu_ns(pids)?;
-    Ok((after - before) as f64 / 1e6 * (10.0 / window.as_secs_f64()))
+    Ok(before.until(&after) as f64 / 1e6 * (10.0 / window.as_secs_f64()))
 }
 
 /// CPU per 10 s of an idle cluster (the primary and 2 echo workers), with
@@ -587,7 +587,7 @@ async fn idle_cpu(sizes: &Sizes, heartbeat: bool) -> anyhow::Result<Vec<f64>> {
         let before = cpu_ns(&pids)?;
         idle(&mut cluster, sizes.idle_window).await?;
         let after = cpu_ns(&pids)?;
-        windows.push((after - before) as f64 / 1e6 * (10.0 / sizes.idle_window.as_secs_f64()));
+        windows.push(before.until(&after) as f64 / 1e6 * (10.0 / sizes.idle_window.as_secs_f64()));
     }
     cluster.shutdown().await?;
     Ok(windows)
@@ -604,30 +604,58 @@ async fn idle(cluster: &mut Cluster<Msg>, time: Duration) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// CPU nanoseconds run so far by every thread of each process, but the
-/// calling thread: the one that measures (and in this process, the bench's
-/// own loop, which awaits events that never come).
-fn cpu_ns(pids: &[u32]) -> anyhow::Result<u64> {
-    let me = nix::unistd::gettid().to_string();
-    let mut total = 0;
+/// CPU nanoseconds run so far by every thread of each process; the
+/// calling thread, the one that measures, is left out of the figure
+/// ([`CpuSnapshot::until`]).
+fn cpu_ns(pids: &[u32]) -> anyhow::Result<CpuSnapshot> {
+    let me = nix::unistd::gettid().as_raw().unsigned_abs();
+    let mut tasks = std::collections::HashMap::new();
     for pid in pids {
         for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
             let task = task?;
-            if task.file_name().to_str() == Some(me.as_str()) {
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<u32>().ok())
+            else {
                 continue;
-            }
+            };
             // A thread may end between the listing and the read.
             let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
                 continue;
             };
-            total += stat
+            let ns = stat
                 .split_whitespace()
                 .next()
                 .ok_or_else(|| anyhow::anyhow!("empty schedstat"))?
                 .parse::<u64>()?;
+            tasks.insert(tid, ns);
         }
     }
-    Ok(total)
+    Ok(CpuSnapshot { me, tasks })
+}
+
+/// CPU nanoseconds of every thread of some processes, by thread id, and
+/// the thread that took the snapshot.
+struct CpuSnapshot {
+    me: u32,
+    tasks: std::collections::HashMap<u32, u64>,
+}
+
+impl CpuSnapshot {
+    /// CPU nanoseconds run between this snapshot and `after`, the threads
+    /// that took either snapshot left out (an async caller may resume on
+    /// another thread). A thread that ended in between counts nothing: what
+    /// it ran since this snapshot is lost, where a plain total over the
+    /// threads alive would go backwards when a blocking-pool thread retires.
+    fn until(&self, after: &CpuSnapshot) -> u64 {
+        let skip = |tid: &u32| *tid == self.me || *tid == after.me;
+        let mut total = 0;
+        for (tid, &ns) in after.tasks.iter().filter(|(tid, _)| !skip(tid)) {
+            total += ns.saturating_sub(self.tasks.get(tid).copied().unwrap_or(0));
+        }
+        total
+    }
 }
 
 fn settings() -> Settings {
