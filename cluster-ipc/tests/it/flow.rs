@@ -13,7 +13,7 @@ use cluster_ipc::{
     handshake,
 };
 
-use crate::bounded;
+use crate::{bounded, raw_handshake};
 
 /// A pair whose side B announces `window` bytes. Side A only sends: a task
 /// reads its receiver, as every endpoint that sends must be read (the
@@ -151,15 +151,7 @@ async fn a_peer_past_the_window_is_a_typed_error() {
     let config = Config::default().receive_window(1000);
     let opened = tokio::spawn(handshake(ours, Handshake::new(1, 1), config));
     // The peer speaks the wire by hand and ignores the window it was given.
-    let mut bytes = Vec::new();
-    encode_frame(
-        &mut bytes,
-        FrameKind::Handshake,
-        &Handshake::new(1, 2),
-        0,
-        1024,
-    )
-    .unwrap();
+    let mut bytes = raw_handshake();
     for _ in 0..100 {
         encode_frame(&mut bytes, FrameKind::User, &[0u8; 32], 0, 1024).unwrap();
     }
@@ -294,15 +286,7 @@ async fn a_grant_leaves_without_waiting_for_the_receive_loop_to_yield() {
     let (ours, theirs) = channel_pair().unwrap();
     let mut theirs = UnixStream::from(theirs);
     let config = Config::default().receive_window(1000);
-    let mut bytes = Vec::new();
-    encode_frame(
-        &mut bytes,
-        FrameKind::Handshake,
-        &Handshake::new(1, 2),
-        0,
-        1024,
-    )
-    .unwrap();
+    let mut bytes = raw_handshake();
     // A quarter of the window (250 bytes) is granted back at once: three
     // messages of 32 bytes are worth 3 × 96.
     for i in 0..3u8 {

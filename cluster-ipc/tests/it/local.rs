@@ -9,7 +9,7 @@ use cluster_ipc::{
     Config, ControlMsg, Error, Handshake, Incoming, PROTOCOL_VERSION, channel_pair, handshake,
 };
 
-use crate::bounded;
+use crate::{bounded, raw_handshake};
 
 /// Opens both ends of a fresh pair in this process.
 async fn open_pair() -> (
@@ -275,15 +275,7 @@ async fn dropping_an_endpoint_closes_the_descriptors_of_frames_never_returned() 
 async fn a_recv_cancelled_midway_through_a_frame_loses_nothing() {
     let (ours, theirs) = channel_pair().unwrap();
     let mut theirs = UnixStream::from(theirs);
-    let mut bytes = Vec::new();
-    encode_frame(
-        &mut bytes,
-        FrameKind::Handshake,
-        &Handshake::new(1, 2),
-        0,
-        1024,
-    )
-    .unwrap();
+    let bytes = raw_handshake();
     theirs.write_all(&bytes).unwrap();
     let (_tx, mut rx, _) = bounded(handshake(ours, Handshake::new(1, 1), Config::default()))
         .await
