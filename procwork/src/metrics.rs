@@ -1,5 +1,5 @@
 //! `--metrics tcp://127.0.0.1:PORT`: the workers in Prometheus' text
-//! format, one series per worker labelled `slot`, `worker` and `pid`.
+//! format, one series per slot (its current worker), labelled `slot`.
 //!
 //! A minimal HTTP/1.1 server: it reads one request head (bounded in size
 //! and time), answers `GET /metrics` (any path) with the snapshot, and
@@ -12,11 +12,24 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::control::{Incoming, Reply, Request, Status};
+use crate::control::{Incoming, Reply, Request, Status, WorkerRow};
+
+/// The states a worker row can be in, each always present in
+/// `procwork_workers{state}`.
+const STATES: [&str; 3] = ["starting", "ready", "stopping"];
 
 /// The exposition of `status`.
+///
+/// The series stay bounded, as cluster-core's do: the per-worker series
+/// are labelled by `slot` alone and describe the slot's current worker
+/// (its ready one, else the one starting, else the one stopping; the
+/// newest of equals), so a restart, a reload or a recycle starts no new
+/// series; its pid and id are values (`procwork_worker_pid`,
+/// `procwork_worker_id`), not labels. `procwork_workers{state}` counts
+/// every live worker, a reload's successors and the workers still
+/// stopping included.
 pub fn render(status: &Status) -> String {
-    let mut out = String::with_capacity(512 + status.workers.len() * 600);
+    let mut out = String::with_capacity(512 + status.slots * 600);
     let mut family = |name: &str, kind: &str, help: &str, rows: &[(String, String)]| {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -30,11 +43,18 @@ pub fn render(status: &Status) -> String {
         "Slots procwork keeps filled.",
         &[(String::new(), status.slots.to_string())],
     );
+    let by_state: Vec<(String, String)> = STATES
+        .iter()
+        .map(|state| {
+            let n = status.workers.iter().filter(|w| w.state == *state).count();
+            (format!("{{state=\"{state}\"}}"), n.to_string())
+        })
+        .collect();
     family(
         "procwork_workers",
         "gauge",
-        "Live worker processes (current, starting and stopping).",
-        &[(String::new(), status.workers.len().to_string())],
+        "Live worker processes by state (current, starting and stopping).",
+        &by_state,
     );
     family(
         "procwork_reloading",
@@ -50,25 +70,18 @@ pub fn render(status: &Status) -> String {
             &[(String::new(), rss.to_string())],
         );
     }
-    let labels = |w: &crate::control::WorkerRow, extra: &str| {
-        format!(
-            "{{slot=\"{}\",worker=\"{}\",pid=\"{}\"{extra}}}",
-            w.slot, w.worker, w.pid
-        )
-    };
-    let per = |f: &dyn Fn(&crate::control::WorkerRow) -> Option<String>| -> Vec<(String, String)> {
-        status
-            .workers
+    let current = current_per_slot(&status.workers);
+    let per = |f: &dyn Fn(&WorkerRow) -> Option<String>| -> Vec<(String, String)> {
+        current
             .iter()
-            .filter_map(|w| f(w).map(|v| (labels(w, ""), v)))
+            .filter_map(|w| f(w).map(|v| (format!("{{slot=\"{}\"}}", w.slot), v)))
             .collect()
     };
-    let up: Vec<(String, String)> = status
-        .workers
+    let up: Vec<(String, String)> = current
         .iter()
         .map(|w| {
             (
-                labels(w, &format!(",state=\"{}\"", w.state)),
+                format!("{{slot=\"{}\",state=\"{}\"}}", w.slot, w.state),
                 "1".to_owned(),
             )
         })
@@ -76,34 +89,64 @@ pub fn render(status: &Status) -> String {
     family(
         "procwork_worker_up",
         "gauge",
-        "1 per live worker, labelled with its state.",
+        "1 per slot with a live worker, labelled with its current worker's state.",
         &up,
+    );
+    family(
+        "procwork_worker_pid",
+        "gauge",
+        "The pid of the slot's current worker.",
+        &per(&|w| Some(w.pid.to_string())),
+    );
+    family(
+        "procwork_worker_id",
+        "gauge",
+        "The id of the slot's current worker (counts up, never reused).",
+        &per(&|w| Some(w.worker.to_string())),
     );
     family(
         "procwork_worker_uptime_seconds",
         "gauge",
-        "Seconds since the worker started.",
+        "Seconds since the slot's current worker started.",
         &per(&|w| Some(format!("{:.3}", w.uptime_ms as f64 / 1000.0))),
     );
     family(
         "procwork_worker_restarts",
         "gauge",
-        "Workers started in this worker's slot before it.",
+        "Workers started in the slot before its current one.",
         &per(&|w| Some(w.restarts.to_string())),
     );
     family(
         "procwork_worker_resident_memory_bytes",
         "gauge",
-        "Resident memory of the worker process.",
+        "Resident memory of the slot's current worker.",
         &per(&|w| w.rss_bytes.map(|b| b.to_string())),
     );
     family(
         "procwork_worker_cpu_seconds_total",
         "counter",
-        "User and system CPU time of the worker process.",
+        "User and system CPU time of the slot's current worker (a successor starts from zero: a counter reset).",
         &per(&|w| w.cpu_ms.map(|ms| format!("{:.3}", ms as f64 / 1000.0))),
     );
     out
+}
+
+/// Each slot's current worker, by slot: its ready one, else the one
+/// starting, else the one stopping; the newest of equals.
+fn current_per_slot(workers: &[WorkerRow]) -> Vec<&WorkerRow> {
+    let rank = |w: &WorkerRow| match w.state.as_str() {
+        "ready" => 2,
+        "starting" => 1,
+        _ => 0,
+    };
+    let mut current: std::collections::BTreeMap<u64, &WorkerRow> = Default::default();
+    for w in workers {
+        let entry = current.entry(w.slot).or_insert(w);
+        if (rank(w), w.worker) > (rank(entry), entry.worker) {
+            *entry = w;
+        }
+    }
+    current.into_values().collect()
 }
 
 /// Serves the metrics on `listener` until the supervisor is gone.
@@ -159,3 +202,6 @@ async fn answer(mut stream: TcpStream, to_supervisor: mpsc::UnboundedSender<Inco
     )
     .await;
 }
+
+#[cfg(test)]
+mod tests;

@@ -46,6 +46,7 @@ impl<M: Payload> Shared<M> {
 
     /// [`Shared::stats`] read on the calling thread: for a thread of its own
     /// that may block (the metrics endpoint's).
+    #[cfg(feature = "prometheus")]
     pub(crate) fn stats_now(&self) -> ClusterStats {
         let (workers, slots) = self.snapshot();
         let procs = workers

@@ -88,13 +88,15 @@ fn metrics_are_labelled_by_slot() {
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     assert!(body.contains("procwork_slots 2"), "{body}");
     for (slot, pid) in pw.workers("ready") {
-        let up = format!(
-            "procwork_worker_up{{slot=\"{slot}\",worker=\"{slot}\",pid=\"{pid}\",state=\"ready\"}} 1"
-        );
-        assert!(body.contains(&up), "{up} in\n{body}");
+        for line in [
+            format!("procwork_worker_up{{slot=\"{slot}\",state=\"ready\"}} 1"),
+            format!("procwork_worker_pid{{slot=\"{slot}\"}} {pid}"),
+        ] {
+            assert!(body.lines().any(|l| l == line), "{line} in\n{body}");
+        }
         assert!(
             body.contains(&format!(
-                "procwork_worker_resident_memory_bytes{{slot=\"{slot}\""
+                "procwork_worker_resident_memory_bytes{{slot=\"{slot}\"}}"
             )),
             "{body}"
         );
