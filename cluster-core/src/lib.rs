@@ -149,6 +149,7 @@ pub mod output;
 mod primary;
 pub mod restart;
 mod role;
+pub mod sd_notify;
 mod settings;
 mod state;
 pub mod stats;

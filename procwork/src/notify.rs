@@ -20,6 +20,8 @@ mod tests;
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixDatagram as StdUnixDatagram};
+
+use cluster_core::sd_notify::{monotonic_usec, notify_addr, watchdog_interval};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -204,39 +206,9 @@ impl ServiceNotifier {
 
     /// `RELOADING=1` with `MONOTONIC_USEC` (systemd's `Type=notify-reload`).
     pub fn reloading(&self) {
-        let usec = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
-            u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000
-                + u64::try_from(t.tv_nsec()).unwrap_or(0) / 1_000
-        });
         self.send(&format!(
-            "RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading"
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading",
+            monotonic_usec()
         ));
     }
-}
-
-/// A `NOTIFY_SOCKET` value as an address: a path, or `@name` in the
-/// abstract namespace.
-pub fn notify_addr(value: &str) -> Option<UnixSocketAddr> {
-    if let Some(name) = value.strip_prefix('@') {
-        use std::os::linux::net::SocketAddrExt as _;
-        return UnixSocketAddr::from_abstract_name(name.as_bytes()).ok();
-    }
-    if value.starts_with('/') {
-        return UnixSocketAddr::from_pathname(value).ok();
-    }
-    None
-}
-
-/// Half of `WATCHDOG_USEC`, when the watchdog is meant for process `me`.
-pub fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<Duration> {
-    let usec: u64 = usec?.trim().parse().ok()?;
-    if usec == 0 {
-        return None;
-    }
-    if let Some(pid) = pid
-        && pid.trim().parse::<u32>().ok() != Some(me)
-    {
-        return None;
-    }
-    Some(Duration::from_micros(usec / 2))
 }

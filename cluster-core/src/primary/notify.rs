@@ -43,6 +43,8 @@ mod tests;
 
 use std::io::Write as _;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram, UnixStream};
+
+use crate::sd_notify::{monotonic_usec, notify_addr, watchdog_interval};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -57,51 +59,6 @@ pub(crate) const NOTIFY_QUEUE: usize = 256;
 /// How long the supervisor waits for the pid file to be written before it
 /// reports what the pid file says (it is written anyway, later).
 pub(crate) const PID_FILE_WAIT: Duration = Duration::from_secs(1);
-
-/// The service manager's socket, parsed from `NOTIFY_SOCKET`.
-pub(crate) fn notify_addr(value: &str) -> Option<UnixAddr> {
-    if let Some(name) = value.strip_prefix('@') {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::linux::net::SocketAddrExt as _;
-            return UnixAddr::from_abstract_name(name.as_bytes()).ok();
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = name;
-            return None;
-        }
-    }
-    if value.starts_with('/') {
-        return UnixAddr::from_pathname(value).ok();
-    }
-    None
-}
-
-/// Half of `WATCHDOG_USEC`, when the watchdog is meant for this process.
-pub(crate) fn watchdog_interval(
-    usec: Option<&str>,
-    pid: Option<&str>,
-    me: u32,
-) -> Option<Duration> {
-    let usec: u64 = usec?.trim().parse().ok()?;
-    if usec == 0 {
-        return None;
-    }
-    if let Some(pid) = pid
-        && pid.trim().parse::<u32>().ok() != Some(me)
-    {
-        return None;
-    }
-    Some(Duration::from_micros(usec / 2))
-}
-
-/// `CLOCK_MONOTONIC` in microseconds, as `MONOTONIC_USEC` wants it.
-fn monotonic_usec() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
-        (t.tv_sec() as u64) * 1_000_000 + (t.tv_nsec() as u64) / 1_000
-    })
-}
 
 #[derive(Default)]
 struct State {

@@ -16,21 +16,6 @@ fn assignments_are_read_and_the_rest_ignored() {
     assert_eq!(parse(b"READY=0"), Notice::default());
 }
 
-#[test]
-fn the_watchdog_is_for_this_process_only() {
-    assert_eq!(
-        watchdog_interval(Some("2000000"), None, 5),
-        Some(Duration::from_secs(1))
-    );
-    assert_eq!(
-        watchdog_interval(Some("2000000"), Some("5"), 5),
-        Some(Duration::from_secs(1))
-    );
-    assert_eq!(watchdog_interval(Some("2000000"), Some("6"), 5), None);
-    assert_eq!(watchdog_interval(Some("0"), None, 5), None);
-    assert_eq!(watchdog_interval(None, None, 5), None);
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn a_datagram_carries_its_senders_pid_by_path_and_by_descriptor() {
     let path = std::env::temp_dir().join(format!("procwork-notify-{}.sock", std::process::id()));

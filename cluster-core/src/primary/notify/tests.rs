@@ -3,34 +3,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-use super::{Service, notify_addr, watchdog_interval, write_pid_file};
-
-#[test]
-fn parses_paths_and_abstract_names() {
-    let a = notify_addr("/run/systemd/notify").unwrap();
-    assert_eq!(
-        a.as_pathname().unwrap().to_str(),
-        Some("/run/systemd/notify")
-    );
-    assert!(notify_addr("@abstract").is_some());
-    assert!(notify_addr("relative").is_none());
-    assert!(notify_addr("").is_none());
-}
-
-#[test]
-fn watchdog_is_half_the_period_and_for_this_pid_only() {
-    assert_eq!(
-        watchdog_interval(Some("2000000"), None, 5),
-        Some(Duration::from_secs(1))
-    );
-    assert_eq!(
-        watchdog_interval(Some("2000000"), Some("5"), 5),
-        Some(Duration::from_secs(1))
-    );
-    assert_eq!(watchdog_interval(Some("2000000"), Some("6"), 5), None);
-    assert_eq!(watchdog_interval(Some("0"), None, 5), None);
-    assert_eq!(watchdog_interval(None, None, 5), None);
-}
+use super::{Service, notify_addr, write_pid_file};
 
 #[test]
 fn a_datagram_reaches_a_bound_socket() {
