@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::support::{App, Instance, processes_in_groups};
+use crate::support::{App, Instance, UnixSocket, processes_in_groups};
 
 #[test]
 fn status_lists_every_worker() {
@@ -39,10 +39,9 @@ fn status_lists_every_worker() {
 
 #[test]
 fn sigterm_stops_everything_and_leaves_no_process_nor_file() {
-    let sock_dir = std::env::temp_dir().join(format!("procwork-it-sock-{}", std::process::id()));
-    std::fs::create_dir_all(&sock_dir).unwrap();
-    let sock = sock_dir.join("app.sock");
-    let listen_unix = format!("unix:{}", sock.display());
+    let socket = UnixSocket::new("sock");
+    let sock = &socket.path;
+    let listen_unix = socket.listen();
     let mut pw = Instance::start(
         &[
             "-w",
@@ -74,7 +73,6 @@ fn sigterm_stops_everything_and_leaves_no_process_nor_file() {
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "files left: {leftovers:?}");
-    std::fs::remove_dir_all(&sock_dir).unwrap();
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use crate::support::{App, Instance, signal};
+use crate::support::{App, Instance, signal, workers_in};
 
 #[test]
 fn scale_by_command_and_by_signal() {
@@ -22,25 +22,11 @@ fn scale_by_command_and_by_signal() {
         String::from_utf8_lossy(&out.stderr)
     );
     pw.wait_status("3 ready workers", |s| {
-        s["slots"] == 3
-            && s["workers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|w| w["state"] == "ready")
-                .count()
-                == 3
+        s["slots"] == 3 && workers_in(s, "ready").len() == 3
     });
     signal(pw.child.id(), libc::SIGTTIN);
     pw.wait_status("4 ready workers", |s| {
-        s["slots"] == 4
-            && s["workers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|w| w["state"] == "ready")
-                .count()
-                == 4
+        s["slots"] == 4 && workers_in(s, "ready").len() == 4
     });
     signal(pw.child.id(), libc::SIGTTOU);
     let status = pw.wait_status("3 workers left", |s| {

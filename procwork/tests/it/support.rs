@@ -15,6 +15,52 @@ use serde_json::Value;
 
 pub(crate) const PROCWORK: &str = env!("CARGO_BIN_EXE_procwork");
 
+/// A scratch directory for one test's Unix-domain socket, removed on drop
+/// (a failing test too leaves nothing behind).
+pub(crate) struct UnixSocket {
+    dir: PathBuf,
+    /// The socket file's path.
+    pub(crate) path: PathBuf,
+}
+
+impl UnixSocket {
+    pub(crate) fn new(tag: &str) -> UnixSocket {
+        let dir = std::env::temp_dir().join(format!("procwork-it-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("the socket's directory");
+        let path = dir.join("app.sock");
+        UnixSocket { dir, path }
+    }
+
+    /// The `--listen` argument for it.
+    pub(crate) fn listen(&self) -> String {
+        format!("unix:{}", self.path.display())
+    }
+}
+
+impl Drop for UnixSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The (slot, pid) of every worker of `status` in `state`, sorted by slot.
+pub(crate) fn workers_in(status: &Value, state: &str) -> Vec<(u64, u32)> {
+    let mut out: Vec<(u64, u32)> = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["state"] == state)
+        .map(|w| {
+            (
+                w["slot"].as_u64().unwrap(),
+                w["pid"].as_u64().unwrap() as u32,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Fails the test with a clear message when `tool` is not on PATH.
 pub(crate) fn require(tool: &str) -> PathBuf {
     std::env::var_os("PATH")
@@ -205,20 +251,7 @@ impl Instance {
 
     /// The (slot, pid) of every worker in `state`, sorted by slot.
     pub(crate) fn workers(&self, state: &str) -> Vec<(u64, u32)> {
-        let mut out: Vec<(u64, u32)> = self.status()["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|w| w["state"] == state)
-            .map(|w| {
-                (
-                    w["slot"].as_u64().unwrap(),
-                    w["pid"].as_u64().unwrap() as u32,
-                )
-            })
-            .collect();
-        out.sort();
-        out
+        workers_in(&self.status(), state)
     }
 
     /// Waits (bounded) until `pred` holds of the status.

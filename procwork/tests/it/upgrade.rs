@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{App, Instance, join, load, processes_in_groups, signal};
+use crate::support::{App, Instance, UnixSocket, join, load, processes_in_groups, signal};
 
 #[test]
 fn sigusr2_hands_every_socket_to_a_new_procwork_with_no_failed_request() {
-    let sock_dir = std::env::temp_dir().join(format!("procwork-it-up-{}", std::process::id()));
-    std::fs::create_dir_all(&sock_dir).unwrap();
-    let sock = sock_dir.join("app.sock");
-    let listen_unix = format!("unix:{}", sock.display());
+    let socket = UnixSocket::new("up");
+    let sock = &socket.path;
+    let listen_unix = socket.listen();
     let mut pw = Instance::start(
         &[
             "-w",
@@ -107,5 +106,4 @@ fn sigusr2_hands_every_socket_to_a_new_procwork_with_no_failed_request() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    std::fs::remove_dir_all(&sock_dir).unwrap();
 }

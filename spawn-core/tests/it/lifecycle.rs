@@ -257,22 +257,27 @@ fn child_state(pid: u32) -> Option<char> {
     (ppid == std::process::id()).then_some(state)
 }
 
+/// Waits until `pid` is no longer a child of ours (reaped). No event tells
+/// us a dropped child was reaped, so look, letting the runtime run between
+/// looks (bounded by a count, and by `run`'s time limit).
+async fn until_reaped(pid: u32) {
+    for _ in 0..2000 {
+        if child_state(pid).is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("pid {pid} is still our child: {:?}", child_state(pid));
+}
+
 #[test]
 fn a_child_dropped_unwaited_is_reaped_not_left_a_zombie() {
     run(async {
         let child = Command::new("/bin/true").spawn().expect("spawn");
         let pid = child.id().expect("running");
         drop(child);
-        // tokio's driver reaps the orphan when it exits; no event tells us
-        // it did, so look, letting the runtime run between looks (bounded
-        // by a count, and by `run`'s time limit).
-        for _ in 0..2000 {
-            if child_state(pid).is_none() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("pid {pid} is still our child: {:?}", child_state(pid));
+        // tokio's driver reaps the orphan when it exits.
+        until_reaped(pid).await;
     });
 }
 
@@ -288,13 +293,7 @@ fn a_child_with_a_descriptor_dropped_unwaited_is_reaped_not_left_a_zombie() {
             .expect("spawn");
         let pid = child.id().expect("running");
         drop(child);
-        for _ in 0..2000 {
-            if child_state(pid).is_none() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("pid {pid} is still our child: {:?}", child_state(pid));
+        until_reaped(pid).await;
     });
 }
 

@@ -22,6 +22,28 @@ async fn channel() -> (cluster_ipc::Sender, cluster_ipc::Receiver) {
     (tx, rx)
 }
 
+/// The client's thread read the end of its stream, and nothing before it;
+/// the primary got `ConnectionClosed { conn_id }`. Both bounded.
+async fn client_and_primary_see_the_end(
+    client: std::thread::JoinHandle<std::io::Result<Vec<u8>>>,
+    primary: &mut cluster_ipc::Receiver,
+    conn_id: u64,
+) {
+    let seen = tokio::task::spawn_blocking(move || client.join())
+        .await
+        .expect("join the client")
+        .expect("the client thread");
+    assert_eq!(seen.expect("the client saw the end").len(), 0);
+    let notice = tokio::time::timeout(Duration::from_secs(10), primary.recv_raw())
+        .await
+        .expect("the close notice in time")
+        .expect("a frame");
+    assert!(
+        matches!(notice, Incoming::Control(ControlMsg::ConnectionClosed { conn_id: c }, _) if c == conn_id),
+        "{notice:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_dropped_connection_ends_while_the_primary_still_holds_a_duplicate() {
     let (tx, mut primary) = channel().await;
@@ -47,20 +69,7 @@ async fn a_dropped_connection_ends_while_the_primary_still_holds_a_duplicate() {
         _open: OpenCount::default().track(),
     };
     drop(conn);
-    let seen = tokio::task::spawn_blocking(move || client.join())
-        .await
-        .expect("join the client")
-        .expect("the client thread");
-    assert_eq!(seen.expect("the client saw the end").len(), 0);
-    // The primary is told, too.
-    let notice = tokio::time::timeout(Duration::from_secs(10), primary.recv_raw())
-        .await
-        .expect("the close notice in time")
-        .expect("a frame");
-    assert!(matches!(
-        notice,
-        Incoming::Control(ControlMsg::ConnectionClosed { conn_id: 7 }, _)
-    ));
+    client_and_primary_see_the_end(client, &mut primary, 7).await;
     drop(duplicate);
 }
 
@@ -93,18 +102,6 @@ async fn a_dropped_unix_connection_ends_and_was_counted_like_a_tcp_one() {
     assert_eq!(count.0.borrow().connections, 1);
     drop(conn);
     assert_eq!(count.0.borrow().connections, 0);
-    let seen = tokio::task::spawn_blocking(move || client.join())
-        .await
-        .expect("join the client")
-        .expect("the client thread");
-    assert_eq!(seen.expect("the client saw the end").len(), 0);
-    let notice = tokio::time::timeout(Duration::from_secs(10), primary.recv_raw())
-        .await
-        .expect("the close notice in time")
-        .expect("a frame");
-    assert!(matches!(
-        notice,
-        Incoming::Control(ControlMsg::ConnectionClosed { conn_id: 9 }, _)
-    ));
+    client_and_primary_see_the_end(client, &mut primary, 9).await;
     drop(duplicate);
 }
